@@ -1,0 +1,60 @@
+// Hdf5InteractionWriter: the output file of `latim run` (docs/hdf5-format.md). Maps are
+// chunked [T, T] float32 datasets with shuffle + deflate; only chunks on or below the
+// diagonal are ever written, so the upper triangle costs no storage and reads as NaN.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace latim {
+
+class Hdf5InteractionWriter {
+ public:
+  static constexpr int kFormatVersion = 1;
+
+  // Creates (truncates) `path`; the root attribute `complete` is 0 until finish().
+  Hdf5InteractionWriter(const std::string& path, int64_t T, int64_t map_chunk = 256);
+  ~Hdf5InteractionWriter();
+  Hdf5InteractionWriter(const Hdf5InteractionWriter&) = delete;
+  Hdf5InteractionWriter& operator=(const Hdf5InteractionWriter&) = delete;
+
+  const std::string& path() const { return path_; }
+  int64_t map_chunk() const { return chunk_; }
+
+  void set_string_attribute(const std::string& name, const std::string& value);
+  void set_int_attribute(const std::string& name, int64_t value);
+
+  void write_tokens(const std::vector<int64_t>& tokens);
+  void create_logits(int64_t vocab);
+  void write_logits_rows(int64_t row0, int64_t nrows, const float* data);
+
+  // /layers/NNN/<score>, [T, T]. Tiles are row-major [ni, nj] blocks at (i0, j0).
+  void create_map(int layer, const std::string& score);
+  void write_map_tile(int layer, const std::string& score, int64_t i0, int64_t j0, int64_t ni,
+                      int64_t nj, const float* data);
+  // /layers/NNN/<name>: [rows] when width == 0, else [rows, width]
+  void write_layer_array(int layer, const std::string& name, const float* data, int64_t rows, int64_t width = 0);
+  void set_layer_string_attribute(int layer, const std::string& name, const std::string& value);
+
+  void finish();   // flushes and sets complete = 1
+  void abandon();  // closes and removes the file (a failed run leaves nothing behind)
+
+  static std::string layer_group_name(int layer);  // "/layers/007"
+
+ private:
+  int64_t ensure_layer_group(int layer);
+  int64_t dataset(int layer, const std::string& name) const;
+  void close_all();
+
+  std::string path_;
+  int64_t T_;
+  int64_t chunk_;
+  int64_t file_ = -1;
+  int64_t logits_ = -1;
+  std::map<int, int64_t> layer_groups_;
+  std::map<std::pair<int, std::string>, int64_t> maps_;
+  bool finished_ = false;
+};
+
+}  // namespace latim

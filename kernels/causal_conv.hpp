@@ -1,0 +1,14 @@
+// Causal depthwise convolution over the sequence, with optional SiLU (device pointers).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace latim::cuda {
+
+// out[t, c] = act(sum_s w[c, K-1-s] * in[t-s, c] + b[c]) for t in [0, T), c in [0, channels).
+// `in` has leading dimension lda; `out` is dense [T, channels]; b may be null.
+void causal_conv(const float* in, int64_t T, int64_t channels, int64_t lda, const float* w, int K,
+                 const float* b, bool silu, float* out, cudaStream_t stream, int layer);
+
+}  // namespace latim::cuda

@@ -1,0 +1,228 @@
+// HDF5 output: chunked, shuffle + deflate datasets that h5py and HDF5.jl read without plugins.
+#include "latim/hdf5_writer.hpp"
+
+#include <hdf5.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+
+#include "latim/error.hpp"
+
+namespace latim {
+
+namespace {
+
+constexpr unsigned kDeflateLevel = 4;
+
+void check(herr_t status, const std::string& path, const std::string& what) {
+  if (status < 0) fail(path, ": HDF5 failed to ", what);
+}
+hid_t check_id(hid_t id, const std::string& path, const std::string& what) {
+  if (id < 0) fail(path, ": HDF5 failed to ", what);
+  return id;
+}
+
+void write_string_attr(hid_t obj, const std::string& name, const std::string& value, const std::string& path) {
+  hid_t type = H5Tcopy(H5T_C_S1);
+  H5Tset_size(type, H5T_VARIABLE);
+  H5Tset_cset(type, H5T_CSET_UTF8);
+  hid_t space = H5Screate(H5S_SCALAR);
+  if (H5Aexists(obj, name.c_str()) > 0) H5Adelete(obj, name.c_str());
+  hid_t attr = check_id(H5Acreate2(obj, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT), path,
+                        "create attribute " + name);
+  const char* p = value.c_str();
+  herr_t st = H5Awrite(attr, type, &p);
+  H5Aclose(attr);
+  H5Sclose(space);
+  H5Tclose(type);
+  check(st, path, "write attribute " + name);
+}
+
+void write_int_attr(hid_t obj, const std::string& name, int64_t value, const std::string& path) {
+  hid_t space = H5Screate(H5S_SCALAR);
+  hid_t attr = -1;
+  if (H5Aexists(obj, name.c_str()) > 0) {
+    attr = H5Aopen(obj, name.c_str(), H5P_DEFAULT);
+  } else {
+    attr = H5Acreate2(obj, name.c_str(), H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
+  }
+  check_id(attr, path, "create attribute " + name);
+  herr_t st = H5Awrite(attr, H5T_NATIVE_INT64, &value);
+  H5Aclose(attr);
+  H5Sclose(space);
+  check(st, path, "write attribute " + name);
+}
+
+// A chunked dataset with shuffle + deflate and chunks allocated only when written.
+hid_t create_chunked(hid_t loc, const std::string& name, hid_t type, const std::vector<hsize_t>& dims,
+                     const std::vector<hsize_t>& chunk, const void* fill, const std::string& path) {
+  hid_t space = H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
+  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  H5Pset_chunk(dcpl, static_cast<int>(chunk.size()), chunk.data());
+  H5Pset_shuffle(dcpl);
+  H5Pset_deflate(dcpl, kDeflateLevel);
+  H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_INCR);
+  if (fill) {
+    H5Pset_fill_value(dcpl, type, fill);
+    H5Pset_fill_time(dcpl, H5D_FILL_TIME_IFSET);
+  }
+  hid_t ds = H5Dcreate2(loc, name.c_str(), type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  H5Pclose(dcpl);
+  H5Sclose(space);
+  return check_id(ds, path, "create dataset " + name);
+}
+
+void write_block(hid_t ds, const std::vector<hsize_t>& start, const std::vector<hsize_t>& count, hid_t memtype,
+                 const void* data, const std::string& path, const std::string& what) {
+  hid_t fspace = H5Dget_space(ds);
+  H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
+  hid_t mspace = H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr);
+  herr_t st = H5Dwrite(ds, memtype, mspace, fspace, H5P_DEFAULT, data);
+  H5Sclose(mspace);
+  H5Sclose(fspace);
+  check(st, path, "write " + what);
+}
+
+}  // namespace
+
+std::string Hdf5InteractionWriter::layer_group_name(int layer) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "/layers/%03d", layer);
+  return buf;
+}
+
+Hdf5InteractionWriter::Hdf5InteractionWriter(const std::string& path, int64_t T, int64_t map_chunk)
+    : path_(path), T_(T), chunk_(std::max<int64_t>(1, std::min(map_chunk, T))) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // errors become one-line exceptions instead
+  namespace fs = std::filesystem;
+  const fs::path parent = fs::path(path).parent_path();
+  if (!parent.empty() && !fs::is_directory(parent))
+    fail("--out ", path, ": directory ", parent.string(), " does not exist");
+  file_ = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (file_ < 0) fail("--out ", path, ": cannot create the output file (check permissions and the path)");
+  write_string_attr(file_, "format", "latim-interactions", path_);
+  write_int_attr(file_, "format_version", kFormatVersion, path_);
+  write_int_attr(file_, "complete", 0, path_);
+  write_int_attr(file_, "n_tokens", T_, path_);
+  write_int_attr(file_, "map_chunk", chunk_, path_);
+  check(H5Fflush(file_, H5F_SCOPE_GLOBAL), path_, "flush");
+}
+
+Hdf5InteractionWriter::~Hdf5InteractionWriter() { close_all(); }
+
+void Hdf5InteractionWriter::close_all() {
+  for (auto& [k, id] : maps_) H5Dclose(id);
+  maps_.clear();
+  for (auto& [k, id] : layer_groups_) H5Gclose(id);
+  layer_groups_.clear();
+  if (logits_ >= 0) H5Dclose(logits_);
+  logits_ = -1;
+  if (file_ >= 0) H5Fclose(file_);
+  file_ = -1;
+}
+
+void Hdf5InteractionWriter::set_string_attribute(const std::string& name, const std::string& value) {
+  write_string_attr(file_, name, value, path_);
+}
+void Hdf5InteractionWriter::set_int_attribute(const std::string& name, int64_t value) {
+  write_int_attr(file_, name, value, path_);
+}
+
+void Hdf5InteractionWriter::write_tokens(const std::vector<int64_t>& tokens) {
+  const hsize_t n = tokens.size();
+  hid_t ds = create_chunked(file_, "tokens", H5T_STD_I64LE, {n}, {std::min<hsize_t>(n, 1 << 16)}, nullptr, path_);
+  write_block(ds, {0}, {n}, H5T_NATIVE_INT64, tokens.data(), path_, "/tokens");
+  H5Dclose(ds);
+}
+
+void Hdf5InteractionWriter::create_logits(int64_t vocab) {
+  const hsize_t T = T_, V = vocab;
+  const hsize_t rows = std::min<hsize_t>(T, std::max<hsize_t>(1, (1 << 18) / std::min<hsize_t>(V, 1 << 14)));
+  logits_ = create_chunked(file_, "logits", H5T_IEEE_F32LE, {T, V}, {rows, std::min<hsize_t>(V, 1 << 14)},
+                           nullptr, path_);
+}
+
+void Hdf5InteractionWriter::write_logits_rows(int64_t row0, int64_t nrows, const float* data) {
+  hsize_t dims[2];
+  hid_t sp = H5Dget_space(logits_);
+  H5Sget_simple_extent_dims(sp, dims, nullptr);
+  H5Sclose(sp);
+  write_block(logits_, {static_cast<hsize_t>(row0), 0}, {static_cast<hsize_t>(nrows), dims[1]}, H5T_NATIVE_FLOAT,
+              data, path_, "/logits");
+}
+
+int64_t Hdf5InteractionWriter::ensure_layer_group(int layer) {
+  auto it = layer_groups_.find(layer);
+  if (it != layer_groups_.end()) return it->second;
+  if (H5Lexists(file_, "layers", H5P_DEFAULT) <= 0) {
+    hid_t g = check_id(H5Gcreate2(file_, "layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), path_, "create /layers");
+    H5Gclose(g);
+  }
+  const std::string name = layer_group_name(layer);
+  hid_t g = check_id(H5Gcreate2(file_, name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), path_, "create " + name);
+  write_int_attr(g, "layer", layer, path_);
+  layer_groups_[layer] = g;
+  return g;
+}
+
+void Hdf5InteractionWriter::create_map(int layer, const std::string& score) {
+  const hid_t g = ensure_layer_group(layer);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const hsize_t T = T_, c = chunk_;
+  maps_[{layer, score}] = create_chunked(g, score, H5T_IEEE_F32LE, {T, T}, {c, c}, &nan, path_);
+}
+
+int64_t Hdf5InteractionWriter::dataset(int layer, const std::string& name) const {
+  auto it = maps_.find({layer, name});
+  if (it == maps_.end()) fail(path_, ": dataset ", layer_group_name(layer), "/", name, " was not created");
+  return it->second;
+}
+
+void Hdf5InteractionWriter::write_map_tile(int layer, const std::string& score, int64_t i0, int64_t j0, int64_t ni,
+                                           int64_t nj, const float* data) {
+  write_block(dataset(layer, score), {static_cast<hsize_t>(i0), static_cast<hsize_t>(j0)},
+              {static_cast<hsize_t>(ni), static_cast<hsize_t>(nj)}, H5T_NATIVE_FLOAT, data, path_,
+              layer_group_name(layer) + "/" + score);
+}
+
+void Hdf5InteractionWriter::write_layer_array(int layer, const std::string& name, const float* data, int64_t rows,
+                                              int64_t width) {
+  const hid_t g = ensure_layer_group(layer);
+  std::vector<hsize_t> dims{static_cast<hsize_t>(rows)}, chunk{static_cast<hsize_t>(std::min<int64_t>(rows, 1 << 16))};
+  if (width > 0) {
+    dims.push_back(width);
+    chunk = {static_cast<hsize_t>(std::min<int64_t>(rows, std::max<int64_t>(1, (1 << 16) / width))),
+             static_cast<hsize_t>(width)};
+  }
+  hid_t ds = create_chunked(g, name, H5T_IEEE_F32LE, dims, chunk, nullptr, path_);
+  std::vector<hsize_t> start(dims.size(), 0);
+  write_block(ds, start, dims, H5T_NATIVE_FLOAT, data, path_, layer_group_name(layer) + "/" + name);
+  H5Dclose(ds);
+}
+
+void Hdf5InteractionWriter::set_layer_string_attribute(int layer, const std::string& name, const std::string& value) {
+  write_string_attr(ensure_layer_group(layer), name, value, path_);
+}
+
+void Hdf5InteractionWriter::finish() {
+  for (auto& [k, id] : maps_) H5Dclose(id);
+  maps_.clear();
+  if (logits_ >= 0) H5Dclose(logits_);
+  logits_ = -1;
+  check(H5Fflush(file_, H5F_SCOPE_GLOBAL), path_, "flush");
+  // Only now, with every dataset written and flushed, does the file claim to be complete.
+  write_int_attr(file_, "complete", 1, path_);
+  check(H5Fflush(file_, H5F_SCOPE_GLOBAL), path_, "flush");
+  close_all();
+  finished_ = true;
+}
+
+void Hdf5InteractionWriter::abandon() {
+  close_all();
+  std::error_code ec;
+  std::filesystem::remove(path_, ec);
+}
+
+}  // namespace latim
