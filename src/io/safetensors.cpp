@@ -133,7 +133,8 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   if (size < 8) fail(path, ": truncated safetensors file (", size, " bytes, no header length)");
   const uint64_t header_len = load_le<uint64_t>(map_->data());
   if (header_len > size - 8)
-    fail(path, ": header length ", header_len, " is larger than the file (", size, " bytes)");
+    fail(path, ": header length ", header_len, " is larger than the file (", size,
+         " bytes): truncated or not a safetensors file");
   const std::string header(reinterpret_cast<const char*>(map_->data()) + 8, header_len);
   const Json j = parse_json_lenient(header, path + " (safetensors header)");
   if (!j.is_object()) fail(path, ": safetensors header is not a JSON object");

@@ -1,0 +1,162 @@
+// Bad input: every case gets a one-line error naming what is wrong, a non-zero exit code,
+// and no output file left behind.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "latim/safetensors.hpp"
+#include "test_util.hpp"
+
+namespace latim {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A writable copy of the mamba1_f32 fixture whose tensors the test can edit.
+class BadInput : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    src_ = test::data_dir() + "/mamba1_f32";
+    model_ = tmp_ / "model";
+    fs::create_directories(model_);
+    fs::copy_file(src_ + "/config.json", model_ + "/config.json");
+    fs::copy_file(src_ + "/tokens.txt", tokens_);
+    SafetensorsFile f(src_ + "/model.safetensors");
+    for (const auto& [name, t] : f.tensors()) {
+      test::RawTensor r{to_string(t.dtype), t.shape,
+                        std::vector<char>(reinterpret_cast<const char*>(t.data),
+                                          reinterpret_cast<const char*>(t.data) + t.nbytes)};
+      tensors_[name] = r;
+    }
+    save();
+  }
+  void save(int64_t header_len = -1, std::size_t truncate = 0) {
+    test::write_safetensors(model_ + "/model.safetensors", tensors_, header_len, truncate);
+  }
+  std::string args(const std::string& extra = "") const {
+    return "run --model " + model_ + " --tokens " + tokens_ + " --out " + out_ + " --quiet " + extra;
+  }
+  // Runs latim, expects failure with a single-line message containing every `needle`.
+  void expect_failure(const std::string& a, std::initializer_list<std::string> needles) {
+    const test::RunResult r = test::run_latim(a);
+    EXPECT_NE(r.exit_code, 0) << r.output;
+    EXPECT_LT(r.exit_code, 128) << "crashed: " << r.output;
+    std::string msg = r.output;
+    while (!msg.empty() && msg.back() == '\n') msg.pop_back();
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << "expected one line, got:\n" << r.output;
+    for (const auto& n : needles) EXPECT_NE(r.output.find(n), std::string::npos) << "missing '" << n << "' in: " << r.output;
+    EXPECT_FALSE(fs::exists(out_)) << "a failed run left " << out_;
+  }
+
+  test::TempDir tmp_;
+  std::string src_, model_;
+  std::string tokens_ = tmp_ / "tokens.txt";
+  std::string out_ = tmp_ / "out.h5";
+  std::map<std::string, test::RawTensor> tensors_;
+};
+
+TEST_F(BadInput, ValidCopyRuns) {
+  const test::RunResult r = test::run_latim(args("--no-maps"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(fs::exists(out_));
+}
+
+TEST_F(BadInput, MissingModelDirectory) {
+  expect_failure("run --model " + tmp_ / "nope" + " --tokens " + tokens_ + " --out " + out_, {"nope", "not found"});
+}
+
+TEST_F(BadInput, MissingSafetensorsFile) {
+  fs::remove(model_ + "/model.safetensors");
+  expect_failure(args(), {"model.safetensors"});
+}
+
+TEST_F(BadInput, MissingTokenFile) {
+  expect_failure("run --model " + model_ + " --tokens " + tmp_ / "none.txt" + " --out " + out_, {"none.txt"});
+}
+
+TEST_F(BadInput, MissingTensor) {
+  tensors_.erase("backbone.layers.1.mixer.x_proj.weight");
+  save();
+  expect_failure(args(), {"backbone.layers.1.mixer.x_proj.weight", "missing"});
+}
+
+TEST_F(BadInput, WrongShape) {
+  auto& t = tensors_["backbone.layers.0.mixer.out_proj.weight"];
+  std::swap(t.shape[0], t.shape[1]);
+  save();
+  expect_failure(args(), {"backbone.layers.0.mixer.out_proj.weight", "shape"});
+}
+
+TEST_F(BadInput, WrongDtype) {
+  tensors_["backbone.norm_f.weight"].dtype = "I32";
+  save();
+  expect_failure(args(), {"backbone.norm_f.weight", "I32"});
+}
+
+TEST_F(BadInput, TruncatedSafetensors) {
+  const auto size = fs::file_size(src_ + "/model.safetensors");
+  save(-1, static_cast<std::size_t>(size / 2));
+  expect_failure(args(), {"model.safetensors", "truncated"});
+}
+
+TEST_F(BadInput, HeaderLengthLargerThanFile) {
+  save(int64_t{1} << 40);
+  expect_failure(args(), {"model.safetensors", "header length"});
+}
+
+TEST_F(BadInput, InvalidConfigJson) {
+  test::write_text(model_ + "/config.json", "{\"model_type\": \"mamba\", \"hidden_size\": 32,,}");
+  expect_failure(args(), {"config.json", "invalid JSON"});
+}
+
+TEST_F(BadInput, MissingConfigField) {
+  test::write_text(model_ + "/config.json", "{\"model_type\": \"mamba\", \"hidden_size\": 32, \"num_hidden_layers\": 3}");
+  expect_failure(args(), {"config.json", "vocab_size"});
+}
+
+TEST_F(BadInput, EmptyTokenFile) {
+  test::write_text(tokens_, "  \n\t ");
+  expect_failure(args(), {"tokens.txt", "empty"});
+}
+
+TEST_F(BadInput, TokenOutsideVocabulary) {
+  test::write_text(tokens_, "1 2 3 100000 4");
+  expect_failure(args(), {"tokens.txt", "token 3", "100000"});
+}
+
+TEST_F(BadInput, NegativeToken) {
+  test::write_text(tokens_, "1 -2 3");
+  expect_failure(args(), {"tokens.txt", "token 1"});
+}
+
+TEST_F(BadInput, TokenNotAnInteger) {
+  test::write_text(tokens_, "1 2 three 4");
+  expect_failure(args(), {"tokens.txt", "token 2", "three"});
+}
+
+TEST_F(BadInput, UnknownScore) { expect_failure(args("--scores l2,l7"), {"--scores", "l7"}); }
+
+TEST_F(BadInput, LayerOutsideModel) { expect_failure(args("--layers 0,5-7"), {"--layers", "5"}); }
+
+TEST_F(BadInput, MalformedLayerRange) { expect_failure(args("--layers 2-x"), {"--layers", "2-x"}); }
+
+TEST_F(BadInput, UnwritableOutput) {
+  out_ = tmp_ / "no_such_dir/out.h5";
+  expect_failure(args(), {"--out", "no_such_dir"});
+}
+
+TEST_F(BadInput, OutputIsADirectory) {
+  fs::create_directories(tmp_ / "adir");
+  const test::RunResult r = test::run_latim("run --model " + model_ + " --tokens " + tokens_ + " --out " + tmp_ / "adir");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("--out"), std::string::npos) << r.output;
+}
+
+TEST_F(BadInput, UnknownOption) {
+  const test::RunResult r = test::run_latim(args("--bogus"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("bogus"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace latim

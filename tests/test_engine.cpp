@@ -1,0 +1,116 @@
+// The CPU LaTIM engine: exactness for identity-activation models, independence of the tile
+// size, and the triangular layout. (Agreement with the numpy reference is checked by
+// tests/check_against_reference.py.)
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <map>
+
+#include "latim/latim.hpp"
+#include "latim/tokens.hpp"
+#include "test_util.hpp"
+
+namespace latim {
+namespace {
+
+struct MemorySink : MapSink {
+  int64_t T = 0;
+  std::map<std::pair<int, Score>, std::vector<float>> maps;
+  std::map<int, std::vector<float>> eps;
+  void on_panel(int layer, Score s, int64_t i0, int64_t ni, int64_t ncols, const float* data) override {
+    auto& m = maps[{layer, s}];
+    m.resize(T * T, std::numeric_limits<float>::quiet_NaN());
+    for (int64_t r = 0; r < ni; ++r)
+      for (int64_t j = 0; j < ncols; ++j) m[(i0 + r) * T + j] = data[r * ncols + j];
+  }
+  void on_approx_error(int layer, const std::vector<float>& e) override { eps[layer] = e; }
+};
+
+// Runs the forward pass and the engine on every layer of a fixture.
+struct MapRun : LayerObserver {
+  MapRun(const ModelWeights& m, EngineOptions o) : model(m), opt(o) {}
+  bool wants_trace(int) const override { return true; }
+  void on_layer(int layer, const LayerWeights& w, const LayerTrace* tr, const std::vector<float>&) override {
+    sink.T = tr->T;
+    const LayerFactors f = make_layer_factors(model.config, w, *tr);
+    compute_layer_maps(layer, f, *backend, opt, sink, &rollout);
+  }
+  const ModelWeights& model;
+  EngineOptions opt;
+  std::unique_ptr<TileBackend> backend = make_cpu_tile_backend();
+  MemorySink sink;
+  std::vector<float> rollout;
+};
+
+MemorySink run_maps(const std::string& fixture, int64_t T, int64_t panel, std::vector<Score> scores) {
+  const std::string dir = test::data_dir() + "/" + fixture;
+  const ModelWeights model = load_model(dir);
+  std::vector<int64_t> tokens = read_token_file(dir + "/tokens.txt", model.config.vocab_size);
+  tokens.resize(T);
+  EngineOptions opt;
+  opt.scores = scores;
+  opt.panel = panel;
+  MapRun run(model, opt);
+  forward_cpu(model, tokens, &run);
+  return run.sink;
+}
+
+class IdentityExact : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(IdentityExact, ApproximationErrorVanishes) {
+  const MemorySink s = run_maps(GetParam(), 120, 32, {Score::L2});
+  ASSERT_FALSE(s.eps.empty());
+  for (const auto& [layer, e] : s.eps)
+    for (std::size_t i = 0; i < e.size(); ++i) ASSERT_LE(e[i], 1e-5) << "layer " << layer << " row " << i;
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, IdentityExact, ::testing::Values("mamba1_identity_f32", "mamba2_identity_f32"));
+
+TEST(Engine, SiluModelsHaveNonzeroError) {
+  // The surrogate is not exact for SiLU: a zero error here would mean it is not computed.
+  const MemorySink s = run_maps("mamba1_f32", 40, 16, {Score::L2});
+  double mx = 0;
+  for (const auto& [l, e] : s.eps)
+    for (float v : e) mx = std::max<double>(mx, v);
+  EXPECT_GT(mx, 1e-3);
+}
+
+class TileInvariance : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(TileInvariance, PanelSizeDoesNotChangeTheMaps) {
+  const std::vector<Score> all{Score::L2, Score::L1, Score::Alti, Score::AltiRollout, Score::HiddenAttn};
+  const MemorySink a = run_maps(GetParam(), 75, 16, all);
+  const MemorySink b = run_maps(GetParam(), 75, 256, all);
+  const int64_t T = 75;
+  ASSERT_EQ(a.maps.size(), b.maps.size());
+  for (const auto& [key, ma] : a.maps) {
+    const auto& mb = b.maps.at(key);
+    for (int64_t i = 0; i < T; ++i)
+      for (int64_t j = 0; j < T; ++j) {
+        const float x = ma[i * T + j], y = mb[i * T + j];
+        if (j > i) {
+          ASSERT_TRUE(std::isnan(x) && std::isnan(y)) << to_string(key.second) << " upper (" << i << "," << j << ")";
+        } else {
+          ASSERT_TRUE(std::isfinite(x)) << to_string(key.second) << " (" << i << "," << j << ")";
+          ASSERT_NEAR(x, y, 1e-5 * (1 + std::abs(y))) << to_string(key.second) << " layer " << key.first << " (" << i
+                                                       << "," << j << ")";
+        }
+      }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, TileInvariance, ::testing::Values("mamba1_bias_f16", "mamba2_g2_f32"));
+
+TEST(Engine, AltiRowsSumToOne) {
+  const MemorySink s = run_maps("mamba2_f32", 50, 16, {Score::Alti, Score::AltiRollout});
+  for (const auto& [key, m] : s.maps)
+    for (int64_t i = 0; i < 50; ++i) {
+      double sum = 0;
+      for (int64_t j = 0; j <= i; ++j) sum += m[i * 50 + j];
+      ASSERT_NEAR(sum, 1.0, 1e-4) << to_string(key.second) << " layer " << key.first << " row " << i;
+    }
+}
+
+}  // namespace
+}  // namespace latim

@@ -1,0 +1,89 @@
+// Helpers shared by the tests: temporary directories, writing safetensors files, running
+// the latim binary and capturing its exit code and stderr.
+#pragma once
+#include <array>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace latim::test {
+
+namespace fs = std::filesystem;
+
+inline std::string data_dir() { return LATIM_TEST_DATA_DIR; }
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::random_device rd;
+    path = fs::temp_directory_path() / ("latim_test_" + std::to_string(rd()) + std::to_string(rd()));
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+struct RawTensor {
+  std::string dtype;
+  std::vector<int64_t> shape;
+  std::vector<char> bytes;
+};
+
+inline void write_safetensors(const std::string& path, const std::map<std::string, RawTensor>& tensors,
+                              int64_t header_len_override = -1, std::size_t truncate_to = 0) {
+  nlohmann::json h;
+  std::vector<char> data;
+  for (const auto& [name, t] : tensors) {
+    h[name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {data.size(), data.size() + t.bytes.size()}}};
+    data.insert(data.end(), t.bytes.begin(), t.bytes.end());
+  }
+  std::string header = h.dump();
+  while (header.size() % 8) header += ' ';
+  uint64_t len = header_len_override >= 0 ? static_cast<uint64_t>(header_len_override) : header.size();
+  std::string blob(reinterpret_cast<const char*>(&len), 8);
+  blob += header;
+  blob.append(data.begin(), data.end());
+  if (truncate_to) blob.resize(truncate_to);
+  std::ofstream(path, std::ios::binary).write(blob.data(), static_cast<std::streamsize>(blob.size()));
+}
+
+inline void write_text(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+
+struct RunResult {
+  int exit_code = -1;
+  std::string output;  // stdout + stderr
+};
+
+inline RunResult run_latim(const std::string& args) {
+  const std::string cmd = std::string(LATIM_BINARY) + " " + args + " 2>&1";
+  RunResult r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf{};
+  while (std::fgets(buf.data(), buf.size(), p)) r.output += buf.data();
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+  return r;
+}
+
+// Relative error as the golden tests define it: max |a - b| / max |b|.
+inline double rel_error(const float* a, const float* b, std::size_t n) {
+  double num = 0.0, den = 0.0;
+  for (std::size_t i = 0; i < n; ++i) {
+    num = std::max(num, std::abs(static_cast<double>(a[i]) - b[i]));
+    den = std::max(den, std::abs(static_cast<double>(b[i])));
+  }
+  return den > 0 ? num / den : num;
+}
+
+}  // namespace latim::test
