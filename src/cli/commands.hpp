@@ -5,6 +5,5 @@ namespace latim::cli {
 
 int run_command(int argc, char** argv);
 int info_command(int argc, char** argv);
-int eval_copy_command(int argc, char** argv);
 
 }  // namespace latim::cli

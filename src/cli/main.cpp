@@ -19,7 +19,7 @@ void print_usage() {
       "commands:\n"
       "  run        forward pass and interaction maps, written to an HDF5 file\n"
       "  info       print a checkpoint's configuration and tensors\n"
-      "  eval-copy  copying-task AUC / AP of the maps in an HDF5 file\n\n"
+      "\n"
       "  latim <command> --help   options of one command\n"
       "  latim --version          program version\n",
       latim::kVersion);
@@ -40,7 +40,6 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "run") return latim::cli::run_command(argc - 1, argv + 1);
     if (cmd == "info") return latim::cli::info_command(argc - 1, argv + 1);
-    if (cmd == "eval-copy") return latim::cli::eval_copy_command(argc - 1, argv + 1);
     std::fprintf(stderr, "latim: unknown command '%s' (see latim --help)\n", cmd.c_str());
     return 2;
   } catch (const boost::program_options::error& e) {

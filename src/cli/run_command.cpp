@@ -10,6 +10,7 @@
 
 #include "cli/commands.hpp"
 #include "io/json.hpp"
+#include "latim/backend.hpp"
 #include "latim/comm.hpp"
 #include "latim/error.hpp"
 #include "latim/hdf5_writer.hpp"
@@ -25,7 +26,7 @@ namespace latim::cli {
 namespace {
 
 struct RunOptions {
-  std::string model, tokens, out, scores = "l2", layers = "all", backend = "cpu";
+  std::string model, tokens, out, scores = "l2", layers = "all", backend = "auto", precision = "fp32";
   bool save_logits = false, no_maps = false, quiet = false;
   int64_t tile = 256;
   int threads = 0;
@@ -134,7 +135,8 @@ int run_command(int argc, char** argv) {
       ("no-maps", po::bool_switch(&o.no_maps), "skip the interaction maps (forward pass and logits only)")
       ("save-logits", po::bool_switch(&o.save_logits), "also write /logits [T, vocab]")
       ("tile", po::value(&o.tile)->default_value(256), "tile edge in tokens (also the HDF5 chunk edge)")
-      ("backend", po::value(&o.backend)->default_value("cpu"), "compute backend: cpu")
+      ("backend", po::value(&o.backend)->default_value("auto"), "cpu, cuda, or auto (cuda when a GPU is present)")
+      ("precision", po::value(&o.precision)->default_value("fp32"), "projection precision on cuda: fp32, tf32, bf16")
       ("threads", po::value(&o.threads)->default_value(0), "CPU threads (0 = all cores)")
       ("quiet,q", po::bool_switch(&o.quiet), "no progress line");
   po::variables_map vm;
@@ -149,7 +151,6 @@ int run_command(int argc, char** argv) {
   if (comm.size() > 1)
     comm.abort(2, "latim run was launched on " + std::to_string(comm.size()) +
                       " ranks, but sequence/layer sharding is not in this version; run it on one rank");
-  if (o.backend != "cpu") fail("--backend: '", o.backend, "' is not available in this build (cpu)");
   if (o.tile < 16 || o.tile > 8192) fail("--tile: ", o.tile, " is outside [16, 8192]");
   if (o.threads < 0) fail("--threads: must be >= 0");
   if (o.threads > 0) omp_set_num_threads(o.threads);
@@ -165,6 +166,8 @@ int run_command(int argc, char** argv) {
   if (std::find(scores.begin(), scores.end(), Score::AltiRollout) != scores.end() && T > 65536)
     fail("--scores alti-rollout keeps a dense T x T map in memory; T = ", T, " is above the 65536 limit");
 
+  const auto backend = make_backend(o.backend, parse_precision(o.precision));
+
   Hdf5InteractionWriter writer(o.out, T, o.tile);
   try {
     writer.set_string_attribute("program", "latim");
@@ -172,8 +175,9 @@ int run_command(int argc, char** argv) {
     writer.set_string_attribute("command_line", join_command_line(argc, argv));
     writer.set_string_attribute("model_config", c.to_json());
     writer.set_string_attribute("model_family", to_string(c.family));
-    writer.set_string_attribute("backend", o.backend);
-    const std::string conv = conventions_json(c, scores, "fp32");
+    writer.set_string_attribute("backend", backend->name());
+    writer.set_string_attribute("device", backend->device_name());
+    const std::string conv = conventions_json(c, scores, to_string(backend->precision()));
     writer.set_string_attribute("conventions", conv);
     const Json conv_fields = Json::parse(conv);
     for (auto& [k, v] : conv_fields.items()) writer.set_string_attribute("convention_" + k, v.get<std::string>());
@@ -186,9 +190,8 @@ int run_command(int argc, char** argv) {
     eopt.scores = scores;
     eopt.panel = writer.map_chunk();
     eopt.progress = !o.quiet && comm.is_root();
-    auto backend = make_cpu_tile_backend();
-    MapObserver observer(model, layers, eopt, writer, *backend);
-    const ForwardOutput fwd = forward_cpu(model, tokens, layers.empty() ? nullptr : &observer);
+    MapObserver observer(model, layers, eopt, writer, backend->tiles());
+    const ForwardOutput fwd = backend->forward(model, tokens, layers.empty() ? nullptr : &observer);
 
     if (o.save_logits) {
       writer.create_logits(c.vocab_size);

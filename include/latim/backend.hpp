@@ -1,0 +1,32 @@
+// The compute backend seam: the forward pass and the LaTIM tile backend of one device kind.
+// The backend is chosen once, by make_backend(); the rest of the program only sees this API.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "latim/forward.hpp"
+#include "latim/latim.hpp"
+
+namespace latim {
+
+enum class Precision { FP32, TF32, BF16 };
+const char* to_string(Precision p);
+Precision parse_precision(const std::string& s);  // throws naming --precision
+
+class ComputeBackend {
+ public:
+  virtual ~ComputeBackend() = default;
+  virtual std::string name() const = 0;         // "cpu", "cuda"
+  virtual std::string device_name() const = 0;  // e.g. the CPU or GPU model, for the output file
+  virtual ForwardOutput forward(const ModelWeights& model, const std::vector<int64_t>& tokens,
+                                LayerObserver* observer) = 0;
+  virtual TileBackend& tiles() = 0;
+  virtual Precision precision() const { return Precision::FP32; }
+};
+
+// "cpu", "cuda" or "auto" (cuda when built with it and a GPU is present, else cpu).
+std::unique_ptr<ComputeBackend> make_backend(const std::string& name, Precision precision = Precision::FP32);
+bool cuda_available();  // built with CUDA and at least one device visible
+
+}  // namespace latim

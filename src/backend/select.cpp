@@ -1,0 +1,78 @@
+// make_backend: the one place that decides which device computes.
+#include <fstream>
+
+#include "latim/backend.hpp"
+#include "latim/error.hpp"
+
+namespace latim {
+
+#ifdef LATIM_HAVE_CUDA
+std::unique_ptr<ComputeBackend> make_cuda_backend(Precision precision);  // src/backend/cuda_backend.cpp
+bool cuda_device_present();
+#endif
+
+const char* to_string(Precision p) {
+  switch (p) {
+    case Precision::FP32: return "fp32";
+    case Precision::TF32: return "tf32";
+    case Precision::BF16: return "bf16";
+  }
+  return "?";
+}
+
+Precision parse_precision(const std::string& s) {
+  if (s == "fp32") return Precision::FP32;
+  if (s == "tf32") return Precision::TF32;
+  if (s == "bf16") return Precision::BF16;
+  fail("--precision: '", s, "' is not one of fp32, tf32, bf16");
+}
+
+namespace {
+
+class CpuBackend final : public ComputeBackend {
+ public:
+  std::string name() const override { return "cpu"; }
+  std::string device_name() const override {
+    std::ifstream f("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(f, line))
+      if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+    return "cpu";
+  }
+  ForwardOutput forward(const ModelWeights& m, const std::vector<int64_t>& tokens, LayerObserver* obs) override {
+    return forward_cpu(m, tokens, obs);
+  }
+  TileBackend& tiles() override { return *tiles_; }
+
+ private:
+  std::unique_ptr<TileBackend> tiles_ = make_cpu_tile_backend();
+};
+
+}  // namespace
+
+bool cuda_available() {
+#ifdef LATIM_HAVE_CUDA
+  return cuda_device_present();
+#else
+  return false;
+#endif
+}
+
+std::unique_ptr<ComputeBackend> make_backend(const std::string& name, Precision precision) {
+  if (name == "cpu") {
+    if (precision != Precision::FP32) fail("--precision ", to_string(precision), " needs --backend cuda; the CPU computes in fp32");
+    return std::make_unique<CpuBackend>();
+  }
+  if (name == "cuda" || name == "auto") {
+#ifdef LATIM_HAVE_CUDA
+    if (cuda_device_present()) return make_cuda_backend(precision);
+    if (name == "cuda") fail("--backend cuda: no CUDA device is visible on this machine");
+#else
+    if (name == "cuda") fail("--backend cuda: this build has no CUDA support (configure with -DLATIM_CUDA=ON)");
+#endif
+    return make_backend("cpu", precision == Precision::FP32 ? precision : Precision::FP32);
+  }
+  fail("--backend: '", name, "' is not one of cpu, cuda, auto");
+}
+
+}  // namespace latim
