@@ -156,7 +156,7 @@ class CpuTileBackend final : public TileBackend {
           const float gap = static_cast<float>(Si[ch] - Sl[ch]);  // >= 0
           const float* A = w.A.data() + ch * N;
           float acc = 0.0f;
-          for (int64_t n = 0; n < N; ++n) acc += Ci[n] * Bl[n] * std::exp(A[n] * gap);
+          for (int64_t n = 0; n < N; ++n) acc += Ci[n] * Bl[n] * cpu::exp_nonpositive(A[n] * gap);
           out[ch] = acc * dl[ch];
         }
       }
@@ -173,7 +173,7 @@ class CpuTileBackend final : public TileBackend {
           for (int64_t n = 0; n < N; ++n) cb += Ci[g * N + n] * Bl[g * N + n];
           for (int64_t h = g * hpg; h < (g + 1) * hpg; ++h) {
             const float gap = static_cast<float>(Si[h] - Sl[h]);
-            const float m = cb * std::exp(w.A[h] * gap) * tr.delta[l * H + h];
+            const float m = cb * cpu::exp_nonpositive(w.A[h] * gap) * tr.delta[l * H + h];
             for (int64_t p = 0; p < P; ++p) out[h * P + p] = m;
           }
         }

@@ -3,8 +3,29 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 namespace latim::cpu {
+
+// exp(x) for x <= 0, accurate to about 2 ulp, in plain arithmetic the compiler vectorises
+// (std::exp is a scalar libm call). Arguments below -87 flush to exp(-87) ~ 1.6e-38.
+inline float exp_nonpositive(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  const float kMagic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to the nearest integer
+  const float n = (x * 1.44269504089f + kMagic) - kMagic;
+  const float g = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;  // Cody-Waite, |g| <= ln2/2
+  float p = 1.0f / 720.0f;
+  p = p * g + 1.0f / 120.0f;
+  p = p * g + 1.0f / 24.0f;
+  p = p * g + 1.0f / 6.0f;
+  p = p * g + 0.5f;
+  p = p * g + 1.0f;
+  p = p * g + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
 
 inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
 // torch.nn.functional.softplus with beta = 1, threshold = 20.

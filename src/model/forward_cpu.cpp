@@ -36,7 +36,7 @@ void selective_scan_mamba1(int64_t T, int64_t D, int64_t N, const float* x, cons
         float* hc = h.data() + (c - c0) * N;
         float acc = 0.0f;
         for (int64_t n = 0; n < N; ++n) {
-          hc[n] = std::exp(dt * Ac[n]) * hc[n] + dx * Bt[n];
+          hc[n] = cpu::exp_nonpositive(dt * Ac[n]) * hc[n] + dx * Bt[n];
           acc += hc[n] * Ct[n];
         }
         y[t * D + c] = acc + Dskip[c] * x[t * D + c];
@@ -57,7 +57,7 @@ void ssd_scan_mamba2(int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, cons
     std::vector<float> s(static_cast<std::size_t>(P * N), 0.0f);
     for (int64_t t = 0; t < T; ++t) {
       const float dt = delta[t * H + h];
-      const float dA = std::exp(dt * A[h]);
+      const float dA = cpu::exp_nonpositive(dt * A[h]);
       const float* Bt = B + t * ldbc + g * N;
       const float* Ct = C + t * ldbc + g * N;
       const float* xt = x + t * ldx + h * P;
