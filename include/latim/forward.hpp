@@ -36,6 +36,36 @@ class LayerObserver {
                         const std::vector<float>& residual) = 0;
 };
 
+// How a slice of the sequence joins the tokens before it: the conv halo and the scans'
+// incoming state (latim-method.md §1-2). Implemented over MPI ranks and over sequence
+// chunks with carried state (src/parallel/); a pass over the whole sequence needs none.
+class SequenceLink {
+ public:
+  virtual ~SequenceLink() = default;
+  // Gives this slice's last `rows` rows of conv input (tail, [rows, width]) to the next
+  // slice and returns the `rows` rows before this slice in `prev` (zeros at the start).
+  virtual void conv_halo(int layer, const float* tail, int64_t rows, int64_t width, float* prev) = 0;
+  // Scan summaries of this slice from a zero state: `decay` (the product of the step
+  // decays) and the final `state`, n values each. Returns the incoming state in h_in.
+  virtual void scan_prefix(int layer, const float* decay, const float* state, int64_t n, float* h_in) = 0;
+  // Sums of Δ over this slice (n channels or heads); returns the sums over all earlier tokens.
+  virtual void sum_prefix(int layer, const double* total, int64_t n, double* offset) = 0;
+};
+
+// One layer on a slice of T_local tokens: r [T_local, d] is updated in place (r += o).
+// `trace` (optional) receives the slice's LayerTrace, with S offset to global positions.
+void layer_forward_cpu(const ModelConfig& c, const LayerWeights& w, int layer, int64_t T_local,
+                       std::vector<float>& r, LayerTrace* trace, SequenceLink* link);
+
+// Embedding rows for tokens (ids checked against the vocabulary; `first_position` names
+// the position of tokens[0] in errors).
+std::vector<float> embed_tokens(const ModelWeights& model, const std::vector<int64_t>& tokens,
+                                int64_t first_position = 0);
+// The final RMSNorm of the residual stream [T, d].
+std::vector<float> final_norm(const ModelWeights& model, const std::vector<float>& residual);
+// logits for the rows of normed hidden states h [nrows, d] -> out [nrows, vocab_size].
+void logits_rows(const ModelWeights& model, const float* h, int64_t nrows, float* out);
+
 struct ForwardOutput {
   int64_t T = 0;
   std::vector<float> final_hidden;  // [T, d] after the final RMSNorm
