@@ -99,8 +99,8 @@ struct CountingSink : MapSink {
   double max_eps = 0.0;
   int64_t cells = 0;
   void on_panel(int, Score, int64_t, int64_t ni, int64_t ncols, const float*) override { cells += ni * ncols; }
-  void on_approx_error(int, const std::vector<float>& e) override {
-    for (float v : e) max_eps = std::max<double>(max_eps, v);
+  void on_approx_error(int, int64_t, int64_t ni, const float* e) override {
+    for (int64_t i = 0; i < ni; ++i) max_eps = std::max<double>(max_eps, e[i]);
   }
 };
 

@@ -18,6 +18,11 @@ endif()
 target_include_directories(latim_deps INTERFACE ${LATIM_CBLAS_INCLUDE})
 target_link_libraries(latim_deps INTERFACE ${LATIM_OPENBLAS_LIB})
 
+find_package(ZLIB REQUIRED)
+target_link_libraries(latim_deps INTERFACE ZLIB::ZLIB)
+find_package(Threads REQUIRED)
+target_link_libraries(latim_deps INTERFACE Threads::Threads)
+
 find_package(nlohmann_json 3.10 REQUIRED)
 target_link_libraries(latim_deps INTERFACE nlohmann_json::nlohmann_json)
 

@@ -24,7 +24,11 @@ struct MemorySink : MapSink {
     for (int64_t r = 0; r < ni; ++r)
       for (int64_t j = 0; j < ncols; ++j) m[(i0 + r) * T + j] = data[r * ncols + j];
   }
-  void on_approx_error(int layer, const std::vector<float>& e) override { eps[layer] = e; }
+  void on_approx_error(int layer, int64_t i0, int64_t ni, const float* e) override {
+    auto& v = eps[layer];
+    v.resize(T);
+    std::copy(e, e + ni, v.begin() + i0);
+  }
 };
 
 // Runs the forward pass and the engine on every layer of a fixture.

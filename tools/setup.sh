@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   build-essential cmake pkg-config git
   libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools
-  libboost-program-options-dev libgtest-dev nlohmann-json3-dev libopenblas-openmp-dev
+  libboost-program-options-dev libgtest-dev nlohmann-json3-dev libopenblas-openmp-dev zlib1g-dev
   python3 python3-venv python3-pip
 )
 

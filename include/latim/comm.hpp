@@ -24,6 +24,9 @@ class Group {
   void send(const void* data, std::size_t bytes, int to, int tag) const;
   void recv(void* data, std::size_t bytes, int from, int tag) const;
   void bcast(void* data, std::size_t bytes, int root) const;
+  // Non-blocking check for a message with `tag` from any rank: its source and size.
+  bool iprobe(int tag, int* source, std::size_t* bytes) const;
+  void allreduce_sum(float* data, std::size_t n) const;  // in place
   double allreduce_max(double v) const;
   int64_t allreduce_sum(int64_t v) const;
   // Ranks with the same colour form a new group, ordered by key.

@@ -33,6 +33,14 @@ class Hdf5InteractionWriter {
   void create_map(int layer, const std::string& score);
   void write_map_tile(int layer, const std::string& score, int64_t i0, int64_t j0, int64_t ni,
                       int64_t nj, const float* data);
+  // Stores one already shuffle+deflate-encoded chunk of /layers/NNN/<score> whose first
+  // element is (row0, col0); see io/chunk_codec.hpp.
+  void write_encoded_chunk(int layer, const std::string& score, int64_t row0, int64_t col0,
+                           const std::vector<unsigned char>& bytes);
+  // /layers/NNN/<name> as a [T] vector written in row ranges.
+  void create_layer_vector(int layer, const std::string& name);
+  void write_layer_vector_rows(int layer, const std::string& name, int64_t row0, int64_t n, const float* data);
+
   // /layers/NNN/<name>: [rows] when width == 0, else [rows, width]
   void write_layer_array(int layer, const std::string& name, const float* data, int64_t rows, int64_t width = 0);
   void set_layer_string_attribute(int layer, const std::string& name, const std::string& value);

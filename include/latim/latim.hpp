@@ -56,13 +56,15 @@ class MapSink {
  public:
   virtual ~MapSink() = default;
   virtual void on_panel(int layer, Score score, int64_t i0, int64_t ni, int64_t ncols, const float* data) = 0;
-  virtual void on_approx_error(int layer, const std::vector<float>& eps) = 0;
+  virtual void on_approx_error(int layer, int64_t i0, int64_t ni, const float* eps) = 0;
 };
 
 struct EngineOptions {
   std::vector<Score> scores{Score::L2};
   int64_t panel = 256;  // target rows per panel (the output chunk size)
   bool progress = false;
+  // Which panels (index = first row / panel) this rank computes; all when empty.
+  std::function<bool(int64_t)> owns_panel;
 };
 
 // Computes the maps of one layer, panel by panel. `rollout_prev` carries alti-rollout

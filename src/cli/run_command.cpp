@@ -4,6 +4,8 @@
 #include <omp.h>
 
 #include <chrono>
+#include <cstdlib>
+#include <functional>
 #include <cstdio>
 #include <iostream>
 #include <sstream>
@@ -18,6 +20,8 @@
 #include "latim/model.hpp"
 #include "latim/tokens.hpp"
 #include "latim/version.hpp"
+#include "io/output_service.hpp"
+#include "parallel/distributed_run.hpp"
 
 namespace po = boost::program_options;
 
@@ -30,6 +34,7 @@ struct RunOptions {
   bool save_logits = false, no_maps = false, quiet = false;
   int64_t tile = 256;
   int threads = 0;
+  GridPlan grid;
 };
 
 std::string join_command_line(int argc, char** argv) {
@@ -37,67 +42,6 @@ std::string join_command_line(int argc, char** argv) {
   for (int i = 0; i < argc; ++i) s += std::string(" ") + argv[i];
   return s;
 }
-
-// Writes each finished panel straight into the file.
-class WriterSink final : public MapSink {
- public:
-  explicit WriterSink(Hdf5InteractionWriter& w) : w_(w) {}
-  void on_panel(int layer, Score score, int64_t i0, int64_t ni, int64_t ncols, const float* data) override {
-    w_.write_map_tile(layer, to_string(score), i0, 0, ni, ncols, data);
-  }
-  void on_approx_error(int layer, const std::vector<float>& eps) override {
-    w_.write_layer_array(layer, "approx_error", eps.data(), static_cast<int64_t>(eps.size()));
-  }
-
- private:
-  Hdf5InteractionWriter& w_;
-};
-
-// Receives each layer from the forward pass and computes its maps while the trace is live.
-class MapObserver final : public LayerObserver {
- public:
-  MapObserver(const ModelWeights& m, const std::vector<int>& layers, const EngineOptions& opt,
-              Hdf5InteractionWriter& w, TileBackend& backend)
-      : m_(m), opt_(opt), writer_(w), sink_(w), backend_(backend) {
-    for (int l : layers) selected_[l] = true;
-    const bool rollout = std::find(opt.scores.begin(), opt.scores.end(), Score::AltiRollout) != opt.scores.end();
-    last_ = layers.empty() ? -1 : layers.back();
-    rollout_ = rollout;
-  }
-  bool wants_trace(int layer) const override {
-    return selected(layer) || (rollout_ && layer <= last_);  // the rollout chains every layer up to the last
-  }
-  void on_layer(int layer, const LayerWeights& w, const LayerTrace* trace, const std::vector<float>&) override {
-    if (!trace) return;
-    const LayerFactors f = make_layer_factors(m_.config, w, *trace);
-    EngineOptions opt = opt_;
-    if (!selected(layer)) opt.scores = {Score::Alti};  // only feeds the rollout
-    NullSink null;
-    MapSink& sink = selected(layer) ? static_cast<MapSink&>(sink_) : null;
-    if (selected(layer))
-      for (Score s : opt.scores) writer_.create_map(layer, to_string(s));
-    if (!selected(layer) && rollout_) opt.scores.push_back(Score::AltiRollout);
-    compute_layer_maps(layer, f, backend_, opt, sink, rollout_ ? &rollout_state_ : nullptr);
-    if (selected(layer) && !w.out_proj_b.empty())
-      writer_.write_layer_array(layer, "out_bias", w.out_proj_b.data(), static_cast<int64_t>(w.out_proj_b.size()));
-  }
-
- private:
-  struct NullSink final : MapSink {
-    void on_panel(int, Score, int64_t, int64_t, int64_t, const float*) override {}
-    void on_approx_error(int, const std::vector<float>&) override {}
-  };
-  bool selected(int l) const { auto it = selected_.find(l); return it != selected_.end() && it->second; }
-  const ModelWeights& m_;
-  EngineOptions opt_;
-  Hdf5InteractionWriter& writer_;
-  WriterSink sink_;
-  TileBackend& backend_;
-  std::map<int, bool> selected_;
-  std::vector<float> rollout_state_;
-  int last_ = -1;
-  bool rollout_ = false;
-};
 
 std::string conventions_json(const ModelConfig& c, const std::vector<Score>& scores, const std::string& precision) {
   Json j;
@@ -119,6 +63,17 @@ std::string conventions_json(const ModelConfig& c, const std::vector<Score>& sco
   return j.dump();
 }
 
+// srun without MPI wiring starts N independent one-rank processes: each would write the
+// same file. Catch that before anything is computed.
+void check_launcher(const Comm& comm) {
+  const char* step_tasks = std::getenv("SLURM_STEP_NUM_TASKS");
+  if (!step_tasks || !std::getenv("SLURM_PROCID")) return;
+  const long n = std::strtol(step_tasks, nullptr, 10);
+  if (n > 0 && n != comm.size())
+    fail("SLURM started ", n, " tasks but MPI sees ", comm.size(),
+         " rank(s): the launcher did not wire MPI (use srun --mpi=pmix, or mpirun inside the allocation)");
+}
+
 }  // namespace
 
 int run_command(int argc, char** argv) {
@@ -137,7 +92,10 @@ int run_command(int argc, char** argv) {
       ("tile", po::value(&o.tile)->default_value(256), "tile edge in tokens (also the HDF5 chunk edge)")
       ("backend", po::value(&o.backend)->default_value("auto"), "cpu, cuda, or auto (cuda when a GPU is present)")
       ("precision", po::value(&o.precision)->default_value("fp32"), "projection precision on cuda: fp32, tf32, bf16")
-      ("threads", po::value(&o.threads)->default_value(0), "CPU threads (0 = all cores)")
+      ("threads", po::value(&o.threads)->default_value(0), "CPU threads per rank (0 = all cores)")
+      ("seq-shards", po::value(&o.grid.seq_shards)->default_value(0), "ranks sharing the sequence (0 = ranks / layer-shards)")
+      ("layer-shards", po::value(&o.grid.layer_shards)->default_value(0), "pipeline stages of consecutive layers (0 = 1)")
+      ("chunk-tokens", po::value(&o.grid.chunk_tokens)->default_value(0), "tokens per pipeline chunk (0 = automatic)")
       ("quiet,q", po::bool_switch(&o.quiet), "no progress line");
   po::variables_map vm;
   po::store(po::command_line_parser(argc, argv).options(opts).run(), vm);
@@ -148,71 +106,103 @@ int run_command(int argc, char** argv) {
   po::notify(vm);
 
   Comm comm(&argc, &argv);
-  if (comm.size() > 1)
-    comm.abort(2, "latim run was launched on " + std::to_string(comm.size()) +
-                      " ranks, but sequence/layer sharding is not in this version; run it on one rank");
+  check_launcher(comm);
   if (o.tile < 16 || o.tile > 8192) fail("--tile: ", o.tile, " is outside [16, 8192]");
   if (o.threads < 0) fail("--threads: must be >= 0");
   if (o.threads > 0) omp_set_num_threads(o.threads);
 
   const auto t0 = std::chrono::steady_clock::now();
-  // Every input is checked before the output file exists.
-  const std::vector<Score> scores = parse_scores(o.scores);
-  const ModelWeights model = load_model(o.model);
-  const ModelConfig& c = model.config;
-  const std::vector<int> layers = o.no_maps ? std::vector<int>{} : parse_layers(o.layers, c.n_layer);
-  const std::vector<int64_t> tokens = read_token_file(o.tokens, c.vocab_size);
-  const int64_t T = static_cast<int64_t>(tokens.size());
-  if (std::find(scores.begin(), scores.end(), Score::AltiRollout) != scores.end() && T > 65536)
-    fail("--scores alti-rollout keeps a dense T x T map in memory; T = ", T, " is above the 65536 limit");
-
-  const auto backend = make_backend(o.backend, parse_precision(o.precision));
-
-  Hdf5InteractionWriter writer(o.out, T, o.tile);
+  // Every input is checked on every rank before the output file exists; the lowest failing
+  // rank reports, and every rank exits with an error.
+  std::vector<Score> scores;
+  ModelWeights model;
+  std::vector<int> layers;
+  std::vector<int64_t> tokens;
+  Grid grid;
+  std::unique_ptr<ComputeBackend> backend;
+  std::string error;
   try {
-    writer.set_string_attribute("program", "latim");
-    writer.set_string_attribute("program_version", kVersion);
-    writer.set_string_attribute("command_line", join_command_line(argc, argv));
-    writer.set_string_attribute("model_config", c.to_json());
-    writer.set_string_attribute("model_family", to_string(c.family));
-    writer.set_string_attribute("backend", backend->name());
-    writer.set_string_attribute("device", backend->device_name());
-    const std::string conv = conventions_json(c, scores, to_string(backend->precision()));
-    writer.set_string_attribute("conventions", conv);
-    const Json conv_fields = Json::parse(conv);
-    for (auto& [k, v] : conv_fields.items()) writer.set_string_attribute("convention_" + k, v.get<std::string>());
-    std::string layer_list;
-    for (int l : layers) layer_list += (layer_list.empty() ? "" : ",") + std::to_string(l);
-    writer.set_string_attribute("layers", layer_list);
-    writer.write_tokens(tokens);
-
-    EngineOptions eopt;
-    eopt.scores = scores;
-    eopt.panel = writer.map_chunk();
-    eopt.progress = !o.quiet && comm.is_root();
-    MapObserver observer(model, layers, eopt, writer, backend->tiles());
-    const ForwardOutput fwd = backend->forward(model, tokens, layers.empty() ? nullptr : &observer);
-
-    if (o.save_logits) {
-      writer.create_logits(c.vocab_size);
-      const int64_t rows = std::max<int64_t>(1, (int64_t{1} << 24) / c.vocab_size);
-      std::vector<float> buf;
-      for (int64_t r0 = 0; r0 < T; r0 += rows) {
-        const int64_t n = std::min(rows, T - r0);
-        buf.resize(n * c.vocab_size);
-        compute_logits(model, fwd, r0, n, buf.data());
-        writer.write_logits_rows(r0, n, buf.data());
-      }
+    scores = parse_scores(o.scores);
+    model = load_model(o.model);
+    layers = o.no_maps ? std::vector<int>{} : parse_layers(o.layers, model.config.n_layer);
+    tokens = read_token_file(o.tokens, model.config.vocab_size);
+    const int64_t T = static_cast<int64_t>(tokens.size());
+    if (std::find(scores.begin(), scores.end(), Score::AltiRollout) != scores.end() && T > 16384 && !layers.empty())
+      fail("--scores alti-rollout keeps a dense T x T map per rank; T = ", T, " is above its limit of 16384");
+    grid = plan_grid(o.grid, comm.size(), comm.rank(), model.config.n_layer, T, model.config.d_conv);
+    backend = make_backend(o.backend, parse_precision(o.precision));
+    if (comm.size() > 1 && !comm.thread_multiple())
+      fail("the MPI library does not provide MPI_THREAD_MULTIPLE, which the output writer needs");
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  const double worst = comm.world().allreduce_max(error.empty() ? 0.0 : double(comm.size() - comm.rank()));
+  if (worst > 0) {
+    if (comm.size() - comm.rank() == static_cast<int>(worst)) {
+      if (comm.size() > 1) throw Error(error + " (rank " + std::to_string(comm.rank()) + ")");
+      throw Error(error);
     }
-    writer.finish();
-  } catch (...) {
-    writer.abandon();
+    return 1;
+  }
+  const ModelConfig& c = model.config;
+  const int64_t T = static_cast<int64_t>(tokens.size());
+
+  std::unique_ptr<Hdf5InteractionWriter> writer;
+  if (comm.is_root()) {
+    writer = std::make_unique<Hdf5InteractionWriter>(o.out, T, o.tile);
+    try {
+      writer->set_string_attribute("program", "latim");
+      writer->set_string_attribute("program_version", kVersion);
+      writer->set_string_attribute("command_line", join_command_line(argc, argv));
+      writer->set_string_attribute("model_config", c.to_json());
+      writer->set_string_attribute("model_family", to_string(c.family));
+      writer->set_string_attribute("backend", backend->name());
+      writer->set_string_attribute("device", backend->device_name());
+      const std::string conv = conventions_json(c, scores, to_string(backend->precision()));
+      writer->set_string_attribute("conventions", conv);
+      const Json conv_fields = Json::parse(conv);
+      for (auto& [k, v] : conv_fields.items()) writer->set_string_attribute("convention_" + k, v.get<std::string>());
+      std::string layer_list;
+      for (int l : layers) layer_list += (layer_list.empty() ? "" : ",") + std::to_string(l);
+      writer->set_string_attribute("layers", layer_list);
+      writer->write_tokens(tokens);
+      // Every dataset exists before the writer thread starts: it only fills chunks.
+      for (int l : layers) {
+        for (Score s : scores) writer->create_map(l, to_string(s));
+        writer->create_layer_vector(l, "approx_error");
+        const auto& b = model.layers[l].out_proj_b;
+        if (!b.empty()) writer->write_layer_array(l, "out_bias", b.data(), static_cast<int64_t>(b.size()));
+      }
+      if (o.save_logits) writer->create_logits(c.vocab_size);
+    } catch (...) {
+      writer->abandon();
+      throw;
+    }
+  }
+  const Group output_group = comm.world().split(0, comm.rank());  // a communicator of its own
+  RunStats stats;
+  try {
+    OutputService out(output_group, writer.get());
+    RunRequest req;
+    req.layers = layers;
+    req.engine.scores = scores;
+    req.engine.panel = std::min<int64_t>(o.tile, T);
+    req.engine.progress = !o.quiet;
+    req.save_logits = o.save_logits;
+    DistributedRun run(comm, grid, model, *backend, out);
+    stats = run.run(tokens, req);
+    out.finish();
+    if (writer) writer->finish();
+  } catch (const std::exception& e) {
+    if (comm.size() > 1) comm.abort(1, e.what());  // the file stays marked incomplete
+    if (writer) writer->abandon();
     throw;
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!o.quiet && comm.is_root())
-    std::fprintf(stderr, "latim run: %lld tokens, %zu layer(s) mapped, %.2f s -> %s\n", static_cast<long long>(T),
-                 layers.size(), secs, o.out.c_str());
+    std::fprintf(stderr, "latim run: %lld tokens, %zu layer(s) mapped, %d rank(s), %.2f s (forward %.2f s, maps %.2f s) -> %s\n",
+                 static_cast<long long>(T), layers.size(), comm.size(), secs, stats.forward_seconds,
+                 stats.map_seconds, o.out.c_str());
   return 0;
 }
 

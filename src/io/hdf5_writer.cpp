@@ -8,13 +8,13 @@
 #include <filesystem>
 #include <limits>
 
+#include "io/chunk_codec.hpp"
 #include "latim/error.hpp"
 
 namespace latim {
 
 namespace {
 
-constexpr unsigned kDeflateLevel = 4;
 
 void check(herr_t status, const std::string& path, const std::string& what) {
   if (status < 0) fail(path, ": HDF5 failed to ", what);
@@ -185,6 +185,27 @@ void Hdf5InteractionWriter::write_map_tile(int layer, const std::string& score, 
   write_block(dataset(layer, score), {static_cast<hsize_t>(i0), static_cast<hsize_t>(j0)},
               {static_cast<hsize_t>(ni), static_cast<hsize_t>(nj)}, H5T_NATIVE_FLOAT, data, path_,
               layer_group_name(layer) + "/" + score);
+}
+
+void Hdf5InteractionWriter::write_encoded_chunk(int layer, const std::string& score, int64_t row0, int64_t col0,
+                                                const std::vector<unsigned char>& bytes) {
+  const hsize_t offset[2] = {static_cast<hsize_t>(row0), static_cast<hsize_t>(col0)};
+  if (H5Dwrite_chunk(dataset(layer, score), H5P_DEFAULT, 0, offset, bytes.size(), bytes.data()) < 0)
+    fail(path_, ": HDF5 failed to write a chunk of ", layer_group_name(layer), "/", score, " at (", row0, ", ", col0,
+         ") (disk full?)");
+}
+
+void Hdf5InteractionWriter::create_layer_vector(int layer, const std::string& name) {
+  const hid_t g = ensure_layer_group(layer);
+  const hsize_t T = T_;
+  maps_[{layer, name}] =
+      create_chunked(g, name, H5T_IEEE_F32LE, {T}, {std::min<hsize_t>(T, 1 << 16)}, nullptr, path_);
+}
+
+void Hdf5InteractionWriter::write_layer_vector_rows(int layer, const std::string& name, int64_t row0, int64_t n,
+                                                   const float* data) {
+  write_block(dataset(layer, name), {static_cast<hsize_t>(row0)}, {static_cast<hsize_t>(n)}, H5T_NATIVE_FLOAT, data,
+              path_, layer_group_name(layer) + "/" + name);
 }
 
 void Hdf5InteractionWriter::write_layer_array(int layer, const std::string& name, const float* data, int64_t rows,

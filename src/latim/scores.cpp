@@ -89,13 +89,16 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
 
   std::vector<float> rollout_next;
   if (rollout) rollout_next.assign(static_cast<std::size_t>(T * T), 0.0f);
-  std::vector<float> eps(static_cast<std::size_t>(T));
   const int64_t npanels = (T + B - 1) / B;
-  Progress progress("layer " + std::to_string(layer), npanels * (npanels + 1) / 2, "tiles", opt.progress);
+  int64_t my_tiles = 0;
+  for (int64_t p = 0; p < npanels; ++p)
+    if (!opt.owns_panel || opt.owns_panel(p)) my_tiles += p + 1;
+  Progress progress("layer " + std::to_string(layer), my_tiles, "tiles", opt.progress);
 
   const float nan = std::numeric_limits<float>::quiet_NaN();
   TileScores tile;
   for (int64_t p0 = 0; p0 < T; p0 += B) {
+    if (opt.owns_panel && !opt.owns_panel(p0 / B)) continue;
     const int64_t pn = std::min(B, T - p0), ncols = p0 + pn;
     std::vector<float> l2, l1, alti, hattn;
     auto alloc = [&](bool on, std::vector<float>& v) { if (on) v.assign(pn * ncols, nan); };
@@ -134,6 +137,7 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
       }
     }
     // Approximation error of the decomposition, per target row.
+    std::vector<float> eps(static_cast<std::size_t>(pn));
     const auto& bout = f.weights->out_proj_b;
     for (int64_t r = 0; r < pn; ++r) {
       const int64_t i = p0 + r;
@@ -143,7 +147,7 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
         const double diff = target - contrib[r * d + k];
         ss += diff * diff;
       }
-      eps[i] = f.o_norm[i] > 0 ? static_cast<float>(std::sqrt(ss) / f.o_norm[i]) : 0.0f;
+      eps[r] = f.o_norm[i] > 0 ? static_cast<float>(std::sqrt(ss) / f.o_norm[i]) : 0.0f;
     }
     if (rollout) {
       // R^(l)[i, :] = sum_k S^(l)[i, k] R^(l-1)[k, :], with R^(0) = S^(0).
@@ -175,9 +179,9 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
     if (wants(Score::L1)) sink.on_panel(layer, Score::L1, p0, pn, ncols, l1.data());
     if (wants(Score::Alti)) sink.on_panel(layer, Score::Alti, p0, pn, ncols, alti.data());
     if (wants(Score::HiddenAttn)) sink.on_panel(layer, Score::HiddenAttn, p0, pn, ncols, hattn.data());
+    sink.on_approx_error(layer, p0, pn, eps.data());
   }
   progress.finish();
-  sink.on_approx_error(layer, eps);
   if (rollout) rollout_prev->swap(rollout_next);
 }
 

@@ -1,0 +1,236 @@
+// The grid driver: sequence shards joined by ShardedSequenceLink, layer stages passing the
+// residual stream chunk by chunk, per-layer traces gathered for the maps, map panels
+// dealt out in balanced pairs, and everything written through the OutputService.
+#include "parallel/distributed_run.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <set>
+
+#include "io/chunk_codec.hpp"
+#include "latim/error.hpp"
+#include "parallel/sequence_link.hpp"
+
+namespace latim {
+
+namespace {
+
+constexpr int kTagResidual = 300;
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+// Encodes panels into HDF5 chunks on this rank and hands them to the output service.
+class EncodingSink final : public MapSink {
+ public:
+  EncodingSink(OutputService& out, int64_t chunk) : out_(out), c_(chunk) {}
+  void on_panel(int layer, Score score, int64_t i0, int64_t ni, int64_t ncols, const float* data) override {
+    const int64_t nq = (ncols + c_ - 1) / c_;
+    std::vector<std::vector<unsigned char>> encoded(static_cast<std::size_t>(nq));
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t q = 0; q < nq; ++q) {
+      std::vector<float> chunk(static_cast<std::size_t>(c_ * c_), std::numeric_limits<float>::quiet_NaN());
+      const int64_t j0 = q * c_, nj = std::min(c_, ncols - j0);
+      for (int64_t r = 0; r < ni; ++r) std::memcpy(&chunk[r * c_], data + r * ncols + j0, nj * sizeof(float));
+      encoded[q] = encode_chunk(chunk.data(), chunk.size());
+    }
+    for (int64_t q = 0; q < nq; ++q) out_.put_map_chunk(layer, to_string(score), i0, q * c_, std::move(encoded[q]));
+  }
+  void on_approx_error(int layer, int64_t i0, int64_t ni, const float* eps) override {
+    out_.put_vector_rows(layer, "approx_error", i0, std::vector<float>(eps, eps + ni));
+  }
+
+ private:
+  OutputService& out_;
+  int64_t c_;
+};
+
+struct NullSink final : MapSink {
+  void on_panel(int, Score, int64_t, int64_t, int64_t, const float*) override {}
+  void on_approx_error(int, int64_t, int64_t, const float*) override {}
+};
+
+template <class T>
+void gather_rows(const Group& g, const std::vector<T>& local, int64_t local_rows, int64_t total_rows, int64_t row0,
+                 std::vector<T>& global, int64_t& bytes) {
+  if (local.empty()) return;
+  const std::size_t width = local.size() / static_cast<std::size_t>(local_rows);
+  global.resize(static_cast<std::size_t>(total_rows) * width);
+  std::vector<char> all;
+  std::vector<std::size_t> counts;
+  g.allgatherv(local.data(), local.size() * sizeof(T), all, counts);
+  if (g.size() > 1) bytes += static_cast<int64_t>(all.size());
+  std::memcpy(global.data() + static_cast<std::size_t>(row0) * width, all.data(), all.size());
+}
+
+// Appends this chunk's slices of every rank into the global trace at rows [row0, ...).
+void gather_trace(const Group& g, const LayerTrace& local, int64_t T, int64_t row0, LayerTrace& global, int64_t& bytes) {
+  const int64_t n = local.T;
+  global.T = T;
+  gather_rows(g, local.r_in, n, T, row0, global.r_in, bytes);
+  gather_rows(g, local.o, n, T, row0, global.o, bytes);
+  gather_rows(g, local.v, n, T, row0, global.v, bytes);
+  gather_rows(g, local.x, n, T, row0, global.x, bytes);
+  gather_rows(g, local.delta, n, T, row0, global.delta, bytes);
+  gather_rows(g, local.S, n, T, row0, global.S, bytes);
+  gather_rows(g, local.B, n, T, row0, global.B, bytes);
+  gather_rows(g, local.C, n, T, row0, global.C, bytes);
+  gather_rows(g, local.gate, n, T, row0, global.gate, bytes);
+  gather_rows(g, local.gamma, n, T, row0, global.gamma, bytes);
+}
+
+}  // namespace
+
+Grid plan_grid(const GridPlan& plan, int world_size, int world_rank, int64_t n_layer, int64_t T, int64_t d_conv) {
+  Grid g;
+  if (plan.layer_shards < 0 || plan.seq_shards < 0) fail("--seq-shards and --layer-shards must be positive");
+  g.L = plan.layer_shards ? plan.layer_shards : 1;
+  if (g.L > n_layer) fail("--layer-shards ", g.L, " exceeds the model's ", n_layer, " layers");
+  if (world_size % g.L != 0 && !plan.seq_shards)
+    fail("--layer-shards ", g.L, " does not divide the ", world_size, " ranks of this job");
+  g.S = plan.seq_shards ? plan.seq_shards : world_size / g.L;
+  if (g.S * g.L != world_size)
+    fail("--seq-shards ", g.S, " x --layer-shards ", g.L, " = ", g.S * g.L, " ranks, but the job has ", world_size);
+  g.stage = world_rank / g.S;
+  g.seq_rank = world_rank % g.S;
+  g.layer_begin = g.stage * n_layer / g.L;
+  g.layer_end = (g.stage + 1) * n_layer / g.L;
+  if (plan.chunk_tokens < 0) fail("--chunk-tokens must be positive");
+  g.chunk_tokens = plan.chunk_tokens ? plan.chunk_tokens : (g.L == 1 ? T : (T + 2 * g.L - 1) / (2 * g.L));
+  g.n_chunks = std::max<int64_t>(1, (T + g.chunk_tokens - 1) / g.chunk_tokens);
+  if (g.S > 1 || g.n_chunks > 1) {
+    const int64_t min_slice = (T / g.n_chunks) / g.S;
+    if (min_slice < std::max<int64_t>(1, d_conv - 1))
+      fail("T = ", T, " tokens is too short for ", g.S, " sequence shard(s) x ", g.n_chunks,
+           " chunk(s): every slice needs at least ", std::max<int64_t>(1, d_conv - 1),
+           " tokens (use fewer --seq-shards or a larger --chunk-tokens)");
+  }
+  return g;
+}
+
+DistributedRun::DistributedRun(const Comm& comm, const Grid& grid, const ModelWeights& model, ComputeBackend& backend,
+                               OutputService& out)
+    : comm_(comm), grid_(grid), model_(model), backend_(backend), out_(out) {}
+
+RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunRequest& req) {
+  RunStats stats;
+  const ModelConfig& c = model_.config;
+  const int64_t T = static_cast<int64_t>(tokens.size()), d = c.d_model;
+  const Grid& g = grid_;
+  const Group stage_group = comm_.world().split(g.stage, g.seq_rank);
+  const std::set<int> selected(req.layers.begin(), req.layers.end());
+  const bool rollout =
+      std::find(req.engine.scores.begin(), req.engine.scores.end(), Score::AltiRollout) != req.engine.scores.end();
+  const int last_selected = req.layers.empty() ? -1 : req.layers.back();
+  if (rollout && g.L > 1) fail("--scores alti-rollout chains every layer and needs --layer-shards 1");
+  auto wants_trace = [&](int l) { return selected.count(l) > 0 || (rollout && l <= last_selected); };
+
+  EncodingSink sink(out_, req.engine.panel);
+  NullSink null_sink;
+  std::vector<float> rollout_state;
+  double map_time = 0;
+
+  auto map_layer = [&](int l, const LayerTrace& tr) {
+    const double t0 = now();
+    const LayerFactors f = make_layer_factors(c, model_.layers[l], tr);
+    EngineOptions opt = req.engine;
+    opt.progress = req.engine.progress && comm_.is_root();
+    const bool is_selected = selected.count(l) > 0;
+    if (!is_selected) opt.scores = {Score::Alti, Score::AltiRollout};  // feeds the rollout only
+    const int64_t npanels = (T + opt.panel - 1) / opt.panel;
+    const int S = stage_group.size(), me = stage_group.rank();
+    // Panel p costs p + 1 tiles: pairing p with npanels - 1 - p evens out the triangle.
+    if (S > 1)
+      opt.owns_panel = [=](int64_t p) { return std::min(p, npanels - 1 - p) % S == me; };
+    compute_layer_maps(l, f, backend_.tiles(), opt, is_selected ? static_cast<MapSink&>(sink) : null_sink,
+                       rollout ? &rollout_state : nullptr);
+    if (rollout && S > 1) stage_group.allreduce_sum(rollout_state.data(), rollout_state.size());
+    map_time += now() - t0;
+  };
+
+  // One rank, one chunk: the backend's own forward pass (CPU or CUDA) with maps per layer.
+  if (comm_.size() == 1 && g.n_chunks == 1) {
+    struct Observer final : LayerObserver {
+      std::function<bool(int)> want;
+      std::function<void(int, const LayerTrace&)> map;
+      bool wants_trace(int l) const override { return want(l); }
+      void on_layer(int l, const LayerWeights&, const LayerTrace* tr, const std::vector<float>&) override {
+        if (tr) map(l, *tr);
+      }
+    } obs;
+    obs.want = wants_trace;
+    obs.map = map_layer;
+    const double t0 = now();
+    const ForwardOutput fwd = backend_.forward(model_, tokens, &obs);
+    stats.forward_seconds = now() - t0 - map_time;
+    if (req.save_logits) {
+      const int64_t rows = std::max<int64_t>(1, (int64_t{1} << 24) / c.vocab_size);
+      for (int64_t r0 = 0; r0 < T; r0 += rows) {
+        const int64_t n = std::min(rows, T - r0);
+        std::vector<float> buf(static_cast<std::size_t>(n * c.vocab_size));
+        compute_logits(model_, fwd, r0, n, buf.data());
+        out_.put_logits_rows(r0, n, buf);
+      }
+    }
+    stats.map_seconds = map_time;
+    return stats;
+  }
+
+  // The grid: CPU forward per slice, joined across ranks and chunks.
+  const bool immediate = g.L == 1 && g.n_chunks == 1;
+  std::unique_ptr<ShardedSequenceLink> link = std::make_unique<ShardedSequenceLink>(stage_group, c.n_layer);
+  std::map<int, LayerTrace> global_traces;
+  LayerTrace local;
+  const double t_start = now();
+  for (int64_t k = 0; k < g.n_chunks; ++k) {
+    const int64_t c0 = T * k / g.n_chunks, c1 = T * (k + 1) / g.n_chunks, len = c1 - c0;
+    const int64_t a = c0 + len * g.seq_rank / g.S, b = c0 + len * (g.seq_rank + 1) / g.S, n = b - a;
+    std::vector<float> r;
+    if (g.stage == 0) {
+      r = embed_tokens(model_, std::vector<int64_t>(tokens.begin() + a, tokens.begin() + b), a);
+    } else {
+      r.resize(static_cast<std::size_t>(n * d));
+      comm_.world().recv(r.data(), r.size() * sizeof(float), comm_.rank() - g.S, kTagResidual);
+    }
+    for (int64_t l = g.layer_begin; l < g.layer_end; ++l) {
+      const int li = static_cast<int>(l);
+      const bool want = wants_trace(li);
+      layer_forward_cpu(c, model_.layers[l], li, n, r, want ? &local : nullptr, link.get());
+      if (!want) continue;
+      if (immediate && stage_group.size() == 1) {
+        map_layer(li, local);
+      } else if (immediate) {
+        LayerTrace global;
+        gather_trace(stage_group, local, T, c0, global, stats.bytes_communicated);
+        map_layer(li, global);
+      } else {
+        gather_trace(stage_group, local, T, c0, global_traces[li], stats.bytes_communicated);
+      }
+    }
+    if (g.stage + 1 < g.L) {
+      comm_.world().send(r.data(), r.size() * sizeof(float), comm_.rank() + g.S, kTagResidual);
+      stats.bytes_communicated += static_cast<int64_t>(r.size() * sizeof(float));
+    } else if (req.save_logits) {
+      const std::vector<float> h = final_norm(model_, r);
+      const int64_t rows = std::max<int64_t>(1, (int64_t{1} << 24) / c.vocab_size);
+      for (int64_t r0 = 0; r0 < n; r0 += rows) {
+        const int64_t m = std::min(rows, n - r0);
+        std::vector<float> buf(static_cast<std::size_t>(m * c.vocab_size));
+        logits_rows(model_, h.data() + r0 * d, m, buf.data());
+        out_.put_logits_rows(a + r0, m, buf);
+      }
+    }
+  }
+  stats.forward_seconds = now() - t_start - map_time;
+  for (auto& [l, tr] : global_traces) {
+    map_layer(l, tr);
+    tr = LayerTrace{};
+  }
+  stats.map_seconds = map_time;
+  stats.bytes_communicated += link->bytes_communicated();
+  return stats;
+}
+
+}  // namespace latim

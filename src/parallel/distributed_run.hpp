@@ -1,0 +1,58 @@
+// DistributedRun: the forward pass and the maps over a grid of ranks, S sequence shards x
+// L layer stages, with the sequence cut into chunks that flow through the stages as a
+// pipeline. One rank with one chunk is the plain case of the same code.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "io/output_service.hpp"
+#include "latim/backend.hpp"
+#include "latim/comm.hpp"
+#include "latim/latim.hpp"
+#include "latim/model.hpp"
+
+namespace latim {
+
+struct GridPlan {
+  int seq_shards = 0;        // S (0: all ranks, divided by L)
+  int layer_shards = 0;      // L (0: 1)
+  int64_t chunk_tokens = 0;  // tokens per pipeline chunk (0: T when L = 1, else about T / 2L)
+};
+
+struct Grid {
+  int S = 1, L = 1;
+  int stage = 0, seq_rank = 0;
+  int64_t layer_begin = 0, layer_end = 0;  // this stage's layers
+  int64_t chunk_tokens = 0, n_chunks = 1;
+};
+
+// Resolves the defaults and checks the layout against the rank count, the model and T.
+// Errors name the flag at fault.
+Grid plan_grid(const GridPlan& plan, int world_size, int world_rank, int64_t n_layer, int64_t T, int64_t d_conv);
+
+struct RunRequest {
+  std::vector<int> layers;  // layers to map (sorted)
+  EngineOptions engine;
+  bool save_logits = false;
+};
+
+struct RunStats {
+  double forward_seconds = 0, map_seconds = 0;
+  int64_t bytes_communicated = 0;  // this rank's halo, state and trace exchanges
+};
+
+class DistributedRun {
+ public:
+  DistributedRun(const Comm& comm, const Grid& grid, const ModelWeights& model, ComputeBackend& backend,
+                 OutputService& out);
+  RunStats run(const std::vector<int64_t>& tokens, const RunRequest& req);
+
+ private:
+  const Comm& comm_;
+  Grid grid_;
+  const ModelWeights& model_;
+  ComputeBackend& backend_;
+  OutputService& out_;
+};
+
+}  // namespace latim
