@@ -15,6 +15,9 @@ class Hdf5InteractionWriter {
 
   // Creates (truncates) `path`; the root attribute `complete` is 0 until finish().
   Hdf5InteractionWriter(const std::string& path, int64_t T, int64_t map_chunk = 256);
+  // Opens an incomplete file of an earlier run to resume it (datasets are opened, not created).
+  struct ResumeTag {};
+  Hdf5InteractionWriter(const std::string& path, ResumeTag);
   ~Hdf5InteractionWriter();
   Hdf5InteractionWriter(const Hdf5InteractionWriter&) = delete;
   Hdf5InteractionWriter& operator=(const Hdf5InteractionWriter&) = delete;
@@ -24,6 +27,22 @@ class Hdf5InteractionWriter {
 
   void set_string_attribute(const std::string& name, const std::string& value);
   void set_int_attribute(const std::string& name, int64_t value);
+  std::string get_string_attribute(const std::string& name) const;  // "" when absent
+  int64_t get_int_attribute(const std::string& name) const;          // throws when absent
+  std::vector<int64_t> read_tokens() const;
+  int64_t n_tokens() const { return T_; }
+
+  // /layers/NNN/panels_done, uint8 [panels]: which row panels of the layer are complete
+  // (their chunks and error rows written). What --resume reads to skip finished work.
+  void create_panel_flags(int layer, int64_t panels);
+  void mark_panel_done(int layer, int64_t panel);
+  std::vector<uint8_t> read_panel_flags(int layer) const;
+  // Opens the datasets of an existing layer for writing (resume).
+  void open_layer_datasets(int layer, const std::vector<std::string>& names);
+  void open_logits();
+  void flush();
+  // Closes the file without marking it complete (an interrupted run that can resume).
+  void close_incomplete();
 
   void write_tokens(const std::vector<int64_t>& tokens);
   void create_logits(int64_t vocab);

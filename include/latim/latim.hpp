@@ -65,6 +65,8 @@ struct EngineOptions {
   bool progress = false;
   // Which panels (index = first row / panel) this rank computes; all when empty.
   std::function<bool(int64_t)> owns_panel;
+  // Checked before each panel: true stops the layer early (a signal asked the run to stop).
+  std::function<bool()> stop_requested;
 };
 
 // Computes the maps of one layer, panel by panel. `rollout_prev` carries alti-rollout

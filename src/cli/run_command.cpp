@@ -4,8 +4,10 @@
 #include <omp.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <functional>
+#include <memory>
 #include <cstdio>
 #include <iostream>
 #include <sstream>
@@ -31,7 +33,7 @@ namespace {
 
 struct RunOptions {
   std::string model, tokens, out, scores = "l2", layers = "all", backend = "auto", precision = "fp32";
-  bool save_logits = false, no_maps = false, quiet = false;
+  bool save_logits = false, no_maps = false, quiet = false, resume = false;
   int64_t tile = 256;
   int threads = 0;
   GridPlan grid;
@@ -60,6 +62,31 @@ std::string conventions_json(const ModelConfig& c, const std::vector<Score>& sco
   j["normalisation"] = "l2, l1, hidden-attn raw; alti rows sum to 1; alti-rollout is the product of alti maps";
   j["precision"] = precision;
   j["out_bias"] = "not attributed to any token; stored as /layers/NNN/out_bias when present";
+  return j.dump();
+}
+
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+extern "C" void on_stop_signal(int sig) {
+  g_stop_signal = sig;
+  std::signal(sig, SIG_DFL);  // a second signal ends the process at once
+}
+
+// SLURM sends SIGTERM (or the --signal of the job) before the time limit: finish the
+// panels in flight, flush, and leave a file that --resume continues.
+void install_stop_handlers() {
+  for (int sig : {SIGTERM, SIGUSR1, SIGINT}) std::signal(sig, on_stop_signal);
+}
+
+// What must match for --resume to continue a file: everything that shapes its content.
+std::string resume_key(const RunOptions& o, const std::vector<Score>& scores, const std::vector<int>& layers) {
+  Json j;
+  std::vector<std::string> s;
+  for (Score x : scores) s.push_back(to_string(x));
+  j["scores"] = s;
+  j["layers"] = layers;
+  j["tile"] = o.tile;
+  j["save_logits"] = o.save_logits;
   return j.dump();
 }
 
@@ -96,6 +123,7 @@ int run_command(int argc, char** argv) {
       ("seq-shards", po::value(&o.grid.seq_shards)->default_value(0), "ranks sharing the sequence (0 = ranks / layer-shards)")
       ("layer-shards", po::value(&o.grid.layer_shards)->default_value(0), "pipeline stages of consecutive layers (0 = 1)")
       ("chunk-tokens", po::value(&o.grid.chunk_tokens)->default_value(0), "tokens per pipeline chunk (0 = automatic)")
+      ("resume", po::bool_switch(&o.resume), "continue an interrupted run into its existing --out file")
       ("quiet,q", po::bool_switch(&o.quiet), "no progress line");
   po::variables_map vm;
   po::store(po::command_line_parser(argc, argv).options(opts).run(), vm);
@@ -147,8 +175,40 @@ int run_command(int argc, char** argv) {
   const ModelConfig& c = model.config;
   const int64_t T = static_cast<int64_t>(tokens.size());
 
+  install_stop_handlers();
+  const int64_t npanels = (T + std::min<int64_t>(o.tile, T) - 1) / std::min<int64_t>(o.tile, T);
   std::unique_ptr<Hdf5InteractionWriter> writer;
-  if (comm.is_root()) {
+  std::vector<uint8_t> done_flat(layers.size() * npanels, 0);
+  int64_t already_complete = 0;
+  std::string resume_error;
+  if (comm.is_root() && o.resume) {
+    try {
+      writer = std::make_unique<Hdf5InteractionWriter>(o.out, Hdf5InteractionWriter::ResumeTag{});
+      if (writer->get_int_attribute("complete") == 1) {
+        already_complete = 1;
+      } else {
+        if (writer->read_tokens() != tokens) fail("--resume: ", o.out, " was computed for other tokens");
+        if (writer->get_string_attribute("model_config") != c.to_json())
+          fail("--resume: ", o.out, " was computed with another model configuration");
+        if (writer->get_string_attribute("resume_key") != resume_key(o, scores, layers))
+          fail("--resume: ", o.out, " was written with other --scores, --layers, --tile or --save-logits (",
+               writer->get_string_attribute("resume_key"), ")");
+        for (std::size_t k = 0; k < layers.size(); ++k) {
+          std::vector<std::string> names{"approx_error", "panels_done"};
+          for (Score sc : scores) names.push_back(to_string(sc));
+          writer->open_layer_datasets(layers[k], names);
+          const auto flags = writer->read_panel_flags(layers[k]);
+          if (static_cast<int64_t>(flags.size()) != npanels) fail("--resume: panel count of ", o.out, " differs");
+          std::copy(flags.begin(), flags.end(), done_flat.begin() + k * npanels);
+        }
+        if (o.save_logits) writer->open_logits();
+        writer->set_string_attribute("command_line", join_command_line(argc, argv));
+      }
+    } catch (const Error& e) {
+      resume_error = e.what();
+      writer.reset();
+    }
+  } else if (comm.is_root()) {
     writer = std::make_unique<Hdf5InteractionWriter>(o.out, T, o.tile);
     try {
       writer->set_string_attribute("program", "latim");
@@ -158,6 +218,7 @@ int run_command(int argc, char** argv) {
       writer->set_string_attribute("model_family", to_string(c.family));
       writer->set_string_attribute("backend", backend->name());
       writer->set_string_attribute("device", backend->device_name());
+      writer->set_string_attribute("resume_key", resume_key(o, scores, layers));
       const std::string conv = conventions_json(c, scores, to_string(backend->precision()));
       writer->set_string_attribute("conventions", conv);
       const Json conv_fields = Json::parse(conv);
@@ -170,15 +231,30 @@ int run_command(int argc, char** argv) {
       for (int l : layers) {
         for (Score s : scores) writer->create_map(l, to_string(s));
         writer->create_layer_vector(l, "approx_error");
+        writer->create_panel_flags(l, npanels);
         const auto& b = model.layers[l].out_proj_b;
         if (!b.empty()) writer->write_layer_array(l, "out_bias", b.data(), static_cast<int64_t>(b.size()));
       }
       if (o.save_logits) writer->create_logits(c.vocab_size);
+      writer->flush();
     } catch (...) {
       writer->abandon();
       throw;
     }
   }
+  // Rank 0's verdict on --resume reaches every rank before any work starts.
+  int64_t resume_failed = resume_error.empty() ? 0 : 1;
+  comm.world().bcast(&resume_failed, sizeof resume_failed, 0);
+  if (resume_failed) {
+    if (comm.is_root()) throw Error(resume_error);
+    return 1;
+  }
+  comm.world().bcast(&already_complete, sizeof already_complete, 0);
+  if (already_complete) {
+    if (comm.is_root()) std::fprintf(stderr, "latim run: %s is already complete; nothing to do\n", o.out.c_str());
+    return 0;
+  }
+  if (!done_flat.empty()) comm.world().bcast(done_flat.data(), done_flat.size(), 0);
   const Group output_group = comm.world().split(0, comm.rank());  // a communicator of its own
   RunStats stats;
   try {
@@ -189,14 +265,35 @@ int run_command(int argc, char** argv) {
     req.engine.panel = std::min<int64_t>(o.tile, T);
     req.engine.progress = !o.quiet;
     req.save_logits = o.save_logits;
+    // LATIM_TEST_STOP_AFTER=N simulates a signal after N stop checks (the resume tests).
+    const char* test_stop = std::getenv("LATIM_TEST_STOP_AFTER");
+    auto checks = std::make_shared<int64_t>(test_stop ? std::strtoll(test_stop, nullptr, 10) : -1);
+    req.stop_signal = [checks] {
+      if (*checks >= 0 && (*checks)-- == 0) g_stop_signal = SIGTERM;
+      return g_stop_signal != 0;
+    };
+    for (std::size_t k = 0; k < layers.size(); ++k)
+      req.done_panels[layers[k]].assign(done_flat.begin() + k * npanels, done_flat.begin() + (k + 1) * npanels);
     DistributedRun run(comm, grid, model, *backend, out);
     stats = run.run(tokens, req);
     out.finish();
-    if (writer) writer->finish();
+    if (writer) {
+      if (stats.interrupted) writer->close_incomplete();
+      else writer->finish();
+    }
   } catch (const std::exception& e) {
     if (comm.size() > 1) comm.abort(1, e.what());  // the file stays marked incomplete
-    if (writer) writer->abandon();
+    if (writer) {
+      if (o.resume) writer->close_incomplete();  // keep the earlier runs' work
+      else writer->abandon();
+    }
     throw;
+  }
+  if (stats.interrupted) {
+    if (comm.is_root())
+      std::fprintf(stderr, "latim run: stopped by signal %d; %s is incomplete: rerun the same command with --resume\n",
+                   static_cast<int>(g_stop_signal), o.out.c_str());
+    return 75;  // EX_TEMPFAIL: the job scripts requeue on it
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!o.quiet && comm.is_root())

@@ -110,7 +110,115 @@ Hdf5InteractionWriter::Hdf5InteractionWriter(const std::string& path, int64_t T,
   check(H5Fflush(file_, H5F_SCOPE_GLOBAL), path_, "flush");
 }
 
+Hdf5InteractionWriter::Hdf5InteractionWriter(const std::string& path, ResumeTag) : path_(path), T_(0), chunk_(0) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  if (!std::filesystem::exists(path)) fail("--resume: ", path, " does not exist (nothing to resume)");
+  file_ = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  if (file_ < 0) fail("--resume: cannot open ", path, " (damaged by a hard kill? remove it and start again)");
+  if (get_string_attribute("format") != "latim-interactions") fail("--resume: ", path, " is not a latim output file");
+  if (get_int_attribute("format_version") != kFormatVersion)
+    fail("--resume: ", path, " has format_version ", get_int_attribute("format_version"), ", expected ", kFormatVersion);
+  T_ = get_int_attribute("n_tokens");
+  chunk_ = get_int_attribute("map_chunk");
+}
+
 Hdf5InteractionWriter::~Hdf5InteractionWriter() { close_all(); }
+
+std::string Hdf5InteractionWriter::get_string_attribute(const std::string& name) const {
+  if (H5Aexists(file_, name.c_str()) <= 0) return "";
+  hid_t attr = H5Aopen(file_, name.c_str(), H5P_DEFAULT);
+  hid_t type = H5Aget_type(attr);
+  std::string out;
+  if (H5Tget_class(type) == H5T_STRING && H5Tis_variable_str(type) > 0) {
+    char* p = nullptr;
+    hid_t mt = H5Tcopy(H5T_C_S1);
+    H5Tset_size(mt, H5T_VARIABLE);
+    H5Tset_cset(mt, H5T_CSET_UTF8);
+    if (H5Aread(attr, mt, &p) >= 0 && p) {
+      out = p;
+      H5free_memory(p);
+    }
+    H5Tclose(mt);
+  }
+  H5Tclose(type);
+  H5Aclose(attr);
+  return out;
+}
+
+int64_t Hdf5InteractionWriter::get_int_attribute(const std::string& name) const {
+  if (H5Aexists(file_, name.c_str()) <= 0) fail(path_, ": attribute '", name, "' is missing");
+  hid_t attr = H5Aopen(file_, name.c_str(), H5P_DEFAULT);
+  int64_t v = 0;
+  herr_t st = H5Aread(attr, H5T_NATIVE_INT64, &v);
+  H5Aclose(attr);
+  check(st, path_, "read attribute " + name);
+  return v;
+}
+
+std::vector<int64_t> Hdf5InteractionWriter::read_tokens() const {
+  hid_t ds = check_id(H5Dopen2(file_, "tokens", H5P_DEFAULT), path_, "open /tokens");
+  hid_t sp = H5Dget_space(ds);
+  hsize_t n = 0;
+  H5Sget_simple_extent_dims(sp, &n, nullptr);
+  std::vector<int64_t> t(n);
+  herr_t st = H5Dread(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data());
+  H5Sclose(sp);
+  H5Dclose(ds);
+  check(st, path_, "read /tokens");
+  return t;
+}
+
+void Hdf5InteractionWriter::create_panel_flags(int layer, int64_t panels) {
+  const hid_t g = ensure_layer_group(layer);
+  const uint8_t zero = 0;
+  const hsize_t n = static_cast<hsize_t>(panels);
+  maps_[{layer, "panels_done"}] =
+      create_chunked(g, "panels_done", H5T_STD_U8LE, {n}, {std::min<hsize_t>(n, 4096)}, &zero, path_);
+}
+
+void Hdf5InteractionWriter::mark_panel_done(int layer, int64_t panel) {
+  const uint8_t one = 1;
+  write_block(dataset(layer, "panels_done"), {static_cast<hsize_t>(panel)}, {1}, H5T_NATIVE_UINT8, &one, path_,
+              layer_group_name(layer) + "/panels_done");
+}
+
+std::vector<uint8_t> Hdf5InteractionWriter::read_panel_flags(int layer) const {
+  const std::string name = layer_group_name(layer) + "/panels_done";
+  if (H5Lexists(file_, "layers", H5P_DEFAULT) <= 0 || H5Lexists(file_, layer_group_name(layer).c_str(), H5P_DEFAULT) <= 0 ||
+      H5Lexists(file_, name.c_str(), H5P_DEFAULT) <= 0)
+    fail("--resume: ", path_, " has no ", name, " (was it written with other --layers?)");
+  hid_t ds = H5Dopen2(file_, name.c_str(), H5P_DEFAULT);
+  hid_t sp = H5Dget_space(ds);
+  hsize_t n = 0;
+  H5Sget_simple_extent_dims(sp, &n, nullptr);
+  std::vector<uint8_t> v(n);
+  herr_t st = H5Dread(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data());
+  H5Sclose(sp);
+  H5Dclose(ds);
+  check(st, path_, "read " + name);
+  return v;
+}
+
+void Hdf5InteractionWriter::open_layer_datasets(int layer, const std::vector<std::string>& names) {
+  for (const auto& n : names) {
+    const std::string path = layer_group_name(layer) + "/" + n;
+    if (H5Lexists(file_, path.c_str(), H5P_DEFAULT) <= 0)
+      fail("--resume: ", path_, " has no ", path, " (was it written with other --scores?)");
+    maps_[{layer, n}] = check_id(H5Dopen2(file_, path.c_str(), H5P_DEFAULT), path_, "open " + path);
+  }
+}
+
+void Hdf5InteractionWriter::open_logits() {
+  if (H5Lexists(file_, "logits", H5P_DEFAULT) <= 0) fail("--resume: ", path_, " has no /logits (add --save-logits only to new runs)");
+  logits_ = check_id(H5Dopen2(file_, "logits", H5P_DEFAULT), path_, "open /logits");
+}
+
+void Hdf5InteractionWriter::flush() { check(H5Fflush(file_, H5F_SCOPE_GLOBAL), path_, "flush"); }
+
+void Hdf5InteractionWriter::close_incomplete() {
+  if (file_ >= 0) flush();
+  close_all();
+}
 
 void Hdf5InteractionWriter::close_all() {
   for (auto& [k, id] : maps_) H5Dclose(id);
@@ -161,6 +269,11 @@ int64_t Hdf5InteractionWriter::ensure_layer_group(int layer) {
     H5Gclose(g);
   }
   const std::string name = layer_group_name(layer);
+  if (H5Lexists(file_, name.c_str(), H5P_DEFAULT) > 0) {
+    hid_t g = check_id(H5Gopen2(file_, name.c_str(), H5P_DEFAULT), path_, "open " + name);
+    layer_groups_[layer] = g;
+    return g;
+  }
   hid_t g = check_id(H5Gcreate2(file_, name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), path_, "create " + name);
   write_int_attr(g, "layer", layer, path_);
   layer_groups_[layer] = g;

@@ -12,7 +12,10 @@ namespace {
 
 constexpr int kTagOutput = 7001;
 
-enum Kind : int32_t { kMapChunk = 1, kVectorRows = 2, kLogitsRows = 3, kDone = 4 };
+enum Kind : int32_t { kMapChunk = 1, kVectorRows = 2, kLogitsRows = 3, kDone = 4, kPanelDone = 5 };
+
+// A killed run keeps what was flushed: the writer flushes at least this often.
+constexpr double kFlushSeconds = 10.0;
 
 struct Header {
   int32_t kind;
@@ -91,6 +94,10 @@ void OutputService::put_logits_rows(int64_t row0, int64_t nrows, const std::vect
   post(pack(kLogitsRows, 0, "", row0, 0, nrows, rows.data(), rows.size() * sizeof(float)));
 }
 
+void OutputService::put_panel_done(int layer, int64_t panel) {
+  post(pack(kPanelDone, layer, "", panel, 0, 0, nullptr, 0));
+}
+
 void OutputService::finish() {
   post(pack(kDone, 0, "", 0, 0, 0, nullptr, 0));
   if (!world_.is_root()) return;
@@ -113,6 +120,9 @@ void OutputService::apply(const std::vector<unsigned char>& msg) {
     case kLogitsRows:
       writer_->write_logits_rows(h.row0, h.nrows, reinterpret_cast<const float*>(payload));
       break;
+    case kPanelDone:
+      writer_->mark_panel_done(h.layer, h.row0);
+      break;
     case kDone:
       break;
     default:
@@ -126,8 +136,13 @@ void OutputService::writer_loop() {
     int remote_done = 0;
     bool local_done = false;
     const int remote_ranks = world_.size() - 1;
+    auto last_flush = std::chrono::steady_clock::now();
     while (!local_done || remote_done < remote_ranks) {
       bool worked = false;
+      if (std::chrono::steady_clock::now() - last_flush > std::chrono::duration<double>(kFlushSeconds)) {
+        writer_->flush();
+        last_flush = std::chrono::steady_clock::now();
+      }
       // Messages from other ranks (HDF5 is touched by this thread only).
       int source = 0;
       std::size_t bytes = 0;

@@ -38,6 +38,13 @@ class CpuTileBackend final : public TileBackend {
     init(which.alti, out.alti);
     init(which.hidden_attn, out.hidden_attn);
     out.contrib_sum.assign(ni * d, 0.0);
+    if (c.family == Family::Mamba1 && At_owner_ != w.A.data()) {
+      const int64_t N = c.d_state;
+      At_.resize(D * N);
+      for (int64_t ch = 0; ch < D; ++ch)
+        for (int64_t n = 0; n < N; ++n) At_[n * D + ch] = w.A[ch * N + n];
+      At_owner_ = w.A.data();
+    }
 
     const int64_t nrb = (ni + kRowBlock - 1) / kRowBlock;
 #pragma omp parallel
@@ -47,6 +54,8 @@ class CpuTileBackend final : public TileBackend {
       std::vector<float> U(kRowBlock * kColBlock * D);       // Z_i ⊙ υ_{i←j}, one row per pair
       std::vector<float> Tout(kRowBlock * kColBlock * d);    // T_i(x_j)
       std::vector<float> hattn(kRowBlock * kColBlock);
+      std::vector<float> decay(c.family == Family::Mamba1 ? (kColBlock + K) * c.d_state * D : 0);
+      std::vector<float> E(c.family == Family::Mamba1 ? c.d_state * D : 0);
       std::vector<std::pair<int64_t, int64_t>> pairs;
 #pragma omp for schedule(dynamic)
       for (int64_t rb = 0; rb < nrb; ++rb) {
@@ -54,10 +63,16 @@ class CpuTileBackend final : public TileBackend {
         for (int64_t ja = j0; ja < j0 + nj && ja < ib; ja += kColBlock) {
           const int64_t jb = std::min({j0 + nj, ja + kColBlock, ib});
           build_taps(c, w, tr, ja, jb, taps.data());
+          if (c.family == Family::Mamba1)
+            build_step_decays(c, tr, ja + 1, std::min(ib - 1, jb - 1 + K - 1), ja, decay.data());
           pairs.clear();
           for (int64_t i = ia; i < ib; ++i) {
             const int64_t lmax = std::min(i, jb - 1 + K - 1);  // last l with M_{i,l} needed
-            fill_M(c, w, tr, i, ja, lmax, M.data());
+            if (c.family == Family::Mamba1) {
+              fill_M_mamba1(c, tr, i, ja, lmax, decay.data(), E.data(), M.data());
+            } else {
+              fill_M(c, w, tr, i, ja, lmax, M.data());
+            }
             for (int64_t j = ja; j < jb && j <= i; ++j) {
               float* u = U.data() + pairs.size() * D;
               const float* Zi = f.Z.data() + i * D;
@@ -76,6 +91,7 @@ class CpuTileBackend final : public TileBackend {
               if (which.hidden_attn) {
                 const float* Mj = M.data() + (j - ja) * D;
                 double s = 0.0;
+#pragma omp simd reduction(+ : s)
                 for (int64_t k = 0; k < D; ++k) s += Mj[k];
                 // Mamba-2's M is per head, expanded over the head's P channels: the mean
                 // over channels equals the mean over heads.
@@ -95,6 +111,7 @@ class CpuTileBackend final : public TileBackend {
             const int64_t at = (i - i0) * nj + (j - j0);
             double* cs = out.contrib_sum.data() + (i - i0) * d;
             double l2 = 0.0, l1 = 0.0;
+#pragma omp simd reduction(+ : l2, l1)
             for (int64_t k = 0; k < d; ++k) {
               const double v = t[k];
               l2 += v * v;
@@ -107,6 +124,7 @@ class CpuTileBackend final : public TileBackend {
               const float* r = tr.r_in.data() + i * d;
               const float* o = tr.o.data() + i * d;
               double rest = 0.0;  // ||ŷ_i - T̂_i(x_j)||_1
+#pragma omp simd reduction(+ : rest)
               for (int64_t k = 0; k < d; ++k) {
                 const double yh = static_cast<double>(r[k]) + o[k];
                 const double th = static_cast<double>(t[k]) + (i == j ? r[k] : 0.0f);
@@ -140,24 +158,89 @@ class CpuTileBackend final : public TileBackend {
     }
   }
 
+  // decay[(l - base) * N * D + n * D + ch] = exp(A[ch, n] * Δ_l[ch]) for l in [l0, l1]: the
+  // one-step decays of a source block, shared by every target of the row block.
+  void build_step_decays(const ModelConfig& c, const LayerTrace& tr, int64_t l0, int64_t l1, int64_t base,
+                         float* decay) const {
+    const int64_t D = c.d_inner, N = c.d_state;
+    for (int64_t l = l0; l <= l1; ++l) {
+      const float* dl = tr.delta.data() + l * D;
+      float* out = decay + (l - base) * N * D;
+      for (int64_t n = 0; n < N; ++n) {
+        const float* At = At_.data() + n * D;
+#pragma omp simd
+        for (int64_t ch = 0; ch < D; ++ch) out[n * D + ch] = cpu::exp_nonpositive(At[ch] * dl[ch]);
+      }
+    }
+  }
+
+  // Mamba-1 M_{i,l} for l = lmax down to ja. The decay from l to i starts as one direct
+  // exponential of a non-positive number at l = lmax and is carried down the block by the
+  // one-step decays (each <= 1), so no exp(+A S) factor ever appears.
+  void fill_M_mamba1(const ModelConfig& c, const LayerTrace& tr, int64_t i, int64_t ja, int64_t lmax,
+                     const float* decay, float* E, float* M) const {
+    const int64_t D = c.d_inner, N = c.d_state;
+    if (lmax < ja) return;
+    const float* Ci = tr.C.data() + i * N;
+    const double* Si = tr.S.data() + i * D;
+    const double* Stop = tr.S.data() + lmax * D;
+    for (int64_t n = 0; n < N; ++n) {
+      const float* At = At_.data() + n * D;
+      float* En = E + n * D;
+#pragma omp simd
+      for (int64_t ch = 0; ch < D; ++ch) En[ch] = cpu::exp_nonpositive(At[ch] * static_cast<float>(Si[ch] - Stop[ch]));
+    }
+    for (int64_t l = lmax; l >= ja; --l) {
+      const float* Bl = tr.B.data() + l * N;
+      const float* dl = tr.delta.data() + l * D;
+      float* out = M + (l - ja) * D;
+#pragma omp simd
+      for (int64_t ch = 0; ch < D; ++ch) out[ch] = 0.0f;
+      for (int64_t n = 0; n < N; ++n) {
+        const float cb = Ci[n] * Bl[n];
+        const float* En = E + n * D;
+#pragma omp simd
+        for (int64_t ch = 0; ch < D; ++ch) out[ch] += cb * En[ch];
+      }
+#pragma omp simd
+      for (int64_t ch = 0; ch < D; ++ch) out[ch] *= dl[ch];
+      if (l > ja) {  // E <- E * exp(A Δ_l): the decay from l - 1 to i
+        const float* dec = decay + (l - ja) * N * D;
+#pragma omp simd
+        for (int64_t k = 0; k < N * D; ++k) E[k] *= dec[k];
+      }
+    }
+  }
+
   // M[(l - ja) * D + ch] = M_{i,l}[ch] for l in [ja, lmax], per latim-method.md §1-2.
-  static void fill_M(const ModelConfig& c, const LayerWeights& w, const LayerTrace& tr, int64_t i, int64_t ja,
-                     int64_t lmax, float* M) {
+  void fill_M(const ModelConfig& c, const LayerWeights& w, const LayerTrace& tr, int64_t i, int64_t ja, int64_t lmax,
+              float* M) const {
     const int64_t D = c.d_inner, N = c.d_state;
     if (c.family == Family::Mamba1) {
+      // Vectorised over channels: A is read through its transpose At [N, D].
       const float* Ci = tr.C.data() + i * N;
       const double* Si = tr.S.data() + i * D;
+      float gap[4096];
       for (int64_t l = ja; l <= lmax; ++l) {
         const float* Bl = tr.B.data() + l * N;
         const double* Sl = tr.S.data() + l * D;
         const float* dl = tr.delta.data() + l * D;
         float* out = M + (l - ja) * D;
-        for (int64_t ch = 0; ch < D; ++ch) {
-          const float gap = static_cast<float>(Si[ch] - Sl[ch]);  // >= 0
-          const float* A = w.A.data() + ch * N;
-          float acc = 0.0f;
-          for (int64_t n = 0; n < N; ++n) acc += Ci[n] * Bl[n] * cpu::exp_nonpositive(A[n] * gap);
-          out[ch] = acc * dl[ch];
+        for (int64_t c0 = 0; c0 < D; c0 += 4096) {
+          const int64_t nc = std::min<int64_t>(4096, D - c0);
+#pragma omp simd
+          for (int64_t k = 0; k < nc; ++k) {
+            gap[k] = static_cast<float>(Si[c0 + k] - Sl[c0 + k]);  // >= 0
+            out[c0 + k] = 0.0f;
+          }
+          for (int64_t n = 0; n < N; ++n) {
+            const float cb = Ci[n] * Bl[n];
+            const float* At = At_.data() + n * D + c0;
+#pragma omp simd
+            for (int64_t k = 0; k < nc; ++k) out[c0 + k] += cb * cpu::exp_nonpositive(At[k] * gap[k]);
+          }
+#pragma omp simd
+          for (int64_t k = 0; k < nc; ++k) out[c0 + k] *= dl[c0 + k];
         }
       }
     } else {
@@ -180,6 +263,9 @@ class CpuTileBackend final : public TileBackend {
       }
     }
   }
+
+  std::vector<float> At_;           // A transposed to [N, D] for the layer last seen
+  const float* At_owner_ = nullptr;
 
   static void add_skip(const ModelConfig& c, const LayerWeights& w, const float* xs, float* u) {
     const int64_t D = c.d_inner;

@@ -99,6 +99,7 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
   TileScores tile;
   for (int64_t p0 = 0; p0 < T; p0 += B) {
     if (opt.owns_panel && !opt.owns_panel(p0 / B)) continue;
+    if (opt.stop_requested && opt.stop_requested()) break;
     const int64_t pn = std::min(B, T - p0), ncols = p0 + pn;
     std::vector<float> l2, l1, alti, hattn;
     auto alloc = [&](bool on, std::vector<float>& v) { if (on) v.assign(pn * ncols, nan); };

@@ -37,6 +37,7 @@ void selective_scan_mamba1(int64_t T, int64_t D, int64_t N, const float* x, cons
         const float* Ac = A + c * N;
         float* hc = h.data() + (c - c0) * N;
         float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
         for (int64_t n = 0; n < N; ++n) {
           hc[n] = cpu::exp_nonpositive(dt * Ac[n]) * hc[n] + dx * Bt[n];
           acc += hc[n] * Ct[n];
@@ -71,6 +72,7 @@ void ssd_scan_mamba2(int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, cons
         float* sp = s + p * N;
         const float dx = dt * xt[p];
         float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
         for (int64_t n = 0; n < N; ++n) {
           sp[n] = dA * sp[n] + dx * Bt[n];
           acc += sp[n] * Ct[n];

@@ -40,6 +40,7 @@ class EncodingSink final : public MapSink {
   }
   void on_approx_error(int layer, int64_t i0, int64_t ni, const float* eps) override {
     out_.put_vector_rows(layer, "approx_error", i0, std::vector<float>(eps, eps + ni));
+    out_.put_panel_done(layer, i0 / c_);  // the last message of a panel
   }
 
  private:
@@ -132,7 +133,16 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
   std::vector<float> rollout_state;
   double map_time = 0;
 
+  // Ranks of a stage agree to stop at layer boundaries, so none is left in a collective.
+  auto agree_stop = [&]() {
+    const bool mine = req.stop_signal && req.stop_signal();
+    return stage_group.allreduce_max(mine ? 1.0 : 0.0) > 0.0;
+  };
   auto map_layer = [&](int l, const LayerTrace& tr) {
+    if (stats.interrupted || agree_stop()) {
+      stats.interrupted = true;
+      return;
+    }
     const double t0 = now();
     const LayerFactors f = make_layer_factors(c, model_.layers[l], tr);
     EngineOptions opt = req.engine;
@@ -142,8 +152,13 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
     const int64_t npanels = (T + opt.panel - 1) / opt.panel;
     const int S = stage_group.size(), me = stage_group.rank();
     // Panel p costs p + 1 tiles: pairing p with npanels - 1 - p evens out the triangle.
-    if (S > 1)
-      opt.owns_panel = [=](int64_t p) { return std::min(p, npanels - 1 - p) % S == me; };
+    const std::vector<uint8_t>* done = nullptr;
+    if (auto it = req.done_panels.find(l); it != req.done_panels.end()) done = &it->second;
+    opt.owns_panel = [=](int64_t p) {
+      if (done && p < static_cast<int64_t>(done->size()) && (*done)[p]) return false;  // already in the file
+      return S == 1 || std::min(p, npanels - 1 - p) % S == me;
+    };
+    opt.stop_requested = req.stop_signal;
     compute_layer_maps(l, f, backend_.tiles(), opt, is_selected ? static_cast<MapSink&>(sink) : null_sink,
                        rollout ? &rollout_state : nullptr);
     if (rollout && S > 1) stage_group.allreduce_sum(rollout_state.data(), rollout_state.size());
@@ -165,7 +180,7 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
     const double t0 = now();
     const ForwardOutput fwd = backend_.forward(model_, tokens, &obs);
     stats.forward_seconds = now() - t0 - map_time;
-    if (req.save_logits) {
+    if (req.save_logits && !stats.interrupted) {
       const int64_t rows = std::max<int64_t>(1, (int64_t{1} << 24) / c.vocab_size);
       for (int64_t r0 = 0; r0 < T; r0 += rows) {
         const int64_t n = std::min(rows, T - r0);
@@ -197,6 +212,7 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
     for (int64_t l = g.layer_begin; l < g.layer_end; ++l) {
       const int li = static_cast<int>(l);
       const bool want = wants_trace(li);
+      if (immediate && stats.interrupted) break;
       layer_forward_cpu(c, model_.layers[l], li, n, r, want ? &local : nullptr, link.get());
       if (!want) continue;
       if (immediate && stage_group.size() == 1) {
@@ -209,6 +225,7 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
         gather_trace(stage_group, local, T, c0, global_traces[li], stats.bytes_communicated);
       }
     }
+    if (stats.interrupted) break;
     if (g.stage + 1 < g.L) {
       comm_.world().send(r.data(), r.size() * sizeof(float), comm_.rank() + g.S, kTagResidual);
       stats.bytes_communicated += static_cast<int64_t>(r.size() * sizeof(float));

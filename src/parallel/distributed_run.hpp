@@ -3,6 +3,8 @@
 // pipeline. One rank with one chunk is the plain case of the same code.
 #pragma once
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <vector>
 
 #include "io/output_service.hpp"
@@ -34,11 +36,14 @@ struct RunRequest {
   std::vector<int> layers;  // layers to map (sorted)
   EngineOptions engine;
   bool save_logits = false;
+  std::map<int, std::vector<uint8_t>> done_panels;  // from --resume: panels already in the file
+  std::function<bool()> stop_signal;                 // this rank received SIGTERM/SIGUSR1
 };
 
 struct RunStats {
   double forward_seconds = 0, map_seconds = 0;
   int64_t bytes_communicated = 0;  // this rank's halo, state and trace exchanges
+  bool interrupted = false;        // stopped early by a signal; the file can be resumed
 };
 
 class DistributedRun {
