@@ -27,7 +27,7 @@ void causal_conv(const float* in, int64_t T, int64_t channels, int64_t lda, cons
   constexpr int kThreads = 256;
   const int64_t blocks = (n + kThreads - 1) / kThreads;
   causal_conv_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(in, T, channels, lda, w, K, b, silu, out);
-  check(cudaGetLastError(), "causal_conv", layer);
+  check_launch("causal_conv", layer, stream);
 }
 
 }  // namespace latim::cuda

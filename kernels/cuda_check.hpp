@@ -14,4 +14,8 @@ inline void check(cudaError_t e, const char* what, int layer = -1) {
          cudaGetErrorString(e));
 }
 
+// After a kernel launch: launch-configuration errors now; with LATIM_CUDA_SYNC_CHECK=1 in
+// the environment also waits, so an asynchronous fault is reported against its kernel.
+void check_launch(const char* kernel, int layer = -1, cudaStream_t stream = nullptr);
+
 }  // namespace latim::cuda

@@ -1,18 +1,250 @@
-// The CUDA compute backend (forward kernels + LaTIM tile kernel), selected by make_backend().
+// The CUDA compute backend: the forward pass of Mamba-1/Mamba-2 on the device (weights
+// uploaded once per model) and the device tile backend. It gives a LayerObserver exactly
+// the callbacks of the CPU forward: the residual after each layer and, when asked, the
+// layer's trace, both on the host.
 #include <cuda_runtime.h>
 
-#include "latim/backend.hpp"
+#include <cstring>
+#include <vector>
+
+#include "backend/cuda_backend.hpp"
+#include "causal_conv.hpp"
+#include "device_buffer.hpp"
 #include "latim/error.hpp"
+#include "linear.hpp"
+#include "pointwise.hpp"
+#include "rmsnorm.hpp"
+#include "selective_scan.hpp"
+#include "ssd_scan.hpp"
 
 namespace latim {
 
 bool cuda_device_present() {
   int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+  const bool ok = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+  cudaGetLastError();  // a machine without a driver leaves an error behind; clear it
+  return ok;
 }
 
-std::unique_ptr<ComputeBackend> make_cuda_backend(Precision) {
-  fail("--backend cuda: the CUDA backend is not implemented yet in this version; use --backend cpu");
+namespace {
+
+using cuda::DeviceArray;
+
+cuda::MathMode math_mode(Precision p) {
+  switch (p) {
+    case Precision::FP32: return cuda::MathMode::FP32;
+    case Precision::TF32: return cuda::MathMode::TF32;
+    case Precision::BF16: return cuda::MathMode::BF16;
+  }
+  return cuda::MathMode::FP32;
+}
+
+struct DeviceLayer {
+  DeviceArray<float> norm, in_proj, in_proj_b, conv_w, conv_b, A, D_skip, out_proj, out_proj_b, x_proj, dt_proj,
+      dt_proj_b, dt_bias, gated_norm;
+};
+
+template <class T>
+const T* put(DeviceArray<T>& a, const std::vector<T>& v, const std::string& what, int layer) {
+  if (v.empty()) return nullptr;
+  return a.upload(v.data(), static_cast<int64_t>(v.size()), what, layer);
+}
+
+const float* ptr(const DeviceArray<float>& a) { return a.size() ? a.get() : nullptr; }
+
+// Copies rows x cols floats with source leading dimension ld into a dense host vector.
+template <class T>
+void download(std::vector<T>& dst, const T* src, int64_t rows, int64_t cols, int64_t ld, const char* what, int layer) {
+  dst.resize(static_cast<std::size_t>(rows * cols));
+  if (rows * cols == 0) return;
+  cuda::check(cudaMemcpy2D(dst.data(), cols * sizeof(T), src, ld * sizeof(T), cols * sizeof(T), rows,
+                           cudaMemcpyDeviceToHost),
+              what, layer);
+}
+
+class CudaBackend final : public ComputeBackend {
+ public:
+  explicit CudaBackend(Precision p) : precision_(p), mode_(math_mode(p)), tiles_(make_cuda_tile_backend(p)) {
+    int dev = 0;
+    cuda::check(cudaGetDevice(&dev), "cudaGetDevice");
+    cudaDeviceProp prop{};
+    cuda::check(cudaGetDeviceProperties(&prop, dev), "cudaGetDeviceProperties");
+    device_name_ = prop.name;
+  }
+  std::string name() const override { return "cuda"; }
+  std::string device_name() const override { return device_name_; }
+  Precision precision() const override { return precision_; }
+  TileBackend& tiles() override { return *tiles_; }
+
+  ForwardOutput forward(const ModelWeights& model, const std::vector<int64_t>& tokens, LayerObserver* obs) override {
+    const ModelConfig& c = model.config;
+    const int64_t T = static_cast<int64_t>(tokens.size()), d = c.d_model;
+    if (T == 0) fail("forward: empty token sequence");
+    upload_model(model);
+    std::vector<float> r_host = embed_tokens(model, tokens);
+    float* r = r_.upload(r_host.data(), T * d, "residual stream");
+    LayerTrace trace;
+    for (int64_t l = 0; l < c.n_layer; ++l) {
+      const int layer = static_cast<int>(l);
+      const bool want = obs && obs->wants_trace(layer);
+      if (c.family == Family::Mamba1) mamba1_layer(c, layers_[l], layer, T, r, want ? &trace : nullptr);
+      else mamba2_layer(c, layers_[l], layer, T, r, want ? &trace : nullptr);
+      if (obs) {
+        download(r_host, r, T, d, d, "residual download", layer);
+        obs->on_layer(layer, model.layers[l], want ? &trace : nullptr, r_host);
+      }
+    }
+    float* h = u_.reserve(T * d, "final norm output");
+    cuda::rmsnorm_rows(r, T, d, norm_f_.get(), c.norm_eps, h, nullptr, -1);
+    ForwardOutput out;
+    out.T = T;
+    download(out.final_hidden, static_cast<const float*>(h), T, d, d, "final hidden download", -1);
+    return out;
+  }
+
+ private:
+  void upload_model(const ModelWeights& m) {
+    std::vector<const void*> key{&m, m.layers.data(), m.norm_f.data()};
+    for (const auto& w : m.layers) {
+      key.push_back(w.in_proj.data());
+      key.push_back(w.out_proj.data());
+    }
+    std::vector<float> sample;  // addresses can be reused by another model loaded later
+    for (const auto& w : m.layers)
+      for (const auto* v : {&w.in_proj, &w.out_proj, &w.conv_w})
+        if (!v->empty()) {
+          sample.push_back(v->front());
+          sample.push_back(v->back());
+        }
+    if (key == model_key_ && sample == model_sample_ && !layers_.empty()) return;
+    model_key_.clear();
+    layers_.clear();
+    layers_.resize(m.layers.size());
+    for (std::size_t l = 0; l < m.layers.size(); ++l) {
+      const LayerWeights& w = m.layers[l];
+      DeviceLayer& g = layers_[l];
+      const int layer = static_cast<int>(l);
+      put(g.norm, w.norm, "weights (norm)", layer);
+      put(g.in_proj, w.in_proj, "weights (in_proj)", layer);
+      put(g.in_proj_b, w.in_proj_b, "weights (in_proj bias)", layer);
+      put(g.conv_w, w.conv_w, "weights (conv1d)", layer);
+      put(g.conv_b, w.conv_b, "weights (conv1d bias)", layer);
+      put(g.A, w.A, "weights (A)", layer);
+      put(g.D_skip, w.D_skip, "weights (D)", layer);
+      put(g.out_proj, w.out_proj, "weights (out_proj)", layer);
+      put(g.out_proj_b, w.out_proj_b, "weights (out_proj bias)", layer);
+      put(g.x_proj, w.x_proj, "weights (x_proj)", layer);
+      put(g.dt_proj, w.dt_proj, "weights (dt_proj)", layer);
+      put(g.dt_proj_b, w.dt_proj_b, "weights (dt_proj bias)", layer);
+      put(g.dt_bias, w.dt_bias, "weights (dt_bias)", layer);
+      put(g.gated_norm, w.gated_norm, "weights (gated norm)", layer);
+    }
+    put(norm_f_, m.norm_f, "weights (final norm)", -1);
+    model_key_ = key;
+    model_sample_ = sample;
+  }
+
+  void mamba1_layer(const ModelConfig& c, const DeviceLayer& w, int layer, int64_t T, float* r, LayerTrace* tr) {
+    const int64_t d = c.d_model, D = c.d_inner, N = c.d_state, R = c.dt_rank, K = c.d_conv, XR = c.x_proj_rows();
+    float* u = u_.reserve(T * d, "forward workspace (normed input)", layer);
+    cuda::rmsnorm_rows(r, T, d, w.norm.get(), c.norm_eps, u, nullptr, layer);
+    float* proj = proj_.reserve(T * 2 * D, "forward workspace (in_proj output)", layer);
+    cuda::linear(blas_, mode_, u, T, d, d, w.in_proj.get(), 2 * D, ptr(w.in_proj_b), proj, 2 * D, nullptr, "in_proj", layer);
+    float* x = x_.reserve(T * D, "forward workspace (conv output)", layer);
+    cuda::causal_conv(proj, T, D, 2 * D, w.conv_w.get(), static_cast<int>(K), ptr(w.conv_b),
+                      c.activation == Activation::SiLU, x, nullptr, layer);
+    float* xdbl = xdbl_.reserve(T * XR, "forward workspace (x_proj output)", layer);
+    cuda::linear(blas_, mode_, x, T, D, D, w.x_proj.get(), XR, nullptr, xdbl, XR, nullptr, "x_proj", layer);
+    float* delta = delta_.reserve(T * D, "forward workspace (delta)", layer);
+    cuda::linear(blas_, mode_, xdbl, T, R, XR, w.dt_proj.get(), D, ptr(w.dt_proj_b), delta, D, nullptr, "dt_proj", layer);
+    cuda::softplus_rows(delta, T, D, D, nullptr, layer);
+    float* y = y_.reserve(T * D, "forward workspace (scan output)", layer);
+    float* work = scan_work_.reserve(cuda::selective_scan_work(T, D, N), "selective scan chunk states", layer);
+    cuda::selective_scan(x, delta, w.A.get(), xdbl + R, XR, xdbl + R + N, XR, w.D_skip.get(), T, D, N, y, nullptr, work,
+                         nullptr, layer);
+    float* gate = tr ? gate_.reserve(T * D, "forward workspace (gate)", layer) : nullptr;
+    cuda::silu_gate(y, proj + D, 2 * D, T, D, gate, nullptr, layer);
+    float* o = o_.reserve(T * d, "forward workspace (mixer output)", layer);
+    cuda::linear(blas_, mode_, y, T, D, D, w.out_proj.get(), d, ptr(w.out_proj_b), o, d, nullptr, "out_proj", layer);
+    if (tr) {
+      tr->T = T;
+      download(tr->r_in, static_cast<const float*>(r), T, d, d, "trace download (r_in)", layer);
+      download(tr->o, static_cast<const float*>(o), T, d, d, "trace download (o)", layer);
+      download(tr->v, static_cast<const float*>(proj), T, D, 2 * D, "trace download (v)", layer);
+      download(tr->x, static_cast<const float*>(x), T, D, D, "trace download (x)", layer);
+      download(tr->delta, static_cast<const float*>(delta), T, D, D, "trace download (delta)", layer);
+      download(tr->B, static_cast<const float*>(xdbl + R), T, N, XR, "trace download (B)", layer);
+      download(tr->C, static_cast<const float*>(xdbl + R + N), T, N, XR, "trace download (C)", layer);
+      download(tr->gate, static_cast<const float*>(gate), T, D, D, "trace download (gate)", layer);
+      tr->gamma.clear();
+      download_S(tr, delta, T, D, layer);
+    }
+    cuda::residual_add(r, o, T * d, nullptr, layer);
+  }
+
+  void mamba2_layer(const ModelConfig& c, const DeviceLayer& w, int layer, int64_t T, float* r, LayerTrace* tr) {
+    const int64_t d = c.d_model, D = c.d_inner, N = c.d_state, K = c.d_conv;
+    const int64_t H = c.n_heads, P = c.head_dim, G = c.n_groups, GN = G * N;
+    const int64_t CC = c.conv_channels(), IR = c.in_proj_rows();
+    float* u = u_.reserve(T * d, "forward workspace (normed input)", layer);
+    cuda::rmsnorm_rows(r, T, d, w.norm.get(), c.norm_eps, u, nullptr, layer);
+    float* proj = proj_.reserve(T * IR, "forward workspace (in_proj output)", layer);
+    cuda::linear(blas_, mode_, u, T, d, d, w.in_proj.get(), IR, ptr(w.in_proj_b), proj, IR, nullptr, "in_proj", layer);
+    float* conv = x_.reserve(T * CC, "forward workspace (conv output)", layer);
+    cuda::causal_conv(proj + D, T, CC, IR, w.conv_w.get(), static_cast<int>(K), ptr(w.conv_b),
+                      c.activation == Activation::SiLU, conv, nullptr, layer);
+    float* delta = delta_.reserve(T * H, "forward workspace (delta)", layer);
+    cuda::mamba2_delta(proj + D + CC, IR, T, H, w.dt_bias.get(), c.dt_min, c.dt_max, delta, nullptr, layer);
+    float* y = y_.reserve(T * D, "forward workspace (scan output)", layer);
+    float* work = scan_work_.reserve(cuda::ssd_scan_work(T, H, P, N), "SSD scan chunk states", layer);
+    cuda::ssd_scan(conv, CC, delta, w.A.get(), conv + D, conv + D + GN, CC, w.D_skip.get(), T, H, P, N, G, y, nullptr,
+                   work, nullptr, layer);
+    float* gate = tr ? gate_.reserve(T * D, "forward workspace (gate)", layer) : nullptr;
+    float* gamma = tr ? gamma_.reserve(T * D, "forward workspace (gamma)", layer) : nullptr;
+    cuda::gated_rmsnorm(y, proj, IR, T, D, G, w.gated_norm.get(), c.gated_norm_eps, c.norm_before_gate, gate, gamma,
+                        nullptr, layer);
+    float* o = o_.reserve(T * d, "forward workspace (mixer output)", layer);
+    cuda::linear(blas_, mode_, y, T, D, D, w.out_proj.get(), d, ptr(w.out_proj_b), o, d, nullptr, "out_proj", layer);
+    if (tr) {
+      tr->T = T;
+      download(tr->r_in, static_cast<const float*>(r), T, d, d, "trace download (r_in)", layer);
+      download(tr->o, static_cast<const float*>(o), T, d, d, "trace download (o)", layer);
+      download(tr->v, static_cast<const float*>(proj + D), T, D, IR, "trace download (v)", layer);
+      download(tr->x, static_cast<const float*>(conv), T, D, CC, "trace download (x)", layer);
+      download(tr->delta, static_cast<const float*>(delta), T, H, H, "trace download (delta)", layer);
+      download(tr->B, static_cast<const float*>(conv + D), T, GN, CC, "trace download (B)", layer);
+      download(tr->C, static_cast<const float*>(conv + D + GN), T, GN, CC, "trace download (C)", layer);
+      download(tr->gate, static_cast<const float*>(gate), T, D, D, "trace download (gate)", layer);
+      download(tr->gamma, static_cast<const float*>(gamma), T, D, D, "trace download (gamma)", layer);
+      download_S(tr, delta, T, H, layer);
+    }
+    cuda::residual_add(r, o, T * d, nullptr, layer);
+  }
+
+  void download_S(LayerTrace* tr, const float* delta, int64_t T, int64_t W, int layer) {
+    double* S = S_.reserve(T * W, "trace (cumulative delta)", layer);
+    double* work = cumsum_work_.reserve(cuda::cumulative_sum_work(T, W), "cumulative sum workspace", layer);
+    cuda::cumulative_sum(delta, T, W, S, work, nullptr, layer);
+    download(tr->S, static_cast<const double*>(S), T, W, W, "trace download (S)", layer);
+  }
+
+  Precision precision_;
+  cuda::MathMode mode_;
+  std::unique_ptr<TileBackend> tiles_;
+  std::string device_name_;
+  cuda::Blas blas_;
+  std::vector<const void*> model_key_;
+  std::vector<float> model_sample_;
+  std::vector<DeviceLayer> layers_;
+  DeviceArray<float> norm_f_;
+  DeviceArray<float> r_, u_, proj_, x_, xdbl_, delta_, y_, gate_, gamma_, o_, scan_work_;
+  DeviceArray<double> S_, cumsum_work_;
+};
+
+}  // namespace
+
+std::unique_ptr<ComputeBackend> make_cuda_backend(Precision precision) {
+  return std::make_unique<CudaBackend>(precision);
 }
 
 }  // namespace latim

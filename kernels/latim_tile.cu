@@ -1,0 +1,585 @@
+// The fused LaTIM tile kernel. A block owns 8 targets x 16 sources (128 pairs) and 256 output
+// columns of W_out. For each slab of 32 inner channels it
+//   1. starts copying the slab of W_out^T into shared memory (cp.async),
+//   2. (Mamba-1) computes M_{i,l}[c] for the block's (i, l) and the slab's channels,
+//   3. builds u_{ij}[c] = Z_i[c] υ_{i←j}[c] for every pair from the conv taps and M,
+//   4. multiplies the [128 x 32] u slab by the [32 x 256] W_out slab (WMMA or FFMA).
+// The epilogue reduces each pair's row of T_i(x_j) to ‖T‖², ‖T‖₁ and the ALTI term, and adds
+// the per-target column sums to Σ_j T_i(x_j). Blocks of other column ranges do the same
+// for their columns; latim_tile_finalize sums the column blocks in a fixed order.
+#include <cuda_bf16.h>
+#include <mma.h>
+
+#include <type_traits>
+
+#include "cuda_check.hpp"
+#include "latim_tile.hpp"
+
+namespace latim::cuda {
+
+namespace {
+
+using namespace nvcuda;
+
+constexpr int kBI = 8, kBJ = 16, kBM = kBI * kBJ;  // targets, sources, pairs per block
+constexpr int kBN = 256;                           // output columns per block
+constexpr int kBK = 32;                            // inner channels per slab (= warp size)
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kKMax = 4;                 // largest conv width supported
+constexpr int kNL = kBJ + kKMax - 1;     // positions l a block's sources reach
+constexpr int kScrLd = 68;               // epilogue scratch row stride (floats)
+
+// Operand types and shared-memory strides per precision: 0 fp32 (FFMA), 1 tf32, 2 bf16.
+template <int PREC>
+struct Prec {
+  using T = float;
+  static constexpr int lda = PREC == 0 ? kBK + 1 : kBK + 4;
+  static constexpr int ldb = kBN + 4;
+};
+template <>
+struct Prec<2> {
+  using T = __nv_bfloat16;
+  static constexpr int lda = kBK + 8;
+  static constexpr int ldb = kBN + 8;
+};
+
+template <int PREC>
+__device__ __forceinline__ typename Prec<PREC>::T to_operand(float x) {
+  if constexpr (PREC == 2) return __float2bfloat16_rn(x);
+  else if constexpr (PREC == 1) return wmma::__float_to_tf32(x);
+  else return x;
+}
+
+struct SmemLayout {
+  int64_t as, bs, ms, cb, si, sl, dl, hat, scr, part, yr, total;
+};
+
+__host__ __device__ inline int64_t take(int64_t& off, int64_t bytes) {
+  const int64_t o = off;
+  off += (bytes + 127) / 128 * 128;
+  return o;
+}
+
+__host__ __device__ inline SmemLayout smem_layout(int prec, bool mamba2, int ns, int64_t H) {
+  SmemLayout L{};
+  int64_t off = 0;
+  const int64_t esz = prec == 2 ? 2 : 4;
+  const int64_t lda = prec == 2 ? kBK + 8 : (prec == 1 ? kBK + 4 : kBK + 1);
+  const int64_t ldb = prec == 2 ? kBN + 8 : kBN + 4;
+  L.as = take(off, kBM * lda * esz);
+  L.bs = take(off, kBK * ldb * esz);
+  if (mamba2) {
+    L.ms = take(off, H * kBI * kNL * 4);
+    L.cb = L.si = L.sl = L.dl = off;
+  } else {
+    L.ms = take(off, int64_t{kBI} * kNL * kBK * 4);
+    L.cb = take(off, int64_t{kBI} * kNL * ns * 4);
+    L.si = take(off, int64_t{kBI} * kBK * 8);
+    L.sl = take(off, int64_t{kNL} * kBK * 8);
+    L.dl = take(off, int64_t{kNL} * kBK * 4);
+  }
+  L.hat = take(off, kBM * 4);
+  L.scr = take(off, int64_t{kWarps} * 16 * kScrLd * 4);
+  L.part = take(off, 4 * kBM * 3 * 4);
+  L.yr = take(off, int64_t{kWarps} * 128 * 4);
+  L.total = off;
+  return L;
+}
+
+__device__ __forceinline__ void cp_async16(void* smem_ptr, const void* gptr) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem_ptr));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gptr));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Tensor-core product of a warp's 64 x 64 region (tf32 or bf16 inputs, fp32 accumulators).
+template <int PREC>
+struct WmmaTile {
+  static constexpr int KF = PREC == 2 ? 16 : 8;
+  using TA = typename Prec<PREC>::T;
+  using FragT = std::conditional_t<PREC == 2, __nv_bfloat16, wmma::precision::tf32>;
+  static constexpr int LDA = Prec<PREC>::lda, LDB = Prec<PREC>::ldb;
+  wmma::fragment<wmma::accumulator, 16, 16, KF, float> acc[4][4];
+
+  __device__ void init() {
+#pragma unroll
+    for (int a = 0; a < 4; ++a)
+#pragma unroll
+      for (int b = 0; b < 4; ++b) wmma::fill_fragment(acc[a][b], 0.0f);
+  }
+  __device__ void step(const TA* As, const TA* Bs, int wm, int wn, int) {
+#pragma unroll
+    for (int k = 0; k < kBK; k += KF) {
+      wmma::fragment<wmma::matrix_a, 16, 16, KF, FragT, wmma::row_major> a[4];
+      wmma::fragment<wmma::matrix_b, 16, 16, KF, FragT, wmma::row_major> b[4];
+#pragma unroll
+      for (int fi = 0; fi < 4; ++fi) wmma::load_matrix_sync(a[fi], As + (wm * 64 + fi * 16) * LDA + k, LDA);
+#pragma unroll
+      for (int fj = 0; fj < 4; ++fj) wmma::load_matrix_sync(b[fj], Bs + k * LDB + wn * 64 + fj * 16, LDB);
+#pragma unroll
+      for (int fi = 0; fi < 4; ++fi)
+#pragma unroll
+        for (int fj = 0; fj < 4; ++fj) wmma::mma_sync(acc[fi][fj], a[fi], b[fj], acc[fi][fj]);
+    }
+  }
+  // Rows 16r..16r+15 of the warp's region into scr [16][kScrLd].
+  __device__ void store_chunk(int r, float* scr, int) {
+#pragma unroll
+    for (int fj = 0; fj < 4; ++fj) {
+#pragma unroll
+      for (int fi = 0; fi < 4; ++fi)
+        if (fi == r) wmma::store_matrix_sync(scr + fj * 16, acc[fi][fj], kScrLd, wmma::mem_row_major);
+    }
+  }
+};
+
+// fp32 product on CUDA cores: lane (lr, lc) owns rows lr*8..lr*8+7 and columns
+// lc*4 + 16q + e of the warp's 64 x 64 region.
+struct FfmaTile {
+  static constexpr int LDA = Prec<0>::lda, LDB = Prec<0>::ldb;
+  float acc[8][16];
+  __device__ void init() {
+#pragma unroll
+    for (int r = 0; r < 8; ++r)
+#pragma unroll
+      for (int c = 0; c < 16; ++c) acc[r][c] = 0.0f;
+  }
+  __device__ void step(const float* As, const float* Bs, int wm, int wn, int lane) {
+    const int lr = lane / 4, lc = lane % 4;
+#pragma unroll 4
+    for (int k = 0; k < kBK; ++k) {
+      float a[8], b[16];
+#pragma unroll
+      for (int r = 0; r < 8; ++r) a[r] = As[(wm * 64 + lr * 8 + r) * LDA + k];
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const float4 v = *reinterpret_cast<const float4*>(Bs + k * LDB + wn * 64 + lc * 4 + 16 * q);
+        b[4 * q] = v.x;
+        b[4 * q + 1] = v.y;
+        b[4 * q + 2] = v.z;
+        b[4 * q + 3] = v.w;
+      }
+#pragma unroll
+      for (int r = 0; r < 8; ++r)
+#pragma unroll
+        for (int c = 0; c < 16; ++c) acc[r][c] = fmaf(a[r], b[c], acc[r][c]);
+    }
+  }
+  __device__ void store_chunk(int r, float* scr, int lane) {
+    const int lr = lane / 4, lc = lane % 4;
+    if (lr / 2 != r) return;
+#pragma unroll
+    for (int rr = 0; rr < 8; ++rr)
+#pragma unroll
+      for (int q = 0; q < 4; ++q)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) scr[((lr % 2) * 8 + rr) * kScrLd + lc * 4 + 16 * q + e] = acc[rr][4 * q + e];
+  }
+};
+
+template <int PREC, bool M2, int NS>
+__global__ void __launch_bounds__(kThreads, 1)
+    latim_tile_kernel(TileFactors f, int64_t i0, int64_t ni, int64_t j0, int64_t nj, int ncb, bool want_hattn,
+                      float* __restrict__ partial, float* __restrict__ hattn, double* __restrict__ contrib) {
+  using TA = typename Prec<PREC>::T;
+  constexpr int LDA = Prec<PREC>::lda, LDB = Prec<PREC>::ldb;
+  extern __shared__ __align__(128) unsigned char smem[];
+  const SmemLayout L = smem_layout(PREC, M2, NS, f.H);
+  TA* As = reinterpret_cast<TA*>(smem + L.as);
+  TA* Bs = reinterpret_cast<TA*>(smem + L.bs);
+  float* Ms = reinterpret_cast<float*>(smem + L.ms);
+  float* CB = reinterpret_cast<float*>(smem + L.cb);
+  double* Si = reinterpret_cast<double*>(smem + L.si);
+  double* Sl = reinterpret_cast<double*>(smem + L.sl);
+  float* Dl = reinterpret_cast<float*>(smem + L.dl);
+  float* hat = reinterpret_cast<float*>(smem + L.hat);
+  float* part = reinterpret_cast<float*>(smem + L.part);
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int wm = warp / 4, wn = warp % 4;
+  const int64_t njb = (nj + kBJ - 1) / kBJ;
+  const int64_t pb = blockIdx.x;
+  const int cbk = blockIdx.y;
+  const int64_t ib = i0 + (pb / njb) * kBI, jb = j0 + (pb % njb) * kBJ;
+  if (jb > ib + kBI - 1) return;  // every pair of the block has j > i
+  const int64_t n0 = int64_t{cbk} * kBN;
+  const int64_t T = f.T, D = f.D, d = f.d, K = f.K;
+  const int64_t iend = i0 + ni, jend = j0 + nj;
+  const int64_t dpad = int64_t{ncb} * kBN;
+
+  // Prologue: Mamba-2's M for every head (it does not depend on the channel slab);
+  // Mamba-1's products C_i[n] B_l[n].
+  if constexpr (M2) {
+    const int64_t H = f.H, N = f.N, G = f.G, hpg = H / G, GN = G * N;
+    for (int q = warp; q < kBI * kNL; q += kWarps) {
+      const int ii = q / kNL, ll = q % kNL;
+      const int64_t i = ib + ii, l = jb + ll;
+      const bool ok = i < T && l < T && l <= i;
+      for (int64_t g = 0; g < G; ++g) {
+        float dot = 0.0f;
+        if (ok)
+          for (int64_t n = lane; n < N; n += 32) dot += f.C[i * GN + g * N + n] * f.B[l * GN + g * N + n];
+        dot = warp_sum(dot);
+        for (int64_t h = g * hpg + lane; h < (g + 1) * hpg; h += 32) {
+          float m = 0.0f;
+          if (ok) {
+            const float gap = static_cast<float>(f.S[i * H + h] - f.S[l * H + h]);
+            m = dot * exp2f(f.A2[h] * gap) * f.delta[l * H + h];
+          }
+          Ms[(h * kBI + ii) * kNL + ll] = m;
+        }
+      }
+    }
+  } else {
+    for (int idx = tid; idx < kBI * kNL * NS; idx += kThreads) {
+      const int n = idx % NS, q = idx / NS, ii = q / kNL, ll = q % kNL;
+      const int64_t i = ib + ii, l = jb + ll;
+      CB[idx] = (i < T && l < T && n < f.N) ? f.C[i * f.N + n] * f.B[l * f.N + n] : 0.0f;
+    }
+    for (int idx = tid; idx < kBM; idx += kThreads) hat[idx] = 0.0f;
+  }
+
+  std::conditional_t<PREC == 0, FfmaTile, WmmaTile<PREC == 0 ? 1 : PREC>> mma;
+  mma.init();
+
+  for (int64_t c0 = 0; c0 < D; c0 += kBK) {
+    __syncthreads();  // the previous slab's product is done with As and Bs
+    {
+      constexpr int per_row = kBN * static_cast<int>(sizeof(TA)) / 16;
+      constexpr int per_chunk = 16 / static_cast<int>(sizeof(TA));
+      const TA* src = static_cast<const TA*>(f.WoutT);
+      for (int idx = tid; idx < kBK * per_row; idx += kThreads) {
+        const int row = idx / per_row, ch = idx % per_row;
+        cp_async16(Bs + row * LDB + ch * per_chunk, src + (c0 + row) * dpad + n0 + ch * per_chunk);
+      }
+      cp_async_commit();
+    }
+    const int64_t c = c0 + lane;
+    const bool cok = c < D;
+
+    if constexpr (!M2) {
+      for (int idx = tid; idx < kBI * kBK; idx += kThreads) {
+        const int ii = idx / kBK, k = idx % kBK;
+        const int64_t i = ib + ii, cc = c0 + k;
+        Si[idx] = (i < T && cc < D) ? f.S[i * D + cc] : 0.0;
+      }
+      for (int idx = tid; idx < kNL * kBK; idx += kThreads) {
+        const int ll = idx / kBK, k = idx % kBK;
+        const int64_t l = jb + ll, cc = c0 + k;
+        const bool ok = l < T && cc < D;
+        Sl[idx] = ok ? f.S[l * D + cc] : 0.0;
+        Dl[idx] = ok ? f.delta[l * D + cc] : 0.0f;
+      }
+      __syncthreads();
+      float a2[NS];
+#pragma unroll
+      for (int n = 0; n < NS; ++n) a2[n] = (cok && n < f.N) ? f.A2[c * f.N + n] : 0.0f;
+      for (int q = warp; q < kBI * kNL; q += kWarps) {
+        const int ii = q / kNL, ll = q % kNL;
+        const int64_t i = ib + ii, l = jb + ll;
+        float m = 0.0f;
+        if (cok && i < T && l < T && l <= i) {
+          const float gap = static_cast<float>(Si[ii * kBK + lane] - Sl[ll * kBK + lane]);  // >= 0
+          const float* cbq = CB + q * NS;
+          float s = 0.0f;
+#pragma unroll
+          for (int n = 0; n < NS; ++n) s += cbq[n] * exp2f(a2[n] * gap);
+          m = s * Dl[ll * kBK + lane];
+        }
+        Ms[q * kBK + lane] = m;
+        if (want_hattn && cbk == 0 && ll < kBJ) {
+          const float s = warp_sum(m);
+          if (lane == 0) hat[ii * kBJ + ll] += s;
+        }
+      }
+      __syncthreads();
+    }
+
+    // u_{ij}[c] for the slab: lane = channel, each warp two sources, all eight targets.
+    {
+      float z[kBI];
+#pragma unroll
+      for (int ii = 0; ii < kBI; ++ii) {
+        const int64_t i = ib + ii;
+        z[ii] = (cok && i < T) ? f.Z[i * D + c] : 0.0f;
+      }
+      int64_t h = 0;
+      float dsk = 0.0f;
+      if (cok) {
+        if constexpr (M2) {
+          h = c / f.P;
+          dsk = f.Dskip[h];
+        } else {
+          dsk = f.Dskip[c];
+        }
+      }
+#pragma unroll
+      for (int q = 0; q < 2; ++q) {
+        const int jj = warp * 2 + q;
+        const int64_t j = jb + jj;
+        const float vj = (cok && j < T) ? f.v[j * D + c] : 0.0f;
+        float tap[kKMax];
+#pragma unroll
+        for (int kk = 0; kk < kKMax; ++kk) {
+          float pre = 0.0f;
+          if (kk < K && cok) {
+            pre = f.conv_w[c * K + (K - 1 - kk)] * vj;
+            if (kk == 0 && f.conv_b) pre += f.conv_b[c];
+          }
+          tap[kk] = f.silu ? silu(pre) : pre;
+        }
+#pragma unroll
+        for (int ii = 0; ii < kBI; ++ii) {
+          const int64_t i = ib + ii;
+          float u = 0.0f;
+          if (cok && i < iend && j < jend && j <= i) {
+            float s = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < kKMax; ++kk) {
+              if (kk < K) {
+                const float m = M2 ? Ms[(h * kBI + ii) * kNL + jj + kk] : Ms[(ii * kNL + jj + kk) * kBK + lane];
+                s += m * tap[kk];
+              }
+            }
+            const int64_t dd = i - j;
+#pragma unroll
+            for (int kk = 0; kk < kKMax; ++kk)
+              if (kk < K && kk == dd) s += dsk * tap[kk];
+            u = z[ii] * s;
+          }
+          As[(ii * kBJ + jj) * LDA + lane] = to_operand<PREC>(u);
+        }
+      }
+    }
+    cp_async_wait_all();
+    __syncthreads();
+    mma.step(As, Bs, wm, wn, lane);
+  }
+
+  // Epilogue, 16 rows (one target, 16 sources) of the warp's region at a time.
+  float* scr = reinterpret_cast<float*>(smem + L.scr) + warp * 16 * kScrLd;
+  float* ys = reinterpret_cast<float*>(smem + L.yr) + warp * 128;
+  float* rs = ys + 64;
+  for (int r = 0; r < 4; ++r) {
+    mma.store_chunk(r, scr, lane);
+    const int ii = wm * 4 + r;
+    const int64_t i = ib + ii;
+    for (int col = lane; col < 64; col += 32) {
+      const int64_t n = n0 + wn * 64 + col;
+      const bool ok = i < T && n < d;
+      ys[col] = ok ? f.yhat[i * d + n] : 0.0f;
+      rs[col] = ok ? f.r_in[i * d + n] : 0.0f;
+    }
+    __syncwarp();
+    const int row = lane & 15, half = lane >> 4;
+    const bool diag = i == jb + row;
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f;
+#pragma unroll 8
+    for (int cc = 0; cc < 32; ++cc) {
+      const int col = 2 * cc + half;
+      const float t = scr[row * kScrLd + col];
+      const float yh = ys[col];
+      const float th = diag ? t + rs[col] : t;
+      s0 += t * t;
+      s1 += fabsf(t);
+      s2 += fabsf(yh) - fabsf(yh - th);
+    }
+    s0 += __shfl_xor_sync(0xffffffffu, s0, 16);
+    s1 += __shfl_xor_sync(0xffffffffu, s1, 16);
+    s2 += __shfl_xor_sync(0xffffffffu, s2, 16);
+    if (half == 0) {
+      float* pp = part + (wn * kBM + ii * kBJ + row) * 3;
+      pp[0] = s0;
+      pp[1] = s1;
+      pp[2] = s2;
+    }
+    if (i < iend) {
+      for (int col = lane; col < 64; col += 32) {
+        const int64_t n = n0 + wn * 64 + col;
+        if (n >= d) continue;
+        float s = 0.0f;
+#pragma unroll
+        for (int r2 = 0; r2 < 16; ++r2) s += scr[r2 * kScrLd + col];
+        if (s != 0.0f) atomicAdd(contrib + (i - i0) * d + n, static_cast<double>(s));
+      }
+    }
+    __syncwarp();
+  }
+  __syncthreads();
+  if (tid < kBM) {
+    const int ii = tid / kBJ, jj = tid % kBJ;
+    const int64_t i = ib + ii, j = jb + jj;
+    if (i < iend && j < jend && j <= i) {
+      const int64_t nn = ni * nj, idx = (i - i0) * nj + (j - j0);
+#pragma unroll
+      for (int s = 0; s < 3; ++s) {
+        float v = 0.0f;
+        for (int w = 0; w < 4; ++w) v += part[(w * kBM + tid) * 3 + s];
+        partial[(int64_t{s} * ncb + cbk) * nn + idx] = v;
+      }
+      if (want_hattn && cbk == 0) {
+        float hv;
+        if constexpr (M2) {
+          float s = 0.0f;
+          for (int64_t hh = 0; hh < f.H; ++hh) s += Ms[(hh * kBI + ii) * kNL + jj];
+          hv = s / static_cast<float>(f.H);
+        } else {
+          hv = hat[tid] / static_cast<float>(D);
+        }
+        hattn[idx] = hv;
+      }
+    }
+  }
+}
+
+__global__ void finalize_kernel(int64_t i0, int64_t ni, int64_t j0, int64_t nj, int ncb,
+                                const float* __restrict__ partial, const float* __restrict__ hattn, float* l2,
+                                float* l1, float* alti, float* hout) {
+  const int64_t nn = ni * nj;
+  const float nan = __int_as_float(0x7fc00000);
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < nn; idx += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t i = i0 + idx / nj, j = j0 + idx % nj;
+    if (j > i) {
+      if (l2) l2[idx] = nan;
+      if (l1) l1[idx] = nan;
+      if (alti) alti[idx] = nan;
+      if (hout) hout[idx] = nan;
+      continue;
+    }
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0;
+    for (int cb = 0; cb < ncb; ++cb) {
+      s0 += partial[(0 * int64_t{ncb} + cb) * nn + idx];
+      s1 += partial[(1 * int64_t{ncb} + cb) * nn + idx];
+      s2 += partial[(2 * int64_t{ncb} + cb) * nn + idx];
+    }
+    if (l2) l2[idx] = static_cast<float>(sqrt(s0));
+    if (l1) l1[idx] = static_cast<float>(s1);
+    if (alti) alti[idx] = static_cast<float>(s2 > 0.0 ? s2 : 0.0);
+    if (hout) hout[idx] = hattn[idx];
+  }
+}
+
+template <class TO>
+__global__ void prepare_wout_kernel(const float* __restrict__ W, int64_t d, int64_t D, int64_t Dpad, int64_t dpad,
+                                    bool tf32, TO* __restrict__ out) {
+  const int64_t n_all = Dpad * dpad;
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < n_all;
+       idx += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t c = idx / dpad, n = idx % dpad;
+    float v = (c < D && n < d) ? W[n * D + c] : 0.0f;
+    if constexpr (std::is_same_v<TO, float>) {
+      if (tf32) v = wmma::__float_to_tf32(v);
+      out[idx] = v;
+    } else {
+      out[idx] = __float2bfloat16_rn(v);
+    }
+  }
+}
+
+__global__ void yhat_kernel(const float* r, const float* o, int64_t n, float* y) {
+  for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < n; k += int64_t{gridDim.x} * blockDim.x)
+    y[k] = r[k] + o[k];
+}
+
+__global__ void gate_factor_kernel(const float* gate, const float* gamma, int64_t n, float* Z) {
+  for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < n; k += int64_t{gridDim.x} * blockDim.x)
+    Z[k] = gamma ? gamma[k] * gate[k] : gate[k];
+}
+
+unsigned blocks_for(int64_t n) {
+  const int64_t b = (n + 255) / 256;
+  return static_cast<unsigned>(b < 4096 * 132 ? (b > 0 ? b : 1) : 4096 * 132);
+}
+
+template <int PREC, bool M2, int NS>
+void launch(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, int64_t nj, bool hidden_attn, float* partial,
+            float* hattn, double* contrib, cudaStream_t stream, int layer) {
+  const int ncb = static_cast<int>(latim_tile_column_blocks(f.d));
+  const int64_t nblocks = ((ni + kBI - 1) / kBI) * ((nj + kBJ - 1) / kBJ);
+  if (nblocks > 0x7fffffff) fail("latim_tile (layer ", layer, "): tile of ", ni, " x ", nj, " pairs is too large");
+  const SmemLayout L = smem_layout(PREC, M2, NS, f.H);
+  auto kernel = latim_tile_kernel<PREC, M2, NS>;
+  int max_smem = 0, dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice", layer);
+  check(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "cudaDeviceGetAttribute", layer);
+  if (L.total > max_smem)
+    fail("latim_tile (layer ", layer, "): needs ", L.total, " bytes of shared memory per block (", M2 ? "n_heads" : "d_state",
+         " too large); the device allows ", max_smem);
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(L.total)),
+        "latim_tile (shared memory attribute)", layer);
+  const dim3 grid(static_cast<unsigned>(nblocks), static_cast<unsigned>(ncb));
+  kernel<<<grid, kThreads, L.total, stream>>>(f, i0, ni, j0, nj, ncb, hidden_attn, partial, hattn, contrib);
+  check_launch("latim_tile", layer, stream);
+}
+
+template <int PREC>
+void dispatch(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, int64_t nj, bool hidden_attn, float* partial,
+              float* hattn, double* contrib, cudaStream_t stream, int layer) {
+  if (f.mamba2) return launch<PREC, true, 1>(f, i0, ni, j0, nj, hidden_attn, partial, hattn, contrib, stream, layer);
+  if (f.N <= 16) return launch<PREC, false, 16>(f, i0, ni, j0, nj, hidden_attn, partial, hattn, contrib, stream, layer);
+  if (f.N <= 64) return launch<PREC, false, 64>(f, i0, ni, j0, nj, hidden_attn, partial, hattn, contrib, stream, layer);
+  fail("latim_tile (layer ", layer, "): d_state = ", f.N, " is above the CUDA kernel's Mamba-1 limit of 64");
+}
+
+}  // namespace
+
+int64_t latim_tile_Dpad(int64_t D) { return (D + kBK - 1) / kBK * kBK; }
+int64_t latim_tile_dpad(int64_t d) { return latim_tile_column_blocks(d) * kBN; }
+int64_t latim_tile_column_blocks(int64_t d) { return (d + kBN - 1) / kBN; }
+int64_t latim_tile_partial_size(int64_t ni, int64_t nj, int64_t d) { return 3 * latim_tile_column_blocks(d) * ni * nj; }
+
+void latim_prepare_wout(const float* W, int64_t d, int64_t D, TilePrecision p, void* out, cudaStream_t stream,
+                        int layer) {
+  const int64_t Dpad = latim_tile_Dpad(D), dpad = latim_tile_dpad(d);
+  if (p == TilePrecision::BF16)
+    prepare_wout_kernel<<<blocks_for(Dpad * dpad), 256, 0, stream>>>(W, d, D, Dpad, dpad, false,
+                                                                      static_cast<__nv_bfloat16*>(out));
+  else
+    prepare_wout_kernel<<<blocks_for(Dpad * dpad), 256, 0, stream>>>(W, d, D, Dpad, dpad, p == TilePrecision::TF32,
+                                                                      static_cast<float*>(out));
+  check_launch("latim_prepare_wout", layer, stream);
+}
+
+void latim_yhat(const float* r_in, const float* o, int64_t n, float* yhat, cudaStream_t stream, int layer) {
+  yhat_kernel<<<blocks_for(n), 256, 0, stream>>>(r_in, o, n, yhat);
+  check_launch("latim_yhat", layer, stream);
+}
+
+void latim_gate_factor(const float* gate, const float* gamma, int64_t n, float* Z, cudaStream_t stream, int layer) {
+  gate_factor_kernel<<<blocks_for(n), 256, 0, stream>>>(gate, gamma, n, Z);
+  check_launch("latim_gate_factor", layer, stream);
+}
+
+void latim_tile(const TileFactors& f, TilePrecision p, int64_t i0, int64_t ni, int64_t j0, int64_t nj,
+                bool hidden_attn, float* partial, float* hattn, double* contrib, cudaStream_t stream, int layer) {
+  if (ni <= 0 || nj <= 0) return;
+  if (f.K > kKMax) fail("latim_tile (layer ", layer, "): conv width ", f.K, " is above the CUDA kernel's limit of ", kKMax);
+  if (i0 < 0 || j0 < 0 || i0 + ni > f.T || j0 + nj > f.T)
+    fail("latim_tile (layer ", layer, "): tile [", i0, ", ", i0 + ni, ") x [", j0, ", ", j0 + nj,
+         ") is outside the sequence of ", f.T);
+  switch (p) {
+    case TilePrecision::FP32: return dispatch<0>(f, i0, ni, j0, nj, hidden_attn, partial, hattn, contrib, stream, layer);
+    case TilePrecision::TF32: return dispatch<1>(f, i0, ni, j0, nj, hidden_attn, partial, hattn, contrib, stream, layer);
+    case TilePrecision::BF16: return dispatch<2>(f, i0, ni, j0, nj, hidden_attn, partial, hattn, contrib, stream, layer);
+  }
+}
+
+void latim_tile_finalize(int64_t i0, int64_t ni, int64_t j0, int64_t nj, int64_t d, const float* partial,
+                         const float* hattn, float* l2, float* l1, float* alti, float* hattn_out, cudaStream_t stream,
+                         int layer) {
+  if (ni * nj == 0) return;
+  finalize_kernel<<<blocks_for(ni * nj), 256, 0, stream>>>(i0, ni, j0, nj, static_cast<int>(latim_tile_column_blocks(d)),
+                                                           partial, hattn, l2, l1, alti, hattn_out);
+  check_launch("latim_tile_finalize", layer, stream);
+}
+
+}  // namespace latim::cuda

@@ -1,0 +1,62 @@
+// The LaTIM tile kernel (latim-method.md §3-5): for a block of targets I and sources J it
+// builds Z_i ⊙ υ_{i←j} for every pair on the fly in shared memory, multiplies the stack by
+// W_out on tensor cores (bf16 or tf32 inputs, fp32 sums) or CUDA cores (fp32), and reduces
+// each product row to the scores in the epilogue. The pairs × D operand and the pairs × d
+// product never reach device memory.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace latim::cuda {
+
+enum class TilePrecision { FP32, TF32, BF16 };
+
+// One layer's factors on the device (row-major, T positions).
+struct TileFactors {
+  bool mamba2 = false;
+  bool silu = true;            // post-conv activation (else identity)
+  int64_t T = 0, d = 0, D = 0, N = 0, K = 0, H = 0, P = 0, G = 1;
+  const float* v = nullptr;      // [T, D] conv input of the x channels
+  const float* Z = nullptr;      // [T, D] SiLU(z) (Mamba-1) or γ ⊙ SiLU(z) (Mamba-2)
+  const double* S = nullptr;     // [T, D] (Mamba-1) or [T, H]: cumulative Δ
+  const float* delta = nullptr;  // same shape as S
+  const float* B = nullptr;      // [T, N] or [T, G N]
+  const float* C = nullptr;      // same as B
+  const float* conv_w = nullptr; // [conv_channels, K]; the first D rows are the x channels
+  const float* conv_b = nullptr; // [conv_channels] or null
+  const float* A2 = nullptr;     // A · log2(e): [D, N] or [H]
+  const float* Dskip = nullptr;  // [D] or [H]
+  const float* yhat = nullptr;   // [T, d] r_in + o
+  const float* r_in = nullptr;   // [T, d]
+  const void* WoutT = nullptr;   // [Dpad, dpad] W_out transposed, zero padded, bf16 or fp32
+};
+
+// Padded sizes of the transposed W_out, and the number of column blocks.
+int64_t latim_tile_Dpad(int64_t D);
+int64_t latim_tile_dpad(int64_t d);
+int64_t latim_tile_column_blocks(int64_t d);
+// Floats of `partial` needed for a tile of ni x nj pairs.
+int64_t latim_tile_partial_size(int64_t ni, int64_t nj, int64_t d);
+
+// W [d, D] fp32 (device) -> out [Dpad, dpad] transposed, bf16 (BF16), tf32-rounded fp32
+// (TF32) or fp32, zero padded.
+void latim_prepare_wout(const float* W, int64_t d, int64_t D, TilePrecision p, void* out, cudaStream_t stream,
+                        int layer);
+// yhat = r_in + o, n values.
+void latim_yhat(const float* r_in, const float* o, int64_t n, float* yhat, cudaStream_t stream, int layer);
+// Z = gamma ⊙ gate (Mamba-2) or gate (Mamba-1, gamma null), n values.
+void latim_gate_factor(const float* gate, const float* gamma, int64_t n, float* Z, cudaStream_t stream, int layer);
+
+// Pair scores of rows [i0, i0+ni) x columns [j0, j0+nj): per column block the partial sums
+// of ‖T‖², ‖T‖₁ and ‖ŷ‖₁ − ‖ŷ − T̂‖₁ into `partial`, hidden attention into `hattn`
+// ([ni, nj], when wanted), and Σ_j T_i(x_j) added into contrib ([ni, d], zeroed by the caller).
+void latim_tile(const TileFactors& f, TilePrecision p, int64_t i0, int64_t ni, int64_t j0, int64_t nj,
+                bool hidden_attn, float* partial, float* hattn, double* contrib, cudaStream_t stream, int layer);
+// Turns the partial sums into l2, l1, raw alti and hidden attention ([ni, nj] each, NaN for
+// j > i); any output pointer may be null.
+void latim_tile_finalize(int64_t i0, int64_t ni, int64_t j0, int64_t nj, int64_t d, const float* partial,
+                         const float* hattn, float* l2, float* l1, float* alti, float* hattn_out, cudaStream_t stream,
+                         int layer);
+
+}  // namespace latim::cuda

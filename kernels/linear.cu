@@ -1,0 +1,45 @@
+// cuBLAS wrapper for the forward pass's matrix products.
+#include <limits>
+
+#include "cuda_check.hpp"
+#include "linear.hpp"
+#include "pointwise.hpp"
+
+namespace latim::cuda {
+
+namespace {
+void check_blas(cublasStatus_t s, const char* what, int layer) {
+  if (s != CUBLAS_STATUS_SUCCESS)
+    fail("cuBLAS error in ", what, layer >= 0 ? " (layer " + std::to_string(layer) + ")" : std::string(), ": ",
+         cublasGetStatusString(s));
+}
+}  // namespace
+
+Blas::Blas() { check_blas(cublasCreate(&h_), "cublasCreate", -1); }
+Blas::~Blas() {
+  if (h_) cublasDestroy(h_);
+}
+void Blas::set_stream(cudaStream_t s) { check_blas(cublasSetStream(h_, s), "cublasSetStream", -1); }
+
+void linear(Blas& blas, MathMode mode, const float* in, int64_t rows, int64_t in_dim, int64_t lda, const float* W,
+            int64_t out_dim, const float* bias, float* out, int64_t ldo, cudaStream_t stream, const char* what,
+            int layer) {
+  if (rows == 0 || out_dim == 0) return;
+  constexpr int64_t kMax = std::numeric_limits<int>::max();
+  if (rows > kMax || in_dim > kMax || out_dim > kMax || lda > kMax || ldo > kMax)
+    fail(what, " (layer ", layer, "): matrix dimension above 2^31 - 1");
+  const cublasComputeType_t compute = mode == MathMode::FP32   ? CUBLAS_COMPUTE_32F
+                                      : mode == MathMode::TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                                               : CUBLAS_COMPUTE_32F_FAST_16BF;
+  const float alpha = 1.0f, beta = 0.0f;
+  blas.set_stream(stream);
+  // Column-major view: out^T [out_dim, rows] = W^T^T [out_dim, in_dim] * in^T [in_dim, rows].
+  check_blas(cublasGemmEx(blas.handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out_dim), static_cast<int>(rows),
+                          static_cast<int>(in_dim), &alpha, W, CUDA_R_32F, static_cast<int>(in_dim), in, CUDA_R_32F,
+                          static_cast<int>(lda), &beta, out, CUDA_R_32F, static_cast<int>(ldo), compute,
+                          CUBLAS_GEMM_DEFAULT),
+             what, layer);
+  add_bias_rows(out, rows, out_dim, ldo, bias, stream, layer);
+}
+
+}  // namespace latim::cuda

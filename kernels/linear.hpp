@@ -1,0 +1,32 @@
+// Matrix products of the forward pass through cuBLAS, in the precision the user chose:
+// fp32 (CUDA cores), tf32 or bf16 tensor cores, always with fp32 inputs, outputs and sums.
+#pragma once
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace latim::cuda {
+
+enum class MathMode { FP32, TF32, BF16 };
+
+class Blas {
+ public:
+  Blas();
+  ~Blas();
+  Blas(const Blas&) = delete;
+  Blas& operator=(const Blas&) = delete;
+  void set_stream(cudaStream_t s);
+  cublasHandle_t handle() const { return h_; }
+
+ private:
+  cublasHandle_t h_ = nullptr;
+};
+
+// out[r, o] = sum_k in[r, k] W[o, k] (+ bias[o]); in has leading dimension lda, out ldo.
+// W is row-major [out_dim, in_dim] (nn.Linear layout). `what` names the product in errors.
+void linear(Blas& blas, MathMode mode, const float* in, int64_t rows, int64_t in_dim, int64_t lda, const float* W,
+            int64_t out_dim, const float* bias, float* out, int64_t ldo, cudaStream_t stream, const char* what,
+            int layer);
+
+}  // namespace latim::cuda

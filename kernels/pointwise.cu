@@ -1,0 +1,158 @@
+// Elementwise kernels of the forward pass and the chunked fp64 cumulative sum.
+#include <cstdlib>
+#include <cstring>
+
+#include "cuda_check.hpp"
+#include "pointwise.hpp"
+
+namespace latim::cuda {
+
+void check_launch(const char* kernel, int layer, cudaStream_t stream) {
+  check(cudaGetLastError(), kernel, layer);
+  static const bool sync = [] {
+    const char* v = std::getenv("LATIM_CUDA_SYNC_CHECK");
+    return v && std::strcmp(v, "0") != 0;
+  }();
+  if (sync) check(cudaStreamSynchronize(stream), kernel, layer);
+}
+
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned grid_for(int64_t n) {
+  const int64_t b = (n + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(b < 65536 * 8 ? b : 65536 * 8);  // grid-stride loops cover the rest
+}
+
+__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
+__device__ __forceinline__ float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+
+__global__ void add_bias_kernel(float* out, int64_t rows, int64_t cols, int64_t ld, const float* bias) {
+  const int64_t n = rows * cols;
+  for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < n; k += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = k / cols, c = k % cols;
+    out[r * ld + c] += bias[c];
+  }
+}
+
+__global__ void softplus_kernel(float* x, int64_t rows, int64_t cols, int64_t ld) {
+  const int64_t n = rows * cols;
+  for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < n; k += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = k / cols, c = k % cols;
+    x[r * ld + c] = softplus(x[r * ld + c]);
+  }
+}
+
+__global__ void mamba2_delta_kernel(const float* dt, int64_t ld, int64_t T, int64_t H, const float* dt_bias,
+                                    double dt_min, double dt_max, float* delta) {
+  const int64_t n = T * H;
+  for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < n; k += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t t = k / H, h = k % H;
+    const double v = softplus(dt[t * ld + h] + dt_bias[h]);
+    delta[k] = static_cast<float>(fmin(fmax(v, dt_min), dt_max));
+  }
+}
+
+__global__ void silu_gate_kernel(float* y, const float* z, int64_t ldz, int64_t T, int64_t D, float* gate_out) {
+  const int64_t n = T * D;
+  for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < n; k += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t t = k / D, c = k % D;
+    const float g = silu(z[t * ldz + c]);
+    if (gate_out) gate_out[k] = g;
+    y[k] *= g;
+  }
+}
+
+__global__ void residual_add_kernel(float* r, const float* o, int64_t n) {
+  for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < n; k += int64_t{gridDim.x} * blockDim.x)
+    r[k] += o[k];
+}
+
+// Cumulative sums in three steps over chunks of kChunk positions: chunk totals, an
+// exclusive scan of the totals per channel, then each chunk from its offset.
+constexpr int64_t kChunk = 256;
+
+__global__ void chunk_totals_kernel(const float* delta, int64_t T, int64_t W, double* totals) {
+  const int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x, chunk = blockIdx.y;
+  if (c >= W) return;
+  const int64_t t0 = chunk * kChunk, t1 = min(T, t0 + kChunk);
+  double s = 0.0;
+  for (int64_t t = t0; t < t1; ++t) s += delta[t * W + c];
+  totals[chunk * W + c] = s;
+}
+
+__global__ void chunk_offsets_kernel(double* totals, int64_t nchunks, int64_t W) {
+  const int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (c >= W) return;
+  double acc = 0.0;
+  for (int64_t k = 0; k < nchunks; ++k) {
+    const double v = totals[k * W + c];
+    totals[k * W + c] = acc;
+    acc += v;
+  }
+}
+
+__global__ void chunk_scan_kernel(const float* delta, int64_t T, int64_t W, const double* offsets, double* S) {
+  const int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x, chunk = blockIdx.y;
+  if (c >= W) return;
+  const int64_t t0 = chunk * kChunk, t1 = min(T, t0 + kChunk);
+  double acc = offsets[chunk * W + c];
+  for (int64_t t = t0; t < t1; ++t) {
+    acc += delta[t * W + c];
+    S[t * W + c] = acc;
+  }
+}
+
+}  // namespace
+
+void add_bias_rows(float* out, int64_t rows, int64_t cols, int64_t ld, const float* bias, cudaStream_t stream,
+                   int layer) {
+  if (!bias || rows * cols == 0) return;
+  add_bias_kernel<<<grid_for(rows * cols), kThreads, 0, stream>>>(out, rows, cols, ld, bias);
+  check_launch("add_bias_rows", layer, stream);
+}
+
+void softplus_rows(float* x, int64_t rows, int64_t cols, int64_t ld, cudaStream_t stream, int layer) {
+  if (rows * cols == 0) return;
+  softplus_kernel<<<grid_for(rows * cols), kThreads, 0, stream>>>(x, rows, cols, ld);
+  check_launch("softplus_rows", layer, stream);
+}
+
+void mamba2_delta(const float* dt, int64_t ld, int64_t T, int64_t H, const float* dt_bias, double dt_min,
+                  double dt_max, float* delta, cudaStream_t stream, int layer) {
+  if (T * H == 0) return;
+  mamba2_delta_kernel<<<grid_for(T * H), kThreads, 0, stream>>>(dt, ld, T, H, dt_bias, dt_min, dt_max, delta);
+  check_launch("mamba2_delta", layer, stream);
+}
+
+void silu_gate(float* y, const float* z, int64_t ldz, int64_t T, int64_t D, float* gate_out, cudaStream_t stream,
+               int layer) {
+  if (T * D == 0) return;
+  silu_gate_kernel<<<grid_for(T * D), kThreads, 0, stream>>>(y, z, ldz, T, D, gate_out);
+  check_launch("silu_gate", layer, stream);
+}
+
+void residual_add(float* r, const float* o, int64_t n, cudaStream_t stream, int layer) {
+  if (n == 0) return;
+  residual_add_kernel<<<grid_for(n), kThreads, 0, stream>>>(r, o, n);
+  check_launch("residual_add", layer, stream);
+}
+
+int64_t cumulative_sum_work(int64_t T, int64_t W) { return ((T + kChunk - 1) / kChunk) * W; }
+
+void cumulative_sum(const float* delta, int64_t T, int64_t W, double* S, double* work, cudaStream_t stream,
+                    int layer) {
+  if (T * W == 0) return;
+  const int64_t nchunks = (T + kChunk - 1) / kChunk;
+  if (nchunks > 65535) fail("cumulative_sum: T = ", T, " exceeds the supported ", 65535 * kChunk, " tokens");
+  const dim3 grid(static_cast<unsigned>((W + 127) / 128), static_cast<unsigned>(nchunks));
+  chunk_totals_kernel<<<grid, 128, 0, stream>>>(delta, T, W, work);
+  check_launch("cumulative_sum (chunk totals)", layer, stream);
+  chunk_offsets_kernel<<<static_cast<unsigned>((W + 127) / 128), 128, 0, stream>>>(work, nchunks, W);
+  check_launch("cumulative_sum (chunk offsets)", layer, stream);
+  chunk_scan_kernel<<<grid, 128, 0, stream>>>(delta, T, W, work, S);
+  check_launch("cumulative_sum (chunk scan)", layer, stream);
+}
+
+}  // namespace latim::cuda

@@ -1,0 +1,29 @@
+// Elementwise steps of the forward pass (bias, softplus, gates, residual) and the fp64
+// cumulative sums of Δ that the LaTIM factors need. Device pointers, 64-bit indices.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace latim::cuda {
+
+// out[r, c] += bias[c] for r < rows, c < cols; out has leading dimension ld.
+void add_bias_rows(float* out, int64_t rows, int64_t cols, int64_t ld, const float* bias, cudaStream_t stream,
+                   int layer);
+// x <- softplus(x) (torch semantics: threshold 20), dense [rows, cols] with leading dimension ld.
+void softplus_rows(float* x, int64_t rows, int64_t cols, int64_t ld, cudaStream_t stream, int layer);
+// Mamba-2: delta[t, h] = clamp(softplus(dt[t * ld + h] + dt_bias[h]), dt_min, dt_max).
+void mamba2_delta(const float* dt, int64_t ld, int64_t T, int64_t H, const float* dt_bias, double dt_min,
+                  double dt_max, float* delta, cudaStream_t stream, int layer);
+// Mamba-1 gate: gate = SiLU(z); y <- y * gate. z has leading dimension ldz; gate_out may be null.
+void silu_gate(float* y, const float* z, int64_t ldz, int64_t T, int64_t D, float* gate_out, cudaStream_t stream,
+               int layer);
+// r <- r + o, n values.
+void residual_add(float* r, const float* o, int64_t n, cudaStream_t stream, int layer);
+// S[t, c] = sum_{s <= t} delta[s, c] in fp64, delta dense [T, W]. `work` holds
+// cumulative_sum_work(T, W) doubles.
+int64_t cumulative_sum_work(int64_t T, int64_t W);
+void cumulative_sum(const float* delta, int64_t T, int64_t W, double* S, double* work, cudaStream_t stream,
+                    int layer);
+
+}  // namespace latim::cuda

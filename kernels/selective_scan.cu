@@ -1,0 +1,133 @@
+// Mamba-1 selective scan: one thread per channel holds the channel's N states in registers;
+// a block stages B and C of a stretch of positions in shared memory. Three launches: chunk
+// states from zero, the chain over chunks, then the scan from each chunk's incoming state.
+#include "cuda_check.hpp"
+#include "selective_scan.hpp"
+
+namespace latim::cuda {
+
+namespace {
+
+constexpr int64_t kChunk = 256;  // positions per chunk
+constexpr int kStage = 64;       // positions of B, C staged at a time
+constexpr int kThreads = 128;    // channels per block
+constexpr float kLog2e = 1.4426950408889634f;
+
+template <int NS, bool kFromState, bool kWriteY>
+__global__ void __launch_bounds__(kThreads) scan_chunk_kernel(const float* __restrict__ x, const float* __restrict__ delta,
+                                                              const float* __restrict__ A, const float* __restrict__ B,
+                                                              int64_t ldb, const float* __restrict__ C, int64_t ldc,
+                                                              const float* __restrict__ Dskip, int64_t T, int64_t D,
+                                                              int N, float* __restrict__ state,
+                                                              float* __restrict__ dsum, float* __restrict__ y) {
+  __shared__ float Bs[kStage][NS];
+  __shared__ float Cs[kWriteY ? kStage : 1][NS];
+  const int64_t c = blockIdx.x * int64_t{kThreads} + threadIdx.x;
+  const int64_t chunk = blockIdx.y;
+  const int64_t t0 = chunk * kChunk, t1 = min(T, t0 + kChunk);
+  const bool active = c < D;
+  float a[NS], h[NS];
+#pragma unroll
+  for (int n = 0; n < NS; ++n) {
+    a[n] = (active && n < N) ? A[c * N + n] * kLog2e : 0.0f;
+    h[n] = (kFromState && active && n < N) ? state[(chunk * D + c) * N + n] : 0.0f;
+  }
+  const float dskip = active ? Dskip[c] : 0.0f;
+  float ds = 0.0f;
+  for (int64_t s0 = t0; s0 < t1; s0 += kStage) {
+    const int len = static_cast<int>(t1 - s0 < kStage ? t1 - s0 : kStage);
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < kStage * NS; idx += kThreads) {
+      const int p = idx / NS, n = idx % NS;
+      const bool ok = p < len && n < N;
+      Bs[p][n] = ok ? B[(s0 + p) * ldb + n] : 0.0f;
+      if (kWriteY) Cs[p][n] = ok ? C[(s0 + p) * ldc + n] : 0.0f;
+    }
+    __syncthreads();
+    if (!active) continue;
+    for (int p = 0; p < len; ++p) {
+      const int64_t t = s0 + p;
+      const float dt = delta[t * D + c], xv = x[t * D + c];
+      const float dx = dt * xv;
+      ds += dt;
+      float acc = 0.0f;
+#pragma unroll
+      for (int n = 0; n < NS; ++n) {
+        h[n] = exp2f(dt * a[n]) * h[n] + dx * Bs[p][n];
+        if (kWriteY) acc += h[n] * Cs[p][n];
+      }
+      if (kWriteY) y[t * D + c] = acc + dskip * xv;
+    }
+  }
+  if (!kWriteY && active) {
+#pragma unroll
+    for (int n = 0; n < NS; ++n)
+      if (n < N) state[(chunk * D + c) * N + n] = h[n];
+    dsum[chunk * D + c] = ds;
+  }
+}
+
+// Replaces each chunk's end state (from zero) by its incoming state; the state after the
+// last chunk goes to h_final.
+__global__ void chain_chunks_kernel(const float* __restrict__ A, int64_t D, int64_t N, int64_t nchunks,
+                                    float* __restrict__ state, const float* __restrict__ dsum,
+                                    float* __restrict__ h_final) {
+  const int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (k >= D * N) return;
+  const int64_t c = k / N;
+  const float a = A[k] * kLog2e;
+  float carry = 0.0f;
+  for (int64_t q = 0; q < nchunks; ++q) {
+    const float end = state[q * D * N + k];
+    state[q * D * N + k] = carry;
+    carry = exp2f(a * dsum[q * D + c]) * carry + end;
+  }
+  if (h_final) h_final[k] = carry;
+}
+
+template <int NS>
+void run(const float* x, const float* delta, const float* A, const float* B, int64_t ldb, const float* C, int64_t ldc,
+         const float* Dskip, int64_t T, int64_t D, int64_t N, float* y, float* h_final, float* work,
+         cudaStream_t stream, int layer) {
+  const int64_t nchunks = (T + kChunk - 1) / kChunk;
+  if (nchunks > 65535) fail("selective_scan: T = ", T, " exceeds the supported ", 65535 * kChunk, " tokens");
+  const dim3 grid(static_cast<unsigned>((D + kThreads - 1) / kThreads), static_cast<unsigned>(nchunks));
+  float* state = work;
+  float* dsum = work + nchunks * D * N;
+  const int n = static_cast<int>(N);
+  if (nchunks == 1 && !h_final) {
+    scan_chunk_kernel<NS, false, true><<<grid, kThreads, 0, stream>>>(x, delta, A, B, ldb, C, ldc, Dskip, T, D, n,
+                                                                       state, dsum, y);
+    check_launch("selective_scan", layer, stream);
+    return;
+  }
+  scan_chunk_kernel<NS, false, false><<<grid, kThreads, 0, stream>>>(x, delta, A, B, ldb, C, ldc, Dskip, T, D, n,
+                                                                      state, dsum, y);
+  check_launch("selective_scan (chunk states)", layer, stream);
+  chain_chunks_kernel<<<static_cast<unsigned>((D * N + 255) / 256), 256, 0, stream>>>(A, D, N, nchunks, state, dsum,
+                                                                                      h_final);
+  check_launch("selective_scan (chunk chain)", layer, stream);
+  scan_chunk_kernel<NS, true, true><<<grid, kThreads, 0, stream>>>(x, delta, A, B, ldb, C, ldc, Dskip, T, D, n, state,
+                                                                    dsum, y);
+  check_launch("selective_scan (output)", layer, stream);
+}
+
+}  // namespace
+
+int64_t selective_scan_work(int64_t T, int64_t D, int64_t N) {
+  const int64_t nchunks = (T + kChunk - 1) / kChunk;
+  return nchunks * D * N + nchunks * D;
+}
+
+void selective_scan(const float* x, const float* delta, const float* A, const float* B, int64_t ldb, const float* C,
+                    int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N, float* y, float* h_final,
+                    float* work, cudaStream_t stream, int layer) {
+  if (T == 0 || D == 0) return;
+  if (N <= 8) run<8>(x, delta, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream, layer);
+  else if (N <= 16) run<16>(x, delta, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream, layer);
+  else if (N <= 32) run<32>(x, delta, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream, layer);
+  else if (N <= 64) run<64>(x, delta, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream, layer);
+  else fail("selective_scan (layer ", layer, "): d_state = ", N, " is above the CUDA kernel's limit of 64");
+}
+
+}  // namespace latim::cuda

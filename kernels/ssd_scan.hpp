@@ -1,0 +1,20 @@
+// Mamba-2 scan (latim-method.md §2): per head a [P, N] state with one scalar decay per step,
+// chunked over the sequence like the Mamba-1 scan (chunk states, chain, output pass).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace latim::cuda {
+
+int64_t ssd_scan_work(int64_t T, int64_t H, int64_t P, int64_t N);
+
+// y[t, hP + p] = sum_n C[t, g(h), n] s_t[h, p, n] + Dskip[h] x[t, hP + p],
+// s_t = exp(Δ[t, h] A[h]) s_{t-1} + Δ[t, h] x[t, hP + p] B[t, g(h), n].
+// x has leading dimension ldx; B and C leading dimension ldbc (group g at column g N);
+// delta dense [T, H]; y dense [T, H P]. h_final ([H, P, N]) may be null.
+void ssd_scan(const float* x, int64_t ldx, const float* delta, const float* A, const float* B, const float* C,
+              int64_t ldbc, const float* Dskip, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, float* y,
+              float* h_final, float* work, cudaStream_t stream, int layer);
+
+}  // namespace latim::cuda

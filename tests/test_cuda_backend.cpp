@@ -1,0 +1,378 @@
+// One test, every backend: the forward pass against the HF goldens and against the CPU
+// backend (per-layer residuals and every trace field), and the LaTIM maps of the backend's
+// tile engine against the CPU tile engine. Instantiated for "cpu" and "cuda" (fp32); the
+// CUDA instances skip on a machine without a GPU. The bf16/tf32 tile paths are judged
+// against an fp64 reference: their error must be at most twice that of a plain
+// implementation in the same precision.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <map>
+
+#include "latim/backend.hpp"
+#include "latim/forward.hpp"
+#include "latim/latim.hpp"
+#include "latim/model.hpp"
+#include "latim/safetensors.hpp"
+#include "latim/tokens.hpp"
+#include "test_cuda_util.hpp"
+
+#ifdef LATIM_HAVE_CUDA
+#include "backend/cuda_backend.hpp"
+#include "device_buffer.hpp"
+#endif
+
+namespace latim {
+namespace {
+
+using cudatest::norm_error;
+
+const char* kFixtures[] = {"mamba1_f32", "mamba1_bias_f16",     "mamba1_ssm_padded", "mamba1_identity_f32",
+                           "mamba2_f32", "mamba2_bf16_sharded", "mamba2_g2_f32",     "mamba2_identity_f32"};
+
+std::unique_ptr<ComputeBackend> backend_for(const std::string& name) {
+  return make_backend(name, Precision::FP32);
+}
+
+struct Recorder : LayerObserver {
+  bool traces = false;
+  bool wants_trace(int) const override { return traces; }
+  void on_layer(int layer, const LayerWeights&, const LayerTrace* tr, const std::vector<float>& r) override {
+    residual.resize(layer + 1);
+    trace.resize(layer + 1);
+    residual[layer] = r;
+    if (tr) trace[layer] = *tr;
+  }
+  std::vector<std::vector<float>> residual;
+  std::vector<LayerTrace> trace;
+};
+
+std::vector<int64_t> fixture_tokens(const std::string& dir, const ModelWeights& m, int64_t T) {
+  const std::vector<int64_t> base = read_token_file(dir + "/tokens.txt", m.config.vocab_size);
+  std::vector<int64_t> t(T);
+  for (int64_t k = 0; k < T; ++k) t[k] = base[k % base.size()];
+  return t;
+}
+
+class BackendTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == "cuda") LATIM_SKIP_WITHOUT_GPU();
+  }
+};
+
+TEST_P(BackendTest, ForwardMatchesTransformersGoldens) {
+  auto backend = backend_for(GetParam());
+  for (const char* fx : kFixtures) {
+    const std::string dir = cudatest::data_dir() + "/" + fx;
+    const ModelWeights model = load_model(dir);
+    SafetensorsFile golden(dir + "/golden.safetensors");
+    for (int T : {1, 7, 64, 300}) {
+      const std::string sfx = "_T" + std::to_string(T);
+      const std::vector<int64_t> tokens = to_int64(golden.at("tokens" + sfx));
+      Recorder rec;
+      const ForwardOutput fwd = backend->forward(model, tokens, &rec);
+      ASSERT_EQ(static_cast<int64_t>(rec.residual.size()), model.config.n_layer) << fx;
+      for (int64_t l = 0; l < model.config.n_layer; ++l) {
+        const std::vector<float> want = to_float32(golden.at("hidden" + sfx + "_L" + std::to_string(l)));
+        EXPECT_LE(norm_error(rec.residual[l], want), 1e-4) << fx << " T=" << T << " layer " << l;
+      }
+      const int64_t V = model.config.vocab_size;
+      std::vector<float> logits(T * V);
+      compute_logits(model, fwd, 0, T, logits.data());
+      EXPECT_LE(norm_error(logits, to_float32(golden.at("logits" + sfx))), 1e-4) << fx << " T=" << T << " logits";
+    }
+  }
+}
+
+// Residuals and traces against the CPU backend, at lengths that span several scan chunks.
+TEST_P(BackendTest, ForwardAndTracesMatchCpuBackend) {
+  auto backend = backend_for(GetParam());
+  auto cpu = backend_for("cpu");
+  for (const char* fx : kFixtures) {
+    const std::string dir = cudatest::data_dir() + "/" + fx;
+    const ModelWeights model = load_model(dir);
+    for (int64_t T : {300, 700}) {
+      const std::vector<int64_t> tokens = fixture_tokens(dir, model, T);
+      Recorder a, b;
+      a.traces = b.traces = true;
+      const ForwardOutput fa = backend->forward(model, tokens, &a);
+      const ForwardOutput fb = cpu->forward(model, tokens, &b);
+      const std::string at = std::string(fx) + " T=" + std::to_string(T);
+      EXPECT_LE(norm_error(fa.final_hidden, fb.final_hidden), 1e-5) << at << " final hidden";
+      for (std::size_t l = 0; l < b.residual.size(); ++l) {
+        const std::string where = at + " layer " + std::to_string(l);
+        EXPECT_LE(norm_error(a.residual[l], b.residual[l]), 1e-5) << where << " residual";
+        const LayerTrace &x = a.trace[l], &y = b.trace[l];
+        ASSERT_EQ(x.T, y.T) << where;
+        EXPECT_LE(norm_error(x.r_in, y.r_in), 1e-5) << where << " r_in";
+        EXPECT_LE(norm_error(x.o, y.o), 1e-5) << where << " o";
+        EXPECT_LE(norm_error(x.v, y.v), 1e-5) << where << " v";
+        EXPECT_LE(norm_error(x.x, y.x), 1e-5) << where << " x";
+        EXPECT_LE(norm_error(x.delta, y.delta), 1e-5) << where << " delta";
+        EXPECT_LE(norm_error(x.S, y.S), 1e-5) << where << " S";
+        EXPECT_LE(norm_error(x.B, y.B), 1e-5) << where << " B";
+        EXPECT_LE(norm_error(x.C, y.C), 1e-5) << where << " C";
+        EXPECT_LE(norm_error(x.gate, y.gate), 1e-5) << where << " gate";
+        EXPECT_LE(norm_error(x.gamma, y.gamma), 1e-5) << where << " gamma";
+      }
+    }
+  }
+}
+
+struct MemorySink : MapSink {
+  int64_t T = 0;
+  std::map<std::pair<int, Score>, std::vector<float>> maps;
+  std::map<int, std::vector<float>> eps;
+  void on_panel(int layer, Score s, int64_t i0, int64_t ni, int64_t ncols, const float* data) override {
+    auto& m = maps[{layer, s}];
+    m.resize(T * T, std::numeric_limits<float>::quiet_NaN());
+    for (int64_t r = 0; r < ni; ++r)
+      for (int64_t j = 0; j < ncols; ++j) m[(i0 + r) * T + j] = data[r * ncols + j];
+  }
+  void on_approx_error(int layer, int64_t i0, int64_t ni, const float* e) override {
+    auto& v = eps[layer];
+    v.resize(T, std::numeric_limits<float>::quiet_NaN());
+    std::copy(e, e + ni, v.begin() + i0);
+  }
+};
+
+MemorySink maps_from(const ModelWeights& model, const std::vector<LayerTrace>& traces, TileBackend& tiles,
+                     int64_t panel) {
+  MemorySink sink;
+  sink.T = traces.at(0).T;
+  EngineOptions opt;
+  opt.scores = {Score::L2, Score::L1, Score::Alti, Score::AltiRollout, Score::HiddenAttn};
+  opt.panel = panel;
+  std::vector<float> rollout;
+  for (std::size_t l = 0; l < traces.size(); ++l) {
+    const LayerFactors f = make_layer_factors(model.config, model.layers[l], traces[l]);
+    compute_layer_maps(static_cast<int>(l), f, tiles, opt, sink, &rollout);
+  }
+  return sink;
+}
+
+// The backend's tile engine on the CPU's traces, against the CPU tile engine.
+TEST_P(BackendTest, MapsMatchCpuTileBackend) {
+  auto backend = backend_for(GetParam());
+  auto cpu_tiles = make_cpu_tile_backend();
+  auto cpu = backend_for("cpu");
+  for (const char* fx : kFixtures) {
+    const std::string dir = cudatest::data_dir() + "/" + fx;
+    const ModelWeights model = load_model(dir);
+    for (auto [T, panel] : {std::pair<int64_t, int64_t>{75, 16}, {150, 64}, {40, 256}}) {
+      Recorder rec;
+      rec.traces = true;
+      cpu->forward(model, fixture_tokens(dir, model, T), &rec);
+      const MemorySink a = maps_from(model, rec.trace, backend->tiles(), panel);
+      const MemorySink b = maps_from(model, rec.trace, *cpu_tiles, panel);
+      const std::string at = std::string(fx) + " T=" + std::to_string(T) + " panel=" + std::to_string(panel);
+      ASSERT_EQ(a.maps.size(), b.maps.size()) << at;
+      for (const auto& [key, mb] : b.maps)
+        EXPECT_LE(norm_error(a.maps.at(key), mb), 1e-5) << at << " layer " << key.first << " " << to_string(key.second);
+      for (const auto& [layer, eb] : b.eps) {
+        double mx = 0.0;
+        for (std::size_t i = 0; i < eb.size(); ++i) mx = std::max<double>(mx, std::abs(a.eps.at(layer)[i] - eb[i]));
+        EXPECT_LE(mx, 1e-5) << at << " layer " << layer << " approximation error";
+      }
+    }
+  }
+}
+
+// Identity activation: the decomposition reproduces the mixer output on this backend too.
+TEST_P(BackendTest, IdentityModelsAreExact) {
+  auto backend = backend_for(GetParam());
+  for (const char* fx : {"mamba1_identity_f32", "mamba2_identity_f32"}) {
+    const std::string dir = cudatest::data_dir() + "/" + fx;
+    const ModelWeights model = load_model(dir);
+    Recorder rec;
+    rec.traces = true;
+    backend->forward(model, fixture_tokens(dir, model, 120), &rec);
+    const MemorySink s = maps_from(model, rec.trace, backend->tiles(), 32);
+    for (const auto& [layer, e] : s.eps)
+      for (std::size_t i = 0; i < e.size(); ++i) ASSERT_LE(e[i], 1e-5) << fx << " layer " << layer << " row " << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, BackendTest, ::testing::Values("cpu", "cuda"),
+                         [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
+
+#ifdef LATIM_HAVE_CUDA
+
+float round_mantissa(float x, int keep_bits) {  // round to nearest even, keeping `keep_bits` mantissa bits
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  const int drop = 23 - keep_bits;
+  const uint32_t half = 1u << (drop - 1), lsb = (u >> drop) & 1u;
+  u = (u + half - 1 + lsb) & ~((1u << drop) - 1);
+  float y;
+  std::memcpy(&y, &u, 4);
+  return y;
+}
+
+// T_i(x_j) in fp64 straight from latim-method.md §3; `bits` > 0 rounds u and W_out to that
+// many mantissa bits first (7: bf16, 10: tf32), the plain low-precision implementation.
+std::vector<double> reference_contribution(const LayerFactors& f, int64_t i, int64_t j, int bits) {
+  const ModelConfig& c = *f.config;
+  const LayerWeights& w = *f.weights;
+  const LayerTrace& tr = *f.trace;
+  const int64_t D = c.d_inner, d = c.d_model, K = c.d_conv, N = c.d_state;
+  std::vector<double> u(D, 0.0);
+  for (int64_t ch = 0; ch < D; ++ch) {
+    auto tap = [&](int64_t k) {
+      double pre = static_cast<double>(w.conv_w[ch * K + K - 1 - k]) * tr.v[j * D + ch];
+      if (k == 0 && !w.conv_b.empty()) pre += w.conv_b[ch];
+      return c.activation == Activation::SiLU ? pre / (1.0 + std::exp(-pre)) : pre;
+    };
+    auto M = [&](int64_t l) {
+      if (c.family == Family::Mamba1) {
+        double s = 0.0;
+        for (int64_t n = 0; n < N; ++n)
+          s += static_cast<double>(tr.C[i * N + n]) * tr.B[l * N + n] *
+               std::exp(static_cast<double>(w.A[ch * N + n]) * (tr.S[i * D + ch] - tr.S[l * D + ch]));
+        return s * tr.delta[l * D + ch];
+      }
+      const int64_t H = c.n_heads, h = ch / c.head_dim, g = h / (H / c.n_groups), GN = c.n_groups * N;
+      double cb = 0.0;
+      for (int64_t n = 0; n < N; ++n) cb += static_cast<double>(tr.C[i * GN + g * N + n]) * tr.B[l * GN + g * N + n];
+      return cb * std::exp(static_cast<double>(w.A[h]) * (tr.S[i * H + h] - tr.S[l * H + h])) * tr.delta[l * H + h];
+    };
+    double s = 0.0;
+    for (int64_t l = j; l <= std::min(i, j + K - 1); ++l) s += M(l) * tap(l - j);
+    if (i - j < K) s += (c.family == Family::Mamba1 ? w.D_skip[ch] : w.D_skip[ch / c.head_dim]) * tap(i - j);
+    u[ch] = static_cast<double>(f.Z[i * D + ch]) * s;
+    if (bits) u[ch] = round_mantissa(static_cast<float>(u[ch]), bits);
+  }
+  std::vector<double> out(d, 0.0);
+  for (int64_t k = 0; k < d; ++k)
+    for (int64_t ch = 0; ch < D; ++ch) {
+      const float wk = w.out_proj[k * D + ch];
+      out[k] += (bits ? round_mantissa(wk, bits) : wk) * u[ch];
+    }
+  return out;
+}
+
+struct RefScores {
+  std::vector<double> l2, l1, alti;
+};
+
+RefScores reference_tile(const LayerFactors& f, int64_t T, int bits) {
+  const int64_t d = f.config->d_model;
+  RefScores s;
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  for (int64_t i = 0; i < T; ++i)
+    for (int64_t j = 0; j < T; ++j) {
+      if (j > i) {
+        s.l2.push_back(nan);
+        s.l1.push_back(nan);
+        s.alti.push_back(nan);
+        continue;
+      }
+      const std::vector<double> t = reference_contribution(f, i, j, bits);
+      double l2 = 0, l1 = 0, al = 0;
+      for (int64_t k = 0; k < d; ++k) {
+        const double yh = static_cast<double>(f.trace->r_in[i * d + k]) + f.trace->o[i * d + k];
+        const double th = t[k] + (i == j ? f.trace->r_in[i * d + k] : 0.0);
+        l2 += t[k] * t[k];
+        l1 += std::abs(t[k]);
+        al += std::abs(yh) - std::abs(yh - th);
+      }
+      s.l2.push_back(std::sqrt(l2));
+      s.l1.push_back(l1);
+      s.alti.push_back(std::max(0.0, al));
+    }
+  return s;
+}
+
+struct LowPrecisionCase {
+  Precision precision;
+  int bits;
+};
+
+class CudaTilePrecision : public ::testing::TestWithParam<LowPrecisionCase> {
+ protected:
+  void SetUp() override { LATIM_SKIP_WITHOUT_GPU(); }
+};
+
+TEST_P(CudaTilePrecision, ErrorAtMostTwiceAPlainImplementation) {
+  const auto [precision, bits] = GetParam();
+  auto tiles = make_cuda_tile_backend(precision);
+  auto cpu = backend_for("cpu");
+  for (const char* fx : {"mamba1_f32", "mamba2_f32", "mamba2_g2_f32", "mamba1_bias_f16"}) {
+    const std::string dir = cudatest::data_dir() + "/" + fx;
+    const ModelWeights model = load_model(dir);
+    const int64_t T = 48;
+    Recorder rec;
+    rec.traces = true;
+    cpu->forward(model, fixture_tokens(dir, model, T), &rec);
+    for (std::size_t l = 0; l < rec.trace.size(); ++l) {
+      const LayerFactors f = make_layer_factors(model.config, model.layers[l], rec.trace[l]);
+      TileScores t;
+      t.i0 = t.j0 = 0;
+      t.ni = t.nj = T;
+      ScoreSet which;
+      which.l2 = which.l1 = which.alti = true;
+      tiles->compute_tile(f, which, t);
+      const RefScores exact = reference_tile(f, T, 0), plain = reference_tile(f, T, bits);
+      const std::string at = std::string(fx) + " layer " + std::to_string(l) + " " + to_string(precision);
+      const double floor = 1e-6;  // both errors can round to nothing on tiny layers
+      EXPECT_LE(norm_error(t.l2, exact.l2), 2 * norm_error(plain.l2, exact.l2) + floor) << at << " l2";
+      EXPECT_LE(norm_error(t.l1, exact.l1), 2 * norm_error(plain.l1, exact.l1) + floor) << at << " l1";
+      EXPECT_LE(norm_error(t.alti, exact.alti), 2 * norm_error(plain.alti, exact.alti) + floor) << at << " alti";
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Precisions, CudaTilePrecision,
+                         ::testing::Values(LowPrecisionCase{Precision::BF16, 7}, LowPrecisionCase{Precision::TF32, 10}),
+                         [](const ::testing::TestParamInfo<LowPrecisionCase>& p) {
+                           return std::string(to_string(p.param.precision));
+                         });
+
+TEST(CudaErrors, OutOfMemoryNamesTheBufferAndTheRemedy) {
+  LATIM_SKIP_WITHOUT_GPU();
+  cuda::DeviceArray<float> huge;
+  try {
+    huge.reserve(int64_t{1} << 46, "LaTIM tile scratch", 7);
+    FAIL() << "a 256 TiB allocation succeeded";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("LaTIM tile scratch"), std::string::npos) << m;
+    EXPECT_NE(m.find("layer 7"), std::string::npos) << m;
+    EXPECT_NE(m.find("asked for"), std::string::npos) << m;
+    EXPECT_NE(m.find("--tile"), std::string::npos) << m;
+  }
+  huge.reserve(16, "small buffer");  // the device still works afterwards
+}
+
+TEST(CudaErrors, TileOutsideTheSequenceNamesTheKernel) {
+  LATIM_SKIP_WITHOUT_GPU();
+  const std::string dir = cudatest::data_dir() + "/mamba2_f32";
+  const ModelWeights model = load_model(dir);
+  Recorder rec;
+  rec.traces = true;
+  backend_for("cpu")->forward(model, fixture_tokens(dir, model, 20), &rec);
+  const LayerFactors f = make_layer_factors(model.config, model.layers[0], rec.trace[0]);
+  auto tiles = make_cuda_tile_backend(Precision::FP32);
+  TileScores t;
+  t.i0 = 16;
+  t.ni = 16;  // rows 16..31 of a 20-token sequence
+  t.j0 = 0;
+  t.nj = 16;
+  ScoreSet which;
+  which.l2 = true;
+  try {
+    tiles->compute_tile(f, which, t);
+    FAIL() << "no error for a tile outside the sequence";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("latim_tile"), std::string::npos) << e.what();
+  }
+}
+
+#endif  // LATIM_HAVE_CUDA
+
+}  // namespace
+}  // namespace latim
