@@ -56,6 +56,14 @@ class Hdf5InteractionWriter {
   // element is (row0, col0); see io/chunk_codec.hpp.
   void write_encoded_chunk(int layer, const std::string& score, int64_t row0, int64_t col0,
                            const std::vector<unsigned char>& bytes);
+  // A chunked, compressed dataset /layers/NNN/<name> (name may contain one subgroup, e.g.
+  // "topk/l2_index"), float32 (fill NaN) or int64 (fill -1), written in row blocks.
+  enum class Type { F32, I64 };
+  void create_layer_dataset(int layer, const std::string& name, Type type, std::vector<int64_t> dims);
+  void write_layer_rows(int layer, const std::string& name, Type type, int64_t row0, int64_t nrows, const void* data);
+  // A root dataset of int64 values (e.g. /rows).
+  void write_root_int64(const std::string& name, const std::vector<int64_t>& values);
+
   // /layers/NNN/<name> as a [T] vector written in row ranges.
   void create_layer_vector(int layer, const std::string& name);
   void write_layer_vector_rows(int layer, const std::string& name, int64_t row0, int64_t n, const float* data);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "latim/forward.hpp"
+#include "latim/progress.hpp"
 
 namespace latim {
 
@@ -50,24 +51,51 @@ class TileBackend {
 };
 std::unique_ptr<TileBackend> make_cpu_tile_backend();
 
-// Receives finished row panels: rows [i0, i0 + ni) of every requested map of one layer,
-// as row-major [ni, i0 + ni] blocks (columns 0 .. i0 + ni - 1), plus the panel's errors.
+// What to compute from the maps in one pass over the tiles (latim run's query plans).
+struct MapPlan {
+  bool full = true;               // --full: the whole [T, T] map
+  std::vector<int64_t> rows;      // --rows: selected target positions (sorted, unique)
+  int64_t pool = 0;               // --pool B: [T/B, T/B] block sums and maxima
+  int64_t topk = 0;               // --topk K: the K largest sources of every row
+  int64_t window = 0;             // --window W: the W most recent sources of every row
+  bool needs_every_row() const { return full || pool > 0 || topk > 0 || window > 0; }
+  bool needs_every_source() const { return full || pool > 0 || topk > 0 || !rows.empty(); }
+};
+
+// Receives finished row panels of one layer. A panel covers target rows [i0, i0 + ni) and
+// source columns [0, i0 + ni); each output of the plan arrives once per panel, then
+// on_panel_done. Rows of `data` are ncols wide; entries with j > i are NaN.
 class MapSink {
  public:
   virtual ~MapSink() = default;
   virtual void on_panel(int layer, Score score, int64_t i0, int64_t ni, int64_t ncols, const float* data) = 0;
   virtual void on_approx_error(int layer, int64_t i0, int64_t ni, const float* eps) = 0;
+  // --rows: the selected rows of this panel; `first` = index of the first one in the row list.
+  virtual void on_rows(int layer, Score score, int64_t first, int64_t n, int64_t T, const float* data) {}
+  virtual void on_rows_error(int layer, int64_t first, int64_t n, const float* eps) {}
+  // --pool: pooled rows [b0, b0 + nb) of the [P, P] block maps (P = ceil(T / B)).
+  virtual void on_pool(int layer, Score score, int64_t b0, int64_t nb, int64_t P, const float* sum, const float* max) {}
+  // --topk: [ni, K] source indices (-1 where a row has fewer sources) and scores.
+  virtual void on_topk(int layer, Score score, int64_t i0, int64_t ni, int64_t K, const int64_t* index, const float* value) {}
+  // --window: [ni, W], column w = source i - w.
+  virtual void on_window(int layer, Score score, int64_t i0, int64_t ni, int64_t W, const float* data) {}
+  virtual void on_panel_done(int layer, int64_t panel) {}
 };
 
 struct EngineOptions {
   std::vector<Score> scores{Score::L2};
   int64_t panel = 256;  // target rows per panel (the output chunk size)
-  bool progress = false;
   // Which panels (index = first row / panel) this rank computes; all when empty.
   std::function<bool(int64_t)> owns_panel;
   // Checked before each panel: true stops the layer early (a signal asked the run to stop).
   std::function<bool()> stop_requested;
+  MapPlan plan;
+  Progress* progress_line = nullptr;  // shared by every layer of the run (rank 0)
+
 };
+
+// Tiles one layer will compute on this rank under `opt` (for the progress line's ETA).
+int64_t planned_tiles(int64_t T, const EngineOptions& opt);
 
 // Computes the maps of one layer, panel by panel. `rollout_prev` carries alti-rollout
 // between layers (dense lower-triangular [T, T]; empty before the first layer).

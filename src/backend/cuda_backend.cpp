@@ -81,6 +81,9 @@ class CudaBackend final : public ComputeBackend {
     const int64_t T = static_cast<int64_t>(tokens.size()), d = c.d_model;
     if (T == 0) fail("forward: empty token sequence");
     upload_model(model);
+    set_cuda_tile_layer_lookup(*tiles_, [first = model.layers.data(), n = model.layers.size()](const LayerWeights* w) {
+      return w >= first && w < first + n ? static_cast<int>(w - first) : -1;
+    });
     std::vector<float> r_host = embed_tokens(model, tokens);
     float* r = r_.upload(r_host.data(), T * d, "residual stream");
     LayerTrace trace;

@@ -1,9 +1,14 @@
 // The CUDA backend's pieces, for make_backend() and for the CUDA tests and benchmark:
-// the forward pass on the device and the device tile backend.
+// the forward pass on the device, one layer's LaTIM factors on the device, and the device
+// tile backend.
 #pragma once
+#include <functional>
 #include <memory>
+#include <vector>
 
+#include "device_buffer.hpp"
 #include "latim/backend.hpp"
+#include "latim_tile.hpp"
 
 namespace latim {
 
@@ -11,5 +16,39 @@ bool cuda_device_present();
 std::unique_ptr<ComputeBackend> make_cuda_backend(Precision precision);
 // A tile backend computing on the current CUDA device in the given projection precision.
 std::unique_ptr<TileBackend> make_cuda_tile_backend(Precision precision);
+
+// Tells a CUDA tile backend how to find a layer's index from its weights, so that its
+// errors name the layer (the TileBackend interface does not carry it).
+void set_cuda_tile_layer_lookup(TileBackend& tiles, std::function<int(const LayerWeights*)> layer_of);
+
+cuda::TilePrecision tile_precision(Precision p);
+
+// One layer's factors uploaded for the tile kernel. upload() is a no-op when the same
+// layer data is already there (addresses can be reused by the next layer or sequence, so
+// a sample of the values is part of the key).
+class DeviceLayerFactors {
+ public:
+  explicit DeviceLayerFactors(Precision p) : prec_(tile_precision(p)) {}
+  void upload(const LayerFactors& f, int layer = -1);
+  const cuda::TileFactors& get() const { return dev_; }
+  cuda::TilePrecision precision() const { return prec_; }
+
+ private:
+  struct Key {
+    const void *trace = nullptr, *weights = nullptr, *z = nullptr;
+    int64_t T = 0;
+    std::vector<float> sample;
+    bool operator==(const Key&) const = default;
+  };
+  static Key key_of(const LayerFactors& f);
+
+  cuda::TilePrecision prec_;
+  bool have_ = false;
+  Key key_;
+  cuda::TileFactors dev_;
+  cuda::DeviceArray<float> v_, z_, delta_, b_, c_, conv_w_, conv_b_, a2_, dskip_, r_in_, yhat_, o_tmp_, w_tmp_, wout32_;
+  cuda::DeviceArray<uint16_t> wout16_;
+  cuda::DeviceArray<double> s_;
+};
 
 }  // namespace latim

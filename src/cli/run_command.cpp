@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <chrono>
+#include <sstream>
 #include <csignal>
 #include <cstdlib>
 #include <functional>
@@ -37,6 +38,9 @@ struct RunOptions {
   int64_t tile = 256;
   int threads = 0;
   GridPlan grid;
+  std::string rows;
+  int64_t pool = 0, topk = 0, window = 0;
+  bool full = false;
 };
 
 std::string join_command_line(int argc, char** argv) {
@@ -65,6 +69,99 @@ std::string conventions_json(const ModelConfig& c, const std::vector<Score>& sco
   return j.dump();
 }
 
+// --rows SPEC: last:N, A-B (inclusive), a comma list, or @file of whitespace-separated positions.
+std::vector<int64_t> parse_rows(const std::string& spec, int64_t T) {
+  std::vector<int64_t> rows;
+  auto number = [&](const std::string& s) -> int64_t {
+    if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos)
+      fail("--rows: '", s, "' is not a position (use last:64, 1000-1100, 5,9,12 or @file)");
+    const int64_t v = std::stoll(s);
+    if (v >= T) fail("--rows: position ", v, " is outside the ", T, " tokens");
+    return v;
+  };
+  if (spec.rfind("last:", 0) == 0) {
+    const int64_t n = number(spec.substr(5));
+    if (n == 0) fail("--rows: last:0 selects nothing");
+    for (int64_t i = std::max<int64_t>(0, T - n); i < T; ++i) rows.push_back(i);
+  } else if (!spec.empty() && spec[0] == '@') {
+    const std::string text = read_text_file(spec.substr(1), "--rows file");
+    std::stringstream ss(text);
+    std::string tok;
+    while (ss >> tok) rows.push_back(number(tok));
+  } else {
+    std::stringstream ss(spec);
+    std::string part;
+    while (std::getline(ss, part, ',')) {
+      const auto dash = part.find('-');
+      if (dash == std::string::npos) {
+        rows.push_back(number(part));
+      } else {
+        const int64_t a = number(part.substr(0, dash)), b = number(part.substr(dash + 1));
+        if (b < a) fail("--rows: range '", part, "' is empty");
+        for (int64_t i = a; i <= b; ++i) rows.push_back(i);
+      }
+    }
+  }
+  std::sort(rows.begin(), rows.end());
+  rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+  if (rows.empty()) fail("--rows: no position given");
+  return rows;
+}
+
+MapPlan parse_plan(const RunOptions& o, int64_t T) {
+  MapPlan p;
+  if (o.pool < 0 || o.topk < 0 || o.window < 0) fail("--pool, --topk and --window must be positive");
+  p.pool = o.pool;
+  p.topk = o.topk;
+  p.window = o.window;
+  if (!o.rows.empty()) p.rows = parse_rows(o.rows, T);
+  p.full = o.full || (p.rows.empty() && !p.pool && !p.topk && !p.window);
+  if (p.pool && o.tile % p.pool != 0)
+    fail("--pool ", p.pool, " must divide --tile ", o.tile, " (set --tile to a multiple of it)");
+  if (p.topk > T) p.topk = T;
+  if (p.window > T) p.window = T;
+  return p;
+}
+
+std::string plan_json(const MapPlan& p) {
+  Json j;
+  j["full"] = p.full;
+  j["rows"] = p.rows.size();
+  j["pool"] = p.pool;
+  j["topk"] = p.topk;
+  j["window"] = p.window;
+  return j.dump();
+}
+
+struct DatasetSpec {
+  std::string name;
+  Hdf5InteractionWriter::Type type;
+  std::vector<int64_t> dims;
+};
+
+// The per-layer datasets of a plan besides the full maps.
+std::vector<DatasetSpec> plan_datasets(const MapPlan& p, const std::vector<Score>& scores, int64_t T) {
+  using Ty = Hdf5InteractionWriter::Type;
+  std::vector<DatasetSpec> out;
+  if (p.needs_every_row()) out.push_back({"approx_error", Ty::F32, {T}});
+  const int64_t R = static_cast<int64_t>(p.rows.size()), P = p.pool ? (T + p.pool - 1) / p.pool : 0;
+  if (R) out.push_back({"rows/approx_error", Ty::F32, {R}});
+  for (Score s : scores) {
+    const std::string n = to_string(s);
+    if (R) out.push_back({"rows/" + n, Ty::F32, {R, T}});
+    if (P) {
+      out.push_back({"pool/" + n + "_sum", Ty::F32, {P, P}});
+      out.push_back({"pool/" + n + "_max", Ty::F32, {P, P}});
+    }
+    if (p.topk) {
+      out.push_back({"topk/" + n + "_index", Ty::I64, {T, p.topk}});
+      out.push_back({"topk/" + n + "_value", Ty::F32, {T, p.topk}});
+    }
+    if (p.window) out.push_back({"window/" + n, Ty::F32, {T, p.window}});
+  }
+  return out;
+}
+
 volatile std::sig_atomic_t g_stop_signal = 0;
 
 extern "C" void on_stop_signal(int sig) {
@@ -79,7 +176,8 @@ void install_stop_handlers() {
 }
 
 // What must match for --resume to continue a file: everything that shapes its content.
-std::string resume_key(const RunOptions& o, const std::vector<Score>& scores, const std::vector<int>& layers) {
+std::string resume_key(const RunOptions& o, const std::vector<Score>& scores, const std::vector<int>& layers,
+                       const MapPlan& plan) {
   Json j;
   std::vector<std::string> s;
   for (Score x : scores) s.push_back(to_string(x));
@@ -87,6 +185,7 @@ std::string resume_key(const RunOptions& o, const std::vector<Score>& scores, co
   j["layers"] = layers;
   j["tile"] = o.tile;
   j["save_logits"] = o.save_logits;
+  j["plan"] = Json::parse(plan_json(plan));
   return j.dump();
 }
 
@@ -115,6 +214,11 @@ int run_command(int argc, char** argv) {
       ("scores", po::value(&o.scores)->default_value("l2"), "comma list of l2, l1, alti, alti-rollout, hidden-attn")
       ("layers", po::value(&o.layers)->default_value("all"), "layers to map, e.g. 0,5-7, or all")
       ("no-maps", po::bool_switch(&o.no_maps), "skip the interaction maps (forward pass and logits only)")
+      ("full", po::bool_switch(&o.full), "the whole [T, T] maps (the default when no other plan is given)")
+      ("rows", po::value(&o.rows), "only these target rows, all sources: last:64, 1000-1100, 5,9,12 or @file")
+      ("pool", po::value(&o.pool)->default_value(0), "block-pooled maps [T/B, T/B], sum and max (B divides --tile)")
+      ("topk", po::value(&o.topk)->default_value(0), "the K strongest sources of every row: indices and scores")
+      ("window", po::value(&o.window)->default_value(0), "the W most recent sources of every row [T, W]")
       ("save-logits", po::bool_switch(&o.save_logits), "also write /logits [T, vocab]")
       ("tile", po::value(&o.tile)->default_value(256), "tile edge in tokens (also the HDF5 chunk edge)")
       ("backend", po::value(&o.backend)->default_value("auto"), "cpu, cuda, or auto (cuda when a GPU is present)")
@@ -147,6 +251,7 @@ int run_command(int argc, char** argv) {
   std::vector<int> layers;
   std::vector<int64_t> tokens;
   Grid grid;
+  MapPlan plan;
   std::unique_ptr<ComputeBackend> backend;
   std::string error;
   try {
@@ -157,6 +262,9 @@ int run_command(int argc, char** argv) {
     const int64_t T = static_cast<int64_t>(tokens.size());
     if (std::find(scores.begin(), scores.end(), Score::AltiRollout) != scores.end() && T > 16384 && !layers.empty())
       fail("--scores alti-rollout keeps a dense T x T map per rank; T = ", T, " is above its limit of 16384");
+    plan = parse_plan(o, T);
+    if (std::find(scores.begin(), scores.end(), Score::AltiRollout) != scores.end() && !plan.needs_every_row())
+      fail("--scores alti-rollout chains whole maps: combine it with --full, --pool, --topk or --window, not --rows alone");
     grid = plan_grid(o.grid, comm.size(), comm.rank(), model.config.n_layer, T, model.config.d_conv);
     backend = make_backend(o.backend, parse_precision(o.precision));
     if (comm.size() > 1 && !comm.thread_multiple())
@@ -190,12 +298,14 @@ int run_command(int argc, char** argv) {
         if (writer->read_tokens() != tokens) fail("--resume: ", o.out, " was computed for other tokens");
         if (writer->get_string_attribute("model_config") != c.to_json())
           fail("--resume: ", o.out, " was computed with another model configuration");
-        if (writer->get_string_attribute("resume_key") != resume_key(o, scores, layers))
+        if (writer->get_string_attribute("resume_key") != resume_key(o, scores, layers, plan))
           fail("--resume: ", o.out, " was written with other --scores, --layers, --tile or --save-logits (",
                writer->get_string_attribute("resume_key"), ")");
         for (std::size_t k = 0; k < layers.size(); ++k) {
-          std::vector<std::string> names{"approx_error", "panels_done"};
-          for (Score sc : scores) names.push_back(to_string(sc));
+          std::vector<std::string> names{"panels_done"};
+          if (plan.full)
+            for (Score sc : scores) names.push_back(to_string(sc));
+          for (const auto& ds : plan_datasets(plan, scores, T)) names.push_back(ds.name);
           writer->open_layer_datasets(layers[k], names);
           const auto flags = writer->read_panel_flags(layers[k]);
           if (static_cast<int64_t>(flags.size()) != npanels) fail("--resume: panel count of ", o.out, " differs");
@@ -218,7 +328,7 @@ int run_command(int argc, char** argv) {
       writer->set_string_attribute("model_family", to_string(c.family));
       writer->set_string_attribute("backend", backend->name());
       writer->set_string_attribute("device", backend->device_name());
-      writer->set_string_attribute("resume_key", resume_key(o, scores, layers));
+      writer->set_string_attribute("resume_key", resume_key(o, scores, layers, plan));
       const std::string conv = conventions_json(c, scores, to_string(backend->precision()));
       writer->set_string_attribute("conventions", conv);
       const Json conv_fields = Json::parse(conv);
@@ -228,9 +338,12 @@ int run_command(int argc, char** argv) {
       writer->set_string_attribute("layers", layer_list);
       writer->write_tokens(tokens);
       // Every dataset exists before the writer thread starts: it only fills chunks.
+      if (!plan.rows.empty()) writer->write_root_int64("rows", plan.rows);
+      writer->set_string_attribute("plan", plan_json(plan));
       for (int l : layers) {
-        for (Score s : scores) writer->create_map(l, to_string(s));
-        writer->create_layer_vector(l, "approx_error");
+        if (plan.full)
+          for (Score s : scores) writer->create_map(l, to_string(s));
+        for (const auto& ds : plan_datasets(plan, scores, T)) writer->create_layer_dataset(l, ds.name, ds.type, ds.dims);
         writer->create_panel_flags(l, npanels);
         const auto& b = model.layers[l].out_proj_b;
         if (!b.empty()) writer->write_layer_array(l, "out_bias", b.data(), static_cast<int64_t>(b.size()));
@@ -263,7 +376,8 @@ int run_command(int argc, char** argv) {
     req.layers = layers;
     req.engine.scores = scores;
     req.engine.panel = std::min<int64_t>(o.tile, T);
-    req.engine.progress = !o.quiet;
+    req.engine.plan = plan;
+    req.progress = !o.quiet;
     req.save_logits = o.save_logits;
     // LATIM_TEST_STOP_AFTER=N simulates a signal after N stop checks (the resume tests).
     const char* test_stop = std::getenv("LATIM_TEST_STOP_AFTER");

@@ -308,6 +308,54 @@ void Hdf5InteractionWriter::write_encoded_chunk(int layer, const std::string& sc
          ") (disk full?)");
 }
 
+void Hdf5InteractionWriter::create_layer_dataset(int layer, const std::string& name, Type type,
+                                                 std::vector<int64_t> dims) {
+  hid_t g = ensure_layer_group(layer);
+  std::string leaf = name;
+  hid_t sub = -1;
+  if (const auto slash = name.find('/'); slash != std::string::npos) {
+    const std::string group = name.substr(0, slash);
+    leaf = name.substr(slash + 1);
+    sub = H5Lexists(g, group.c_str(), H5P_DEFAULT) > 0 ? H5Gopen2(g, group.c_str(), H5P_DEFAULT)
+                                                      : H5Gcreate2(g, group.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    check_id(sub, path_, "create group " + layer_group_name(layer) + "/" + group);
+  }
+  std::vector<hsize_t> d(dims.begin(), dims.end()), chunk(d.size());
+  // Chunks of about 256 KiB: whole short rows, or 64K-wide slices of long ones.
+  const hsize_t width = d.size() > 1 ? std::min<hsize_t>(d[1], 1 << 16) : 1;
+  if (d.size() > 1) chunk[1] = width;
+  chunk[0] = std::max<hsize_t>(1, std::min<hsize_t>(d[0], (1 << 16) / width));
+  const float nanf = std::numeric_limits<float>::quiet_NaN();
+  const int64_t minus1 = -1;
+  const hid_t ftype = type == Type::F32 ? H5T_IEEE_F32LE : H5T_STD_I64LE;
+  const void* fill = type == Type::F32 ? static_cast<const void*>(&nanf) : static_cast<const void*>(&minus1);
+  maps_[{layer, name}] = create_chunked(sub >= 0 ? sub : g, leaf, ftype, d, chunk, fill, path_);
+  if (sub >= 0) H5Gclose(sub);
+}
+
+void Hdf5InteractionWriter::write_layer_rows(int layer, const std::string& name, Type type, int64_t row0,
+                                             int64_t nrows, const void* data) {
+  const hid_t ds = dataset(layer, name);
+  hid_t sp = H5Dget_space(ds);
+  hsize_t dims[2] = {0, 0};
+  const int rank = H5Sget_simple_extent_dims(sp, dims, nullptr);
+  H5Sclose(sp);
+  std::vector<hsize_t> start{static_cast<hsize_t>(row0)}, count{static_cast<hsize_t>(nrows)};
+  if (rank == 2) {
+    start.push_back(0);
+    count.push_back(dims[1]);
+  }
+  write_block(ds, start, count, type == Type::F32 ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64, data, path_,
+              layer_group_name(layer) + "/" + name);
+}
+
+void Hdf5InteractionWriter::write_root_int64(const std::string& name, const std::vector<int64_t>& values) {
+  const hsize_t n = std::max<std::size_t>(values.size(), 1);
+  hid_t ds = create_chunked(file_, name, H5T_STD_I64LE, {values.size()}, {std::min<hsize_t>(n, 1 << 16)}, nullptr, path_);
+  if (!values.empty()) write_block(ds, {0}, {values.size()}, H5T_NATIVE_INT64, values.data(), path_, "/" + name);
+  H5Dclose(ds);
+}
+
 void Hdf5InteractionWriter::create_layer_vector(int layer, const std::string& name) {
   const hid_t g = ensure_layer_group(layer);
   const hsize_t T = T_;

@@ -12,7 +12,7 @@ namespace {
 
 constexpr int kTagOutput = 7001;
 
-enum Kind : int32_t { kMapChunk = 1, kVectorRows = 2, kLogitsRows = 3, kDone = 4, kPanelDone = 5 };
+enum Kind : int32_t { kMapChunk = 1, kVectorRows = 2, kLogitsRows = 3, kDone = 4, kPanelDone = 5, kRowsF32 = 6, kRowsI64 = 7 };
 
 // A killed run keeps what was flushed: the writer flushes at least this often.
 constexpr double kFlushSeconds = 10.0;
@@ -94,6 +94,11 @@ void OutputService::put_logits_rows(int64_t row0, int64_t nrows, const std::vect
   post(pack(kLogitsRows, 0, "", row0, 0, nrows, rows.data(), rows.size() * sizeof(float)));
 }
 
+void OutputService::put_layer_rows(int layer, const std::string& name, Hdf5InteractionWriter::Type type, int64_t row0,
+                                   int64_t nrows, const void* data, std::size_t nbytes) {
+  post(pack(type == Hdf5InteractionWriter::Type::F32 ? kRowsF32 : kRowsI64, layer, name, row0, 0, nrows, data, nbytes));
+}
+
 void OutputService::put_panel_done(int layer, int64_t panel) {
   post(pack(kPanelDone, layer, "", panel, 0, 0, nullptr, 0));
 }
@@ -119,6 +124,12 @@ void OutputService::apply(const std::vector<unsigned char>& msg) {
       break;
     case kLogitsRows:
       writer_->write_logits_rows(h.row0, h.nrows, reinterpret_cast<const float*>(payload));
+      break;
+    case kRowsF32:
+      writer_->write_layer_rows(h.layer, name, Hdf5InteractionWriter::Type::F32, h.row0, h.nrows, payload);
+      break;
+    case kRowsI64:
+      writer_->write_layer_rows(h.layer, name, Hdf5InteractionWriter::Type::I64, h.row0, h.nrows, payload);
       break;
     case kPanelDone:
       writer_->mark_panel_done(h.layer, h.row0);

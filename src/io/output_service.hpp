@@ -29,6 +29,9 @@ class OutputService {
   void put_map_chunk(int layer, const std::string& score, int64_t row0, int64_t col0, std::vector<unsigned char> bytes);
   void put_vector_rows(int layer, const std::string& name, int64_t row0, const std::vector<float>& rows);
   void put_logits_rows(int64_t row0, int64_t nrows, const std::vector<float>& rows);
+  // Rows [row0, row0 + nrows) of a [rows] or [rows, width] dataset created beforehand.
+  void put_layer_rows(int layer, const std::string& name, Hdf5InteractionWriter::Type type, int64_t row0,
+                      int64_t nrows, const void* data, std::size_t nbytes);
   // Marks a row panel complete; sent after its chunks, so the flag never precedes the data.
   void put_panel_done(int layer, int64_t panel);
   // Sends this rank's end marker; on the root, waits until every rank's output is written.

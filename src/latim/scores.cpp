@@ -8,7 +8,6 @@
 
 #include "latim/error.hpp"
 #include "latim/latim.hpp"
-#include "latim/progress.hpp"
 
 namespace latim {
 
@@ -75,32 +74,71 @@ std::vector<int> parse_layers(const std::string& spec, int64_t n_layer) {
   return out;
 }
 
+namespace {
+
+// The source columns a panel needs: all of [0, p0 + pn) unless only a window is asked
+// for (and no score needs whole rows, as ALTI's normalisation does).
+int64_t first_source(int64_t p0, const EngineOptions& opt, bool whole_rows) {
+  if (whole_rows || opt.plan.needs_every_source() || opt.plan.window <= 0) return 0;
+  return std::max<int64_t>(0, p0 - opt.plan.window + 1);
+}
+
+// The target rows of panel [p0, p0 + pn) to compute, as [begin, end) runs.
+std::vector<std::pair<int64_t, int64_t>> panel_rows(int64_t p0, int64_t pn, const MapPlan& plan) {
+  if (plan.needs_every_row()) return {{p0, p0 + pn}};
+  std::vector<std::pair<int64_t, int64_t>> runs;
+  auto it = std::lower_bound(plan.rows.begin(), plan.rows.end(), p0);
+  for (; it != plan.rows.end() && *it < p0 + pn; ++it) {
+    if (!runs.empty() && runs.back().second == *it) runs.back().second++;
+    else runs.push_back({*it, *it + 1});
+  }
+  return runs;
+}
+
+bool owns(const EngineOptions& opt, int64_t p) { return !opt.owns_panel || opt.owns_panel(p); }
+
+}  // namespace
+
+int64_t planned_tiles(int64_t T, const EngineOptions& opt) {
+  const int64_t B = std::max<int64_t>(1, opt.panel);
+  const bool whole = std::any_of(opt.scores.begin(), opt.scores.end(),
+                                 [](Score s) { return s == Score::Alti || s == Score::AltiRollout; });
+  int64_t tiles = 0;
+  for (int64_t p0 = 0; p0 < T; p0 += B) {
+    if (!owns(opt, p0 / B)) continue;
+    const int64_t pn = std::min(B, T - p0);
+    if (panel_rows(p0, pn, opt.plan).empty()) continue;
+    tiles += (p0 + pn - first_source(p0, opt, whole) / B * B + B - 1) / B;
+  }
+  return tiles;
+}
+
 void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, const EngineOptions& opt,
                         MapSink& sink, std::vector<float>* rollout_prev) {
   const ModelConfig& c = *f.config;
+  const MapPlan& plan = opt.plan;
   const int64_t T = f.trace->T, d = c.d_model, B = std::max<int64_t>(1, opt.panel);
   auto wants = [&](Score s) { return std::find(opt.scores.begin(), opt.scores.end(), s) != opt.scores.end(); };
   const bool rollout = wants(Score::AltiRollout) && rollout_prev != nullptr;
+  if (plan.pool > 0 && B % plan.pool != 0) fail("--pool ", plan.pool, " must divide --tile ", B);
   ScoreSet which;
   which.l2 = wants(Score::L2);
   which.l1 = wants(Score::L1);
   which.alti = wants(Score::Alti) || rollout;
   which.hidden_attn = wants(Score::HiddenAttn);
+  const bool whole_rows = which.alti;  // ALTI rows are normalised over every source
 
   std::vector<float> rollout_next;
   if (rollout) rollout_next.assign(static_cast<std::size_t>(T * T), 0.0f);
-  const int64_t npanels = (T + B - 1) / B;
-  int64_t my_tiles = 0;
-  for (int64_t p = 0; p < npanels; ++p)
-    if (!opt.owns_panel || opt.owns_panel(p)) my_tiles += p + 1;
-  Progress progress("layer " + std::to_string(layer), my_tiles, "tiles", opt.progress);
-
   const float nan = std::numeric_limits<float>::quiet_NaN();
   TileScores tile;
   for (int64_t p0 = 0; p0 < T; p0 += B) {
-    if (opt.owns_panel && !opt.owns_panel(p0 / B)) continue;
+    if (!owns(opt, p0 / B)) continue;
     if (opt.stop_requested && opt.stop_requested()) break;
     const int64_t pn = std::min(B, T - p0), ncols = p0 + pn;
+    const auto runs = panel_rows(p0, pn, plan);
+    if (runs.empty()) continue;
+    const int64_t jlo = first_source(p0, opt, whole_rows) / B * B;
     std::vector<float> l2, l1, alti, hattn;
     auto alloc = [&](bool on, std::vector<float>& v) { if (on) v.assign(pn * ncols, nan); };
     alloc(which.l2, l2);
@@ -108,48 +146,57 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
     alloc(which.alti, alti);
     alloc(which.hidden_attn, hattn);
     std::vector<double> contrib(pn * d, 0.0);
-    for (int64_t j0 = 0; j0 < ncols; j0 += B) {
-      tile.i0 = p0;
-      tile.ni = pn;
-      tile.j0 = j0;
-      tile.nj = std::min(B, ncols - j0);
-      backend.compute_tile(f, which, tile);
-      auto place = [&](const std::vector<float>& src, std::vector<float>& dst) {
-        if (dst.empty()) return;
-        for (int64_t r = 0; r < pn; ++r)
-          std::copy_n(src.data() + r * tile.nj, tile.nj, dst.data() + r * ncols + j0);
-      };
-      place(tile.l2, l2);
-      place(tile.l1, l1);
-      place(tile.alti, alti);
-      place(tile.hidden_attn, hattn);
-      for (int64_t k = 0; k < pn * d; ++k) contrib[k] += tile.contrib_sum[k];
-      const int64_t pairs = j0 + tile.nj <= p0 ? pn * tile.nj : pn * (pn + 1) / 2;
-      progress.add(1, pairs);
+    for (const auto& [ra, rb] : runs) {
+      const int64_t rcols = rb;  // sources of the run's last row
+      for (int64_t j0 = jlo; j0 < rcols; j0 += B) {
+        tile.i0 = ra;
+        tile.ni = rb - ra;
+        tile.j0 = j0;
+        tile.nj = std::min(B, rcols - j0);
+        backend.compute_tile(f, which, tile);
+        auto place = [&](const std::vector<float>& src, std::vector<float>& dst) {
+          if (dst.empty()) return;
+          for (int64_t r = 0; r < tile.ni; ++r)
+            std::copy_n(src.data() + r * tile.nj, tile.nj, dst.data() + (ra - p0 + r) * ncols + j0);
+        };
+        place(tile.l2, l2);
+        place(tile.l1, l1);
+        place(tile.alti, alti);
+        place(tile.hidden_attn, hattn);
+        for (int64_t k = 0; k < tile.ni * d; ++k) contrib[(ra - p0) * d + k] += tile.contrib_sum[k];
+        if (opt.progress_line) {
+          int64_t pairs = 0;
+          for (int64_t i = ra; i < rb; ++i) pairs += std::max<int64_t>(0, std::min(i + 1, j0 + tile.nj) - j0);
+          opt.progress_line->add(1, pairs);
+        }
+      }
     }
     // ALTI rows are normalised to sum to 1 over j <= i (spec §4).
     if (which.alti) {
-      for (int64_t r = 0; r < pn; ++r) {
-        const int64_t i = p0 + r;
-        double s = 0.0;
-        for (int64_t j = 0; j <= i; ++j) s += alti[r * ncols + j];
-        if (s > 0)
-          for (int64_t j = 0; j <= i; ++j) alti[r * ncols + j] = static_cast<float>(alti[r * ncols + j] / s);
-      }
+      for (const auto& [ra, rb] : runs)
+        for (int64_t i = ra; i < rb; ++i) {
+          float* row = alti.data() + (i - p0) * ncols;
+          double s = 0.0;
+          for (int64_t j = 0; j <= i; ++j) s += row[j];
+          if (s > 0)
+            for (int64_t j = 0; j <= i; ++j) row[j] = static_cast<float>(row[j] / s);
+        }
     }
-    // Approximation error of the decomposition, per target row.
-    std::vector<float> eps(static_cast<std::size_t>(pn));
+    // Approximation error of the decomposition, per computed target row.
+    std::vector<float> eps(static_cast<std::size_t>(pn), nan);
     const auto& bout = f.weights->out_proj_b;
-    for (int64_t r = 0; r < pn; ++r) {
-      const int64_t i = p0 + r;
-      double ss = 0.0;
-      for (int64_t k = 0; k < d; ++k) {
-        const double target = static_cast<double>(f.trace->o[i * d + k]) - (bout.empty() ? 0.0 : bout[k]);
-        const double diff = target - contrib[r * d + k];
-        ss += diff * diff;
+    for (const auto& [ra, rb] : runs)
+      for (int64_t i = ra; i < rb; ++i) {
+        const int64_t r = i - p0;
+        double ss = 0.0;
+        for (int64_t k = 0; k < d; ++k) {
+          const double target = static_cast<double>(f.trace->o[i * d + k]) - (bout.empty() ? 0.0 : bout[k]);
+          const double diff = target - contrib[r * d + k];
+          ss += diff * diff;
+        }
+        eps[r] = f.o_norm[i] > 0 ? static_cast<float>(std::sqrt(ss) / f.o_norm[i]) : 0.0f;
       }
-      eps[r] = f.o_norm[i] > 0 ? static_cast<float>(std::sqrt(ss) / f.o_norm[i]) : 0.0f;
-    }
+    std::vector<float> rollout_panel;
     if (rollout) {
       // R^(l)[i, :] = sum_k S^(l)[i, k] R^(l-1)[k, :], with R^(0) = S^(0).
 #pragma omp parallel for schedule(dynamic)
@@ -170,19 +217,91 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
         }
       }
       if (wants(Score::AltiRollout)) {
-        std::vector<float> panel(pn * ncols, nan);
+        rollout_panel.assign(pn * ncols, nan);
         for (int64_t r = 0; r < pn; ++r)
-          std::copy_n(rollout_next.data() + (p0 + r) * T, p0 + r + 1, panel.data() + r * ncols);
-        sink.on_panel(layer, Score::AltiRollout, p0, pn, ncols, panel.data());
+          std::copy_n(rollout_next.data() + (p0 + r) * T, p0 + r + 1, rollout_panel.data() + r * ncols);
       }
     }
-    if (wants(Score::L2)) sink.on_panel(layer, Score::L2, p0, pn, ncols, l2.data());
-    if (wants(Score::L1)) sink.on_panel(layer, Score::L1, p0, pn, ncols, l1.data());
-    if (wants(Score::Alti)) sink.on_panel(layer, Score::Alti, p0, pn, ncols, alti.data());
-    if (wants(Score::HiddenAttn)) sink.on_panel(layer, Score::HiddenAttn, p0, pn, ncols, hattn.data());
-    sink.on_approx_error(layer, p0, pn, eps.data());
+
+    // Hand every requested score of the panel to the plan's outputs.
+    auto emit = [&](Score s, const std::vector<float>& m) {
+      if (plan.full) sink.on_panel(layer, s, p0, pn, ncols, m.data());
+      if (!plan.rows.empty()) {
+        auto lo = std::lower_bound(plan.rows.begin(), plan.rows.end(), p0);
+        auto hi = std::lower_bound(plan.rows.begin(), plan.rows.end(), p0 + pn);
+        if (lo != hi) {
+          const int64_t n = hi - lo;
+          std::vector<float> rows(static_cast<std::size_t>(n * T), nan);
+          for (int64_t k = 0; k < n; ++k) std::copy_n(m.data() + (lo[k] - p0) * ncols, ncols, rows.data() + k * T);
+          sink.on_rows(layer, s, lo - plan.rows.begin(), n, T, rows.data());
+        }
+      }
+      if (plan.pool > 0) {
+        const int64_t P = (T + plan.pool - 1) / plan.pool, b0 = p0 / plan.pool;
+        const int64_t nb = (pn + plan.pool - 1) / plan.pool;
+        std::vector<float> sum(static_cast<std::size_t>(nb * P), nan), mx(static_cast<std::size_t>(nb * P), nan);
+        for (int64_t b = 0; b < nb; ++b)
+          for (int64_t q = 0; q <= b0 + b; ++q) {
+            double acc = 0.0;
+            float best = -std::numeric_limits<float>::infinity();
+            const int64_t r_end = std::min(pn, (b + 1) * plan.pool), j_end = std::min(ncols, (q + 1) * plan.pool);
+            for (int64_t r = b * plan.pool; r < r_end; ++r)
+              for (int64_t j = q * plan.pool; j < std::min(j_end, p0 + r + 1); ++j) {
+                const float v = m[r * ncols + j];
+                acc += v;
+                best = std::max(best, v);
+              }
+            sum[b * P + q] = static_cast<float>(acc);
+            mx[b * P + q] = best;
+          }
+        sink.on_pool(layer, s, b0, nb, P, sum.data(), mx.data());
+      }
+      if (plan.topk > 0) {
+        const int64_t K = plan.topk;
+        std::vector<int64_t> idx(static_cast<std::size_t>(pn * K), -1);
+        std::vector<float> val(static_cast<std::size_t>(pn * K), nan);
+#pragma omp parallel for schedule(dynamic)
+        for (int64_t r = 0; r < pn; ++r) {
+          const int64_t i = p0 + r, n = std::min(K, i + 1);
+          std::vector<int64_t> order(static_cast<std::size_t>(i + 1));
+          for (int64_t j = 0; j <= i; ++j) order[j] = j;
+          const float* row = m.data() + r * ncols;
+          // Largest first; ties go to the nearer (larger) source index, deterministically.
+          std::partial_sort(order.begin(), order.begin() + n, order.end(), [&](int64_t a, int64_t b) {
+            return row[a] > row[b] || (row[a] == row[b] && a > b);
+          });
+          for (int64_t k = 0; k < n; ++k) {
+            idx[r * K + k] = order[k];
+            val[r * K + k] = row[order[k]];
+          }
+        }
+        sink.on_topk(layer, s, p0, pn, K, idx.data(), val.data());
+      }
+      if (plan.window > 0) {
+        const int64_t W = plan.window;
+        std::vector<float> win(static_cast<std::size_t>(pn * W), nan);
+        for (int64_t r = 0; r < pn; ++r)
+          for (int64_t w = 0; w < W && w <= p0 + r; ++w) win[r * W + w] = m[r * ncols + (p0 + r - w)];
+        sink.on_window(layer, s, p0, pn, W, win.data());
+      }
+    };
+    if (wants(Score::L2)) emit(Score::L2, l2);
+    if (wants(Score::L1)) emit(Score::L1, l1);
+    if (wants(Score::Alti)) emit(Score::Alti, alti);
+    if (rollout && wants(Score::AltiRollout)) emit(Score::AltiRollout, rollout_panel);
+    if (wants(Score::HiddenAttn)) emit(Score::HiddenAttn, hattn);
+    if (plan.needs_every_row()) {
+      sink.on_approx_error(layer, p0, pn, eps.data());
+    }
+    if (!plan.rows.empty()) {
+      auto lo = std::lower_bound(plan.rows.begin(), plan.rows.end(), p0);
+      auto hi = std::lower_bound(plan.rows.begin(), plan.rows.end(), p0 + pn);
+      std::vector<float> e;
+      for (auto it = lo; it != hi; ++it) e.push_back(eps[*it - p0]);
+      if (!e.empty()) sink.on_rows_error(layer, lo - plan.rows.begin(), static_cast<int64_t>(e.size()), e.data());
+    }
+    sink.on_panel_done(layer, p0 / B);
   }
-  progress.finish();
   if (rollout) rollout_prev->swap(rollout_next);
 }
 

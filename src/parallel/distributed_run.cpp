@@ -24,6 +24,13 @@ double now() { return std::chrono::duration<double>(std::chrono::steady_clock::n
 
 // Encodes panels into HDF5 chunks on this rank and hands them to the output service.
 class EncodingSink final : public MapSink {
+  static constexpr auto F32 = Hdf5InteractionWriter::Type::F32;
+  static constexpr auto I64 = Hdf5InteractionWriter::Type::I64;
+  void rows(int layer, const std::string& name, Hdf5InteractionWriter::Type t, int64_t row0, int64_t n, const void* d,
+            std::size_t bytes) {
+    out_.put_layer_rows(layer, name, t, row0, n, d, bytes);
+  }
+
  public:
   EncodingSink(OutputService& out, int64_t chunk) : out_(out), c_(chunk) {}
   void on_panel(int layer, Score score, int64_t i0, int64_t ni, int64_t ncols, const float* data) override {
@@ -40,8 +47,25 @@ class EncodingSink final : public MapSink {
   }
   void on_approx_error(int layer, int64_t i0, int64_t ni, const float* eps) override {
     out_.put_vector_rows(layer, "approx_error", i0, std::vector<float>(eps, eps + ni));
-    out_.put_panel_done(layer, i0 / c_);  // the last message of a panel
   }
+  void on_rows(int layer, Score s, int64_t first, int64_t n, int64_t T, const float* data) override {
+    rows(layer, std::string("rows/") + to_string(s), F32, first, n, data, n * T * sizeof(float));
+  }
+  void on_rows_error(int layer, int64_t first, int64_t n, const float* eps) override {
+    rows(layer, "rows/approx_error", F32, first, n, eps, n * sizeof(float));
+  }
+  void on_pool(int layer, Score s, int64_t b0, int64_t nb, int64_t P, const float* sum, const float* mx) override {
+    rows(layer, std::string("pool/") + to_string(s) + "_sum", F32, b0, nb, sum, nb * P * sizeof(float));
+    rows(layer, std::string("pool/") + to_string(s) + "_max", F32, b0, nb, mx, nb * P * sizeof(float));
+  }
+  void on_topk(int layer, Score s, int64_t i0, int64_t ni, int64_t K, const int64_t* idx, const float* val) override {
+    rows(layer, std::string("topk/") + to_string(s) + "_index", I64, i0, ni, idx, ni * K * sizeof(int64_t));
+    rows(layer, std::string("topk/") + to_string(s) + "_value", F32, i0, ni, val, ni * K * sizeof(float));
+  }
+  void on_window(int layer, Score s, int64_t i0, int64_t ni, int64_t W, const float* data) override {
+    rows(layer, std::string("window/") + to_string(s), F32, i0, ni, data, ni * W * sizeof(float));
+  }
+  void on_panel_done(int layer, int64_t panel) override { out_.put_panel_done(layer, panel); }
 
  private:
   OutputService& out_;
@@ -138,17 +162,14 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
     const bool mine = req.stop_signal && req.stop_signal();
     return stage_group.allreduce_max(mine ? 1.0 : 0.0) > 0.0;
   };
-  auto map_layer = [&](int l, const LayerTrace& tr) {
-    if (stats.interrupted || agree_stop()) {
-      stats.interrupted = true;
-      return;
-    }
-    const double t0 = now();
-    const LayerFactors f = make_layer_factors(c, model_.layers[l], tr);
+  // The engine options of layer l on this rank: its panels, minus those already done.
+  auto layer_options = [&](int l) {
     EngineOptions opt = req.engine;
-    opt.progress = req.engine.progress && comm_.is_root();
     const bool is_selected = selected.count(l) > 0;
-    if (!is_selected) opt.scores = {Score::Alti, Score::AltiRollout};  // feeds the rollout only
+    if (!is_selected) {  // feeds the rollout only
+      opt.scores = {Score::Alti, Score::AltiRollout};
+      opt.plan = MapPlan{};
+    }
     const int64_t npanels = (T + opt.panel - 1) / opt.panel;
     const int S = stage_group.size(), me = stage_group.rank();
     // Panel p costs p + 1 tiles: pairing p with npanels - 1 - p evens out the triangle.
@@ -159,9 +180,28 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
       return S == 1 || std::min(p, npanels - 1 - p) % S == me;
     };
     opt.stop_requested = req.stop_signal;
-    compute_layer_maps(l, f, backend_.tiles(), opt, is_selected ? static_cast<MapSink&>(sink) : null_sink,
+    return opt;
+  };
+  // One progress line on world rank 0 for all of its layers: tiles, pairs/s and ETA.
+  std::unique_ptr<Progress> progress;
+  if (req.progress && comm_.is_root()) {
+    int64_t total = 0;
+    for (int64_t l = g.layer_begin; l < g.layer_end; ++l)
+      if (wants_trace(static_cast<int>(l))) total += planned_tiles(T, layer_options(static_cast<int>(l)));
+    progress = std::make_unique<Progress>("maps", total, "tiles", true);
+  }
+  auto map_layer = [&](int l, const LayerTrace& tr) {
+    if (stats.interrupted || agree_stop()) {
+      stats.interrupted = true;
+      return;
+    }
+    const double t0 = now();
+    const LayerFactors f = make_layer_factors(c, model_.layers[l], tr);
+    EngineOptions opt = layer_options(l);
+    opt.progress_line = progress.get();
+    compute_layer_maps(l, f, backend_.tiles(), opt, selected.count(l) ? static_cast<MapSink&>(sink) : null_sink,
                        rollout ? &rollout_state : nullptr);
-    if (rollout && S > 1) stage_group.allreduce_sum(rollout_state.data(), rollout_state.size());
+    if (rollout && stage_group.size() > 1) stage_group.allreduce_sum(rollout_state.data(), rollout_state.size());
     map_time += now() - t0;
   };
 
@@ -190,6 +230,7 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
       }
     }
     stats.map_seconds = map_time;
+    if (progress) progress->finish();
     return stats;
   }
 
@@ -247,6 +288,7 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
   }
   stats.map_seconds = map_time;
   stats.bytes_communicated += link->bytes_communicated();
+  if (progress) progress->finish();
   return stats;
 }
 

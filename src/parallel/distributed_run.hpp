@@ -36,6 +36,7 @@ struct RunRequest {
   std::vector<int> layers;  // layers to map (sorted)
   EngineOptions engine;
   bool save_logits = false;
+  bool progress = false;  // the progress line on world rank 0
   std::map<int, std::vector<uint8_t>> done_panels;  // from --resume: panels already in the file
   std::function<bool()> stop_signal;                 // this rank received SIGTERM/SIGUSR1
 };
