@@ -152,6 +152,28 @@ TEST_F(BadInput, OutputIsADirectory) {
   EXPECT_NE(r.output.find("--out"), std::string::npos) << r.output;
 }
 
+TEST_F(BadInput, RowsOutsideSequence) { expect_failure(args("--rows 5,100000"), {"--rows", "100000"}); }
+
+TEST_F(BadInput, RowsNotAPosition) { expect_failure(args("--rows last:x"), {"--rows", "x"}); }
+
+TEST_F(BadInput, PoolMustDivideTile) { expect_failure(args("--pool 48 --tile 64"), {"--pool", "--tile"}); }
+
+TEST_F(BadInput, RolloutNeedsWholeMaps) {
+  expect_failure(args("--rows last:4 --scores alti-rollout"), {"alti-rollout", "--rows"});
+}
+
+TEST_F(BadInput, ResumeWithoutFile) { expect_failure(args("--resume"), {"--resume", "does not exist"}); }
+
+TEST_F(BadInput, TooManyLayerShards) { expect_failure(args("--layer-shards 9"), {"--layer-shards", "9"}); }
+
+TEST_F(BadInput, CudaBackendWithoutGpu) {
+  // On machines without a GPU, asking for one is an error, never a silent CPU run.
+  const test::RunResult probe = test::run_latim(args("--backend cuda --no-maps"));
+  if (probe.exit_code == 0) GTEST_SKIP() << "a CUDA device is present";
+  std::filesystem::remove(out_);
+  expect_failure(args("--backend cuda"), {"--backend cuda"});
+}
+
 TEST_F(BadInput, UnknownOption) {
   const test::RunResult r = test::run_latim(args("--bogus"));
   EXPECT_EQ(r.exit_code, 2) << r.output;
