@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Checks the CUDA backend on a machine with an NVIDIA GPU and prints one table:
+#   1. builds with -DLATIM_CUDA=ON (or uses LATIM_BUILD_DIR, a build made elsewhere that
+#      holds latim, cuda_bench and tests/latim_tests),
+#   2. runs the backend-parameterised and CUDA kernel tests,
+#   3. cuda_bench parity: every stage against the CPU backend (fixtures and random
+#      130m-shaped layers), tf32/bf16 tiles against fp64,
+#   4. `latim run --backend cpu` against `--backend cuda` on every golden fixture, all
+#      scores and the logits, comparing every dataset of the two HDF5 files.
+# Usage: tools/device_check.sh [OUTDIR]   (needs python3 with h5py and numpy for step 4)
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=${1:-${LATIM_CHECK_OUT:-$root/device_check_out}}
+mkdir -p "$out"
+data=$root/tests/data
+if [ -n "${LATIM_BUILD_DIR:-}" ]; then
+  build=$LATIM_BUILD_DIR
+else
+  build=$root/build-cuda
+  cmake -S "$root" -B "$build" -DLATIM_CUDA=ON -DCMAKE_BUILD_TYPE=Release >"$out/cmake.log" 2>&1 &&
+    cmake --build "$build" -j "$(nproc)" >>"$out/cmake.log" 2>&1 || { tail -30 "$out/cmake.log"; exit 1; }
+fi
+export LATIM_TEST_DATA_DIR=$data OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
+status=0
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "nvidia-smi not available"
+
+echo "== tests (backend-parameterised, CUDA kernels)"
+"$build/tests/latim_tests" --gtest_filter='Backends/*:Precisions/*:Cuda*' >"$out/gtest.log" 2>&1 || status=1
+grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$out/gtest.log"
+grep -E '^\[  FAILED  \]|Failure|error:' "$out/gtest.log" | head -40
+
+echo "== parity (cuda_bench parity)"
+"$build/cuda_bench" parity --data "$data" --json "$out/parity.json" >"$out/parity.log" 2>&1 || status=1
+
+echo "== latim run: --backend cpu vs --backend cuda"
+scores=l2,l1,alti,alti-rollout,hidden-attn
+: >"$out/run.log"
+for dir in "$data"/*/; do
+  fx=$(basename "$dir")
+  [ -f "$dir/tokens.txt" ] || continue
+  "$build/latim" run --model "$dir" --tokens "$dir/tokens.txt" --out "$out/$fx.cpu.h5" --backend cpu \
+    --scores $scores --save-logits -q >>"$out/run.log" 2>&1 || { echo "$fx: cpu run failed"; status=1; continue; }
+  for prec in fp32 bf16; do
+    "$build/latim" run --model "$dir" --tokens "$dir/tokens.txt" --out "$out/$fx.cuda.$prec.h5" --backend cuda \
+      --precision $prec --scores $scores --save-logits -q >>"$out/run.log" 2>&1 ||
+      { echo "$fx: cuda $prec run failed"; tail -3 "$out/run.log"; status=1; }
+  done
+done
+python3 - "$out" <<'PY' || status=1
+import glob, os, sys
+import h5py, numpy as np
+out = sys.argv[1]
+bad = 0
+print(f"{'fixture':24s} {'precision':9s} {'dataset':16s} {'max|a-b|/max|b|':>16s} {'bound':>8s}   (approx_error: max|a-b|)")
+for cpu in sorted(glob.glob(os.path.join(out, "*.cpu.h5"))):
+    fx = os.path.basename(cpu)[:-len(".cpu.h5")]
+    for prec, bound in (("fp32", 1e-5), ("bf16", None)):
+        path = os.path.join(out, f"{fx}.cuda.{prec}.h5")
+        if not os.path.exists(path):
+            continue
+        worst = {}
+        with h5py.File(path) as a, h5py.File(cpu) as b:
+            def visit(name, obj):
+                if not isinstance(obj, h5py.Dataset) or obj.dtype.kind != "f":
+                    return
+                x = obj[...].astype(np.float64); y = b[name][...].astype(np.float64)
+                kind = name.split("/")[-1]
+                if not np.array_equal(np.isnan(x), np.isnan(y)):
+                    e = float("inf")
+                else:
+                    m = ~np.isnan(y)
+                    diff = float(np.abs(x[m] - y[m]).max()) if m.any() else 0.0
+                    # approx_error is itself a relative error (~1e-7 for identity models): compare absolutely
+                    e = diff if kind == "approx_error" else diff / max(float(np.abs(y[m]).max()) if m.any() else 0.0, 1e-300)
+                worst[kind] = max(worst.get(kind, 0.0), e)
+            a.visititems(visit)
+        for kind, e in sorted(worst.items()):
+            flag = "" if bound is None else ("ok" if e <= bound else "FAIL")
+            bad += flag == "FAIL"
+            print(f"{fx:24s} {prec:9s} {kind:16s} {e:16.2e} {('-' if bound is None else f'{bound:.0e}'):>8s} {flag}")
+sys.exit(1 if bad else 0)
+PY
+
+echo "== parity table"
+grep -vE '^check ' "$out/parity.log" | tail -n 80
+echo "device_check: $([ $status -eq 0 ] && echo PASSED || echo FAILED); logs in $out"
+exit $status
