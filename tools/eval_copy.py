@@ -168,7 +168,8 @@ def collect(score_map, tokens, L, alignment, candidates="all", normalize=True,
             cand = cand[~same]
         row = np.asarray(score_map[i, cand], dtype=np.float64)
         if not np.all(np.isfinite(row)):
-            raise ValueError(f"non-finite score in row {i} at a source j <= i")
+            raise ValueError(f"row {i}: missing or non-finite scores at sources j <= i "
+                             f"(a --rows file must include rows {L}..{2 * L})")
         if normalize:
             tot = np.abs(row).sum()
             if tot > 0:
@@ -188,11 +189,18 @@ def _layer_names(f):
 
 
 def read_file(path, scores=None):
-    """{'tokens', 'layers': {int: {score: map}}, 'approx_error': {int: [T]}, 'model_config'}."""
+    """Read one latim file.
+
+    Returns {'tokens', 'layers': {int: {score: [T, T] map}}, 'approx_error': {int: [T]},
+    'model_config', 'complete'}. Full maps (/layers/NNN/<score>, --full) are used
+    when present; otherwise a --rows file's /layers/NNN/rows/<score> is spread into
+    a [T, T] array whose unselected rows are NaN.
+    """
     import h5py
     out = {"path": path, "layers": {}, "approx_error": {}}
     with h5py.File(path, "r") as f:
         out["tokens"] = np.asarray(f["tokens"][:], dtype=np.int64)
+        T = len(out["tokens"])
         cfg = f.attrs.get("model_config")
         if isinstance(cfg, bytes):
             cfg = cfg.decode()
@@ -200,19 +208,32 @@ def read_file(path, scores=None):
         out["complete"] = bool(f.attrs.get("complete", 1))
         if "logits" in f:
             out["argmax"] = np.asarray(f["logits"][:], dtype=np.float64).argmax(axis=-1)
+        rows = np.asarray(f["rows"][:], dtype=np.int64) if "rows" in f else None
         for name in _layer_names(f):
             g = f["layers"][name]
             li = int(name)
-            out["layers"][li] = {}
-            for key in g.keys():
-                if key == "approx_error":
-                    out["approx_error"][li] = np.asarray(g[key][:], dtype=np.float64)
-                elif key in ("out_bias",):
-                    continue
-                elif scores is None or key in scores:
-                    ds = g[key]
-                    if ds.ndim == 2:
-                        out["layers"][li][key] = np.asarray(ds[:], dtype=np.float64)
+            maps = {}
+            if isinstance(g.get("approx_error"), h5py.Dataset):
+                out["approx_error"][li] = np.asarray(g["approx_error"][:], dtype=np.float64)
+            for key, ds in g.items():
+                if (isinstance(ds, h5py.Dataset) and ds.shape == (T, T)
+                        and (scores is None or key in scores)):
+                    maps[key] = np.asarray(ds[:], dtype=np.float64)
+            rg = g.get("rows")
+            if (rows is not None and isinstance(rg, h5py.Group) and li not in out["approx_error"]
+                    and isinstance(rg.get("approx_error"), h5py.Dataset)):
+                e = np.full(T, np.nan)
+                e[rows] = rg["approx_error"][:]
+                out["approx_error"][li] = e
+            if rows is not None and isinstance(rg, h5py.Group):
+                for key, ds in rg.items():
+                    if (key in maps or key == "approx_error" or ds.shape != (len(rows), T)
+                            or (scores is not None and key not in scores)):
+                        continue
+                    m = np.full((T, T), np.nan)
+                    m[rows] = ds[:]
+                    maps[key] = m
+            out["layers"][li] = maps
     return out
 
 
@@ -240,6 +261,10 @@ def evaluate(paths, scores=None, sep_id=SEP_ID, alignments=("next", "same"),
     if isinstance(paths, str):
         paths = [paths]
     files = [read_file(p, scores) for p in paths]
+    for fd in files:
+        if not fd["complete"]:
+            print(f"eval_copy: warning: {fd['path']} is incomplete (complete = 0)",
+                  file=sys.stderr)
     layouts = []
     for fd in files:
         try:
@@ -269,8 +294,8 @@ def evaluate(paths, scores=None, sep_id=SEP_ID, alignments=("next", "same"),
     layers_all = sorted(set().union(*[fd["approx_error"].keys() for fd in files]))
     for li in layers_all:
         vals = np.concatenate([fd["approx_error"][li] for fd in files if li in fd["approx_error"]])
-        res["approx_error_mean"][str(li)] = float(np.mean(vals))
-        res.setdefault("approx_error_max", {})[str(li)] = float(np.max(vals))
+        res["approx_error_mean"][str(li)] = float(np.nanmean(vals))
+        res.setdefault("approx_error_max", {})[str(li)] = float(np.nanmax(vals))
     for sc in names:
         layers = sorted(set.intersection(*[
             {li for li, m in fd["layers"].items() if sc in m} for fd in files]))

@@ -16,6 +16,7 @@ Options:
                       are downsampled by block maximum (a block that is all blank stays blank)
   --out FILE          PNG to write (default: <input stem>-<score>.png)
 
+Files made with --rows are drawn with only their selected rows filled in.
 Signed maps (hidden-attn can be negative) are shown as they are, or as |s|
 with --log. Block-max downsampling keeps the largest value of each block.
 
@@ -86,15 +87,29 @@ def read_vocab(path):
 
 
 def load(path, score):
+    """tokens and {layer: [T, T] map} of one score.
+
+    Uses the full maps (/layers/NNN/<score>); for a --rows file, the selected
+    rows (/layers/NNN/rows/<score>) are placed in a [T, T] array, other rows blank.
+    """
     import h5py
     with h5py.File(path, "r") as f:
         tokens = np.asarray(f["tokens"][:], dtype=np.int64)
+        T = len(tokens)
+        rows = np.asarray(f["rows"][:], dtype=np.int64) if "rows" in f else None
         names = sorted((k for k in f["layers"].keys() if re.fullmatch(r"\d+", k)), key=int)
         maps = {}
         for name in names:
             g = f["layers"][name]
-            if score in g:
-                maps[int(name)] = np.asarray(g[score][:], dtype=np.float64)
+            ds = g.get(score)
+            if isinstance(ds, h5py.Dataset) and ds.shape == (T, T):
+                maps[int(name)] = np.asarray(ds[:], dtype=np.float64)
+                continue
+            rg = g.get("rows")
+            if rows is not None and isinstance(rg, h5py.Group) and score in rg:
+                m = np.full((T, T), np.nan)
+                m[rows] = rg[score][:]
+                maps[int(name)] = m
     return tokens, maps
 
 
