@@ -1,4 +1,5 @@
-// Causal depthwise conv: one thread per (token, channel), 64-bit indexing throughout.
+// Causal depthwise conv: a thread owns one channel and a run of consecutive positions, keeping
+// the K-1 previous inputs in registers, so each input is read about once. 64-bit indexing.
 #include "causal_conv.hpp"
 #include "cuda_check.hpp"
 
@@ -6,27 +7,52 @@ namespace latim::cuda {
 
 namespace {
 
+constexpr int kRun = 8;      // positions per thread
+constexpr int kMaxK = 8;     // widest conv kept in registers
+constexpr int kThreads = 128;
+
+template <int KM>
 __global__ void causal_conv_kernel(const float* __restrict__ in, int64_t T, int64_t channels, int64_t lda,
                                    const float* __restrict__ w, int K, const float* __restrict__ b, bool silu,
                                    float* __restrict__ out) {
-  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (idx >= T * channels) return;
-  const int64_t t = idx / channels, c = idx % channels;
-  float acc = b ? b[c] : 0.0f;
-  for (int s = 0; s < K && s <= t; ++s) acc += w[c * K + (K - 1 - s)] * in[(t - s) * lda + c];
-  if (silu) acc = acc / (1.0f + __expf(-acc));
-  out[idx] = acc;
+  const int64_t c = blockIdx.x * int64_t{kThreads} + threadIdx.x;
+  if (c >= channels) return;
+  float tap[KM];  // tap[s] multiplies the input s steps back
+#pragma unroll
+  for (int s = 0; s < KM; ++s) tap[s] = s < K ? w[c * K + (K - 1 - s)] : 0.0f;
+  const float bias = b ? b[c] : 0.0f;
+  const int64_t runs = (T + kRun - 1) / kRun;
+  for (int64_t r = blockIdx.y; r < runs; r += gridDim.y) {
+    const int64_t t0 = r * kRun;
+    float win[KM];  // win[s] = in[t - s] for the current t
+#pragma unroll
+    for (int s = 1; s < KM; ++s) win[s] = (s < K && t0 - s >= 0) ? in[(t0 - s) * lda + c] : 0.0f;
+    const int n = static_cast<int>(T - t0 < kRun ? T - t0 : kRun);
+    for (int q = 0; q < n; ++q) {
+      const int64_t t = t0 + q;
+      win[0] = in[t * lda + c];
+      float acc = bias;
+#pragma unroll
+      for (int s = 0; s < KM; ++s) acc += tap[s] * win[s];
+      if (silu) acc = acc / (1.0f + expf(-acc));
+      out[t * channels + c] = acc;
+#pragma unroll
+      for (int s = KM - 1; s > 0; --s) win[s] = win[s - 1];
+    }
+  }
 }
 
 }  // namespace
 
 void causal_conv(const float* in, int64_t T, int64_t channels, int64_t lda, const float* w, int K, const float* b,
                  bool silu, float* out, cudaStream_t stream, int layer) {
-  const int64_t n = T * channels;
-  if (n == 0) return;
-  constexpr int kThreads = 256;
-  const int64_t blocks = (n + kThreads - 1) / kThreads;
-  causal_conv_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(in, T, channels, lda, w, K, b, silu, out);
+  if (T * channels == 0) return;
+  if (K > kMaxK) fail("causal_conv (layer ", layer, "): conv width ", K, " is above the CUDA kernel's limit of ", kMaxK);
+  const int64_t runs = (T + kRun - 1) / kRun;
+  const dim3 grid(static_cast<unsigned>((channels + kThreads - 1) / kThreads),
+                  static_cast<unsigned>(runs < 65535 ? runs : 65535));
+  if (K <= 4) causal_conv_kernel<4><<<grid, kThreads, 0, stream>>>(in, T, channels, lda, w, K, b, silu, out);
+  else causal_conv_kernel<kMaxK><<<grid, kThreads, 0, stream>>>(in, T, channels, lda, w, K, b, silu, out);
   check_launch("causal_conv", layer, stream);
 }
 

@@ -1,5 +1,5 @@
-// The fused LaTIM tile kernel. A block owns 8 targets x 16 sources (128 pairs) and 256 output
-// columns of W_out. For each slab of 32 inner channels it
+// The fused LaTIM tile kernel. A block (16 warps) owns 8 targets x 16 sources (128 pairs) and
+// 256 output columns of W_out; each warp multiplies a 32 x 64 region. For each slab of 32 inner channels it
 //   1. starts copying the slab of W_out^T into shared memory (cp.async),
 //   2. (Mamba-1) computes M_{i,l}[c] for the block's (i, l) and the slab's channels,
 //   3. builds u_{ij}[c] = Z_i[c] υ_{i←j}[c] for every pair from the conv taps and M,
@@ -24,7 +24,7 @@ using namespace nvcuda;
 constexpr int kBI = 8, kBJ = 16, kBM = kBI * kBJ;  // targets, sources, pairs per block
 constexpr int kBN = 256;                           // output columns per block
 constexpr int kBK = 32;                            // inner channels per slab (= warp size)
-constexpr int kThreads = 256;
+constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
 constexpr int kKMax = 4;                 // largest conv width supported
 constexpr int kNL = kBJ + kKMax - 1;     // positions l a block's sources reach
@@ -52,7 +52,9 @@ __device__ __forceinline__ typename Prec<PREC>::T to_operand(float x) {
 }
 
 struct SmemLayout {
-  int64_t as, bs, ms, cb, si, sl, dl, hat, scr, part, yr, total;
+  int64_t as, bs, zs, vs, cw, cbias, ms, cb, dsk, si, sl, dl, a2, hat, scr, part, yr, total;
+  // Mamba-2 prologue staging: C_i, B_l, S_i, S_l, Δ_l rows, the C·B dots, unfolded M_{i,i}
+  int64_t pc, pb, psi, psl, pdl, pdot, pdiag;
 };
 
 __host__ __device__ inline int64_t take(int64_t& off, int64_t bytes) {
@@ -61,26 +63,46 @@ __host__ __device__ inline int64_t take(int64_t& off, int64_t bytes) {
   return o;
 }
 
-__host__ __device__ inline SmemLayout smem_layout(int prec, bool mamba2, int ns, int64_t H) {
+// Buffers with two slots (bs, zs, vs, cw, cbias, dsk, si, sl, dl, a2) hold the current and
+// the next slab; `scr`, the epilogue scratch, reuses the operand buffers.
+__host__ __device__ inline int64_t round4(int64_t n) { return (n + 3) / 4 * 4; }
+
+__host__ __device__ inline SmemLayout smem_layout(int prec, bool mamba2, int ns, int64_t H, int64_t GN = 0,
+                                                  int64_t G = 1) {
   SmemLayout L{};
   int64_t off = 0;
   const int64_t esz = prec == 2 ? 2 : 4;
   const int64_t lda = prec == 2 ? kBK + 8 : (prec == 1 ? kBK + 4 : kBK + 1);
   const int64_t ldb = prec == 2 ? kBN + 8 : kBN + 4;
   L.as = take(off, kBM * lda * esz);
-  L.bs = take(off, kBK * ldb * esz);
+  L.bs = take(off, 2 * kBK * ldb * esz);
+  L.scr = L.as;
+  const int64_t scr_end = L.scr + int64_t{kWarps} * 16 * kScrLd * 4;
+  if (off < scr_end) off = (scr_end + 127) / 128 * 128;
+  L.zs = take(off, 2 * kBI * kBK * 4);
+  L.vs = take(off, 2 * kBJ * kBK * 4);
+  L.cw = take(off, 2 * kBK * kKMax * 4);
+  L.cbias = take(off, 2 * kBK * 4);
   if (mamba2) {
     L.ms = take(off, H * kBI * kNL * 4);
-    L.cb = L.si = L.sl = L.dl = off;
+    L.cb = L.dsk = L.si = L.sl = L.dl = L.a2 = off;
+    L.pc = take(off, kBI * round4(GN) * 4);
+    L.pb = take(off, kNL * round4(GN) * 4);
+    L.psi = take(off, kBI * round4(H) * 8);
+    L.psl = take(off, kNL * round4(H) * 8);
+    L.pdl = take(off, kNL * round4(H) * 4);
+    L.pdot = take(off, kBI * kNL * G * 4);
+    L.pdiag = take(off, kBI * H * 4);
   } else {
     L.ms = take(off, int64_t{kBI} * kNL * kBK * 4);
     L.cb = take(off, int64_t{kBI} * kNL * ns * 4);
-    L.si = take(off, int64_t{kBI} * kBK * 8);
-    L.sl = take(off, int64_t{kNL} * kBK * 8);
-    L.dl = take(off, int64_t{kNL} * kBK * 4);
+    L.dsk = take(off, 2 * kBK * 4);
+    L.si = take(off, 2 * int64_t{kBI} * kBK * 8);
+    L.sl = take(off, 2 * int64_t{kNL} * kBK * 8);
+    L.dl = take(off, 2 * int64_t{kNL} * kBK * 4);
+    L.a2 = take(off, 2 * int64_t{kBK} * ns * 4);
   }
   L.hat = take(off, kBM * 4);
-  L.scr = take(off, int64_t{kWarps} * 16 * kScrLd * 4);
   L.part = take(off, 4 * kBM * 3 * 4);
   L.yr = take(off, int64_t{kWarps} * 128 * 4);
   L.total = off;
@@ -93,6 +115,7 @@ __device__ __forceinline__ void cp_async16(void* smem_ptr, const void* gptr) {
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_one() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
 
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 
@@ -101,32 +124,32 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
-// Tensor-core product of a warp's 64 x 64 region (tf32 or bf16 inputs, fp32 accumulators).
+// Tensor-core product of a warp's 32 x 64 region (tf32 or bf16 inputs, fp32 accumulators).
 template <int PREC>
 struct WmmaTile {
   static constexpr int KF = PREC == 2 ? 16 : 8;
   using TA = typename Prec<PREC>::T;
   using FragT = std::conditional_t<PREC == 2, __nv_bfloat16, wmma::precision::tf32>;
   static constexpr int LDA = Prec<PREC>::lda, LDB = Prec<PREC>::ldb;
-  wmma::fragment<wmma::accumulator, 16, 16, KF, float> acc[4][4];
+  wmma::fragment<wmma::accumulator, 16, 16, KF, float> acc[2][4];
 
   __device__ void init() {
 #pragma unroll
-    for (int a = 0; a < 4; ++a)
+    for (int a = 0; a < 2; ++a)
 #pragma unroll
       for (int b = 0; b < 4; ++b) wmma::fill_fragment(acc[a][b], 0.0f);
   }
   __device__ void step(const TA* As, const TA* Bs, int wm, int wn, int) {
 #pragma unroll
     for (int k = 0; k < kBK; k += KF) {
-      wmma::fragment<wmma::matrix_a, 16, 16, KF, FragT, wmma::row_major> a[4];
+      wmma::fragment<wmma::matrix_a, 16, 16, KF, FragT, wmma::row_major> a[2];
       wmma::fragment<wmma::matrix_b, 16, 16, KF, FragT, wmma::row_major> b[4];
 #pragma unroll
-      for (int fi = 0; fi < 4; ++fi) wmma::load_matrix_sync(a[fi], As + (wm * 64 + fi * 16) * LDA + k, LDA);
+      for (int fi = 0; fi < 2; ++fi) wmma::load_matrix_sync(a[fi], As + (wm * 32 + fi * 16) * LDA + k, LDA);
 #pragma unroll
       for (int fj = 0; fj < 4; ++fj) wmma::load_matrix_sync(b[fj], Bs + k * LDB + wn * 64 + fj * 16, LDB);
 #pragma unroll
-      for (int fi = 0; fi < 4; ++fi)
+      for (int fi = 0; fi < 2; ++fi)
 #pragma unroll
         for (int fj = 0; fj < 4; ++fj) wmma::mma_sync(acc[fi][fj], a[fi], b[fj], acc[fi][fj]);
     }
@@ -136,20 +159,20 @@ struct WmmaTile {
 #pragma unroll
     for (int fj = 0; fj < 4; ++fj) {
 #pragma unroll
-      for (int fi = 0; fi < 4; ++fi)
+      for (int fi = 0; fi < 2; ++fi)
         if (fi == r) wmma::store_matrix_sync(scr + fj * 16, acc[fi][fj], kScrLd, wmma::mem_row_major);
     }
   }
 };
 
-// fp32 product on CUDA cores: lane (lr, lc) owns rows lr*8..lr*8+7 and columns
-// lc*4 + 16q + e of the warp's 64 x 64 region.
+// fp32 product on CUDA cores: lane (lr, lc) owns rows lr*4..lr*4+3 and columns
+// lc*4 + 16q + e of the warp's 32 x 64 region.
 struct FfmaTile {
   static constexpr int LDA = Prec<0>::lda, LDB = Prec<0>::ldb;
-  float acc[8][16];
+  float acc[4][16];
   __device__ void init() {
 #pragma unroll
-    for (int r = 0; r < 8; ++r)
+    for (int r = 0; r < 4; ++r)
 #pragma unroll
       for (int c = 0; c < 16; ++c) acc[r][c] = 0.0f;
   }
@@ -157,9 +180,9 @@ struct FfmaTile {
     const int lr = lane / 4, lc = lane % 4;
 #pragma unroll 4
     for (int k = 0; k < kBK; ++k) {
-      float a[8], b[16];
+      float a[4], b[16];
 #pragma unroll
-      for (int r = 0; r < 8; ++r) a[r] = As[(wm * 64 + lr * 8 + r) * LDA + k];
+      for (int r = 0; r < 4; ++r) a[r] = As[(wm * 32 + lr * 4 + r) * LDA + k];
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
         const float4 v = *reinterpret_cast<const float4*>(Bs + k * LDB + wn * 64 + lc * 4 + 16 * q);
@@ -169,22 +192,37 @@ struct FfmaTile {
         b[4 * q + 3] = v.w;
       }
 #pragma unroll
-      for (int r = 0; r < 8; ++r)
+      for (int r = 0; r < 4; ++r)
 #pragma unroll
         for (int c = 0; c < 16; ++c) acc[r][c] = fmaf(a[r], b[c], acc[r][c]);
     }
   }
   __device__ void store_chunk(int r, float* scr, int lane) {
     const int lr = lane / 4, lc = lane % 4;
-    if (lr / 2 != r) return;
+    if (lr / 4 != r) return;
 #pragma unroll
-    for (int rr = 0; rr < 8; ++rr)
+    for (int rr = 0; rr < 4; ++rr)
 #pragma unroll
       for (int q = 0; q < 4; ++q)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) scr[((lr % 2) * 8 + rr) * kScrLd + lc * 4 + 16 * q + e] = acc[rr][4 * q + e];
+        for (int e = 0; e < 4; ++e) scr[((lr % 4) * 4 + rr) * kScrLd + lc * 4 + 16 * q + e] = acc[rr][4 * q + e];
   }
 };
+
+// Stages `n` elements of a row (src) into shared memory (dst), the first `avail` valid and
+// the rest zero: 16-byte cp.async where the chunk is whole and aligned, else plain copies.
+// Work item `w` of `nw` of the block; chunks of 16 bytes.
+template <class T>
+__device__ __forceinline__ void stage_chunk(T* dst, const T* src, int chunk, int64_t avail) {
+  constexpr int per = 16 / sizeof(T);
+  const int e0 = chunk * per;
+  if (e0 + per <= avail && (reinterpret_cast<uintptr_t>(src + e0) & 15) == 0) {
+    cp_async16(dst + e0, src + e0);
+  } else {
+#pragma unroll
+    for (int e = 0; e < per; ++e) dst[e0 + e] = e0 + e < avail ? src[e0 + e] : T(0);
+  }
+}
 
 template <int PREC, bool M2, int NS>
 __global__ void __launch_bounds__(kThreads, 1)
@@ -193,14 +231,20 @@ __global__ void __launch_bounds__(kThreads, 1)
   using TA = typename Prec<PREC>::T;
   constexpr int LDA = Prec<PREC>::lda, LDB = Prec<PREC>::ldb;
   extern __shared__ __align__(128) unsigned char smem[];
-  const SmemLayout L = smem_layout(PREC, M2, NS, f.H);
+  const SmemLayout L = smem_layout(PREC, M2, NS, f.H, f.G * f.N, f.G);
   TA* As = reinterpret_cast<TA*>(smem + L.as);
-  TA* Bs = reinterpret_cast<TA*>(smem + L.bs);
+  TA* Bs0 = reinterpret_cast<TA*>(smem + L.bs);
+  float* Zs0 = reinterpret_cast<float*>(smem + L.zs);
+  float* Vs0 = reinterpret_cast<float*>(smem + L.vs);
+  float* CW0 = reinterpret_cast<float*>(smem + L.cw);
+  float* CBias0 = reinterpret_cast<float*>(smem + L.cbias);
   float* Ms = reinterpret_cast<float*>(smem + L.ms);
   float* CB = reinterpret_cast<float*>(smem + L.cb);
-  double* Si = reinterpret_cast<double*>(smem + L.si);
-  double* Sl = reinterpret_cast<double*>(smem + L.sl);
-  float* Dl = reinterpret_cast<float*>(smem + L.dl);
+  float* Dsk0 = reinterpret_cast<float*>(smem + L.dsk);
+  double* Si0 = reinterpret_cast<double*>(smem + L.si);
+  double* Sl0 = reinterpret_cast<double*>(smem + L.sl);
+  float* Dl0 = reinterpret_cast<float*>(smem + L.dl);
+  float* A20 = reinterpret_cast<float*>(smem + L.a2);
   float* hat = reinterpret_cast<float*>(smem + L.hat);
   float* part = reinterpret_cast<float*>(smem + L.part);
 
@@ -212,166 +256,240 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int64_t ib = i0 + (pb / njb) * kBI, jb = j0 + (pb % njb) * kBJ;
   if (jb > ib + kBI - 1) return;  // every pair of the block has j > i
   const int64_t n0 = int64_t{cbk} * kBN;
-  const int64_t T = f.T, D = f.D, d = f.d, K = f.K;
+  const int64_t T = f.T, D = f.D, d = f.d, N = f.N;
+  const int K = static_cast<int>(f.K);
   const int64_t iend = i0 + ni, jend = j0 + nj;
   const int64_t dpad = int64_t{ncb} * kBN;
+  const int64_t nslabs = (D + kBK - 1) / kBK;
 
-  // Prologue: Mamba-2's M for every head (it does not depend on the channel slab);
-  // Mamba-1's products C_i[n] B_l[n].
-  if constexpr (M2) {
-    const int64_t H = f.H, N = f.N, G = f.G, hpg = H / G, GN = G * N;
-    for (int q = warp; q < kBI * kNL; q += kWarps) {
-      const int ii = q / kNL, ll = q % kNL;
-      const int64_t i = ib + ii, l = jb + ll;
-      const bool ok = i < T && l < T && l <= i;
-      for (int64_t g = 0; g < G; ++g) {
-        float dot = 0.0f;
-        if (ok)
-          for (int64_t n = lane; n < N; n += 32) dot += f.C[i * GN + g * N + n] * f.B[l * GN + g * N + n];
-        dot = warp_sum(dot);
-        for (int64_t h = g * hpg + lane; h < (g + 1) * hpg; h += 32) {
-          float m = 0.0f;
-          if (ok) {
-            const float gap = static_cast<float>(f.S[i * H + h] - f.S[l * H + h]);
-            m = dot * exp2f(f.A2[h] * gap) * f.delta[l * H + h];
-          }
-          Ms[(h * kBI + ii) * kNL + ll] = m;
-        }
+  // Issues the copies of slab `sl` (channels sl*kBK ..) into buffer slot sl & 1.
+  auto prefetch = [&](int64_t slab) {
+    const int b = static_cast<int>(slab & 1);
+    const int64_t c0 = slab * kBK, cavail = D - c0 < kBK ? D - c0 : kBK;
+    {
+      constexpr int per_row = kBN * static_cast<int>(sizeof(TA)) / 16;
+      constexpr int per_chunk = 16 / static_cast<int>(sizeof(TA));
+      const TA* src = static_cast<const TA*>(f.WoutT);
+      TA* Bs = Bs0 + b * kBK * LDB;
+      for (int idx = tid; idx < kBK * per_row; idx += kThreads) {
+        const int row = idx / per_row, ch = idx % per_row;
+        cp_async16(Bs + row * LDB + ch * per_chunk, src + (c0 + row) * dpad + n0 + ch * per_chunk);
       }
     }
+    constexpr int fc = kBK / 4;  // 16-byte chunks in a row of kBK floats
+    for (int idx = tid; idx < (kBI + kBJ) * fc; idx += kThreads) {
+      const int row = idx / fc, ch = idx % fc;
+      if (row < kBI) {
+        const int64_t i = ib + row;
+        stage_chunk(Zs0 + (b * kBI + row) * kBK, f.Z + i * D + c0, ch, i < T ? cavail : 0);
+      } else {
+        const int64_t j = jb + row - kBI;
+        stage_chunk(Vs0 + (b * kBJ + row - kBI) * kBK, f.v + j * D + c0, ch, j < T ? cavail : 0);
+      }
+    }
+    for (int ch = tid; ch < K * fc; ch += kThreads) stage_chunk(CW0 + b * kBK * kKMax, f.conv_w + c0 * K, ch, cavail * K);
+    if (tid < fc) stage_chunk(CBias0 + b * kBK, f.conv_b ? f.conv_b + c0 : f.v, tid, f.conv_b ? cavail : 0);
+    if constexpr (!M2) {
+      if (tid < fc) stage_chunk(Dsk0 + b * kBK, f.Dskip + c0, tid, cavail);
+      constexpr int dc = kBK / 2;  // 16-byte chunks in a row of kBK doubles
+      for (int idx = tid; idx < (kBI + kNL) * dc; idx += kThreads) {
+        const int row = idx / dc, ch = idx % dc;
+        if (row < kBI) {
+          const int64_t i = ib + row;
+          stage_chunk(Si0 + (b * kBI + row) * kBK, f.S + i * D + c0, ch, i < T ? cavail : 0);
+        } else {
+          const int64_t l = jb + row - kBI;
+          stage_chunk(Sl0 + (b * kNL + row - kBI) * kBK, f.S + l * D + c0, ch, l < T ? cavail : 0);
+        }
+      }
+      for (int idx = tid; idx < kNL * fc; idx += kThreads) {
+        const int row = idx / fc, ch = idx % fc;
+        const int64_t l = jb + row;
+        stage_chunk(Dl0 + (b * kNL + row) * kBK, f.delta + l * D + c0, ch, l < T ? cavail : 0);
+      }
+      for (int ch = tid; ch < static_cast<int>(N) * fc; ch += kThreads)
+        stage_chunk(A20 + b * kBK * NS, f.A2 + c0 * N, ch, cavail * N);
+    }
+    cp_async_commit();
+  };
+
+  prefetch(0);
+
+  // Prologue: Mamba-2's M for every head (it does not depend on the channel slab), with the
+  // skip term D[h] folded into M_{i,i}, and the hidden attention; Mamba-1's C_i[n] B_l[n].
+  if constexpr (M2) {
+    // Stage the rows the block needs, then compute from shared memory.
+    const int64_t H = f.H, G = f.G, hpg = H / G, GN = G * N, GNp = round4(GN), Hp = round4(H);
+    float* Cst = reinterpret_cast<float*>(smem + L.pc);
+    float* Bst = reinterpret_cast<float*>(smem + L.pb);
+    double* Sist = reinterpret_cast<double*>(smem + L.psi);
+    double* Slst = reinterpret_cast<double*>(smem + L.psl);
+    float* Dlst = reinterpret_cast<float*>(smem + L.pdl);
+    float* dots = reinterpret_cast<float*>(smem + L.pdot);
+    float* diag = reinterpret_cast<float*>(smem + L.pdiag);
+    const int gc = static_cast<int>(GNp / 4), hc4 = static_cast<int>(Hp / 4), hc2 = static_cast<int>(Hp / 2);
+    for (int idx = tid; idx < (kBI + kNL) * gc; idx += kThreads) {
+      const int row = idx / gc, ch = idx % gc;
+      if (row < kBI) {
+        const int64_t i = ib + row;
+        stage_chunk(Cst + row * GNp, f.C + i * GN, ch, i < T ? GN : 0);
+      } else {
+        const int64_t l = jb + row - kBI;
+        stage_chunk(Bst + (row - kBI) * GNp, f.B + l * GN, ch, l < T ? GN : 0);
+      }
+    }
+    for (int idx = tid; idx < (kBI + kNL) * hc2; idx += kThreads) {
+      const int row = idx / hc2, ch = idx % hc2;
+      if (row < kBI) {
+        const int64_t i = ib + row;
+        stage_chunk(Sist + row * Hp, f.S + i * H, ch, i < T ? H : 0);
+      } else {
+        const int64_t l = jb + row - kBI;
+        stage_chunk(Slst + (row - kBI) * Hp, f.S + l * H, ch, l < T ? H : 0);
+      }
+    }
+    for (int idx = tid; idx < kNL * hc4; idx += kThreads) {
+      const int row = idx / hc4, ch = idx % hc4;
+      const int64_t l = jb + row;
+      stage_chunk(Dlst + row * Hp, f.delta + l * H, ch, l < T ? H : 0);
+    }
+    cp_async_commit();
+    cp_async_wait_all();  // (slab 0 too)
+    __syncthreads();
+    for (int q = warp; q < kBI * kNL; q += kWarps) {
+      const int ii = q / kNL, ll = q % kNL;
+      for (int64_t g = 0; g < G; ++g) {
+        float dot = 0.0f;
+        for (int64_t n = lane; n < N; n += 32) dot += Cst[ii * GNp + g * N + n] * Bst[ll * GNp + g * N + n];
+        dot = warp_sum(dot);
+        if (lane == 0) dots[q * G + g] = dot;
+      }
+    }
+    __syncthreads();
+    for (int idx = tid; idx < kBI * kNL * H; idx += kThreads) {
+      const int64_t h = idx % H;
+      const int q = static_cast<int>(idx / H), ii = q / kNL, ll = q % kNL;
+      const int64_t i = ib + ii, l = jb + ll;
+      const bool ok = i < T && l < T && l <= i;
+      float m = 0.0f;
+      if (ok) {
+        const float gap = static_cast<float>(Sist[ii * Hp + h] - Slst[ll * Hp + h]);
+        m = dots[q * G + h / hpg] * exp2f(f.A2[h] * gap) * Dlst[ll * Hp + h];
+      }
+      if (ok && l == i) {
+        diag[ii * H + h] = m;  // unfolded, for the hidden attention
+        m += f.Dskip[h];
+      }
+      Ms[(h * kBI + ii) * kNL + ll] = m;
+    }
   } else {
+    for (int idx = tid; idx < kBM; idx += kThreads) hat[idx] = 0.0f;  // summed over the slabs
     for (int idx = tid; idx < kBI * kNL * NS; idx += kThreads) {
       const int n = idx % NS, q = idx / NS, ii = q / kNL, ll = q % kNL;
       const int64_t i = ib + ii, l = jb + ll;
-      CB[idx] = (i < T && l < T && n < f.N) ? f.C[i * f.N + n] * f.B[l * f.N + n] : 0.0f;
+      CB[idx] = (i < T && l < T && n < N) ? f.C[i * N + n] * f.B[l * N + n] : 0.0f;
     }
-    for (int idx = tid; idx < kBM; idx += kThreads) hat[idx] = 0.0f;
   }
 
   std::conditional_t<PREC == 0, FfmaTile, WmmaTile<PREC == 0 ? 1 : PREC>> mma;
   mma.init();
 
-  for (int64_t c0 = 0; c0 < D; c0 += kBK) {
-    __syncthreads();  // the previous slab's product is done with As and Bs
-    {
-      constexpr int per_row = kBN * static_cast<int>(sizeof(TA)) / 16;
-      constexpr int per_chunk = 16 / static_cast<int>(sizeof(TA));
-      const TA* src = static_cast<const TA*>(f.WoutT);
-      for (int idx = tid; idx < kBK * per_row; idx += kThreads) {
-        const int row = idx / per_row, ch = idx % per_row;
-        cp_async16(Bs + row * LDB + ch * per_chunk, src + (c0 + row) * dpad + n0 + ch * per_chunk);
-      }
-      cp_async_commit();
+  for (int64_t slab = 0; slab < nslabs; ++slab) {
+    const int b = static_cast<int>(slab & 1);
+    if (slab + 1 < nslabs) {
+      prefetch(slab + 1);
+      cp_async_wait_one();
+    } else {
+      cp_async_wait_all();
     }
-    const int64_t c = c0 + lane;
+    __syncthreads();  // slab `slab` is in slot b; the prologue's writes are visible
+    const int64_t c = slab * kBK + lane;
     const bool cok = c < D;
 
     if constexpr (!M2) {
-      for (int idx = tid; idx < kBI * kBK; idx += kThreads) {
-        const int ii = idx / kBK, k = idx % kBK;
-        const int64_t i = ib + ii, cc = c0 + k;
-        Si[idx] = (i < T && cc < D) ? f.S[i * D + cc] : 0.0;
-      }
-      for (int idx = tid; idx < kNL * kBK; idx += kThreads) {
-        const int ll = idx / kBK, k = idx % kBK;
-        const int64_t l = jb + ll, cc = c0 + k;
-        const bool ok = l < T && cc < D;
-        Sl[idx] = ok ? f.S[l * D + cc] : 0.0;
-        Dl[idx] = ok ? f.delta[l * D + cc] : 0.0f;
-      }
-      __syncthreads();
+      // M_{i,l}[c] for the block's (i, l) and this slab, with D[c] folded into M_{i,i}.
+      const double* Si = Si0 + b * kBI * kBK;
+      const double* Sl = Sl0 + b * kNL * kBK;
+      const float* Dl = Dl0 + b * kNL * kBK;
+      const float* A2s = A20 + b * kBK * NS;
       float a2[NS];
 #pragma unroll
-      for (int n = 0; n < NS; ++n) a2[n] = (cok && n < f.N) ? f.A2[c * f.N + n] : 0.0f;
+      for (int n = 0; n < NS; ++n) a2[n] = n < N ? A2s[lane * N + n] : 0.0f;
+      const float dsk = Dsk0[b * kBK + lane];
       for (int q = warp; q < kBI * kNL; q += kWarps) {
         const int ii = q / kNL, ll = q % kNL;
         const int64_t i = ib + ii, l = jb + ll;
         float m = 0.0f;
-        if (cok && i < T && l < T && l <= i) {
+        const bool ok = i < T && l < T && l <= i;
+        if (ok && cok) {
           const float gap = static_cast<float>(Si[ii * kBK + lane] - Sl[ll * kBK + lane]);  // >= 0
           const float* cbq = CB + q * NS;
-          float s = 0.0f;
+          float sum = 0.0f;
 #pragma unroll
-          for (int n = 0; n < NS; ++n) s += cbq[n] * exp2f(a2[n] * gap);
-          m = s * Dl[ll * kBK + lane];
+          for (int n = 0; n < NS; ++n) sum += cbq[n] * exp2f(a2[n] * gap);
+          m = sum * Dl[ll * kBK + lane];
         }
-        Ms[q * kBK + lane] = m;
         if (want_hattn && cbk == 0 && ll < kBJ) {
-          const float s = warp_sum(m);
-          if (lane == 0) hat[ii * kBJ + ll] += s;
+          const float hs = warp_sum(m);
+          if (lane == 0) hat[ii * kBJ + ll] += hs;
         }
+        Ms[q * kBK + lane] = ok && l == i ? m + dsk : m;
       }
       __syncthreads();
     }
 
-    // u_{ij}[c] for the slab: lane = channel, each warp two sources, all eight targets.
+    // u_{ij}[c] = Z_i[c] sum_k M'_{i,j+k} x_{j+k<-j}[c]: lane = channel, warp = source.
     {
+      const float* Zs = Zs0 + b * kBI * kBK;
+      const float* Vs = Vs0 + b * kBJ * kBK;
+      const float* CW = CW0 + b * kBK * kKMax;
+      float wk[kKMax];
+#pragma unroll
+      for (int kk = 0; kk < kKMax; ++kk) wk[kk] = kk < K ? CW[lane * K + (K - 1 - kk)] : 0.0f;
+      const float bias = CBias0[b * kBK + lane];
       float z[kBI];
 #pragma unroll
-      for (int ii = 0; ii < kBI; ++ii) {
-        const int64_t i = ib + ii;
-        z[ii] = (cok && i < T) ? f.Z[i * D + c] : 0.0f;
-      }
-      int64_t h = 0;
-      float dsk = 0.0f;
-      if (cok) {
-        if constexpr (M2) {
-          h = c / f.P;
-          dsk = f.Dskip[h];
-        } else {
-          dsk = f.Dskip[c];
-        }
-      }
-#pragma unroll
-      for (int q = 0; q < 2; ++q) {
-        const int jj = warp * 2 + q;
+      for (int ii = 0; ii < kBI; ++ii) z[ii] = Zs[ii * kBK + lane];
+      const int64_t h = M2 ? (cok ? c / f.P : 0) : 0;
+      {
+        const int jj = warp;
         const int64_t j = jb + jj;
-        const float vj = (cok && j < T) ? f.v[j * D + c] : 0.0f;
+        const float vj = Vs[jj * kBK + lane];
         float tap[kKMax];
 #pragma unroll
         for (int kk = 0; kk < kKMax; ++kk) {
-          float pre = 0.0f;
-          if (kk < K && cok) {
-            pre = f.conv_w[c * K + (K - 1 - kk)] * vj;
-            if (kk == 0 && f.conv_b) pre += f.conv_b[c];
-          }
+          const float pre = wk[kk] * vj + (kk == 0 ? bias : 0.0f);
           tap[kk] = f.silu ? silu(pre) : pre;
         }
+        const bool jok = j < jend;
 #pragma unroll
         for (int ii = 0; ii < kBI; ++ii) {
-          const int64_t i = ib + ii;
           float u = 0.0f;
-          if (cok && i < iend && j < jend && j <= i) {
-            float s = 0.0f;
-#pragma unroll
-            for (int kk = 0; kk < kKMax; ++kk) {
-              if (kk < K) {
-                const float m = M2 ? Ms[(h * kBI + ii) * kNL + jj + kk] : Ms[(ii * kNL + jj + kk) * kBK + lane];
-                s += m * tap[kk];
-              }
-            }
-            const int64_t dd = i - j;
+          if (jok && ib + ii < iend) {
+            const float* Mrow = M2 ? Ms + (h * kBI + ii) * kNL + jj : Ms + (ii * kNL + jj) * kBK + lane;
+            constexpr int step = M2 ? 1 : kBK;
+            float sum = 0.0f;
 #pragma unroll
             for (int kk = 0; kk < kKMax; ++kk)
-              if (kk < K && kk == dd) s += dsk * tap[kk];
-            u = z[ii] * s;
+              if (kk < K) sum += Mrow[kk * step] * tap[kk];
+            u = z[ii] * sum;
           }
           As[(ii * kBJ + jj) * LDA + lane] = to_operand<PREC>(u);
         }
       }
     }
-    cp_async_wait_all();
     __syncthreads();
-    mma.step(As, Bs, wm, wn, lane);
+    mma.step(As, Bs0 + b * kBK * LDB, wm, wn, lane);
+    __syncthreads();  // the next iteration overwrites As and this slot
   }
 
   // Epilogue, 16 rows (one target, 16 sources) of the warp's region at a time.
   float* scr = reinterpret_cast<float*>(smem + L.scr) + warp * 16 * kScrLd;
   float* ys = reinterpret_cast<float*>(smem + L.yr) + warp * 128;
   float* rs = ys + 64;
-  for (int r = 0; r < 4; ++r) {
+  for (int r = 0; r < 2; ++r) {
     mma.store_chunk(r, scr, lane);
-    const int ii = wm * 4 + r;
+    const int ii = wm * 2 + r;
     const int64_t i = ib + ii;
     for (int col = lane; col < 64; col += 32) {
       const int64_t n = n0 + wn * 64 + col;
@@ -429,9 +547,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (want_hattn && cbk == 0) {
         float hv;
         if constexpr (M2) {
-          float s = 0.0f;
-          for (int64_t hh = 0; hh < f.H; ++hh) s += Ms[(hh * kBI + ii) * kNL + jj];
-          hv = s / static_cast<float>(f.H);
+          const float* diag = reinterpret_cast<const float*>(smem + L.pdiag);
+          float sum = 0.0f;
+          for (int64_t hh = 0; hh < f.H; ++hh) sum += i == j ? diag[ii * f.H + hh] : Ms[(hh * kBI + ii) * kNL + jj];
+          hv = sum / static_cast<float>(f.H);
         } else {
           hv = hat[tid] / static_cast<float>(D);
         }
@@ -506,7 +625,7 @@ void launch(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, int64_t nj
   const int ncb = static_cast<int>(latim_tile_column_blocks(f.d));
   const int64_t nblocks = ((ni + kBI - 1) / kBI) * ((nj + kBJ - 1) / kBJ);
   if (nblocks > 0x7fffffff) fail("latim_tile (layer ", layer, "): tile of ", ni, " x ", nj, " pairs is too large");
-  const SmemLayout L = smem_layout(PREC, M2, NS, f.H);
+  const SmemLayout L = smem_layout(PREC, M2, NS, f.H, f.G * f.N, f.G);
   auto kernel = latim_tile_kernel<PREC, M2, NS>;
   int max_smem = 0, dev = 0;
   check(cudaGetDevice(&dev), "cudaGetDevice", layer);

@@ -20,6 +20,11 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// Row-wise launches: x over columns, y (grid-stride) over rows; no 64-bit division.
+dim3 grid_rows(int64_t rows, int64_t cols) {
+  return dim3(static_cast<unsigned>((cols + kThreads - 1) / kThreads), static_cast<unsigned>(rows < 65535 ? rows : 65535));
+}
+
 unsigned grid_for(int64_t n) {
   const int64_t b = (n + kThreads - 1) / kThreads;
   return static_cast<unsigned>(b < 65536 * 8 ? b : 65536 * 8);  // grid-stride loops cover the rest
@@ -29,19 +34,17 @@ __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 __device__ __forceinline__ float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 
 __global__ void add_bias_kernel(float* out, int64_t rows, int64_t cols, int64_t ld, const float* bias) {
-  const int64_t n = rows * cols;
-  for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < n; k += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t r = k / cols, c = k % cols;
-    out[r * ld + c] += bias[c];
-  }
+  const int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (c >= cols) return;
+  const float bc = bias[c];
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) out[r * ld + c] += bc;
 }
 
-__global__ void softplus_kernel(float* x, int64_t rows, int64_t cols, int64_t ld) {
-  const int64_t n = rows * cols;
-  for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < n; k += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t r = k / cols, c = k % cols;
-    x[r * ld + c] = softplus(x[r * ld + c]);
-  }
+__global__ void softplus_kernel(float* x, int64_t rows, int64_t cols, int64_t ld, const float* bias) {
+  const int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (c >= cols) return;
+  const float bc = bias ? bias[c] : 0.0f;
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) x[r * ld + c] = softplus(x[r * ld + c] + bc);
 }
 
 __global__ void mamba2_delta_kernel(const float* dt, int64_t ld, int64_t T, int64_t H, const float* dt_bias,
@@ -55,13 +58,19 @@ __global__ void mamba2_delta_kernel(const float* dt, int64_t ld, int64_t T, int6
 }
 
 __global__ void silu_gate_kernel(float* y, const float* z, int64_t ldz, int64_t T, int64_t D, float* gate_out) {
-  const int64_t n = T * D;
-  for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < n; k += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t t = k / D, c = k % D;
+  const int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (c >= D) return;
+  for (int64_t t = blockIdx.y; t < T; t += gridDim.y) {
     const float g = silu(z[t * ldz + c]);
-    if (gate_out) gate_out[k] = g;
-    y[k] *= g;
+    if (gate_out) gate_out[t * D + c] = g;
+    y[t * D + c] *= g;
   }
+}
+
+__global__ void embed_kernel(const float* table, const int64_t* tokens, int64_t T, int64_t d, float* out) {
+  const int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (c >= d) return;
+  for (int64_t t = blockIdx.y; t < T; t += gridDim.y) out[t * d + c] = table[tokens[t] * d + c];
 }
 
 __global__ void residual_add_kernel(float* r, const float* o, int64_t n) {
@@ -109,13 +118,13 @@ __global__ void chunk_scan_kernel(const float* delta, int64_t T, int64_t W, cons
 void add_bias_rows(float* out, int64_t rows, int64_t cols, int64_t ld, const float* bias, cudaStream_t stream,
                    int layer) {
   if (!bias || rows * cols == 0) return;
-  add_bias_kernel<<<grid_for(rows * cols), kThreads, 0, stream>>>(out, rows, cols, ld, bias);
+  add_bias_kernel<<<grid_rows(rows, cols), kThreads, 0, stream>>>(out, rows, cols, ld, bias);
   check_launch("add_bias_rows", layer, stream);
 }
 
-void softplus_rows(float* x, int64_t rows, int64_t cols, int64_t ld, cudaStream_t stream, int layer) {
+void softplus_rows(float* x, int64_t rows, int64_t cols, int64_t ld, const float* bias, cudaStream_t stream, int layer) {
   if (rows * cols == 0) return;
-  softplus_kernel<<<grid_for(rows * cols), kThreads, 0, stream>>>(x, rows, cols, ld);
+  softplus_kernel<<<grid_rows(rows, cols), kThreads, 0, stream>>>(x, rows, cols, ld, bias);
   check_launch("softplus_rows", layer, stream);
 }
 
@@ -129,8 +138,14 @@ void mamba2_delta(const float* dt, int64_t ld, int64_t T, int64_t H, const float
 void silu_gate(float* y, const float* z, int64_t ldz, int64_t T, int64_t D, float* gate_out, cudaStream_t stream,
                int layer) {
   if (T * D == 0) return;
-  silu_gate_kernel<<<grid_for(T * D), kThreads, 0, stream>>>(y, z, ldz, T, D, gate_out);
+  silu_gate_kernel<<<grid_rows(T, D), kThreads, 0, stream>>>(y, z, ldz, T, D, gate_out);
   check_launch("silu_gate", layer, stream);
+}
+
+void embed_rows(const float* table, const int64_t* tokens, int64_t T, int64_t d, float* out, cudaStream_t stream) {
+  if (T * d == 0) return;
+  embed_kernel<<<grid_rows(T, d), kThreads, 0, stream>>>(table, tokens, T, d, out);
+  check_launch("embed_rows", -1, stream);
 }
 
 void residual_add(float* r, const float* o, int64_t n, cudaStream_t stream, int layer) {

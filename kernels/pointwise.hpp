@@ -10,14 +10,17 @@ namespace latim::cuda {
 // out[r, c] += bias[c] for r < rows, c < cols; out has leading dimension ld.
 void add_bias_rows(float* out, int64_t rows, int64_t cols, int64_t ld, const float* bias, cudaStream_t stream,
                    int layer);
-// x <- softplus(x) (torch semantics: threshold 20), dense [rows, cols] with leading dimension ld.
-void softplus_rows(float* x, int64_t rows, int64_t cols, int64_t ld, cudaStream_t stream, int layer);
+// x <- softplus(x + bias) (torch semantics: threshold 20), [rows, cols] with leading dimension ld;
+// bias ([cols]) may be null.
+void softplus_rows(float* x, int64_t rows, int64_t cols, int64_t ld, const float* bias, cudaStream_t stream, int layer);
 // Mamba-2: delta[t, h] = clamp(softplus(dt[t * ld + h] + dt_bias[h]), dt_min, dt_max).
 void mamba2_delta(const float* dt, int64_t ld, int64_t T, int64_t H, const float* dt_bias, double dt_min,
                   double dt_max, float* delta, cudaStream_t stream, int layer);
 // Mamba-1 gate: gate = SiLU(z); y <- y * gate. z has leading dimension ldz; gate_out may be null.
 void silu_gate(float* y, const float* z, int64_t ldz, int64_t T, int64_t D, float* gate_out, cudaStream_t stream,
                int layer);
+// out[t, :] = table[tokens[t], :] for t < T (ids already checked on the host); rows of d floats.
+void embed_rows(const float* table, const int64_t* tokens, int64_t T, int64_t d, float* out, cudaStream_t stream);
 // r <- r + o, n values.
 void residual_add(float* r, const float* o, int64_t n, cudaStream_t stream, int layer);
 // S[t, c] = sum_{s <= t} delta[s, c] in fp64, delta dense [T, W]. `work` holds

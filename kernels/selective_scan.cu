@@ -45,18 +45,23 @@ __global__ void __launch_bounds__(kThreads) scan_chunk_kernel(const float* __res
     }
     __syncthreads();
     if (!active) continue;
+    float dt_next = delta[s0 * D + c], x_next = x[s0 * D + c];
     for (int p = 0; p < len; ++p) {
       const int64_t t = s0 + p;
-      const float dt = delta[t * D + c], xv = x[t * D + c];
+      const float dt = dt_next, xv = x_next;
+      if (p + 1 < len) {
+        dt_next = delta[(t + 1) * D + c];
+        x_next = x[(t + 1) * D + c];
+      }
       const float dx = dt * xv;
       ds += dt;
-      float acc = 0.0f;
+      float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // four short FMA chains instead of one long one
 #pragma unroll
       for (int n = 0; n < NS; ++n) {
         h[n] = exp2f(dt * a[n]) * h[n] + dx * Bs[p][n];
-        if (kWriteY) acc += h[n] * Cs[p][n];
+        if (kWriteY) part[n % 4] += h[n] * Cs[p][n];
       }
-      if (kWriteY) y[t * D + c] = acc + dskip * xv;
+      if (kWriteY) y[t * D + c] = ((part[0] + part[1]) + (part[2] + part[3])) + dskip * xv;
     }
   }
   if (!kWriteY && active) {

@@ -4,7 +4,11 @@
 // layer's trace, both on the host.
 #include <cuda_runtime.h>
 
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <map>
 #include <vector>
 
 #include "backend/cuda_backend.hpp"
@@ -52,15 +56,91 @@ const T* put(DeviceArray<T>& a, const std::vector<T>& v, const std::string& what
 
 const float* ptr(const DeviceArray<float>& a) { return a.size() ? a.get() : nullptr; }
 
-// Copies rows x cols floats with source leading dimension ld into a dense host vector.
-template <class T>
-void download(std::vector<T>& dst, const T* src, int64_t rows, int64_t cols, int64_t ld, const char* what, int layer) {
-  dst.resize(static_cast<std::size_t>(rows * cols));
-  if (rows * cols == 0) return;
-  cuda::check(cudaMemcpy2D(dst.data(), cols * sizeof(T), src, ld * sizeof(T), cols * sizeof(T), rows,
-                           cudaMemcpyDeviceToHost),
-              what, layer);
-}
+// Page-locked staging for device-to-host copies (grow-only, up to kMaxPinned bytes; larger
+// copies go straight to pageable memory).
+class PinnedStage {
+ public:
+  ~PinnedStage() {
+    if (ptr_) cudaFreeHost(ptr_);
+  }
+  template <class T>
+  void download(std::vector<T>& dst, const T* src, int64_t rows, int64_t cols, int64_t ld, const char* what, int layer) {
+    const std::size_t n = static_cast<std::size_t>(rows * cols), bytes = n * sizeof(T);
+    if (n == 0) {
+      dst.clear();
+      return;
+    }
+    if (bytes > kMaxPinned || !reserve(bytes)) {
+      dst.resize(n);
+      cuda::check(cudaMemcpy2D(dst.data(), cols * sizeof(T), src, ld * sizeof(T), cols * sizeof(T), rows,
+                               cudaMemcpyDeviceToHost),
+                  what, layer);
+      return;
+    }
+    T* stage = static_cast<T*>(ptr_);
+    cuda::check(cudaMemcpy2D(stage, cols * sizeof(T), src, ld * sizeof(T), cols * sizeof(T), rows, cudaMemcpyDeviceToHost),
+                what, layer);
+    dst.assign(stage, stage + n);
+  }
+
+ private:
+  static constexpr std::size_t kMaxPinned = std::size_t{1} << 30;
+  bool reserve(std::size_t bytes) {
+    if (bytes <= size_) return true;
+    if (ptr_) cudaFreeHost(ptr_);
+    ptr_ = nullptr;
+    size_ = 0;
+    if (cudaMallocHost(&ptr_, bytes) != cudaSuccess) {
+      cudaGetLastError();
+      ptr_ = nullptr;
+      return false;  // no page-locked memory: copy to pageable memory instead
+    }
+    size_ = bytes;
+    return true;
+  }
+  void* ptr_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+// With LATIM_CUDA_PROFILE=1 in the environment, synchronises after every stage of the
+// forward pass and prints the time per stage when the backend is destroyed.
+class StageClock {
+ public:
+  StageClock() {
+    const char* e = std::getenv("LATIM_CUDA_PROFILE");
+    on_ = e && std::strcmp(e, "0") != 0;
+  }
+  ~StageClock() {
+    if (!on_ || acc_.empty()) return;
+    double total = 0;
+    for (const auto& [k, v] : acc_) total += v;
+    std::fprintf(stderr, "latim cuda forward profile (%.3f s in all):\n", total);
+    for (const auto& [k, v] : acc_) std::fprintf(stderr, "  %-22s %9.3f ms  %5.1f%%\n", k.c_str(), v * 1e3, 100 * v / total);
+  }
+  void start(const char* stage) {
+    if (!on_) return;
+    cudaDeviceSynchronize();
+    close();
+    cur_ = stage;
+    t0_ = now();
+  }
+  void stop() {
+    if (!on_) return;
+    cudaDeviceSynchronize();
+    close();
+    cur_ = nullptr;
+  }
+
+ private:
+  static double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+  void close() {
+    if (cur_) acc_[cur_] += now() - t0_;
+  }
+  bool on_ = false;
+  const char* cur_ = nullptr;
+  double t0_ = 0;
+  std::map<std::string, double> acc_;
+};
 
 class CudaBackend final : public ComputeBackend {
  public:
@@ -70,7 +150,15 @@ class CudaBackend final : public ComputeBackend {
     cudaDeviceProp prop{};
     cuda::check(cudaGetDeviceProperties(&prop, dev), "cudaGetDeviceProperties");
     device_name_ = prop.name;
+    cuda::check(cudaEventCreate(&ev0_), "cudaEventCreate");
+    cuda::check(cudaEventCreate(&ev1_), "cudaEventCreate");
   }
+  ~CudaBackend() override {
+    cudaEventDestroy(ev0_);
+    cudaEventDestroy(ev1_);
+  }
+  // Device time of the last forward pass, from the embedded tokens to the final norm.
+  double last_device_seconds() const { return last_device_seconds_; }
   std::string name() const override { return "cuda"; }
   std::string device_name() const override { return device_name_; }
   Precision precision() const override { return precision_; }
@@ -84,8 +172,15 @@ class CudaBackend final : public ComputeBackend {
     set_cuda_tile_layer_lookup(*tiles_, [first = model.layers.data(), n = model.layers.size()](const LayerWeights* w) {
       return w >= first && w < first + n ? static_cast<int>(w - first) : -1;
     });
-    std::vector<float> r_host = embed_tokens(model, tokens);
-    float* r = r_.upload(r_host.data(), T * d, "residual stream");
+    for (int64_t t = 0; t < T; ++t)
+      if (tokens[t] < 0 || tokens[t] >= c.vocab_size)
+        fail("forward: token id ", tokens[t], " at position ", t, " is outside [0, ", c.vocab_size, ")");
+    const int64_t* tok = tokens_.upload(tokens.data(), T, "token ids");
+    float* r = r_.reserve(T * d, "residual stream");
+    cuda::check(cudaEventRecord(ev0_), "cudaEventRecord");
+    clock_.start("embedding");
+    cuda::embed_rows(embedding_.get(), tok, T, d, r, nullptr);
+    std::vector<float> r_host;
     LayerTrace trace;
     for (int64_t l = 0; l < c.n_layer; ++l) {
       const int layer = static_cast<int>(l);
@@ -93,15 +188,24 @@ class CudaBackend final : public ComputeBackend {
       if (c.family == Family::Mamba1) mamba1_layer(c, layers_[l], layer, T, r, want ? &trace : nullptr);
       else mamba2_layer(c, layers_[l], layer, T, r, want ? &trace : nullptr);
       if (obs) {
-        download(r_host, r, T, d, d, "residual download", layer);
+        clock_.start("observer (host)");
+        stage_.download(r_host, r, T, d, d, "residual download", layer);
         obs->on_layer(layer, model.layers[l], want ? &trace : nullptr, r_host);
       }
     }
+    clock_.start("final norm");
     float* h = u_.reserve(T * d, "final norm output");
     cuda::rmsnorm_rows(r, T, d, norm_f_.get(), c.norm_eps, h, nullptr, -1);
+    cuda::check(cudaEventRecord(ev1_), "cudaEventRecord");
+    cuda::check(cudaEventSynchronize(ev1_), "forward pass");
+    float ms = 0;
+    cudaEventElapsedTime(&ms, ev0_, ev1_);
+    last_device_seconds_ = ms * 1e-3;
+    clock_.start("final download");
     ForwardOutput out;
     out.T = T;
-    download(out.final_hidden, static_cast<const float*>(h), T, d, d, "final hidden download", -1);
+    stage_.download(out.final_hidden, static_cast<const float*>(h), T, d, d, "final hidden download", -1);
+    clock_.stop();
     return out;
   }
 
@@ -143,45 +247,55 @@ class CudaBackend final : public ComputeBackend {
       put(g.gated_norm, w.gated_norm, "weights (gated norm)", layer);
     }
     put(norm_f_, m.norm_f, "weights (final norm)", -1);
+    put(embedding_, m.embedding, "weights (embedding)", -1);
     model_key_ = key;
     model_sample_ = sample;
   }
 
   void mamba1_layer(const ModelConfig& c, const DeviceLayer& w, int layer, int64_t T, float* r, LayerTrace* tr) {
     const int64_t d = c.d_model, D = c.d_inner, N = c.d_state, R = c.dt_rank, K = c.d_conv, XR = c.x_proj_rows();
+    clock_.start("rmsnorm");
     float* u = u_.reserve(T * d, "forward workspace (normed input)", layer);
     cuda::rmsnorm_rows(r, T, d, w.norm.get(), c.norm_eps, u, nullptr, layer);
+    clock_.start("in_proj");
     float* proj = proj_.reserve(T * 2 * D, "forward workspace (in_proj output)", layer);
     cuda::linear(blas_, mode_, u, T, d, d, w.in_proj.get(), 2 * D, ptr(w.in_proj_b), proj, 2 * D, nullptr, "in_proj", layer);
+    clock_.start("conv");
     float* x = x_.reserve(T * D, "forward workspace (conv output)", layer);
     cuda::causal_conv(proj, T, D, 2 * D, w.conv_w.get(), static_cast<int>(K), ptr(w.conv_b),
                       c.activation == Activation::SiLU, x, nullptr, layer);
+    clock_.start("x_proj, dt_proj");
     float* xdbl = xdbl_.reserve(T * XR, "forward workspace (x_proj output)", layer);
     cuda::linear(blas_, mode_, x, T, D, D, w.x_proj.get(), XR, nullptr, xdbl, XR, nullptr, "x_proj", layer);
     float* delta = delta_.reserve(T * D, "forward workspace (delta)", layer);
-    cuda::linear(blas_, mode_, xdbl, T, R, XR, w.dt_proj.get(), D, ptr(w.dt_proj_b), delta, D, nullptr, "dt_proj", layer);
-    cuda::softplus_rows(delta, T, D, D, nullptr, layer);
+    cuda::linear(blas_, mode_, xdbl, T, R, XR, w.dt_proj.get(), D, nullptr, delta, D, nullptr, "dt_proj", layer);
+    cuda::softplus_rows(delta, T, D, D, ptr(w.dt_proj_b), nullptr, layer);
+    clock_.start("selective scan");
     float* y = y_.reserve(T * D, "forward workspace (scan output)", layer);
     float* work = scan_work_.reserve(cuda::selective_scan_work(T, D, N), "selective scan chunk states", layer);
     cuda::selective_scan(x, delta, w.A.get(), xdbl + R, XR, xdbl + R + N, XR, w.D_skip.get(), T, D, N, y, nullptr, work,
                          nullptr, layer);
+    clock_.start("gate");
     float* gate = tr ? gate_.reserve(T * D, "forward workspace (gate)", layer) : nullptr;
     cuda::silu_gate(y, proj + D, 2 * D, T, D, gate, nullptr, layer);
+    clock_.start("out_proj");
     float* o = o_.reserve(T * d, "forward workspace (mixer output)", layer);
     cuda::linear(blas_, mode_, y, T, D, D, w.out_proj.get(), d, ptr(w.out_proj_b), o, d, nullptr, "out_proj", layer);
     if (tr) {
+      clock_.start("trace download");
       tr->T = T;
-      download(tr->r_in, static_cast<const float*>(r), T, d, d, "trace download (r_in)", layer);
-      download(tr->o, static_cast<const float*>(o), T, d, d, "trace download (o)", layer);
-      download(tr->v, static_cast<const float*>(proj), T, D, 2 * D, "trace download (v)", layer);
-      download(tr->x, static_cast<const float*>(x), T, D, D, "trace download (x)", layer);
-      download(tr->delta, static_cast<const float*>(delta), T, D, D, "trace download (delta)", layer);
-      download(tr->B, static_cast<const float*>(xdbl + R), T, N, XR, "trace download (B)", layer);
-      download(tr->C, static_cast<const float*>(xdbl + R + N), T, N, XR, "trace download (C)", layer);
-      download(tr->gate, static_cast<const float*>(gate), T, D, D, "trace download (gate)", layer);
+      stage_.download(tr->r_in, static_cast<const float*>(r), T, d, d, "trace download (r_in)", layer);
+      stage_.download(tr->o, static_cast<const float*>(o), T, d, d, "trace download (o)", layer);
+      stage_.download(tr->v, static_cast<const float*>(proj), T, D, 2 * D, "trace download (v)", layer);
+      stage_.download(tr->x, static_cast<const float*>(x), T, D, D, "trace download (x)", layer);
+      stage_.download(tr->delta, static_cast<const float*>(delta), T, D, D, "trace download (delta)", layer);
+      stage_.download(tr->B, static_cast<const float*>(xdbl + R), T, N, XR, "trace download (B)", layer);
+      stage_.download(tr->C, static_cast<const float*>(xdbl + R + N), T, N, XR, "trace download (C)", layer);
+      stage_.download(tr->gate, static_cast<const float*>(gate), T, D, D, "trace download (gate)", layer);
       tr->gamma.clear();
       download_S(tr, delta, T, D, layer);
     }
+    clock_.start("residual add");
     cuda::residual_add(r, o, T * d, nullptr, layer);
   }
 
@@ -189,38 +303,47 @@ class CudaBackend final : public ComputeBackend {
     const int64_t d = c.d_model, D = c.d_inner, N = c.d_state, K = c.d_conv;
     const int64_t H = c.n_heads, P = c.head_dim, G = c.n_groups, GN = G * N;
     const int64_t CC = c.conv_channels(), IR = c.in_proj_rows();
+    clock_.start("rmsnorm");
     float* u = u_.reserve(T * d, "forward workspace (normed input)", layer);
     cuda::rmsnorm_rows(r, T, d, w.norm.get(), c.norm_eps, u, nullptr, layer);
+    clock_.start("in_proj");
     float* proj = proj_.reserve(T * IR, "forward workspace (in_proj output)", layer);
     cuda::linear(blas_, mode_, u, T, d, d, w.in_proj.get(), IR, ptr(w.in_proj_b), proj, IR, nullptr, "in_proj", layer);
+    clock_.start("conv");
     float* conv = x_.reserve(T * CC, "forward workspace (conv output)", layer);
     cuda::causal_conv(proj + D, T, CC, IR, w.conv_w.get(), static_cast<int>(K), ptr(w.conv_b),
                       c.activation == Activation::SiLU, conv, nullptr, layer);
+    clock_.start("delta");
     float* delta = delta_.reserve(T * H, "forward workspace (delta)", layer);
     cuda::mamba2_delta(proj + D + CC, IR, T, H, w.dt_bias.get(), c.dt_min, c.dt_max, delta, nullptr, layer);
+    clock_.start("ssd scan");
     float* y = y_.reserve(T * D, "forward workspace (scan output)", layer);
     float* work = scan_work_.reserve(cuda::ssd_scan_work(T, H, P, N), "SSD scan chunk states", layer);
     cuda::ssd_scan(conv, CC, delta, w.A.get(), conv + D, conv + D + GN, CC, w.D_skip.get(), T, H, P, N, G, y, nullptr,
                    work, nullptr, layer);
+    clock_.start("gated rmsnorm");
     float* gate = tr ? gate_.reserve(T * D, "forward workspace (gate)", layer) : nullptr;
     float* gamma = tr ? gamma_.reserve(T * D, "forward workspace (gamma)", layer) : nullptr;
     cuda::gated_rmsnorm(y, proj, IR, T, D, G, w.gated_norm.get(), c.gated_norm_eps, c.norm_before_gate, gate, gamma,
                         nullptr, layer);
+    clock_.start("out_proj");
     float* o = o_.reserve(T * d, "forward workspace (mixer output)", layer);
     cuda::linear(blas_, mode_, y, T, D, D, w.out_proj.get(), d, ptr(w.out_proj_b), o, d, nullptr, "out_proj", layer);
     if (tr) {
+      clock_.start("trace download");
       tr->T = T;
-      download(tr->r_in, static_cast<const float*>(r), T, d, d, "trace download (r_in)", layer);
-      download(tr->o, static_cast<const float*>(o), T, d, d, "trace download (o)", layer);
-      download(tr->v, static_cast<const float*>(proj + D), T, D, IR, "trace download (v)", layer);
-      download(tr->x, static_cast<const float*>(conv), T, D, CC, "trace download (x)", layer);
-      download(tr->delta, static_cast<const float*>(delta), T, H, H, "trace download (delta)", layer);
-      download(tr->B, static_cast<const float*>(conv + D), T, GN, CC, "trace download (B)", layer);
-      download(tr->C, static_cast<const float*>(conv + D + GN), T, GN, CC, "trace download (C)", layer);
-      download(tr->gate, static_cast<const float*>(gate), T, D, D, "trace download (gate)", layer);
-      download(tr->gamma, static_cast<const float*>(gamma), T, D, D, "trace download (gamma)", layer);
+      stage_.download(tr->r_in, static_cast<const float*>(r), T, d, d, "trace download (r_in)", layer);
+      stage_.download(tr->o, static_cast<const float*>(o), T, d, d, "trace download (o)", layer);
+      stage_.download(tr->v, static_cast<const float*>(proj + D), T, D, IR, "trace download (v)", layer);
+      stage_.download(tr->x, static_cast<const float*>(conv), T, D, CC, "trace download (x)", layer);
+      stage_.download(tr->delta, static_cast<const float*>(delta), T, H, H, "trace download (delta)", layer);
+      stage_.download(tr->B, static_cast<const float*>(conv + D), T, GN, CC, "trace download (B)", layer);
+      stage_.download(tr->C, static_cast<const float*>(conv + D + GN), T, GN, CC, "trace download (C)", layer);
+      stage_.download(tr->gate, static_cast<const float*>(gate), T, D, D, "trace download (gate)", layer);
+      stage_.download(tr->gamma, static_cast<const float*>(gamma), T, D, D, "trace download (gamma)", layer);
       download_S(tr, delta, T, H, layer);
     }
+    clock_.start("residual add");
     cuda::residual_add(r, o, T * d, nullptr, layer);
   }
 
@@ -228,7 +351,7 @@ class CudaBackend final : public ComputeBackend {
     double* S = S_.reserve(T * W, "trace (cumulative delta)", layer);
     double* work = cumsum_work_.reserve(cuda::cumulative_sum_work(T, W), "cumulative sum workspace", layer);
     cuda::cumulative_sum(delta, T, W, S, work, nullptr, layer);
-    download(tr->S, static_cast<const double*>(S), T, W, W, "trace download (S)", layer);
+    stage_.download(tr->S, static_cast<const double*>(S), T, W, W, "trace download (S)", layer);
   }
 
   Precision precision_;
@@ -236,6 +359,12 @@ class CudaBackend final : public ComputeBackend {
   std::unique_ptr<TileBackend> tiles_;
   std::string device_name_;
   cuda::Blas blas_;
+  StageClock clock_;
+  PinnedStage stage_;
+  cudaEvent_t ev0_ = nullptr, ev1_ = nullptr;
+  double last_device_seconds_ = 0;
+  DeviceArray<float> embedding_;
+  DeviceArray<int64_t> tokens_;
   std::vector<const void*> model_key_;
   std::vector<float> model_sample_;
   std::vector<DeviceLayer> layers_;
@@ -245,6 +374,11 @@ class CudaBackend final : public ComputeBackend {
 };
 
 }  // namespace
+
+double cuda_forward_device_seconds(const ComputeBackend& backend) {
+  const auto* b = dynamic_cast<const CudaBackend*>(&backend);
+  return b ? b->last_device_seconds() : -1.0;
+}
 
 std::unique_ptr<ComputeBackend> make_cuda_backend(Precision precision) {
   return std::make_unique<CudaBackend>(precision);

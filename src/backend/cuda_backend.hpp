@@ -14,6 +14,9 @@ namespace latim {
 
 bool cuda_device_present();
 std::unique_ptr<ComputeBackend> make_cuda_backend(Precision precision);
+// Device time of the last forward pass of a CUDA backend (embedding to final norm, without
+// the host copies); -1 for another backend.
+double cuda_forward_device_seconds(const ComputeBackend& backend);
 // A tile backend computing on the current CUDA device in the given projection precision.
 std::unique_ptr<TileBackend> make_cuda_tile_backend(Precision precision);
 
