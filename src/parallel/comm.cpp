@@ -177,8 +177,26 @@ Group Group::split(int colour, int key) const {
   return g;
 }
 
+#ifdef LATIM_HAVE_MPI
+namespace {
+// Whether a launcher (mpirun/mpiexec, srun with PMI/PMIx, hydra) started this process. A
+// process started by hand runs as one rank without initialising MPI: Open MPI's singleton
+// start needs its daemon on PATH, which a plain `latim run` should never depend on.
+bool started_by_mpi_launcher() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "MPI_LOCALNRANKS",
+                        "HYDRA_CONTROL_FD", "MV2_COMM_WORLD_SIZE", "I_MPI_HYDRA_UUID"})
+    if (std::getenv(v)) return true;
+  return false;
+}
+}  // namespace
+#endif
+
 Comm::Comm(int* argc, char*** argv) {
 #ifdef LATIM_HAVE_MPI
+  if (!started_by_mpi_launcher() && !std::getenv("LATIM_FORCE_MPI_INIT")) {
+    thread_multiple_ = true;
+    return;  // one rank; MPI stays uninitialised
+  }
   int initialised = 0;
   MPI_Initialized(&initialised);
   int provided = MPI_THREAD_SINGLE;
