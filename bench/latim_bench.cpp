@@ -13,6 +13,7 @@
 
 #include "latim/forward.hpp"
 #include "latim/latim.hpp"
+#include "model/cpu_ops.hpp"
 
 using namespace latim;
 
@@ -125,6 +126,7 @@ struct LayerMaps : LayerObserver {
 }  // namespace
 
 int main(int argc, char** argv) {
+  latim::cpu::flush_denormals_to_zero();
   int64_t fwd_T = 4096, layers = 24;
   std::vector<int64_t> map_T{512, 2048};
   std::string json = "latim_bench.json";

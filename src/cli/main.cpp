@@ -9,6 +9,7 @@
 #include "cli/commands.hpp"
 #include "latim/error.hpp"
 #include "latim/version.hpp"
+#include "model/cpu_ops.hpp"
 
 namespace {
 
@@ -28,6 +29,7 @@ void print_usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  latim::cpu::flush_denormals_to_zero();  // before any thread exists, so all inherit it
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     print_usage();
     return argc < 2 ? 2 : 0;

@@ -25,6 +25,7 @@
 #include "latim/version.hpp"
 #include "io/output_service.hpp"
 #include "parallel/distributed_run.hpp"
+#include "model/cpu_ops.hpp"
 
 namespace po = boost::program_options;
 
@@ -242,6 +243,9 @@ int run_command(int argc, char** argv) {
   if (o.tile < 16 || o.tile > 8192) fail("--tile: ", o.tile, " is outside [16, 8192]");
   if (o.threads < 0) fail("--threads: must be >= 0");
   if (o.threads > 0) omp_set_num_threads(o.threads);
+  // Threads made before main (by libraries) did not inherit the mode: set it on each.
+#pragma omp parallel
+  cpu::flush_denormals_to_zero();
 
   const auto t0 = std::chrono::steady_clock::now();
   // Every input is checked on every rank before the output file exists; the lowest failing

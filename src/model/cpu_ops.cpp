@@ -5,7 +5,19 @@
 
 #include <vector>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#include <pmmintrin.h>
+#endif
+
 namespace latim::cpu {
+
+void flush_denormals_to_zero() {
+#if defined(__x86_64__) || defined(__i386__)
+  _MM_SET_FLUSH_ZERO_MODE(_MM_FLUSH_ZERO_ON);
+  _MM_SET_DENORMALS_ZERO_MODE(_MM_DENORMALS_ZERO_ON);
+#endif
+}
 
 void linear(const float* in, int64_t rows, int64_t in_dim, int64_t lda, const float* W,
             int64_t out_dim, const float* bias, float* out, int64_t ldo) {
