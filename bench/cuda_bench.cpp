@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "backend/cuda_backend.hpp"
+#include "bench_models.hpp"
 #include "latim/backend.hpp"
 #include "latim/error.hpp"
 #include "latim/forward.hpp"
@@ -36,16 +37,9 @@
 #include "latim_tile.hpp"
 
 using namespace latim;
+using namespace latim::bench;
 
 namespace {
-
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
-double peak_rss_gib() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return ru.ru_maxrss / (1024.0 * 1024.0);
-}
 
 double device_used_gib() {
   std::size_t free_b = 0, total_b = 0;
@@ -70,76 +64,6 @@ double norm_error(const A& a, const B& b) {
 }
 
 // ---------------------------------------------------------------- random 130m-shaped models
-ModelConfig shape_130m(Family f, int layers) {
-  ModelConfig c;
-  c.family = f;
-  c.source_format = "hf";
-  c.d_model = 768;
-  c.n_layer = layers;
-  c.vocab_size = c.vocab_rows = 50280;
-  c.d_inner = 1536;
-  c.d_conv = 4;
-  if (f == Family::Mamba1) {
-    c.d_state = 16;
-    c.dt_rank = 48;
-  } else {
-    c.d_state = 128;
-    c.n_heads = 24;
-    c.head_dim = 64;
-    c.n_groups = 1;
-  }
-  return c;
-}
-
-std::vector<float> randn(std::mt19937& g, int64_t n, float scale, float mean = 0.0f) {
-  std::normal_distribution<float> d(mean, scale);
-  std::vector<float> v(static_cast<std::size_t>(n));
-  for (auto& x : v) x = d(g);
-  return v;
-}
-
-ModelWeights random_model(const ModelConfig& c, uint32_t seed) {
-  std::mt19937 g(seed);
-  ModelWeights m;
-  m.config = c;
-  const int64_t d = c.d_model, D = c.d_inner, N = c.d_state, K = c.d_conv;
-  m.embedding = randn(g, c.vocab_rows * d, 1.0f);
-  m.norm_f = randn(g, d, 0.1f, 1.0f);
-  for (int64_t l = 0; l < c.n_layer; ++l) {
-    LayerWeights w;
-    w.norm = randn(g, d, 0.1f, 1.0f);
-    w.in_proj = randn(g, c.in_proj_rows() * d, 1.0f / std::sqrt(float(d)));
-    w.conv_w = randn(g, c.conv_channels() * K, 0.5f);
-    w.conv_b = randn(g, c.conv_channels(), 0.1f);
-    w.out_proj = randn(g, d * D, 1.0f / std::sqrt(float(D)));
-    std::uniform_real_distribution<float> u(0.5f, 3.0f);
-    if (c.family == Family::Mamba1) {
-      w.x_proj = randn(g, c.x_proj_rows() * D, 1.0f / std::sqrt(float(D)));
-      w.dt_proj = randn(g, D * c.dt_rank, 1.0f / std::sqrt(float(c.dt_rank)));
-      w.dt_proj_b = randn(g, D, 0.5f, -3.0f);
-      w.A.resize(D * N);
-      for (int64_t k = 0; k < D * N; ++k) w.A[k] = -(1.0f + float(k % N));
-      w.D_skip = randn(g, D, 0.5f, 1.0f);
-    } else {
-      w.dt_bias = randn(g, c.n_heads, 0.5f, -3.0f);
-      w.A.resize(c.n_heads);
-      for (auto& a : w.A) a = -u(g);
-      w.D_skip = randn(g, c.n_heads, 0.5f, 1.0f);
-      w.gated_norm = randn(g, D, 0.1f, 1.0f);
-    }
-    m.layers.push_back(std::move(w));
-  }
-  return m;
-}
-
-std::vector<int64_t> random_tokens(int64_t T, int64_t V, uint32_t seed = 7) {
-  std::mt19937 g(seed);
-  std::uniform_int_distribution<int64_t> d(0, V - 1);
-  std::vector<int64_t> t(static_cast<std::size_t>(T));
-  for (auto& x : t) x = d(g);
-  return t;
-}
-
 struct Recorder : LayerObserver {
   int trace_layers = 1 << 30;  // layers [0, trace_layers) keep their trace
   bool wants_trace(int layer) const override { return layer < trace_layers; }
@@ -443,8 +367,8 @@ std::vector<int64_t> parse_list(const std::string& s) {
   return v;
 }
 
-int bench(const std::vector<int64_t>& forward_T, const std::vector<int64_t>& latim_T, int64_t tile, int layers,
-          const std::string& json_path, const std::string& what, const std::string& family) {
+int run_benchmarks(const std::vector<int64_t>& forward_T, const std::vector<int64_t>& latim_T, int64_t tile, int layers,
+                   const std::string& json_path, const std::string& what, const std::string& family) {
   Json js(json_path);
   const double peak = cublas_bf16_tflops();
   std::printf("cuBLAS bf16 8192^3: %.0f TFLOP/s (reference rate for the tile kernel)\n", peak);
@@ -624,7 +548,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     if (mode == "parity") return parity(data, json);
-    if (mode == "bench") return bench(forward_T, latim_T, tile, layers, json, what, family);
+    if (mode == "bench") return run_benchmarks(forward_T, latim_T, tile, layers, json, what, family);
     fail("unknown mode ", mode, " (parity or bench)");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cuda_bench: %s\n", e.what());

@@ -2,13 +2,14 @@
 """Runs `latim run` and the numpy reference (tools/reference/latim_ref.py) on every fixture
 and checks that logits, every score map and the approximation error agree to 1e-5
 (max |a - b| / max |b| per dataset), with NaN exactly where the reference has NaN."""
-import argparse
 import os
 import subprocess
 import sys
 
 import h5py
 import numpy as np
+
+from latim_testlib import parse_args, rel_error
 
 SCORES = "l2,l1,alti,alti-rollout,hidden-attn"
 FIXTURES = ["mamba1_f32", "mamba1_bias_f16", "mamba1_ssm_padded", "mamba1_identity_f32",
@@ -17,31 +18,21 @@ TOL = 1e-5
 
 
 def compare(name, got, want):
-    got = np.asarray(got, dtype=np.float64)
-    want = np.asarray(want, dtype=np.float64)
+    got, want = np.asarray(got), np.asarray(want)
     if got.shape != want.shape:
         return f"{name}: shape {got.shape} != reference {want.shape}"
-    if not np.array_equal(np.isnan(got), np.isnan(want)):
+    # approx_error is a ratio already, near 0 for identity models: compare it absolutely.
+    err = rel_error(got, want, floor=1.0 if name.endswith("approx_error") else 0.0)
+    if err == float("inf"):
         return f"{name}: NaN pattern differs from the reference"
-    mask = ~np.isnan(want)
-    scale = np.abs(want[mask]).max(initial=0.0)
-    if name.endswith("approx_error"):
-        scale = max(scale, 1.0)  # a ratio already: near 0 for identity models, compare absolutely
-    diff = np.abs(got[mask] - want[mask]).max(initial=0.0)
-    err = diff / scale if scale > 0 else diff
     if not err <= TOL:
         return f"{name}: relative error {err:.3g} > {TOL}"
     return None
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--latim", required=True)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--work", required=True)
-    ap.add_argument("--tokens", type=int, default=37, help="prompt length (T <= 40 keeps the reference fast)")
-    args = ap.parse_args()
-    os.makedirs(args.work, exist_ok=True)
+    args = parse_args(__doc__, lambda ap: ap.add_argument(
+        "--tokens", type=int, default=37, help="prompt length (T <= 40 keeps the reference fast)"))
     ref = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools", "reference", "latim_ref.py")
     failures = []
     for fx in FIXTURES:

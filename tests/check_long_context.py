@@ -2,7 +2,6 @@
 """Long contexts on the CPU: a tiny model at T = 200K with --rows, and --pool/--topk at
 T = 8K, checking that peak host memory stays far below anything T^2-sized (a T x T
 float32 map would be 160 GB at T = 200K) and that the outputs are complete."""
-import argparse
 import os
 import resource
 import subprocess
@@ -10,6 +9,8 @@ import sys
 
 import h5py
 import numpy as np
+
+from latim_testlib import parse_args
 
 
 def run(cmd, env):
@@ -20,12 +21,7 @@ def run(cmd, env):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--latim", required=True)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--work", required=True)
-    args = ap.parse_args()
-    os.makedirs(args.work, exist_ok=True)
+    args = parse_args(__doc__)
     env = dict(os.environ)
     model = os.path.join(args.data, "mamba2_f32")
     rng = np.random.default_rng(0)

@@ -2,26 +2,21 @@
 """Every query plan of `latim run` (--rows, --pool, --topk, --window) must equal the same
 reduction applied to the full map, for each score and layer; plans computed on 2 ranks
 must equal the single-process plans."""
-import argparse
 import os
-import shutil
 import subprocess
 import sys
 
 import h5py
 import numpy as np
 
+from latim_testlib import mpiexec, parse_args, rel_error
+
 SCORES = "l2,alti,hidden-attn"
 TOL = 1e-5
 
 
 def close(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.shape != b.shape or not np.array_equal(np.isnan(a), np.isnan(b)):
-        return False
-    m = ~np.isnan(a)
-    scale = max(np.abs(b[m]).max(initial=0.0), 1e-30)
-    return np.abs(a[m] - b[m]).max(initial=0.0) <= TOL * scale
+    return rel_error(a, b, floor=1e-30) <= TOL
 
 
 def check_plan_file(full_path, plan_path, rows, pool, topk, window, label):
@@ -77,12 +72,7 @@ def check_plan_file(full_path, plan_path, rows, pool, topk, window, label):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--latim", required=True)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--work", required=True)
-    args = ap.parse_args()
-    os.makedirs(args.work, exist_ok=True)
+    args = parse_args(__doc__)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     failures = []
     for fixture in ("mamba2_f32", "mamba1_bias_f16"):
@@ -99,8 +89,7 @@ def main():
         failures += check_plan_file(w("full"), w("last"), np.arange(290, 300), 0, 0, 0, f"{fixture}: rows last:10 alone")
         subprocess.run(base + ["--out", w("band")] + ["--window", "9"], check=True, env=env)
         failures += check_plan_file(w("full"), w("band"), None, 0, 0, 9, f"{fixture}: window alone")
-        mpi = [shutil.which("mpiexec"), "-n", "2", "--oversubscribe"] + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
-        subprocess.run(mpi + base + ["--out", w("combo2")] + combo, check=True, env=env)
+        subprocess.run(mpiexec(2) + base + ["--out", w("combo2")] + combo, check=True, env=env)
         failures += check_plan_file(w("full"), w("combo2"), rows, 16, 5, 7, f"{fixture}: the combined plan on 2 ranks")
     return 1 if failures else 0
 

@@ -2,14 +2,14 @@
 """Runs `latim run` under mpiexec with several rank layouts (sequence shards, layer stages,
 pipeline chunks) and checks that every dataset equals the single-process run to 1e-5
 (max |a - b| / max |b|), with identical NaN patterns and integer datasets."""
-import argparse
 import os
-import shutil
 import subprocess
 import sys
 
 import h5py
 import numpy as np
+
+from latim_testlib import mpiexec, parse_args, rel_error
 
 TOL = 1e-5
 # (fixture, scores, [(ranks, extra flags), ...])
@@ -21,16 +21,6 @@ CASES = [
     ("mamba2_g2_f32", "l2,alti",
      [(2, []), (2, ["--layer-shards", "2", "--chunk-tokens", "50"])]),
 ]
-
-
-def mpiexec_prefix(n):
-    exe = shutil.which("mpiexec") or shutil.which("mpirun")
-    if exe is None:
-        sys.exit("mpiexec not found (install openmpi-bin)")
-    flags = ["--oversubscribe"]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        flags.append("--allow-run-as-root")
-    return [exe, "-n", str(n)] + flags
 
 
 def compare(a, b):
@@ -49,13 +39,10 @@ def compare(a, b):
             if not np.array_equal(x, y):
                 problems.append(f"{name}: differs")
         else:
-            if not np.array_equal(np.isnan(x), np.isnan(y)):
+            err = rel_error(y, x)
+            if err == float("inf"):
                 problems.append(f"{name}: NaN pattern differs")
-                return
-            m = ~np.isnan(x)
-            scale = max(np.abs(x[m]).max(initial=0.0), 1e-30)
-            err = np.abs(x[m] - y[m]).max(initial=0.0) / scale
-            if not err <= TOL:
+            elif not err <= TOL:
                 problems.append(f"{name}: relative error {err:.3g}")
 
     a.visititems(visit)
@@ -65,12 +52,7 @@ def compare(a, b):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--latim", required=True)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--work", required=True)
-    args = ap.parse_args()
-    os.makedirs(args.work, exist_ok=True)
+    args = parse_args(__doc__)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     failures = 0
     for fixture, scores, layouts in CASES:
@@ -81,7 +63,7 @@ def main():
         subprocess.run(base + ["--out", ref], check=True, env=env)
         for i, (n, extra) in enumerate(layouts):
             out = os.path.join(args.work, f"{fixture}.{n}ranks.{i}.h5")
-            subprocess.run(mpiexec_prefix(n) + base + ["--out", out] + extra, check=True, env=env)
+            subprocess.run(mpiexec(n) + base + ["--out", out] + extra, check=True, env=env)
             with h5py.File(ref, "r") as a, h5py.File(out, "r") as b:
                 problems = compare(a, b)
             label = f"{fixture}: {n} rank(s) {' '.join(extra) or '(default layout)'}"

@@ -2,9 +2,7 @@
 """Interrupts `latim run` midway and resumes it with --resume: the finished file must be
 identical (bit for bit) to an uninterrupted run. Covers a simulated signal at a fixed
 point (LATIM_TEST_STOP_AFTER), on 1 and 2 ranks, and a real SIGTERM sent to a running job."""
-import argparse
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,12 +11,11 @@ import time
 import h5py
 import numpy as np
 
+from latim_testlib import mpiexec, parse_args
+
 
 def mpi(n):
-    if n == 1:
-        return []
-    flags = ["--oversubscribe"] + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
-    return [shutil.which("mpiexec"), "-n", str(n)] + flags
+    return [] if n == 1 else mpiexec(n)
 
 
 def identical(a_path, b_path):
@@ -37,12 +34,7 @@ def identical(a_path, b_path):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--latim", required=True)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--work", required=True)
-    args = ap.parse_args()
-    os.makedirs(args.work, exist_ok=True)
+    args = parse_args(__doc__)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     failures = []
     model = os.path.join(args.data, "mamba2_f32")

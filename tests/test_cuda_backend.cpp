@@ -19,6 +19,7 @@
 #include "latim/safetensors.hpp"
 #include "latim/tokens.hpp"
 #include "test_cuda_util.hpp"
+#include "test_util.hpp"
 
 #ifdef LATIM_HAVE_CUDA
 #include "backend/cuda_backend.hpp"
@@ -123,22 +124,7 @@ TEST_P(BackendTest, ForwardAndTracesMatchCpuBackend) {
   }
 }
 
-struct MemorySink : MapSink {
-  int64_t T = 0;
-  std::map<std::pair<int, Score>, std::vector<float>> maps;
-  std::map<int, std::vector<float>> eps;
-  void on_panel(int layer, Score s, int64_t i0, int64_t ni, int64_t ncols, const float* data) override {
-    auto& m = maps[{layer, s}];
-    m.resize(T * T, std::numeric_limits<float>::quiet_NaN());
-    for (int64_t r = 0; r < ni; ++r)
-      for (int64_t j = 0; j < ncols; ++j) m[(i0 + r) * T + j] = data[r * ncols + j];
-  }
-  void on_approx_error(int layer, int64_t i0, int64_t ni, const float* e) override {
-    auto& v = eps[layer];
-    v.resize(T, std::numeric_limits<float>::quiet_NaN());
-    std::copy(e, e + ni, v.begin() + i0);
-  }
-};
+using test::MemorySink;
 
 MemorySink maps_from(const ModelWeights& model, const std::vector<LayerTrace>& traces, TileBackend& tiles,
                      int64_t panel) {

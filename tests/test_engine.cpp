@@ -14,22 +14,7 @@
 namespace latim {
 namespace {
 
-struct MemorySink : MapSink {
-  int64_t T = 0;
-  std::map<std::pair<int, Score>, std::vector<float>> maps;
-  std::map<int, std::vector<float>> eps;
-  void on_panel(int layer, Score s, int64_t i0, int64_t ni, int64_t ncols, const float* data) override {
-    auto& m = maps[{layer, s}];
-    m.resize(T * T, std::numeric_limits<float>::quiet_NaN());
-    for (int64_t r = 0; r < ni; ++r)
-      for (int64_t j = 0; j < ncols; ++j) m[(i0 + r) * T + j] = data[r * ncols + j];
-  }
-  void on_approx_error(int layer, int64_t i0, int64_t ni, const float* e) override {
-    auto& v = eps[layer];
-    v.resize(T);
-    std::copy(e, e + ni, v.begin() + i0);
-  }
-};
+using test::MemorySink;
 
 // Runs the forward pass and the engine on every layer of a fixture.
 struct MapRun : LayerObserver {

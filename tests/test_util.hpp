@@ -6,12 +6,15 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <random>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "latim/latim.hpp"
 
 namespace latim::test {
 
@@ -85,5 +88,24 @@ inline double rel_error(const float* a, const float* b, std::size_t n) {
   }
   return den > 0 ? num / den : num;
 }
+
+// Collects the maps and errors of compute_layer_maps into dense [T, T] / [T] arrays,
+// NaN where nothing was written.
+struct MemorySink : MapSink {
+  int64_t T = 0;
+  std::map<std::pair<int, Score>, std::vector<float>> maps;
+  std::map<int, std::vector<float>> eps;
+  void on_panel(int layer, Score s, int64_t i0, int64_t ni, int64_t ncols, const float* data) override {
+    auto& m = maps[{layer, s}];
+    m.resize(T * T, std::numeric_limits<float>::quiet_NaN());
+    for (int64_t r = 0; r < ni; ++r)
+      for (int64_t j = 0; j < ncols; ++j) m[(i0 + r) * T + j] = data[r * ncols + j];
+  }
+  void on_approx_error(int layer, int64_t i0, int64_t ni, const float* e) override {
+    auto& v = eps[layer];
+    v.resize(T, std::numeric_limits<float>::quiet_NaN());
+    std::copy(e, e + ni, v.begin() + i0);
+  }
+};
 
 }  // namespace latim::test

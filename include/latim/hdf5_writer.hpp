@@ -64,10 +64,6 @@ class Hdf5InteractionWriter {
   // A root dataset of int64 values (e.g. /rows).
   void write_root_int64(const std::string& name, const std::vector<int64_t>& values);
 
-  // /layers/NNN/<name> as a [T] vector written in row ranges.
-  void create_layer_vector(int layer, const std::string& name);
-  void write_layer_vector_rows(int layer, const std::string& name, int64_t row0, int64_t n, const float* data);
-
   // /layers/NNN/<name>: [rows] when width == 0, else [rows, width]
   void write_layer_array(int layer, const std::string& name, const float* data, int64_t rows, int64_t width = 0);
   void set_layer_string_attribute(int layer, const std::string& name, const std::string& value);

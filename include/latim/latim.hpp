@@ -18,7 +18,10 @@ enum class Score { L2, L1, Alti, AltiRollout, HiddenAttn };
 const char* to_string(Score s);
 // Parses "l2,l1,alti"; throws naming the unknown score.
 std::vector<Score> parse_scores(const std::string& spec);
-// Parses "0,5-7" into sorted layer indices within [0, n_layer); throws naming the bad part.
+// Parses "5,9-12" into sorted, unique indices in [0, limit); errors name `flag` and the part.
+std::vector<int64_t> parse_index_list(const std::string& spec, int64_t limit, const std::string& flag,
+                                      const std::string& noun);
+// Parses "0,5-7" (or "all") into sorted layer indices within [0, n_layer).
 std::vector<int> parse_layers(const std::string& spec, int64_t n_layer);
 
 // What one layer exposes to the engine: the forward trace plus the layer's weights.

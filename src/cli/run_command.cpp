@@ -3,6 +3,7 @@
 #include <boost/program_options.hpp>
 #include <omp.h>
 
+#include <charconv>
 #include <chrono>
 #include <sstream>
 #include <csignal>
@@ -72,41 +73,23 @@ std::string conventions_json(const ModelConfig& c, const std::vector<Score>& sco
 
 // --rows SPEC: last:N, A-B (inclusive), a comma list, or @file of whitespace-separated positions.
 std::vector<int64_t> parse_rows(const std::string& spec, int64_t T) {
-  std::vector<int64_t> rows;
-  auto number = [&](const std::string& s) -> int64_t {
-    if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos)
-      fail("--rows: '", s, "' is not a position (use last:64, 1000-1100, 5,9,12 or @file)");
-    const int64_t v = std::stoll(s);
-    if (v >= T) fail("--rows: position ", v, " is outside the ", T, " tokens");
-    return v;
-  };
   if (spec.rfind("last:", 0) == 0) {
-    const int64_t n = number(spec.substr(5));
-    if (n == 0) fail("--rows: last:0 selects nothing");
+    int64_t n = 0;
+    const char* first = spec.data() + 5;
+    const auto [end, ec] = std::from_chars(first, spec.data() + spec.size(), n);
+    if (ec != std::errc() || end != spec.data() + spec.size() || n <= 0)
+      fail("--rows: '", spec, "' needs a positive count, as in last:64");
+    std::vector<int64_t> rows;
     for (int64_t i = std::max<int64_t>(0, T - n); i < T; ++i) rows.push_back(i);
-  } else if (!spec.empty() && spec[0] == '@') {
-    const std::string text = read_text_file(spec.substr(1), "--rows file");
-    std::stringstream ss(text);
-    std::string tok;
-    while (ss >> tok) rows.push_back(number(tok));
-  } else {
-    std::stringstream ss(spec);
-    std::string part;
-    while (std::getline(ss, part, ',')) {
-      const auto dash = part.find('-');
-      if (dash == std::string::npos) {
-        rows.push_back(number(part));
-      } else {
-        const int64_t a = number(part.substr(0, dash)), b = number(part.substr(dash + 1));
-        if (b < a) fail("--rows: range '", part, "' is empty");
-        for (int64_t i = a; i <= b; ++i) rows.push_back(i);
-      }
-    }
+    return rows;
   }
-  std::sort(rows.begin(), rows.end());
-  rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
-  if (rows.empty()) fail("--rows: no position given");
-  return rows;
+  if (!spec.empty() && spec[0] == '@') {
+    std::stringstream ss(read_text_file(spec.substr(1), "--rows file"));
+    std::string list, tok;
+    while (ss >> tok) list += (list.empty() ? "" : ",") + tok;
+    return parse_index_list(list, T, "--rows " + spec, "position");
+  }
+  return parse_index_list(spec, T, "--rows", "position");
 }
 
 MapPlan parse_plan(const RunOptions& o, int64_t T) {
@@ -407,6 +390,8 @@ int run_command(int argc, char** argv) {
     }
     throw;
   }
+  // Every rank reaches this point, interrupted or not, so the collective is safe here.
+  const int64_t comm_bytes = comm.world().allreduce_sum(stats.bytes_communicated);
   if (stats.interrupted) {
     if (comm.is_root())
       std::fprintf(stderr, "latim run: stopped by signal %d; %s is incomplete: rerun the same command with --resume\n",
@@ -415,9 +400,11 @@ int run_command(int argc, char** argv) {
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!o.quiet && comm.is_root())
-    std::fprintf(stderr, "latim run: %lld tokens, %zu layer(s) mapped, %d rank(s), %.2f s (forward %.2f s, maps %.2f s) -> %s\n",
+    std::fprintf(stderr,
+                 "latim run: %lld tokens, %zu layer(s) mapped, %d rank(s), %.2f s (forward %.2f s, maps %.2f s, "
+                 "%.1f MB exchanged between ranks) -> %s\n",
                  static_cast<long long>(T), layers.size(), comm.size(), secs, stats.forward_seconds,
-                 stats.map_seconds, o.out.c_str());
+                 stats.map_seconds, comm_bytes / 1e6, o.out.c_str());
   return 0;
 }
 

@@ -356,19 +356,6 @@ void Hdf5InteractionWriter::write_root_int64(const std::string& name, const std:
   H5Dclose(ds);
 }
 
-void Hdf5InteractionWriter::create_layer_vector(int layer, const std::string& name) {
-  const hid_t g = ensure_layer_group(layer);
-  const hsize_t T = T_;
-  maps_[{layer, name}] =
-      create_chunked(g, name, H5T_IEEE_F32LE, {T}, {std::min<hsize_t>(T, 1 << 16)}, nullptr, path_);
-}
-
-void Hdf5InteractionWriter::write_layer_vector_rows(int layer, const std::string& name, int64_t row0, int64_t n,
-                                                   const float* data) {
-  write_block(dataset(layer, name), {static_cast<hsize_t>(row0)}, {static_cast<hsize_t>(n)}, H5T_NATIVE_FLOAT, data,
-              path_, layer_group_name(layer) + "/" + name);
-}
-
 void Hdf5InteractionWriter::write_layer_array(int layer, const std::string& name, const float* data, int64_t rows,
                                               int64_t width) {
   const hid_t g = ensure_layer_group(layer);

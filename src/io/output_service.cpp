@@ -12,7 +12,7 @@ namespace {
 
 constexpr int kTagOutput = 7001;
 
-enum Kind : int32_t { kMapChunk = 1, kVectorRows = 2, kLogitsRows = 3, kDone = 4, kPanelDone = 5, kRowsF32 = 6, kRowsI64 = 7 };
+enum Kind : int32_t { kMapChunk = 1, kLogitsRows = 3, kDone = 4, kPanelDone = 5, kRowsF32 = 6, kRowsI64 = 7 };
 
 // A killed run keeps what was flushed: the writer flushes at least this often.
 constexpr double kFlushSeconds = 10.0;
@@ -85,11 +85,6 @@ void OutputService::put_map_chunk(int layer, const std::string& score, int64_t r
   post(pack(kMapChunk, layer, score, row0, col0, 0, bytes.data(), bytes.size()));
 }
 
-void OutputService::put_vector_rows(int layer, const std::string& name, int64_t row0, const std::vector<float>& rows) {
-  post(pack(kVectorRows, layer, name, row0, 0, static_cast<int64_t>(rows.size()), rows.data(),
-            rows.size() * sizeof(float)));
-}
-
 void OutputService::put_logits_rows(int64_t row0, int64_t nrows, const std::vector<float>& rows) {
   post(pack(kLogitsRows, 0, "", row0, 0, nrows, rows.data(), rows.size() * sizeof(float)));
 }
@@ -119,9 +114,6 @@ void OutputService::apply(const std::vector<unsigned char>& msg) {
     case kMapChunk:
       writer_->write_encoded_chunk(h.layer, name, h.row0, h.col0, std::vector<unsigned char>(payload, payload + h.payload));
       break;
-    case kVectorRows:
-      writer_->write_layer_vector_rows(h.layer, name, h.row0, h.nrows, reinterpret_cast<const float*>(payload));
-      break;
     case kLogitsRows:
       writer_->write_logits_rows(h.row0, h.nrows, reinterpret_cast<const float*>(payload));
       break;
@@ -139,7 +131,6 @@ void OutputService::apply(const std::vector<unsigned char>& msg) {
     default:
       fail("internal: unknown output message kind ", h.kind);
   }
-  bytes_written_ += h.payload;
 }
 
 void OutputService::writer_loop() {

@@ -27,7 +27,6 @@ class OutputService {
   OutputService& operator=(const OutputService&) = delete;
 
   void put_map_chunk(int layer, const std::string& score, int64_t row0, int64_t col0, std::vector<unsigned char> bytes);
-  void put_vector_rows(int layer, const std::string& name, int64_t row0, const std::vector<float>& rows);
   void put_logits_rows(int64_t row0, int64_t nrows, const std::vector<float>& rows);
   // Rows [row0, row0 + nrows) of a [rows] or [rows, width] dataset created beforehand.
   void put_layer_rows(int layer, const std::string& name, Hdf5InteractionWriter::Type type, int64_t row0,
@@ -37,7 +36,6 @@ class OutputService {
   // Sends this rank's end marker; on the root, waits until every rank's output is written.
   // Rethrows a failure of the writer thread.
   void finish();
-  int64_t bytes_written() const { return bytes_written_; }
 
  private:
   struct Message {
@@ -59,7 +57,6 @@ class OutputService {
   bool local_done_ = false;
   std::exception_ptr failure_;
   std::thread thread_;
-  int64_t bytes_written_ = 0;
 };
 
 }  // namespace latim

@@ -71,7 +71,7 @@ class CpuTileBackend final : public TileBackend {
             if (c.family == Family::Mamba1) {
               fill_M_mamba1(c, tr, i, ja, lmax, decay.data(), E.data(), M.data());
             } else {
-              fill_M(c, w, tr, i, ja, lmax, M.data());
+              fill_M_mamba2(c, w, tr, i, ja, lmax, M.data());
             }
             for (int64_t j = ja; j < jb && j <= i; ++j) {
               float* u = U.data() + pairs.size() * D;
@@ -212,53 +212,25 @@ class CpuTileBackend final : public TileBackend {
     }
   }
 
-  // M[(l - ja) * D + ch] = M_{i,l}[ch] for l in [ja, lmax], per latim-method.md §1-2.
-  void fill_M(const ModelConfig& c, const LayerWeights& w, const LayerTrace& tr, int64_t i, int64_t ja, int64_t lmax,
-              float* M) const {
+  // Mamba-2: M[(l - ja) * D + ch] = M^h_{i,l} for l in [ja, lmax], expanded over the P
+  // channels of head h (latim-method.md §2). One scalar per head, so no block recurrence.
+  static void fill_M_mamba2(const ModelConfig& c, const LayerWeights& w, const LayerTrace& tr, int64_t i, int64_t ja,
+                            int64_t lmax, float* M) {
     const int64_t D = c.d_inner, N = c.d_state;
-    if (c.family == Family::Mamba1) {
-      // Vectorised over channels: A is read through its transpose At [N, D].
-      const float* Ci = tr.C.data() + i * N;
-      const double* Si = tr.S.data() + i * D;
-      float gap[4096];
-      for (int64_t l = ja; l <= lmax; ++l) {
-        const float* Bl = tr.B.data() + l * N;
-        const double* Sl = tr.S.data() + l * D;
-        const float* dl = tr.delta.data() + l * D;
-        float* out = M + (l - ja) * D;
-        for (int64_t c0 = 0; c0 < D; c0 += 4096) {
-          const int64_t nc = std::min<int64_t>(4096, D - c0);
-#pragma omp simd
-          for (int64_t k = 0; k < nc; ++k) {
-            gap[k] = static_cast<float>(Si[c0 + k] - Sl[c0 + k]);  // >= 0
-            out[c0 + k] = 0.0f;
-          }
-          for (int64_t n = 0; n < N; ++n) {
-            const float cb = Ci[n] * Bl[n];
-            const float* At = At_.data() + n * D + c0;
-#pragma omp simd
-            for (int64_t k = 0; k < nc; ++k) out[c0 + k] += cb * cpu::exp_nonpositive(At[k] * gap[k]);
-          }
-#pragma omp simd
-          for (int64_t k = 0; k < nc; ++k) out[c0 + k] *= dl[c0 + k];
-        }
-      }
-    } else {
-      const int64_t H = c.n_heads, P = c.head_dim, G = c.n_groups, hpg = H / G;
-      const float* Ci = tr.C.data() + i * G * N;
-      const double* Si = tr.S.data() + i * H;
-      for (int64_t l = ja; l <= lmax; ++l) {
-        const float* Bl = tr.B.data() + l * G * N;
-        const double* Sl = tr.S.data() + l * H;
-        float* out = M + (l - ja) * D;
-        for (int64_t g = 0; g < G; ++g) {
-          float cb = 0.0f;
-          for (int64_t n = 0; n < N; ++n) cb += Ci[g * N + n] * Bl[g * N + n];
-          for (int64_t h = g * hpg; h < (g + 1) * hpg; ++h) {
-            const float gap = static_cast<float>(Si[h] - Sl[h]);
-            const float m = cb * cpu::exp_nonpositive(w.A[h] * gap) * tr.delta[l * H + h];
-            for (int64_t p = 0; p < P; ++p) out[h * P + p] = m;
-          }
+    const int64_t H = c.n_heads, P = c.head_dim, G = c.n_groups, hpg = H / G;
+    const float* Ci = tr.C.data() + i * G * N;
+    const double* Si = tr.S.data() + i * H;
+    for (int64_t l = ja; l <= lmax; ++l) {
+      const float* Bl = tr.B.data() + l * G * N;
+      const double* Sl = tr.S.data() + l * H;
+      float* out = M + (l - ja) * D;
+      for (int64_t g = 0; g < G; ++g) {
+        float cb = 0.0f;
+        for (int64_t n = 0; n < N; ++n) cb += Ci[g * N + n] * Bl[g * N + n];
+        for (int64_t h = g * hpg; h < (g + 1) * hpg; ++h) {
+          const float gap = static_cast<float>(Si[h] - Sl[h]);
+          const float m = cb * cpu::exp_nonpositive(w.A[h] * gap) * tr.delta[l * H + h];
+          for (int64_t p = 0; p < P; ++p) out[h * P + p] = m;
         }
       }
     }

@@ -1,6 +1,7 @@
 // Score names, layer selections, and the panel driver that assembles tiles into maps,
 // normalises ALTI rows, chains the rollout and measures the approximation error.
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -40,37 +41,39 @@ std::vector<Score> parse_scores(const std::string& spec) {
   return out;
 }
 
-std::vector<int> parse_layers(const std::string& spec, int64_t n_layer) {
-  if (spec.empty() || spec == "all") {
-    std::vector<int> all(static_cast<std::size_t>(n_layer));
-    for (int64_t l = 0; l < n_layer; ++l) all[l] = static_cast<int>(l);
-    return all;
-  }
-  std::vector<int> out;
+std::vector<int64_t> parse_index_list(const std::string& spec, int64_t limit, const std::string& flag,
+                                      const std::string& noun) {
+  std::vector<int64_t> out;
   std::stringstream ss(spec);
   std::string part;
   auto number = [&](const std::string& s) -> int64_t {
-    if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos)
-      fail("--layers: '", part, "' is not a layer index or range like 5-7");
-    const int64_t v = std::stoll(s);
-    if (v >= n_layer) fail("--layers: layer ", v, " is outside the model's layers 0-", n_layer - 1);
+    int64_t v = -1;
+    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (s.empty() || ec != std::errc() || end != s.data() + s.size() || v < 0)
+      fail(flag, ": '", part, "' is not a ", noun, " or a range like 5-7");
+    if (v >= limit) fail(flag, ": ", noun, " ", v, " is outside [0, ", limit, ")");
     return v;
   };
   while (std::getline(ss, part, ',')) {
     const auto dash = part.find('-');
-    int64_t a, b;
-    if (dash == std::string::npos) {
-      a = b = number(part);
-    } else {
-      a = number(part.substr(0, dash));
-      b = number(part.substr(dash + 1));
-      if (b < a) fail("--layers: range '", part, "' is empty");
-    }
-    for (int64_t l = a; l <= b; ++l) out.push_back(static_cast<int>(l));
+    const int64_t a = number(dash == std::string::npos ? part : part.substr(0, dash));
+    const int64_t b = dash == std::string::npos ? a : number(part.substr(dash + 1));
+    if (b < a) fail(flag, ": range '", part, "' is empty");
+    for (int64_t i = a; i <= b; ++i) out.push_back(i);
   }
   std::sort(out.begin(), out.end());
   out.erase(std::unique(out.begin(), out.end()), out.end());
-  if (out.empty()) fail("--layers: no layer given");
+  if (out.empty()) fail(flag, ": no ", noun, " given");
+  return out;
+}
+
+std::vector<int> parse_layers(const std::string& spec, int64_t n_layer) {
+  std::vector<int> out;
+  if (spec.empty() || spec == "all") {
+    for (int64_t l = 0; l < n_layer; ++l) out.push_back(static_cast<int>(l));
+  } else {
+    for (int64_t l : parse_index_list(spec, n_layer, "--layers", "layer")) out.push_back(static_cast<int>(l));
+  }
   return out;
 }
 

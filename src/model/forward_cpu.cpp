@@ -102,7 +102,7 @@ bool all_zero(const std::vector<float>& v) {
 }
 
 struct Workspace {
-  std::vector<float> u, proj, ext, conv, xdbl, y, o, hfin, decay, hin, tail, prev;
+  std::vector<float> u, proj, ext, ext_out, conv, xdbl, y, o, hfin, decay, hin, tail, prev;
   std::vector<double> totals, offset, Sloc;
 };
 
@@ -123,9 +123,9 @@ void conv_with_halo(const float* in, int64_t T, int64_t width, int64_t lda, cons
   ws.ext.resize((H + T) * width);
   std::memcpy(ws.ext.data(), ws.prev.data(), H * width * sizeof(float));
   for (int64_t t = 0; t < T; ++t) std::memcpy(&ws.ext[(H + t) * width], in + t * lda, width * sizeof(float));
-  std::vector<float> full((H + T) * width);
-  cpu::causal_conv(ws.ext.data(), H + T, width, width, w.conv_w.data(), K, bias, silu_act, full.data());
-  std::memcpy(out, full.data() + H * width, T * width * sizeof(float));
+  ws.ext_out.resize((H + T) * width);
+  cpu::causal_conv(ws.ext.data(), H + T, width, width, w.conv_w.data(), K, bias, silu_act, ws.ext_out.data());
+  std::memcpy(out, ws.ext_out.data() + H * width, T * width * sizeof(float));
 }
 
 void mamba1_layer(const ModelConfig& c, const LayerWeights& w, int layer, int64_t T, std::vector<float>& r,

@@ -46,7 +46,7 @@ class EncodingSink final : public MapSink {
     for (int64_t q = 0; q < nq; ++q) out_.put_map_chunk(layer, to_string(score), i0, q * c_, std::move(encoded[q]));
   }
   void on_approx_error(int layer, int64_t i0, int64_t ni, const float* eps) override {
-    out_.put_vector_rows(layer, "approx_error", i0, std::vector<float>(eps, eps + ni));
+    rows(layer, "approx_error", F32, i0, ni, eps, ni * sizeof(float));
   }
   void on_rows(int layer, Score s, int64_t first, int64_t n, int64_t T, const float* data) override {
     rows(layer, std::string("rows/") + to_string(s), F32, first, n, data, n * T * sizeof(float));
@@ -205,6 +205,18 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
     map_time += now() - t0;
   };
 
+  // Logits of normed hidden rows [row0, row0 + n), sent in blocks of about 64 MiB.
+  auto put_logits = [&](const float* h, int64_t row0, int64_t n) {
+    const int64_t rows = std::max<int64_t>(1, (int64_t{1} << 24) / c.vocab_size);
+    std::vector<float> buf;
+    for (int64_t r0 = 0; r0 < n; r0 += rows) {
+      const int64_t m = std::min(rows, n - r0);
+      buf.resize(static_cast<std::size_t>(m * c.vocab_size));
+      logits_rows(model_, h + r0 * d, m, buf.data());
+      out_.put_logits_rows(row0 + r0, m, buf);
+    }
+  };
+
   // One rank, one chunk: the backend's own forward pass (CPU or CUDA) with maps per layer.
   if (comm_.size() == 1 && g.n_chunks == 1) {
     struct Observer final : LayerObserver {
@@ -220,15 +232,7 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
     const double t0 = now();
     const ForwardOutput fwd = backend_.forward(model_, tokens, &obs);
     stats.forward_seconds = now() - t0 - map_time;
-    if (req.save_logits && !stats.interrupted) {
-      const int64_t rows = std::max<int64_t>(1, (int64_t{1} << 24) / c.vocab_size);
-      for (int64_t r0 = 0; r0 < T; r0 += rows) {
-        const int64_t n = std::min(rows, T - r0);
-        std::vector<float> buf(static_cast<std::size_t>(n * c.vocab_size));
-        compute_logits(model_, fwd, r0, n, buf.data());
-        out_.put_logits_rows(r0, n, buf);
-      }
-    }
+    if (req.save_logits && !stats.interrupted) put_logits(fwd.final_hidden.data(), 0, T);
     stats.map_seconds = map_time;
     if (progress) progress->finish();
     return stats;
@@ -271,14 +275,7 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
       comm_.world().send(r.data(), r.size() * sizeof(float), comm_.rank() + g.S, kTagResidual);
       stats.bytes_communicated += static_cast<int64_t>(r.size() * sizeof(float));
     } else if (req.save_logits) {
-      const std::vector<float> h = final_norm(model_, r);
-      const int64_t rows = std::max<int64_t>(1, (int64_t{1} << 24) / c.vocab_size);
-      for (int64_t r0 = 0; r0 < n; r0 += rows) {
-        const int64_t m = std::min(rows, n - r0);
-        std::vector<float> buf(static_cast<std::size_t>(m * c.vocab_size));
-        logits_rows(model_, h.data() + r0 * d, m, buf.data());
-        out_.put_logits_rows(a + r0, m, buf);
-      }
+      put_logits(final_norm(model_, r).data(), a, n);
     }
   }
   stats.forward_seconds = now() - t_start - map_time;
