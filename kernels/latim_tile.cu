@@ -284,7 +284,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         stage_chunk(Zs0 + (b * kBI + row) * kBK, f.Z + i * D + c0, ch, i < T ? cavail : 0);
       } else {
         const int64_t j = jb + row - kBI;
-        stage_chunk(Vs0 + (b * kBJ + row - kBI) * kBK, f.v + j * D + c0, ch, j < T ? cavail : 0);
+        stage_chunk(Vs0 + (b * kBJ + row - kBI) * kBK, f.v + j * f.ldv + c0, ch, j < T ? cavail : 0);
       }
     }
     for (int ch = tid; ch < K * fc; ch += kThreads) stage_chunk(CW0 + b * kBK * kKMax, f.conv_w + c0 * K, ch, cavail * K);
@@ -332,10 +332,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int row = idx / gc, ch = idx % gc;
       if (row < kBI) {
         const int64_t i = ib + row;
-        stage_chunk(Cst + row * GNp, f.C + i * GN, ch, i < T ? GN : 0);
+        stage_chunk(Cst + row * GNp, f.C + i * f.ldbc, ch, i < T ? GN : 0);
       } else {
         const int64_t l = jb + row - kBI;
-        stage_chunk(Bst + (row - kBI) * GNp, f.B + l * GN, ch, l < T ? GN : 0);
+        stage_chunk(Bst + (row - kBI) * GNp, f.B + l * f.ldbc, ch, l < T ? GN : 0);
       }
     }
     for (int idx = tid; idx < (kBI + kNL) * hc2; idx += kThreads) {
@@ -387,7 +387,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int idx = tid; idx < kBI * kNL * NS; idx += kThreads) {
       const int n = idx % NS, q = idx / NS, ii = q / kNL, ll = q % kNL;
       const int64_t i = ib + ii, l = jb + ll;
-      CB[idx] = (i < T && l < T && n < N) ? f.C[i * N + n] * f.B[l * N + n] : 0.0f;
+      CB[idx] = (i < T && l < T && n < N) ? f.C[i * f.ldbc + n] * f.B[l * f.ldbc + n] : 0.0f;
     }
   }
 
@@ -682,6 +682,8 @@ void latim_tile(const TileFactors& f, TilePrecision p, int64_t i0, int64_t ni, i
                 bool hidden_attn, float* partial, float* hattn, double* contrib, cudaStream_t stream, int layer) {
   if (ni <= 0 || nj <= 0) return;
   if (f.K > kKMax) fail("latim_tile (layer ", layer, "): conv width ", f.K, " is above the CUDA kernel's limit of ", kKMax);
+  if (f.ldv < f.D || f.ldbc < (f.mamba2 ? f.G * f.N : f.N))
+    fail("latim_tile (layer ", layer, "): internal: row strides of v or B/C are not set");
   if (i0 < 0 || j0 < 0 || i0 + ni > f.T || j0 + nj > f.T)
     fail("latim_tile (layer ", layer, "): tile [", i0, ", ", i0 + ni, ") x [", j0, ", ", j0 + nj,
          ") is outside the sequence of ", f.T);

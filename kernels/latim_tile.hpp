@@ -17,11 +17,13 @@ struct TileFactors {
   bool mamba2 = false;
   bool silu = true;            // post-conv activation (else identity)
   int64_t T = 0, d = 0, D = 0, N = 0, K = 0, H = 0, P = 0, G = 1;
-  const float* v = nullptr;      // [T, D] conv input of the x channels
+  int64_t ldv = 0, ldbc = 0;     // row strides of v and of B, C (they may be column slices
+                                 // of the forward's projection buffers)
+  const float* v = nullptr;      // [T, D] conv input of the x channels (row stride ldv)
   const float* Z = nullptr;      // [T, D] SiLU(z) (Mamba-1) or γ ⊙ SiLU(z) (Mamba-2)
   const double* S = nullptr;     // [T, D] (Mamba-1) or [T, H]: cumulative Δ
   const float* delta = nullptr;  // same shape as S
-  const float* B = nullptr;      // [T, N] or [T, G N]
+  const float* B = nullptr;      // [T, N] or [T, G N] (row stride ldbc)
   const float* C = nullptr;      // same as B
   const float* conv_w = nullptr; // [conv_channels, K]; the first D rows are the x channels
   const float* conv_b = nullptr; // [conv_channels] or null

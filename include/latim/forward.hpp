@@ -4,15 +4,28 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "latim/model.hpp"
 
 namespace latim {
 
+// A layer's trace kept in an accelerator's memory, for that backend's own tile backend
+// (no round trip through the host). The host can read rows of the mixer output.
+class DeviceTrace {
+ public:
+  virtual ~DeviceTrace() = default;
+  // Rows [i0, i0 + n) of o (b_out included) into dst, [n, d].
+  virtual void read_o(int64_t i0, int64_t n, float* dst) const = 0;
+};
+
 // Per-layer quantities of latim-method.md §3, for all T positions. Row-major [T, width].
+// A backend may hand over `device` instead of the host vectors (then only T is set); it
+// stays valid until the observer's on_layer returns.
 struct LayerTrace {
   int64_t T = 0;
+  std::shared_ptr<const DeviceTrace> device;
   std::vector<float> r_in;   // [T, d]  residual stream entering the layer
   std::vector<float> o;      // [T, d]  mixer output, b_out included
   std::vector<float> v;      // [T, D]  conv input of the x channels (pre-conv)
@@ -31,6 +44,10 @@ class LayerObserver {
   virtual ~LayerObserver() = default;
   // Whether on_layer wants the full trace of this layer (else only residual outputs).
   virtual bool wants_trace(int layer) const { return false; }
+  // Whether the trace may stay in device memory (the maps run on the same backend).
+  virtual bool accepts_device_trace(int layer) const { return false; }
+  // Whether on_layer reads `residual` (else a device backend may pass it empty).
+  virtual bool wants_residual(int layer) const { return true; }
   // Called after layer `layer`, with `residual` = the residual stream after it, [T, d].
   virtual void on_layer(int layer, const LayerWeights& w, const LayerTrace* trace,
                         const std::vector<float>& residual) = 0;

@@ -60,6 +60,9 @@ class Hdf5InteractionWriter {
   // "topk/l2_index"), float32 (fill NaN) or int64 (fill -1), written in row blocks.
   enum class Type { F32, I64 };
   void create_layer_dataset(int layer, const std::string& name, Type type, std::vector<int64_t> dims);
+  // The chunk shape create_layer_dataset gives dims: about 256 KiB, whole short rows or
+  // 64K-wide slices of long ones.
+  static std::vector<int64_t> layer_dataset_chunk(const std::vector<int64_t>& dims);
   void write_layer_rows(int layer, const std::string& name, Type type, int64_t row0, int64_t nrows, const void* data);
   // A root dataset of int64 values (e.g. /rows).
   void write_root_int64(const std::string& name, const std::vector<int64_t>& values);

@@ -29,9 +29,11 @@ struct LayerFactors {
   const ModelConfig* config = nullptr;
   const LayerWeights* weights = nullptr;
   const LayerTrace* trace = nullptr;
+  // Host factors for the CPU tile engine (empty when the trace is device-resident):
   std::vector<float> Z;          // [T, D] SiLU(z) (Mamba-1) or gamma * SiLU(z) (Mamba-2)
   std::vector<double> yhat_l1;   // [T] ||r_i + o_i||_1 (ALTI)
-  std::vector<double> o_norm;    // [T] ||o_i - b_out||_2 (approximation error)
+  // Rows [i0, i0 + n) of the mixer output o into dst [n, d] (the approximation error).
+  std::function<void(int64_t i0, int64_t n, float* dst)> read_o;
 };
 LayerFactors make_layer_factors(const ModelConfig& c, const LayerWeights& w, const LayerTrace& tr);
 

@@ -15,6 +15,7 @@
 #include "causal_conv.hpp"
 #include "device_buffer.hpp"
 #include "latim/error.hpp"
+#include "latim_tile.hpp"
 #include "linear.hpp"
 #include "pointwise.hpp"
 #include "rmsnorm.hpp"
@@ -46,6 +47,11 @@ cuda::MathMode math_mode(Precision p) {
 struct DeviceLayer {
   DeviceArray<float> norm, in_proj, in_proj_b, conv_w, conv_b, A, D_skip, out_proj, out_proj_b, x_proj, dt_proj,
       dt_proj_b, dt_bias, gated_norm;
+  // For device-resident traces: A · log2(e) and W_out transposed in the tile precision
+  // (prepared on first use).
+  DeviceArray<float> A2, wout_tile32;
+  DeviceArray<uint16_t> wout_tile16;
+  const void* wout_tile = nullptr;
 };
 
 template <class T>
@@ -185,14 +191,18 @@ class CudaBackend final : public ComputeBackend {
     for (int64_t l = 0; l < c.n_layer; ++l) {
       const int layer = static_cast<int>(l);
       const bool want = obs && obs->wants_trace(layer);
-      if (c.family == Family::Mamba1) mamba1_layer(c, layers_[l], layer, T, r, want ? &trace : nullptr);
-      else mamba2_layer(c, layers_[l], layer, T, r, want ? &trace : nullptr);
+      const bool on_device = want && obs->accepts_device_trace(layer);
+      trace = LayerTrace{};
+      if (c.family == Family::Mamba1) mamba1_layer(c, model.layers[l], layers_[l], layer, T, r, want ? &trace : nullptr, on_device);
+      else mamba2_layer(c, model.layers[l], layers_[l], layer, T, r, want ? &trace : nullptr, on_device);
       if (obs) {
         clock_.start("observer (host)");
-        stage_.download(r_host, r, T, d, d, "residual download", layer);
+        if (obs->wants_residual(layer)) stage_.download(r_host, r, T, d, d, "residual download", layer);
+        else r_host.clear();
         obs->on_layer(layer, model.layers[l], want ? &trace : nullptr, r_host);
       }
     }
+    trace = LayerTrace{};
     clock_.start("final norm");
     float* h = u_.reserve(T * d, "final norm output");
     cuda::rmsnorm_rows(r, T, d, norm_f_.get(), c.norm_eps, h, nullptr, -1);
@@ -252,7 +262,8 @@ class CudaBackend final : public ComputeBackend {
     model_sample_ = sample;
   }
 
-  void mamba1_layer(const ModelConfig& c, const DeviceLayer& w, int layer, int64_t T, float* r, LayerTrace* tr) {
+  void mamba1_layer(const ModelConfig& c, const LayerWeights& hw, DeviceLayer& w, int layer, int64_t T, float* r,
+                    LayerTrace* tr, bool on_device) {
     const int64_t d = c.d_model, D = c.d_inner, N = c.d_state, R = c.dt_rank, K = c.d_conv, XR = c.x_proj_rows();
     clock_.start("rmsnorm");
     float* u = u_.reserve(T * d, "forward workspace (normed input)", layer);
@@ -281,7 +292,21 @@ class CudaBackend final : public ComputeBackend {
     clock_.start("out_proj");
     float* o = o_.reserve(T * d, "forward workspace (mixer output)", layer);
     cuda::linear(blas_, mode_, y, T, D, D, w.out_proj.get(), d, ptr(w.out_proj_b), o, d, nullptr, "out_proj", layer);
-    if (tr) {
+    if (tr && on_device) {
+      clock_.start("device trace");
+      auto dt = device_trace(c, hw, w, layer, T, r, o);
+      cuda::TileFactors& t = dt->factors;
+      t.v = proj;
+      t.ldv = 2 * D;
+      t.Z = gate;
+      t.S = cumulative_delta(delta, T, D, layer);
+      t.delta = delta;
+      t.B = xdbl + R;
+      t.C = xdbl + R + N;
+      t.ldbc = XR;
+      tr->T = T;
+      tr->device = std::move(dt);
+    } else if (tr) {
       clock_.start("trace download");
       tr->T = T;
       stage_.download(tr->r_in, static_cast<const float*>(r), T, d, d, "trace download (r_in)", layer);
@@ -299,7 +324,8 @@ class CudaBackend final : public ComputeBackend {
     cuda::residual_add(r, o, T * d, nullptr, layer);
   }
 
-  void mamba2_layer(const ModelConfig& c, const DeviceLayer& w, int layer, int64_t T, float* r, LayerTrace* tr) {
+  void mamba2_layer(const ModelConfig& c, const LayerWeights& hw, DeviceLayer& w, int layer, int64_t T, float* r,
+                    LayerTrace* tr, bool on_device) {
     const int64_t d = c.d_model, D = c.d_inner, N = c.d_state, K = c.d_conv;
     const int64_t H = c.n_heads, P = c.head_dim, G = c.n_groups, GN = G * N;
     const int64_t CC = c.conv_channels(), IR = c.in_proj_rows();
@@ -329,7 +355,22 @@ class CudaBackend final : public ComputeBackend {
     clock_.start("out_proj");
     float* o = o_.reserve(T * d, "forward workspace (mixer output)", layer);
     cuda::linear(blas_, mode_, y, T, D, D, w.out_proj.get(), d, ptr(w.out_proj_b), o, d, nullptr, "out_proj", layer);
-    if (tr) {
+    if (tr && on_device) {
+      clock_.start("device trace");
+      auto dt = device_trace(c, hw, w, layer, T, r, o);
+      cuda::TileFactors& t = dt->factors;
+      t.v = proj + D;
+      t.ldv = IR;
+      cuda::latim_gate_factor(gate, gamma, T * D, gamma, nullptr, layer);  // Z = γ ⊙ SiLU(z), in place
+      t.Z = gamma;
+      t.S = cumulative_delta(delta, T, H, layer);
+      t.delta = delta;
+      t.B = conv + D;
+      t.C = conv + D + GN;
+      t.ldbc = CC;
+      tr->T = T;
+      tr->device = std::move(dt);
+    } else if (tr) {
       clock_.start("trace download");
       tr->T = T;
       stage_.download(tr->r_in, static_cast<const float*>(r), T, d, d, "trace download (r_in)", layer);
@@ -347,11 +388,58 @@ class CudaBackend final : public ComputeBackend {
     cuda::residual_add(r, o, T * d, nullptr, layer);
   }
 
-  void download_S(LayerTrace* tr, const float* delta, int64_t T, int64_t W, int layer) {
+  const double* cumulative_delta(const float* delta, int64_t T, int64_t W, int layer) {
     double* S = S_.reserve(T * W, "trace (cumulative delta)", layer);
     double* work = cumsum_work_.reserve(cuda::cumulative_sum_work(T, W), "cumulative sum workspace", layer);
     cuda::cumulative_sum(delta, T, W, S, work, nullptr, layer);
-    stage_.download(tr->S, static_cast<const double*>(S), T, W, W, "trace download (S)", layer);
+    return S;
+  }
+  void download_S(LayerTrace* tr, const float* delta, int64_t T, int64_t W, int layer) {
+    const double* S = cumulative_delta(delta, T, W, layer);
+    stage_.download(tr->S, S, T, W, W, "trace download (S)", layer);
+  }
+
+  // The parts of a device trace common to both families. Called before the residual add:
+  // r_in is copied aside, and yhat = r_in + o is the residual stream after the add.
+  std::shared_ptr<CudaDeviceTrace> device_trace(const ModelConfig& c, const LayerWeights& hw, DeviceLayer& w, int layer,
+                                                int64_t T, const float* r, const float* o) {
+    const int64_t d = c.d_model;
+    auto dt = std::make_shared<CudaDeviceTrace>();
+    dt->o = o;
+    dt->layer = layer;
+    cuda::TileFactors& t = dt->factors;
+    t.mamba2 = c.family == Family::Mamba2;
+    t.silu = c.activation == Activation::SiLU;
+    t.T = T;
+    t.d = d;
+    t.D = c.d_inner;
+    t.N = c.d_state;
+    t.K = c.d_conv;
+    t.H = c.n_heads;
+    t.P = c.head_dim;
+    t.G = c.n_groups;
+    float* rin = rin_.reserve(T * d, "device trace (r_in)", layer);
+    cuda::check(cudaMemcpyAsync(rin, r, static_cast<std::size_t>(T * d) * sizeof(float), cudaMemcpyDeviceToDevice),
+                "device trace (r_in copy)", layer);
+    t.r_in = rin;
+    t.yhat = r;  // r_in + o once the layer's residual add has run
+    t.conv_w = w.conv_w.get();
+    t.conv_b = ptr(w.conv_b);
+    t.Dskip = w.D_skip.get();
+    if (!w.wout_tile) {
+      std::vector<float> a2(hw.A.size());
+      for (std::size_t k = 0; k < a2.size(); ++k) a2[k] = hw.A[k] * 1.4426950408889634f;
+      put(w.A2, a2, "LaTIM factors (A)", layer);
+      const cuda::TilePrecision p = tile_precision(precision_);
+      const int64_t wn = cuda::latim_tile_Dpad(c.d_inner) * cuda::latim_tile_dpad(d);
+      w.wout_tile = p == cuda::TilePrecision::BF16
+                        ? static_cast<void*>(w.wout_tile16.reserve(wn, "LaTIM W_out (bf16)", layer))
+                        : static_cast<void*>(w.wout_tile32.reserve(wn, "LaTIM W_out", layer));
+      cuda::latim_prepare_wout(w.out_proj.get(), d, c.d_inner, p, const_cast<void*>(w.wout_tile), nullptr, layer);
+    }
+    t.A2 = w.A2.get();
+    t.WoutT = w.wout_tile;
+    return dt;
   }
 
   Precision precision_;
@@ -369,7 +457,7 @@ class CudaBackend final : public ComputeBackend {
   std::vector<float> model_sample_;
   std::vector<DeviceLayer> layers_;
   DeviceArray<float> norm_f_;
-  DeviceArray<float> r_, u_, proj_, x_, xdbl_, delta_, y_, gate_, gamma_, o_, scan_work_;
+  DeviceArray<float> r_, u_, proj_, x_, xdbl_, delta_, y_, gate_, gamma_, o_, scan_work_, rin_;
   DeviceArray<double> S_, cumsum_work_;
 };
 

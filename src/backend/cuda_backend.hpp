@@ -26,12 +26,23 @@ void set_cuda_tile_layer_lookup(TileBackend& tiles, std::function<int(const Laye
 
 cuda::TilePrecision tile_precision(Precision p);
 
+// A layer's trace left in the CUDA forward's buffers: the tile kernel's factors point into
+// them, valid until the observer's on_layer returns.
+class CudaDeviceTrace final : public DeviceTrace {
+ public:
+  cuda::TileFactors factors;
+  const float* o = nullptr;  // [T, d] mixer output
+  int layer = -1;
+  void read_o(int64_t i0, int64_t n, float* dst) const override;
+};
+
 // One layer's factors uploaded for the tile kernel. upload() is a no-op when the same
 // layer data is already there (addresses can be reused by the next layer or sequence, so
 // a sample of the values is part of the key).
 class DeviceLayerFactors {
  public:
   explicit DeviceLayerFactors(Precision p) : prec_(tile_precision(p)) {}
+  // Uploads f's host trace, or takes the device pointers of a CudaDeviceTrace.
   void upload(const LayerFactors& f, int layer = -1);
   const cuda::TileFactors& get() const { return dev_; }
   cuda::TilePrecision precision() const { return prec_; }

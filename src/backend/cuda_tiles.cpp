@@ -47,7 +47,21 @@ const T* put(DeviceArray<T>& a, const std::vector<T>& v, const char* what, int l
 }
 }  // namespace
 
+void CudaDeviceTrace::read_o(int64_t i0, int64_t n, float* dst) const {
+  if (n <= 0) return;
+  const int64_t d = factors.d;
+  cuda::check(cudaMemcpy(dst, o + i0 * d, static_cast<std::size_t>(n * d) * sizeof(float), cudaMemcpyDeviceToHost),
+              "mixer output rows download", layer);
+}
+
 void DeviceLayerFactors::upload(const LayerFactors& f, int layer) {
+  if (f.trace->device) {
+    const auto* dt = dynamic_cast<const CudaDeviceTrace*>(f.trace->device.get());
+    if (!dt) fail("internal: the CUDA tile backend was given another backend's device trace");
+    dev_ = dt->factors;
+    have_ = false;  // nothing of ours is cached: the next host trace uploads again
+    return;
+  }
   Key k = key_of(f);
   if (have_ && k == key_) return;
   have_ = false;
@@ -66,6 +80,8 @@ void DeviceLayerFactors::upload(const LayerFactors& f, int layer) {
   t.H = c.n_heads;
   t.P = c.head_dim;
   t.G = c.n_groups;
+  t.ldv = D;
+  t.ldbc = t.mamba2 ? c.n_groups * c.d_state : c.d_state;
   t.v = put(v_, tr.v, "LaTIM factors (v)", layer);
   t.Z = put(z_, f.Z, "LaTIM factors (Z)", layer);
   t.S = put(s_, tr.S, "LaTIM factors (S)", layer);

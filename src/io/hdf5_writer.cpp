@@ -308,6 +308,14 @@ void Hdf5InteractionWriter::write_encoded_chunk(int layer, const std::string& sc
          ") (disk full?)");
 }
 
+std::vector<int64_t> Hdf5InteractionWriter::layer_dataset_chunk(const std::vector<int64_t>& dims) {
+  std::vector<int64_t> chunk(dims.size());
+  const int64_t width = dims.size() > 1 ? std::min<int64_t>(dims[1], 1 << 16) : 1;
+  if (dims.size() > 1) chunk[1] = width;
+  chunk[0] = std::max<int64_t>(1, std::min<int64_t>(dims[0], (1 << 16) / width));
+  return chunk;
+}
+
 void Hdf5InteractionWriter::create_layer_dataset(int layer, const std::string& name, Type type,
                                                  std::vector<int64_t> dims) {
   hid_t g = ensure_layer_group(layer);
@@ -320,11 +328,9 @@ void Hdf5InteractionWriter::create_layer_dataset(int layer, const std::string& n
                                                       : H5Gcreate2(g, group.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     check_id(sub, path_, "create group " + layer_group_name(layer) + "/" + group);
   }
-  std::vector<hsize_t> d(dims.begin(), dims.end()), chunk(d.size());
-  // Chunks of about 256 KiB: whole short rows, or 64K-wide slices of long ones.
-  const hsize_t width = d.size() > 1 ? std::min<hsize_t>(d[1], 1 << 16) : 1;
-  if (d.size() > 1) chunk[1] = width;
-  chunk[0] = std::max<hsize_t>(1, std::min<hsize_t>(d[0], (1 << 16) / width));
+  const std::vector<hsize_t> d(dims.begin(), dims.end());
+  const std::vector<int64_t> c = layer_dataset_chunk(dims);
+  const std::vector<hsize_t> chunk(c.begin(), c.end());
   const float nanf = std::numeric_limits<float>::quiet_NaN();
   const int64_t minus1 = -1;
   const hid_t ftype = type == Type::F32 ? H5T_IEEE_F32LE : H5T_STD_I64LE;

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 
+#include "latim/error.hpp"
 #include "latim/latim.hpp"
 #include "model/cpu_ops.hpp"
 
@@ -27,6 +28,7 @@ class CpuTileBackend final : public TileBackend {
     const ModelConfig& c = *f.config;
     const LayerWeights& w = *f.weights;
     const LayerTrace& tr = *f.trace;
+    if (tr.device) fail("internal: the CPU tile backend was given a device-resident trace");
     const int64_t D = c.d_inner, d = c.d_model, K = c.d_conv;
     const int64_t i0 = out.i0, ni = out.ni, j0 = out.j0, nj = out.nj;
     const float nan = std::numeric_limits<float>::quiet_NaN();

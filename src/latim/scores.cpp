@@ -142,15 +142,21 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
     const auto runs = panel_rows(p0, pn, plan);
     if (runs.empty()) continue;
     const int64_t jlo = first_source(p0, opt, whole_rows) / B * B;
+    // Buffers hold only the rows computed: slot[r] is panel row r's buffer row (or -1).
+    std::vector<int64_t> slot(static_cast<std::size_t>(pn), -1);
+    int64_t nbuf = 0;
+    for (const auto& [ra, rb] : runs)
+      for (int64_t i = ra; i < rb; ++i) slot[i - p0] = nbuf++;
     std::vector<float> l2, l1, alti, hattn;
-    auto alloc = [&](bool on, std::vector<float>& v) { if (on) v.assign(pn * ncols, nan); };
+    auto alloc = [&](bool on, std::vector<float>& v) { if (on) v.assign(nbuf * ncols, nan); };
     alloc(which.l2, l2);
     alloc(which.l1, l1);
     alloc(which.alti, alti);
     alloc(which.hidden_attn, hattn);
-    std::vector<double> contrib(pn * d, 0.0);
+    std::vector<double> contrib(nbuf * d, 0.0);
     for (const auto& [ra, rb] : runs) {
       const int64_t rcols = rb;  // sources of the run's last row
+      const int64_t s0 = slot[ra - p0];
       for (int64_t j0 = jlo; j0 < rcols; j0 += B) {
         tile.i0 = ra;
         tile.ni = rb - ra;
@@ -160,13 +166,13 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
         auto place = [&](const std::vector<float>& src, std::vector<float>& dst) {
           if (dst.empty()) return;
           for (int64_t r = 0; r < tile.ni; ++r)
-            std::copy_n(src.data() + r * tile.nj, tile.nj, dst.data() + (ra - p0 + r) * ncols + j0);
+            std::copy_n(src.data() + r * tile.nj, tile.nj, dst.data() + (s0 + r) * ncols + j0);
         };
         place(tile.l2, l2);
         place(tile.l1, l1);
         place(tile.alti, alti);
         place(tile.hidden_attn, hattn);
-        for (int64_t k = 0; k < tile.ni * d; ++k) contrib[(ra - p0) * d + k] += tile.contrib_sum[k];
+        for (int64_t k = 0; k < tile.ni * d; ++k) contrib[s0 * d + k] += tile.contrib_sum[k];
         if (opt.progress_line) {
           int64_t pairs = 0;
           for (int64_t i = ra; i < rb; ++i) pairs += std::max<int64_t>(0, std::min(i + 1, j0 + tile.nj) - j0);
@@ -178,27 +184,31 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
     if (which.alti) {
       for (const auto& [ra, rb] : runs)
         for (int64_t i = ra; i < rb; ++i) {
-          float* row = alti.data() + (i - p0) * ncols;
+          float* row = alti.data() + slot[i - p0] * ncols;
           double s = 0.0;
           for (int64_t j = 0; j <= i; ++j) s += row[j];
           if (s > 0)
             for (int64_t j = 0; j <= i; ++j) row[j] = static_cast<float>(row[j] / s);
         }
     }
-    // Approximation error of the decomposition, per computed target row.
+    // Approximation error of the decomposition, per computed target row: ‖o_i − b − Σ_j T_i(x_j)‖ / ‖o_i − b‖.
     std::vector<float> eps(static_cast<std::size_t>(pn), nan);
     const auto& bout = f.weights->out_proj_b;
-    for (const auto& [ra, rb] : runs)
+    for (const auto& [ra, rb] : runs) {
+      std::vector<float> o(static_cast<std::size_t>((rb - ra) * d));
+      f.read_o(ra, rb - ra, o.data());
       for (int64_t i = ra; i < rb; ++i) {
-        const int64_t r = i - p0;
-        double ss = 0.0;
+        const int64_t r = i - p0, s = slot[r];
+        double ss = 0.0, norm = 0.0;
         for (int64_t k = 0; k < d; ++k) {
-          const double target = static_cast<double>(f.trace->o[i * d + k]) - (bout.empty() ? 0.0 : bout[k]);
-          const double diff = target - contrib[r * d + k];
+          const double target = static_cast<double>(o[(i - ra) * d + k]) - (bout.empty() ? 0.0 : bout[k]);
+          const double diff = target - contrib[s * d + k];
           ss += diff * diff;
+          norm += target * target;
         }
-        eps[r] = f.o_norm[i] > 0 ? static_cast<float>(std::sqrt(ss) / f.o_norm[i]) : 0.0f;
+        eps[r] = norm > 0 ? static_cast<float>(std::sqrt(ss / norm)) : 0.0f;
       }
+    }
     std::vector<float> rollout_panel;
     if (rollout) {
       // R^(l)[i, :] = sum_k S^(l)[i, k] R^(l-1)[k, :], with R^(0) = S^(0).
@@ -235,7 +245,7 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
         if (lo != hi) {
           const int64_t n = hi - lo;
           std::vector<float> rows(static_cast<std::size_t>(n * T), nan);
-          for (int64_t k = 0; k < n; ++k) std::copy_n(m.data() + (lo[k] - p0) * ncols, ncols, rows.data() + k * T);
+          for (int64_t k = 0; k < n; ++k) std::copy_n(m.data() + slot[lo[k] - p0] * ncols, ncols, rows.data() + k * T);
           sink.on_rows(layer, s, lo - plan.rows.begin(), n, T, rows.data());
         }
       }

@@ -32,7 +32,8 @@ class EncodingSink final : public MapSink {
   }
 
  public:
-  EncodingSink(OutputService& out, int64_t chunk) : out_(out), c_(chunk) {}
+  // chunk: the maps' chunk edge; n_rows: the number of --rows (the rows datasets' height).
+  EncodingSink(OutputService& out, int64_t chunk, int64_t n_rows) : out_(out), c_(chunk), n_rows_(n_rows) {}
   void on_panel(int layer, Score score, int64_t i0, int64_t ni, int64_t ncols, const float* data) override {
     const int64_t nq = (ncols + c_ - 1) / c_;
     std::vector<std::vector<unsigned char>> encoded(static_cast<std::size_t>(nq));
@@ -49,7 +50,25 @@ class EncodingSink final : public MapSink {
     rows(layer, "approx_error", F32, i0, ni, eps, ni * sizeof(float));
   }
   void on_rows(int layer, Score s, int64_t first, int64_t n, int64_t T, const float* data) override {
-    rows(layer, std::string("rows/") + to_string(s), F32, first, n, data, n * T * sizeof(float));
+    const std::string name = std::string("rows/") + to_string(s);
+    const std::vector<int64_t> chunk = Hdf5InteractionWriter::layer_dataset_chunk({n_rows_, T});
+    if (chunk[0] != 1) {  // short rows share chunks with other panels' rows: HDF5 encodes them
+      rows(layer, name, F32, first, n, data, n * T * sizeof(float));
+      return;
+    }
+    // Long rows (one row per chunk): encode the chunks here, in parallel, as for the maps,
+    // so that the writer thread only stores them.
+    const int64_t w = chunk[1], nq = (T + w - 1) / w;
+    std::vector<std::vector<unsigned char>> encoded(static_cast<std::size_t>(n * nq));
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t k = 0; k < n * nq; ++k) {
+      const int64_t r = k / nq, j0 = (k % nq) * w, nj = std::min(w, T - j0);
+      std::vector<float> buf(static_cast<std::size_t>(w), std::numeric_limits<float>::quiet_NaN());
+      std::memcpy(buf.data(), data + r * T + j0, nj * sizeof(float));
+      encoded[k] = encode_chunk(buf.data(), buf.size());
+    }
+    for (int64_t k = 0; k < n * nq; ++k)
+      out_.put_map_chunk(layer, name, first + k / nq, (k % nq) * w, std::move(encoded[k]));
   }
   void on_rows_error(int layer, int64_t first, int64_t n, const float* eps) override {
     rows(layer, "rows/approx_error", F32, first, n, eps, n * sizeof(float));
@@ -69,7 +88,7 @@ class EncodingSink final : public MapSink {
 
  private:
   OutputService& out_;
-  int64_t c_;
+  int64_t c_, n_rows_;
 };
 
 struct NullSink final : MapSink {
@@ -152,7 +171,7 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
   if (rollout && g.L > 1) fail("--scores alti-rollout chains every layer and needs --layer-shards 1");
   auto wants_trace = [&](int l) { return selected.count(l) > 0 || (rollout && l <= last_selected); };
 
-  EncodingSink sink(out_, req.engine.panel);
+  EncodingSink sink(out_, req.engine.panel, static_cast<int64_t>(req.engine.plan.rows.size()));
   NullSink null_sink;
   std::vector<float> rollout_state;
   double map_time = 0;
@@ -223,6 +242,9 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
       std::function<bool(int)> want;
       std::function<void(int, const LayerTrace&)> map;
       bool wants_trace(int l) const override { return want(l); }
+      // The maps run on the same backend, and only the traces are read.
+      bool accepts_device_trace(int) const override { return true; }
+      bool wants_residual(int) const override { return false; }
       void on_layer(int l, const LayerWeights&, const LayerTrace* tr, const std::vector<float>&) override {
         if (tr) map(l, *tr);
       }
