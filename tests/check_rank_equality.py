@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Runs `latim run` under mpiexec with several rank layouts (sequence shards, layer stages,
-pipeline chunks) and checks that every dataset equals the single-process run to 1e-5
+pipeline chunks, a replicated forward with shared map panels) and checks that every dataset equals the single-process run to 1e-5
 (max |a - b| / max |b|), with identical NaN patterns and integer datasets."""
 import os
 import subprocess
@@ -15,9 +15,11 @@ TOL = 1e-5
 # (fixture, scores, [(ranks, extra flags), ...])
 CASES = [
     ("mamba2_f32", "l2,l1,alti,alti-rollout,hidden-attn",
-     [(1, ["--chunk-tokens", "64"]), (2, []), (3, []), (3, ["--seq-shards", "3", "--chunk-tokens", "100"])]),
+     [(1, ["--chunk-tokens", "64"]), (2, []), (3, []), (3, ["--seq-shards", "3", "--chunk-tokens", "100"]),
+      (2, ["--forward", "replicated"])]),
     ("mamba1_bias_f16", "l2,alti,hidden-attn",
-     [(2, ["--layer-shards", "2"]), (2, ["--layer-shards", "2", "--chunk-tokens", "40"]), (3, [])]),
+     [(2, ["--layer-shards", "2"]), (2, ["--layer-shards", "2", "--chunk-tokens", "40"]), (3, []),
+      (3, ["--forward", "replicated"])]),
     ("mamba2_g2_f32", "l2,alti",
      [(2, []), (2, ["--layer-shards", "2", "--chunk-tokens", "50"])]),
 ]

@@ -166,6 +166,12 @@ TEST_F(BadInput, ResumeWithoutFile) { expect_failure(args("--resume"), {"--resum
 
 TEST_F(BadInput, TooManyLayerShards) { expect_failure(args("--layer-shards 9"), {"--layer-shards", "9"}); }
 
+TEST_F(BadInput, UnknownForwardMode) { expect_failure(args("--forward mirrored"), {"--forward", "mirrored"}); }
+
+TEST_F(BadInput, ReplicatedForwardWithChunks) {
+  expect_failure(args("--forward replicated --chunk-tokens 16"), {"--forward replicated", "--chunk-tokens"});
+}
+
 TEST_F(BadInput, CudaBackendWithoutGpu) {
   // On machines without a GPU, asking for one is an error, never a silent CPU run.
   const test::RunResult probe = test::run_latim(args("--backend cuda --no-maps"));

@@ -26,7 +26,9 @@ class ComputeBackend {
 };
 
 // "cpu", "cuda" or "auto" (cuda when built with it and a GPU is present, else cpu).
-std::unique_ptr<ComputeBackend> make_backend(const std::string& name, Precision precision = Precision::FP32);
+// `local_rank` (the rank's index on its node) picks the GPU: device local_rank mod count.
+std::unique_ptr<ComputeBackend> make_backend(const std::string& name, Precision precision = Precision::FP32,
+                                             int local_rank = 0);
 bool cuda_available();  // built with CUDA and at least one device visible
 
 }  // namespace latim

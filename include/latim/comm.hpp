@@ -54,6 +54,9 @@ class Comm {
   int size() const { return world_.size(); }
   bool is_root() const { return world_.is_root(); }
   bool thread_multiple() const { return thread_multiple_; }
+  // This rank's index among the ranks on its node, and their number (one GPU per rank).
+  int local_rank() const { return local_rank_; }
+  int local_size() const { return local_size_; }
   void barrier() const { world_.barrier(); }
   // Ends every rank at once with `code`, after printing `message` (which names this rank).
   [[noreturn]] void abort(int code, const std::string& message) const;
@@ -62,6 +65,7 @@ class Comm {
   Group world_;
   bool owns_mpi_ = false;
   bool thread_multiple_ = false;
+  int local_rank_ = 0, local_size_ = 1;
 };
 
 }  // namespace latim

@@ -468,7 +468,10 @@ double cuda_forward_device_seconds(const ComputeBackend& backend) {
   return b ? b->last_device_seconds() : -1.0;
 }
 
-std::unique_ptr<ComputeBackend> make_cuda_backend(Precision precision) {
+std::unique_ptr<ComputeBackend> make_cuda_backend(Precision precision, int local_rank) {
+  int n = 0;
+  cuda::check(cudaGetDeviceCount(&n), "cudaGetDeviceCount");
+  if (n > 0) cuda::check(cudaSetDevice(local_rank % n), "cudaSetDevice");
   return std::make_unique<CudaBackend>(precision);
 }
 

@@ -13,7 +13,8 @@
 namespace latim {
 
 bool cuda_device_present();
-std::unique_ptr<ComputeBackend> make_cuda_backend(Precision precision);
+// Uses GPU local_rank mod the number of visible devices.
+std::unique_ptr<ComputeBackend> make_cuda_backend(Precision precision, int local_rank = 0);
 // Device time of the last forward pass of a CUDA backend (embedding to final norm, without
 // the host copies); -1 for another backend.
 double cuda_forward_device_seconds(const ComputeBackend& backend);

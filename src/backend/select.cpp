@@ -7,7 +7,7 @@
 namespace latim {
 
 #ifdef LATIM_HAVE_CUDA
-std::unique_ptr<ComputeBackend> make_cuda_backend(Precision precision);  // src/backend/cuda_backend.cpp
+std::unique_ptr<ComputeBackend> make_cuda_backend(Precision precision, int local_rank);  // src/backend/cuda_backend.cpp
 bool cuda_device_present();
 #endif
 
@@ -58,16 +58,17 @@ bool cuda_available() {
 #endif
 }
 
-std::unique_ptr<ComputeBackend> make_backend(const std::string& name, Precision precision) {
+std::unique_ptr<ComputeBackend> make_backend(const std::string& name, Precision precision, int local_rank) {
   if (name == "cpu") {
     if (precision != Precision::FP32) fail("--precision ", to_string(precision), " needs --backend cuda; the CPU computes in fp32");
     return std::make_unique<CpuBackend>();
   }
   if (name == "cuda" || name == "auto") {
 #ifdef LATIM_HAVE_CUDA
-    if (cuda_device_present()) return make_cuda_backend(precision);
+    if (cuda_device_present()) return make_cuda_backend(precision, local_rank);
     if (name == "cuda") fail("--backend cuda: no CUDA device is visible on this machine");
 #else
+    (void)local_rank;
     if (name == "cuda") fail("--backend cuda: this build has no CUDA support (configure with -DLATIM_CUDA=ON)");
 #endif
     return make_backend("cpu", precision == Precision::FP32 ? precision : Precision::FP32);

@@ -211,6 +211,9 @@ int run_command(int argc, char** argv) {
       ("seq-shards", po::value(&o.grid.seq_shards)->default_value(0), "ranks sharing the sequence (0 = ranks / layer-shards)")
       ("layer-shards", po::value(&o.grid.layer_shards)->default_value(0), "pipeline stages of consecutive layers (0 = 1)")
       ("chunk-tokens", po::value(&o.grid.chunk_tokens)->default_value(0), "tokens per pipeline chunk (0 = automatic)")
+      ("forward", po::value(&o.grid.forward)->default_value("auto"),
+       "sharded (ranks share the sequence), replicated (each rank runs the whole forward; ranks share the map "
+       "panels) or auto (replicated on GPUs)")
       ("resume", po::bool_switch(&o.resume), "continue an interrupted run into its existing --out file")
       ("quiet,q", po::bool_switch(&o.quiet), "no progress line");
   po::variables_map vm;
@@ -252,8 +255,9 @@ int run_command(int argc, char** argv) {
     plan = parse_plan(o, T);
     if (std::find(scores.begin(), scores.end(), Score::AltiRollout) != scores.end() && !plan.needs_every_row())
       fail("--scores alti-rollout chains whole maps: combine it with --full, --pool, --topk or --window, not --rows alone");
-    grid = plan_grid(o.grid, comm.size(), comm.rank(), model.config.n_layer, T, model.config.d_conv);
-    backend = make_backend(o.backend, parse_precision(o.precision));
+    backend = make_backend(o.backend, parse_precision(o.precision), comm.local_rank());
+    grid = plan_grid(o.grid, comm.size(), comm.rank(), model.config.n_layer, T, model.config.d_conv,
+                     backend->name() != "cpu");
     if (comm.size() > 1 && !comm.thread_multiple())
       fail("the MPI library does not provide MPI_THREAD_MULTIPLE, which the output writer needs");
   } catch (const Error& e) {

@@ -212,6 +212,11 @@ Comm::Comm(int* argc, char*** argv) {
   world_.handle_ = as_handle(MPI_COMM_WORLD);
   // Errors in MPI calls come back as codes rather than killing the job silently.
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_ARE_FATAL);
+  MPI_Comm node;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world_.rank_, MPI_INFO_NULL, &node);
+  MPI_Comm_rank(node, &local_rank_);
+  MPI_Comm_size(node, &local_size_);
+  MPI_Comm_free(&node);
 #else
   (void)argc;
   (void)argv;

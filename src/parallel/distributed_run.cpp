@@ -127,8 +127,11 @@ void gather_trace(const Group& g, const LayerTrace& local, int64_t T, int64_t ro
 
 }  // namespace
 
-Grid plan_grid(const GridPlan& plan, int world_size, int world_rank, int64_t n_layer, int64_t T, int64_t d_conv) {
+Grid plan_grid(const GridPlan& plan, int world_size, int world_rank, int64_t n_layer, int64_t T, int64_t d_conv,
+               bool device_backend) {
   Grid g;
+  if (plan.forward != "auto" && plan.forward != "sharded" && plan.forward != "replicated")
+    fail("--forward: '", plan.forward, "' is not one of auto, sharded, replicated");
   if (plan.layer_shards < 0 || plan.seq_shards < 0) fail("--seq-shards and --layer-shards must be positive");
   g.L = plan.layer_shards ? plan.layer_shards : 1;
   if (g.L > n_layer) fail("--layer-shards ", g.L, " exceeds the model's ", n_layer, " layers");
@@ -144,7 +147,12 @@ Grid plan_grid(const GridPlan& plan, int world_size, int world_rank, int64_t n_l
   if (plan.chunk_tokens < 0) fail("--chunk-tokens must be positive");
   g.chunk_tokens = plan.chunk_tokens ? plan.chunk_tokens : (g.L == 1 ? T : (T + 2 * g.L - 1) / (2 * g.L));
   g.n_chunks = std::max<int64_t>(1, (T + g.chunk_tokens - 1) / g.chunk_tokens);
-  if (g.S > 1 || g.n_chunks > 1) {
+  if (plan.forward == "replicated" && (g.L > 1 || g.n_chunks > 1))
+    fail("--forward replicated runs whole sequences through every layer: it needs --layer-shards 1 and no "
+         "--chunk-tokens below T");
+  g.replicated = plan.forward == "replicated" || (plan.forward == "auto" && device_backend && g.L == 1 &&
+                                                  g.n_chunks == 1 && world_size > 1);
+  if (!g.replicated && (g.S > 1 || g.n_chunks > 1)) {
     const int64_t min_slice = (T / g.n_chunks) / g.S;
     if (min_slice < std::max<int64_t>(1, d_conv - 1))
       fail("T = ", T, " tokens is too short for ", g.S, " sequence shard(s) x ", g.n_chunks,
@@ -236,8 +244,9 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
     }
   };
 
-  // One rank, one chunk: the backend's own forward pass (CPU or CUDA) with maps per layer.
-  if (comm_.size() == 1 && g.n_chunks == 1) {
+  // One rank and one chunk, or a replicated forward: the backend's own forward pass (CPU or
+  // CUDA) over the whole sequence, with this rank's share of the map panels per layer.
+  if ((comm_.size() == 1 && g.n_chunks == 1) || g.replicated) {
     struct Observer final : LayerObserver {
       std::function<bool(int)> want;
       std::function<void(int, const LayerTrace&)> map;
@@ -254,7 +263,10 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
     const double t0 = now();
     const ForwardOutput fwd = backend_.forward(model_, tokens, &obs);
     stats.forward_seconds = now() - t0 - map_time;
-    if (req.save_logits && !stats.interrupted) put_logits(fwd.final_hidden.data(), 0, T);
+    if (req.save_logits && !stats.interrupted) {  // each rank its share of the rows
+      const int64_t a = T * comm_.rank() / comm_.size(), b = T * (comm_.rank() + 1) / comm_.size();
+      put_logits(fwd.final_hidden.data() + a * d, a, b - a);
+    }
     stats.map_seconds = map_time;
     if (progress) progress->finish();
     return stats;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <string>
 #include <vector>
 
 #include "io/output_service.hpp"
@@ -19,6 +20,10 @@ struct GridPlan {
   int seq_shards = 0;        // S (0: all ranks, divided by L)
   int layer_shards = 0;      // L (0: 1)
   int64_t chunk_tokens = 0;  // tokens per pipeline chunk (0: T when L = 1, else about T / 2L)
+  // "sharded": the S ranks of a stage share the sequence; "replicated": every rank runs the
+  // whole forward on its own device and the ranks share the map panels; "auto": replicated
+  // for a device backend with one stage and one chunk, else sharded.
+  std::string forward = "auto";
 };
 
 struct Grid {
@@ -26,11 +31,14 @@ struct Grid {
   int stage = 0, seq_rank = 0;
   int64_t layer_begin = 0, layer_end = 0;  // this stage's layers
   int64_t chunk_tokens = 0, n_chunks = 1;
+  bool replicated = false;  // every rank runs the whole forward (see GridPlan::forward)
 };
 
 // Resolves the defaults and checks the layout against the rank count, the model and T.
 // Errors name the flag at fault.
-Grid plan_grid(const GridPlan& plan, int world_size, int world_rank, int64_t n_layer, int64_t T, int64_t d_conv);
+// `device_backend`: the forward runs on an accelerator (where "auto" replicates it).
+Grid plan_grid(const GridPlan& plan, int world_size, int world_rank, int64_t n_layer, int64_t T, int64_t d_conv,
+               bool device_backend = false);
 
 struct RunRequest {
   std::vector<int> layers;  // layers to map (sorted)
