@@ -115,7 +115,6 @@ __device__ __forceinline__ void cp_async16(void* smem_ptr, const void* gptr) {
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
-__device__ __forceinline__ void cp_async_wait_one() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
 
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 
@@ -358,23 +357,26 @@ __global__ void __launch_bounds__(kThreads, 1)
     __syncthreads();
     for (int q = warp; q < kBI * kNL; q += kWarps) {
       const int ii = q / kNL, ll = q % kNL;
-      for (int64_t g = 0; g < G; ++g) {
+      for (int g = 0; g < static_cast<int>(G); ++g) {
         float dot = 0.0f;
-        for (int64_t n = lane; n < N; n += 32) dot += Cst[ii * GNp + g * N + n] * Bst[ll * GNp + g * N + n];
+        const float* cr = Cst + ii * GNp + g * N;
+        const float* br = Bst + ll * GNp + g * N;
+        for (int n = lane; n < static_cast<int>(N); n += 32) dot += cr[n] * br[n];
         dot = warp_sum(dot);
         if (lane == 0) dots[q * G + g] = dot;
       }
     }
     __syncthreads();
-    for (int idx = tid; idx < kBI * kNL * H; idx += kThreads) {
-      const int64_t h = idx % H;
-      const int q = static_cast<int>(idx / H), ii = q / kNL, ll = q % kNL;
+    const int H32 = static_cast<int>(H), hpg32 = static_cast<int>(hpg);  // 32-bit: no 64-bit division
+    for (int idx = tid; idx < kBI * kNL * H32; idx += kThreads) {
+      const int h = idx % H32;
+      const int q = idx / H32, ii = q / kNL, ll = q % kNL;
       const int64_t i = ib + ii, l = jb + ll;
       const bool ok = i < T && l < T && l <= i;
       float m = 0.0f;
       if (ok) {
         const float gap = static_cast<float>(Sist[ii * Hp + h] - Slst[ll * Hp + h]);
-        m = dots[q * G + h / hpg] * exp2f(f.A2[h] * gap) * Dlst[ll * Hp + h];
+        m = dots[q * G + h / hpg32] * exp2f(f.A2[h] * gap) * Dlst[ll * Hp + h];
       }
       if (ok && l == i) {
         diag[ii * H + h] = m;  // unfolded, for the hidden attention
@@ -396,13 +398,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   for (int64_t slab = 0; slab < nslabs; ++slab) {
     const int b = static_cast<int>(slab & 1);
-    if (slab + 1 < nslabs) {
-      prefetch(slab + 1);
-      cp_async_wait_one();
-    } else {
-      cp_async_wait_all();
-    }
-    __syncthreads();  // slab `slab` is in slot b; the prologue's writes are visible
+    cp_async_wait_all();  // slab `slab` (the only copies in flight) has landed in slot b
+    __syncthreads();      // visible to all; every warp is done with slab - 1 (slot b ^ 1, As)
+    if (slab + 1 < nslabs) prefetch(slab + 1);  // overlaps this slab's work
     const int64_t c = slab * kBK + lane;
     const bool cok = c < D;
 
@@ -450,7 +448,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       float z[kBI];
 #pragma unroll
       for (int ii = 0; ii < kBI; ++ii) z[ii] = Zs[ii * kBK + lane];
-      const int64_t h = M2 ? (cok ? c / f.P : 0) : 0;
+      const int h = M2 ? (cok ? static_cast<int>(c) / static_cast<int>(f.P) : 0) : 0;  // 32-bit division
       {
         const int jj = warp;
         const int64_t j = jb + jj;
@@ -480,8 +478,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     __syncthreads();
     mma.step(As, Bs0 + b * kBK * LDB, wm, wn, lane);
-    __syncthreads();  // the next iteration overwrites As and this slot
   }
+  __syncthreads();  // the epilogue's scratch reuses As
 
   // Epilogue, 16 rows (one target, 16 sources) of the warp's region at a time.
   float* scr = reinterpret_cast<float*>(smem + L.scr) + warp * 16 * kScrLd;
