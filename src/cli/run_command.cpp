@@ -2,6 +2,7 @@
 // layer by layer, and writes the HDF5 file, which is marked complete only at the very end.
 #include <boost/program_options.hpp>
 #include <omp.h>
+#include <sched.h>
 
 #include <charconv>
 #include <chrono>
@@ -184,6 +185,20 @@ void check_launcher(const Comm& comm) {
          " rank(s): the launcher did not wire MPI (use srun --mpi=pmix, or mpirun inside the allocation)");
 }
 
+// A launcher that binds each rank to one core (mpirun's default for 1-2 ranks) leaves the
+// host work of every OpenMP thread on that core. Warn once, on rank 0.
+void check_affinity(const Comm& comm) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return;
+  const int cores = CPU_COUNT(&set), threads = omp_get_max_threads();
+  if (comm.is_root() && threads > cores)
+    std::fprintf(stderr,
+                 "latim run: warning: %d OpenMP threads but this rank may run on only %d core(s) (process "
+                 "affinity); launch with mpirun --bind-to none or srun --cpus-per-task=%d\n",
+                 threads, cores, threads);
+}
+
 }  // namespace
 
 int run_command(int argc, char** argv) {
@@ -232,6 +247,7 @@ int run_command(int argc, char** argv) {
   // Threads made before main (by libraries) did not inherit the mode: set it on each.
 #pragma omp parallel
   cpu::flush_denormals_to_zero();
+  if (!o.quiet) check_affinity(comm);
 
   const auto t0 = std::chrono::steady_clock::now();
   // Every input is checked on every rank before the output file exists; the lowest failing
