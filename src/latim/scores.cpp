@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <future>
 #include <limits>
 #include <sstream>
 
@@ -135,6 +136,7 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
   if (rollout) rollout_next.assign(static_cast<std::size_t>(T * T), 0.0f);
   const float nan = std::numeric_limits<float>::quiet_NaN();
   TileScores tile;
+  std::future<void> pending;  // the previous panel's outputs
   for (int64_t p0 = 0; p0 < T; p0 += B) {
     if (!owns(opt, p0 / B)) continue;
     if (opt.stop_requested && opt.stop_requested()) break;
@@ -209,112 +211,121 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
         eps[r] = norm > 0 ? static_cast<float>(std::sqrt(ss / norm)) : 0.0f;
       }
     }
-    std::vector<float> rollout_panel;
-    if (rollout) {
-      // R^(l)[i, :] = sum_k S^(l)[i, k] R^(l-1)[k, :], with R^(0) = S^(0).
+    // The panel's host reductions and outputs run on a worker thread while the next panel's
+    // tiles compute. One panel at a time, so the sink sees panels in order, each ending with
+    // on_panel_done.
+    if (pending.valid()) pending.get();
+    pending = std::async(std::launch::async, [&, p0, pn, ncols, l2 = std::move(l2), l1 = std::move(l1),
+                                              alti = std::move(alti), hattn = std::move(hattn), eps = std::move(eps),
+                                              slot = std::move(slot)]() {
+      std::vector<float> rollout_panel;
+      if (rollout) {
+        // R^(l)[i, :] = sum_k S^(l)[i, k] R^(l-1)[k, :], with R^(0) = S^(0).
 #pragma omp parallel for schedule(dynamic)
-      for (int64_t r = 0; r < pn; ++r) {
-        const int64_t i = p0 + r;
-        float* out = rollout_next.data() + i * T;
-        if (rollout_prev->empty()) {
-          for (int64_t j = 0; j <= i; ++j) out[j] = alti[r * ncols + j];
-        } else {
-          std::vector<double> acc(static_cast<std::size_t>(i + 1), 0.0);
-          for (int64_t k = 0; k <= i; ++k) {
-            const double a = alti[r * ncols + k];
-            if (a == 0.0) continue;
-            const float* prow = rollout_prev->data() + k * T;
-            for (int64_t j = 0; j <= k; ++j) acc[j] += a * prow[j];
+        for (int64_t r = 0; r < pn; ++r) {
+          const int64_t i = p0 + r;
+          float* out = rollout_next.data() + i * T;
+          if (rollout_prev->empty()) {
+            for (int64_t j = 0; j <= i; ++j) out[j] = alti[r * ncols + j];
+          } else {
+            std::vector<double> acc(static_cast<std::size_t>(i + 1), 0.0);
+            for (int64_t k = 0; k <= i; ++k) {
+              const double a = alti[r * ncols + k];
+              if (a == 0.0) continue;
+              const float* prow = rollout_prev->data() + k * T;
+              for (int64_t j = 0; j <= k; ++j) acc[j] += a * prow[j];
+            }
+            for (int64_t j = 0; j <= i; ++j) out[j] = static_cast<float>(acc[j]);
           }
-          for (int64_t j = 0; j <= i; ++j) out[j] = static_cast<float>(acc[j]);
+        }
+        if (wants(Score::AltiRollout)) {
+          rollout_panel.assign(pn * ncols, nan);
+          for (int64_t r = 0; r < pn; ++r)
+            std::copy_n(rollout_next.data() + (p0 + r) * T, p0 + r + 1, rollout_panel.data() + r * ncols);
         }
       }
-      if (wants(Score::AltiRollout)) {
-        rollout_panel.assign(pn * ncols, nan);
-        for (int64_t r = 0; r < pn; ++r)
-          std::copy_n(rollout_next.data() + (p0 + r) * T, p0 + r + 1, rollout_panel.data() + r * ncols);
-      }
-    }
 
-    // Hand every requested score of the panel to the plan's outputs.
-    auto emit = [&](Score s, const std::vector<float>& m) {
-      if (plan.full) sink.on_panel(layer, s, p0, pn, ncols, m.data());
+      // Hand every requested score of the panel to the plan's outputs.
+      auto emit = [&](Score s, const std::vector<float>& m) {
+        if (plan.full) sink.on_panel(layer, s, p0, pn, ncols, m.data());
+        if (!plan.rows.empty()) {
+          auto lo = std::lower_bound(plan.rows.begin(), plan.rows.end(), p0);
+          auto hi = std::lower_bound(plan.rows.begin(), plan.rows.end(), p0 + pn);
+          if (lo != hi) {
+            const int64_t n = hi - lo;
+            std::vector<float> rows(static_cast<std::size_t>(n * T), nan);
+            for (int64_t k = 0; k < n; ++k) std::copy_n(m.data() + slot[lo[k] - p0] * ncols, ncols, rows.data() + k * T);
+            sink.on_rows(layer, s, lo - plan.rows.begin(), n, T, rows.data());
+          }
+        }
+        if (plan.pool > 0) {
+          const int64_t P = (T + plan.pool - 1) / plan.pool, b0 = p0 / plan.pool;
+          const int64_t nb = (pn + plan.pool - 1) / plan.pool;
+          std::vector<float> sum(static_cast<std::size_t>(nb * P), nan), mx(static_cast<std::size_t>(nb * P), nan);
+          for (int64_t b = 0; b < nb; ++b)
+            for (int64_t q = 0; q <= b0 + b; ++q) {
+              double acc = 0.0;
+              float best = -std::numeric_limits<float>::infinity();
+              const int64_t r_end = std::min(pn, (b + 1) * plan.pool), j_end = std::min(ncols, (q + 1) * plan.pool);
+              for (int64_t r = b * plan.pool; r < r_end; ++r)
+                for (int64_t j = q * plan.pool; j < std::min(j_end, p0 + r + 1); ++j) {
+                  const float v = m[r * ncols + j];
+                  acc += v;
+                  best = std::max(best, v);
+                }
+              sum[b * P + q] = static_cast<float>(acc);
+              mx[b * P + q] = best;
+            }
+          sink.on_pool(layer, s, b0, nb, P, sum.data(), mx.data());
+        }
+        if (plan.topk > 0) {
+          const int64_t K = plan.topk;
+          std::vector<int64_t> idx(static_cast<std::size_t>(pn * K), -1);
+          std::vector<float> val(static_cast<std::size_t>(pn * K), nan);
+#pragma omp parallel for schedule(dynamic)
+          for (int64_t r = 0; r < pn; ++r) {
+            const int64_t i = p0 + r, n = std::min(K, i + 1);
+            std::vector<int64_t> order(static_cast<std::size_t>(i + 1));
+            for (int64_t j = 0; j <= i; ++j) order[j] = j;
+            const float* row = m.data() + r * ncols;
+            // Largest first; ties go to the nearer (larger) source index, deterministically.
+            std::partial_sort(order.begin(), order.begin() + n, order.end(), [&](int64_t a, int64_t b) {
+              return row[a] > row[b] || (row[a] == row[b] && a > b);
+            });
+            for (int64_t k = 0; k < n; ++k) {
+              idx[r * K + k] = order[k];
+              val[r * K + k] = row[order[k]];
+            }
+          }
+          sink.on_topk(layer, s, p0, pn, K, idx.data(), val.data());
+        }
+        if (plan.window > 0) {
+          const int64_t W = plan.window;
+          std::vector<float> win(static_cast<std::size_t>(pn * W), nan);
+          for (int64_t r = 0; r < pn; ++r)
+            for (int64_t w = 0; w < W && w <= p0 + r; ++w) win[r * W + w] = m[r * ncols + (p0 + r - w)];
+          sink.on_window(layer, s, p0, pn, W, win.data());
+        }
+      };
+      if (wants(Score::L2)) emit(Score::L2, l2);
+      if (wants(Score::L1)) emit(Score::L1, l1);
+      if (wants(Score::Alti)) emit(Score::Alti, alti);
+      if (rollout && wants(Score::AltiRollout)) emit(Score::AltiRollout, rollout_panel);
+      if (wants(Score::HiddenAttn)) emit(Score::HiddenAttn, hattn);
+      if (plan.needs_every_row()) {
+        sink.on_approx_error(layer, p0, pn, eps.data());
+      }
       if (!plan.rows.empty()) {
         auto lo = std::lower_bound(plan.rows.begin(), plan.rows.end(), p0);
         auto hi = std::lower_bound(plan.rows.begin(), plan.rows.end(), p0 + pn);
-        if (lo != hi) {
-          const int64_t n = hi - lo;
-          std::vector<float> rows(static_cast<std::size_t>(n * T), nan);
-          for (int64_t k = 0; k < n; ++k) std::copy_n(m.data() + slot[lo[k] - p0] * ncols, ncols, rows.data() + k * T);
-          sink.on_rows(layer, s, lo - plan.rows.begin(), n, T, rows.data());
-        }
+        std::vector<float> e;
+        for (auto it = lo; it != hi; ++it) e.push_back(eps[*it - p0]);
+        if (!e.empty()) sink.on_rows_error(layer, lo - plan.rows.begin(), static_cast<int64_t>(e.size()), e.data());
       }
-      if (plan.pool > 0) {
-        const int64_t P = (T + plan.pool - 1) / plan.pool, b0 = p0 / plan.pool;
-        const int64_t nb = (pn + plan.pool - 1) / plan.pool;
-        std::vector<float> sum(static_cast<std::size_t>(nb * P), nan), mx(static_cast<std::size_t>(nb * P), nan);
-        for (int64_t b = 0; b < nb; ++b)
-          for (int64_t q = 0; q <= b0 + b; ++q) {
-            double acc = 0.0;
-            float best = -std::numeric_limits<float>::infinity();
-            const int64_t r_end = std::min(pn, (b + 1) * plan.pool), j_end = std::min(ncols, (q + 1) * plan.pool);
-            for (int64_t r = b * plan.pool; r < r_end; ++r)
-              for (int64_t j = q * plan.pool; j < std::min(j_end, p0 + r + 1); ++j) {
-                const float v = m[r * ncols + j];
-                acc += v;
-                best = std::max(best, v);
-              }
-            sum[b * P + q] = static_cast<float>(acc);
-            mx[b * P + q] = best;
-          }
-        sink.on_pool(layer, s, b0, nb, P, sum.data(), mx.data());
-      }
-      if (plan.topk > 0) {
-        const int64_t K = plan.topk;
-        std::vector<int64_t> idx(static_cast<std::size_t>(pn * K), -1);
-        std::vector<float> val(static_cast<std::size_t>(pn * K), nan);
-#pragma omp parallel for schedule(dynamic)
-        for (int64_t r = 0; r < pn; ++r) {
-          const int64_t i = p0 + r, n = std::min(K, i + 1);
-          std::vector<int64_t> order(static_cast<std::size_t>(i + 1));
-          for (int64_t j = 0; j <= i; ++j) order[j] = j;
-          const float* row = m.data() + r * ncols;
-          // Largest first; ties go to the nearer (larger) source index, deterministically.
-          std::partial_sort(order.begin(), order.begin() + n, order.end(), [&](int64_t a, int64_t b) {
-            return row[a] > row[b] || (row[a] == row[b] && a > b);
-          });
-          for (int64_t k = 0; k < n; ++k) {
-            idx[r * K + k] = order[k];
-            val[r * K + k] = row[order[k]];
-          }
-        }
-        sink.on_topk(layer, s, p0, pn, K, idx.data(), val.data());
-      }
-      if (plan.window > 0) {
-        const int64_t W = plan.window;
-        std::vector<float> win(static_cast<std::size_t>(pn * W), nan);
-        for (int64_t r = 0; r < pn; ++r)
-          for (int64_t w = 0; w < W && w <= p0 + r; ++w) win[r * W + w] = m[r * ncols + (p0 + r - w)];
-        sink.on_window(layer, s, p0, pn, W, win.data());
-      }
-    };
-    if (wants(Score::L2)) emit(Score::L2, l2);
-    if (wants(Score::L1)) emit(Score::L1, l1);
-    if (wants(Score::Alti)) emit(Score::Alti, alti);
-    if (rollout && wants(Score::AltiRollout)) emit(Score::AltiRollout, rollout_panel);
-    if (wants(Score::HiddenAttn)) emit(Score::HiddenAttn, hattn);
-    if (plan.needs_every_row()) {
-      sink.on_approx_error(layer, p0, pn, eps.data());
-    }
-    if (!plan.rows.empty()) {
-      auto lo = std::lower_bound(plan.rows.begin(), plan.rows.end(), p0);
-      auto hi = std::lower_bound(plan.rows.begin(), plan.rows.end(), p0 + pn);
-      std::vector<float> e;
-      for (auto it = lo; it != hi; ++it) e.push_back(eps[*it - p0]);
-      if (!e.empty()) sink.on_rows_error(layer, lo - plan.rows.begin(), static_cast<int64_t>(e.size()), e.data());
-    }
-    sink.on_panel_done(layer, p0 / B);
+      sink.on_panel_done(layer, p0 / B);
+    });
   }
+  if (pending.valid()) pending.get();
   if (rollout) rollout_prev->swap(rollout_next);
 }
 
