@@ -294,18 +294,9 @@ class CudaBackend final : public ComputeBackend {
     cuda::linear(blas_, mode_, y, T, D, D, w.out_proj.get(), d, ptr(w.out_proj_b), o, d, nullptr, "out_proj", layer);
     if (tr && on_device) {
       clock_.start("device trace");
-      auto dt = device_trace(c, hw, w, layer, T, r, o);
-      cuda::TileFactors& t = dt->factors;
-      t.v = proj;
-      t.ldv = 2 * D;
-      t.Z = gate;
-      t.S = cumulative_delta(delta, T, D, layer);
-      t.delta = delta;
-      t.B = xdbl + R;
-      t.C = xdbl + R + N;
-      t.ldbc = XR;
       tr->T = T;
-      tr->device = std::move(dt);
+      tr->device = device_trace(c, hw, w, layer, T, r, o, {proj, 2 * D, gate, cumulative_delta(delta, T, D, layer),
+                                                           delta, xdbl + R, xdbl + R + N, XR});
     } else if (tr) {
       clock_.start("trace download");
       tr->T = T;
@@ -357,19 +348,10 @@ class CudaBackend final : public ComputeBackend {
     cuda::linear(blas_, mode_, y, T, D, D, w.out_proj.get(), d, ptr(w.out_proj_b), o, d, nullptr, "out_proj", layer);
     if (tr && on_device) {
       clock_.start("device trace");
-      auto dt = device_trace(c, hw, w, layer, T, r, o);
-      cuda::TileFactors& t = dt->factors;
-      t.v = proj + D;
-      t.ldv = IR;
       cuda::latim_gate_factor(gate, gamma, T * D, gamma, nullptr, layer);  // Z = γ ⊙ SiLU(z), in place
-      t.Z = gamma;
-      t.S = cumulative_delta(delta, T, H, layer);
-      t.delta = delta;
-      t.B = conv + D;
-      t.C = conv + D + GN;
-      t.ldbc = CC;
       tr->T = T;
-      tr->device = std::move(dt);
+      tr->device = device_trace(c, hw, w, layer, T, r, o, {proj + D, IR, gamma, cumulative_delta(delta, T, H, layer),
+                                                           delta, conv + D, conv + D + GN, CC});
     } else if (tr) {
       clock_.start("trace download");
       tr->T = T;
@@ -399,25 +381,35 @@ class CudaBackend final : public ComputeBackend {
     stage_.download(tr->S, S, T, W, W, "trace download (S)", layer);
   }
 
-  // The parts of a device trace common to both families. Called before the residual add:
-  // r_in is copied aside, and yhat = r_in + o is the residual stream after the add.
+  // Where a family's layer leaves the per-position factors in the forward's buffers.
+  struct TraceBuffers {
+    const float* v;
+    int64_t ldv;
+    const float* Z;
+    const double* S;
+    const float* delta;
+    const float* B;
+    const float* C;
+    int64_t ldbc;
+  };
+  // A layer's device trace, made before the residual add: r_in is copied aside, and
+  // yhat = r_in + o is the residual stream after the add.
   std::shared_ptr<CudaDeviceTrace> device_trace(const ModelConfig& c, const LayerWeights& hw, DeviceLayer& w, int layer,
-                                                int64_t T, const float* r, const float* o) {
+                                                int64_t T, const float* r, const float* o, const TraceBuffers& b) {
     const int64_t d = c.d_model;
     auto dt = std::make_shared<CudaDeviceTrace>();
     dt->o = o;
     dt->layer = layer;
     cuda::TileFactors& t = dt->factors;
-    t.mamba2 = c.family == Family::Mamba2;
-    t.silu = c.activation == Activation::SiLU;
-    t.T = T;
-    t.d = d;
-    t.D = c.d_inner;
-    t.N = c.d_state;
-    t.K = c.d_conv;
-    t.H = c.n_heads;
-    t.P = c.head_dim;
-    t.G = c.n_groups;
+    t = tile_shape(c, T);
+    t.v = b.v;
+    t.ldv = b.ldv;
+    t.Z = b.Z;
+    t.S = b.S;
+    t.delta = b.delta;
+    t.B = b.B;
+    t.C = b.C;
+    t.ldbc = b.ldbc;
     float* rin = rin_.reserve(T * d, "device trace (r_in)", layer);
     cuda::check(cudaMemcpyAsync(rin, r, static_cast<std::size_t>(T * d) * sizeof(float), cudaMemcpyDeviceToDevice),
                 "device trace (r_in copy)", layer);

@@ -27,6 +27,9 @@ void set_cuda_tile_layer_lookup(TileBackend& tiles, std::function<int(const Laye
 
 cuda::TilePrecision tile_precision(Precision p);
 
+// The sizes of a layer's tile factors (no pointers; contiguous row strides).
+cuda::TileFactors tile_shape(const ModelConfig& c, int64_t T);
+
 // A layer's trace left in the CUDA forward's buffers: the tile kernel's factors point into
 // them, valid until the observer's on_layer returns.
 class CudaDeviceTrace final : public DeviceTrace {

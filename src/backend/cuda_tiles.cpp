@@ -47,6 +47,23 @@ const T* put(DeviceArray<T>& a, const std::vector<T>& v, const char* what, int l
 }
 }  // namespace
 
+cuda::TileFactors tile_shape(const ModelConfig& c, int64_t T) {
+  cuda::TileFactors t;
+  t.mamba2 = c.family == Family::Mamba2;
+  t.silu = c.activation == Activation::SiLU;
+  t.T = T;
+  t.d = c.d_model;
+  t.D = c.d_inner;
+  t.N = c.d_state;
+  t.K = c.d_conv;
+  t.H = c.n_heads;
+  t.P = c.head_dim;
+  t.G = c.n_groups;
+  t.ldv = t.D;
+  t.ldbc = t.mamba2 ? t.G * t.N : t.N;
+  return t;
+}
+
 void CudaDeviceTrace::read_o(int64_t i0, int64_t n, float* dst) const {
   if (n <= 0) return;
   const int64_t d = factors.d;
@@ -69,19 +86,7 @@ void DeviceLayerFactors::upload(const LayerFactors& f, int layer) {
   const LayerWeights& w = *f.weights;
   const LayerTrace& tr = *f.trace;
   const int64_t T = tr.T, d = c.d_model, D = c.d_inner;
-  cuda::TileFactors t;
-  t.mamba2 = c.family == Family::Mamba2;
-  t.silu = c.activation == Activation::SiLU;
-  t.T = T;
-  t.d = d;
-  t.D = D;
-  t.N = c.d_state;
-  t.K = c.d_conv;
-  t.H = c.n_heads;
-  t.P = c.head_dim;
-  t.G = c.n_groups;
-  t.ldv = D;
-  t.ldbc = t.mamba2 ? c.n_groups * c.d_state : c.d_state;
+  cuda::TileFactors t = tile_shape(c, T);
   t.v = put(v_, tr.v, "LaTIM factors (v)", layer);
   t.Z = put(z_, f.Z, "LaTIM factors (Z)", layer);
   t.S = put(s_, tr.S, "LaTIM factors (S)", layer);
