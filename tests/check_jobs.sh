@@ -18,7 +18,12 @@ out=$(MODEL=m TOKENS=t.txt OUT="$WORK/a.h5" bash "$ROOT/jobs/one_node_multi_gpu.
 [[ "$out" == "srun --mpi=pmix --kill-on-bad-exit=1 latim run --out $WORK/a.h5 --model m --tokens t.txt --backend auto --seq-shards 4 --scores l2 --tile 1024" ]] \
   || fail "one_node: $out"
 out=$(MODEL=m TOKENS=t.txt OUT="$WORK/b.h5" bash "$ROOT/jobs/multi_node.sbatch")
-[[ "$out" == *"--layer-shards 2 --seq-shards 4"* ]] || fail "multi_node: $out"
+[[ "$out" == *"--backend auto --forward replicated --scores l2"* ]] || fail "multi_node: $out"
+out=$(LAYOUT=pipeline MODEL=m TOKENS=t.txt OUT="$WORK/b.h5" bash "$ROOT/jobs/multi_node.sbatch")
+[[ "$out" == *"--layer-shards 2 --seq-shards 4"* ]] || fail "multi_node pipeline: $out"
+if LAYOUT=bogus MODEL=m TOKENS=t.txt OUT="$WORK/b.h5" bash "$ROOT/jobs/multi_node.sbatch" 2>/dev/null; then
+  fail "multi_node: an unknown LAYOUT must fail"
+fi
 touch "$WORK/c.h5"
 out=$(MODEL=m TOKENS=t.txt OUT="$WORK/c.h5" bash "$ROOT/jobs/one_node_multi_gpu.sbatch")
 [[ "$out" == *"--out $WORK/c.h5 --resume "* ]] || fail "an existing output file must be resumed: $out"
