@@ -1,18 +1,26 @@
-// The fused LaTIM tile kernel. A block (16 warps) owns 8 targets x 16 sources (128 pairs) and
-// 256 output columns of W_out; each warp multiplies a 32 x 64 region. For each slab of 32 inner channels it
+// The fused LaTIM tile kernel. A block (16 warps) owns 8 targets x 16 sources (128 pairs) at
+// a time; blocks are persistent (as many as are resident) and take such pair blocks in turn.
+// For each pair block it runs the column blocks of W_out (256 output columns each) one after
+// the other; each warp multiplies a 32 x 64 region. In the first pass, for each slab of 32
+// inner channels, it
 //   1. starts copying the slab of W_out^T into shared memory (cp.async),
 //   2. (Mamba-1) computes M_{i,l}[c] for the block's (i, l) and the slab's channels,
-//   3. builds u_{ij}[c] = Z_i[c] υ_{i←j}[c] for every pair from the conv taps and M,
+//   3. builds u_{ij}[c] = Z_i[c] υ_{i←j}[c] for every pair from the conv taps and M, and
+//      keeps the slab of u in the block's device scratch,
 //   4. multiplies the [128 x 32] u slab by the [32 x 256] W_out slab (WMMA or FFMA).
-// The epilogue reduces each pair's row of T_i(x_j) to ‖T‖², ‖T‖₁ and the ALTI term, and adds
-// the per-target column sums to Σ_j T_i(x_j). Blocks of other column ranges do the same
-// for their columns; latim_tile_finalize sums the column blocks in a fixed order.
+// The later passes stream u back from the scratch instead of rebuilding it, so u (and, for
+// Mamba-1, the exponentials in M) is computed once per pair, not once per column block.
+// The scratch holds at most (resident blocks) x 128 pairs x D values; the pairs x D operand
+// of a tile is never formed as a whole. Each pass's epilogue reduces each pair's row of
+// T_i(x_j) to ‖T‖², ‖T‖₁ and the ALTI term, and adds the per-target column sums to
+// Σ_j T_i(x_j); latim_tile_finalize sums the column blocks in a fixed order.
 #include <cuda_bf16.h>
 #include <mma.h>
 
 #include <type_traits>
 
 #include "cuda_check.hpp"
+#include "device_buffer.hpp"
 #include "latim_tile.hpp"
 
 namespace latim::cuda {
@@ -74,7 +82,7 @@ __host__ __device__ inline SmemLayout smem_layout(int prec, bool mamba2, int ns,
   const int64_t esz = prec == 2 ? 2 : 4;
   const int64_t lda = prec == 2 ? kBK + 8 : (prec == 1 ? kBK + 4 : kBK + 1);
   const int64_t ldb = prec == 2 ? kBN + 8 : kBN + 4;
-  L.as = take(off, kBM * lda * esz);
+  L.as = take(off, 2 * kBM * lda * esz);  // two slots: passes after the first stream u in
   L.bs = take(off, 2 * kBK * ldb * esz);
   L.scr = L.as;
   const int64_t scr_end = L.scr + int64_t{kWarps} * 16 * kScrLd * 4;
@@ -215,7 +223,7 @@ template <class T>
 __device__ __forceinline__ void stage_chunk(T* dst, const T* src, int chunk, int64_t avail) {
   constexpr int per = 16 / sizeof(T);
   const int e0 = chunk * per;
-  if (e0 + per <= avail && (reinterpret_cast<uintptr_t>(src + e0) & 15) == 0) {
+  if (e0 + per <= avail && ((reinterpret_cast<uintptr_t>(src + e0) | reinterpret_cast<uintptr_t>(dst + e0)) & 15) == 0) {
     cp_async16(dst + e0, src + e0);
   } else {
 #pragma unroll
@@ -226,7 +234,8 @@ __device__ __forceinline__ void stage_chunk(T* dst, const T* src, int chunk, int
 template <int PREC, bool M2, int NS>
 __global__ void __launch_bounds__(kThreads, 1)
     latim_tile_kernel(TileFactors f, int64_t i0, int64_t ni, int64_t j0, int64_t nj, int ncb, bool want_hattn,
-                      float* __restrict__ partial, float* __restrict__ hattn, double* __restrict__ contrib) {
+                      float* __restrict__ partial, float* __restrict__ hattn, double* __restrict__ contrib,
+                      void* __restrict__ scratch) {
   using TA = typename Prec<PREC>::T;
   constexpr int LDA = Prec<PREC>::lda, LDB = Prec<PREC>::ldb;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -250,21 +259,41 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int wm = warp / 4, wn = warp % 4;
   const int64_t njb = (nj + kBJ - 1) / kBJ;
-  const int64_t pb = blockIdx.x;
-  const int cbk = blockIdx.y;
-  const int64_t ib = i0 + (pb / njb) * kBI, jb = j0 + (pb % njb) * kBJ;
-  if (jb > ib + kBI - 1) return;  // every pair of the block has j > i
-  const int64_t n0 = int64_t{cbk} * kBN;
   const int64_t T = f.T, D = f.D, d = f.d, N = f.N;
   const int K = static_cast<int>(f.K);
   const int64_t iend = i0 + ni, jend = j0 + nj;
   const int64_t dpad = int64_t{ncb} * kBN;
   const int64_t nslabs = (D + kBK - 1) / kBK;
+  const int64_t npb = ((ni + kBI - 1) / kBI) * njb;
+  // This block's u, [slab][kBM][kBK], written in the first column pass, read in the others.
+  TA* const ublk = static_cast<TA*>(scratch) + int64_t{blockIdx.x} * nslabs * kBM * kBK;
+
+  std::conditional_t<PREC == 0, FfmaTile, WmmaTile<PREC == 0 ? 1 : PREC>> mma;
+
+  // Persistent blocks: each takes pair blocks (kBI targets x kBJ sources) in turn and runs
+  // the column blocks of W_out over them one after the other. The first pass builds u
+  // and keeps it in `ublk`; the later passes stream it back instead of rebuilding it.
+  for (int64_t pb = blockIdx.x; pb < npb; pb += gridDim.x) {
+  const int64_t ib = i0 + (pb / njb) * kBI, jb = j0 + (pb % njb) * kBJ;
+  if (jb > ib + kBI - 1) continue;  // every pair of the block has j > i
+  for (int cbk = 0; cbk < ncb; ++cbk) {
+  const bool first = cbk == 0;
+  const int64_t n0 = int64_t{cbk} * kBN;
 
   // Issues the copies of slab `sl` (channels sl*kBK ..) into buffer slot sl & 1.
   auto prefetch = [&](int64_t slab) {
     const int b = static_cast<int>(slab & 1);
     const int64_t c0 = slab * kBK, cavail = D - c0 < kBK ? D - c0 : kBK;
+    if (!first) {  // u of this slab, built by the first pass
+      constexpr int per = 16 / static_cast<int>(sizeof(TA));
+      constexpr int rc = kBK / per;  // 16-byte chunks per row
+      const TA* src = ublk + slab * kBM * kBK;
+      TA* dst = As + b * kBM * LDA;
+      for (int idx = tid; idx < kBM * rc; idx += kThreads) {
+        const int row = idx / rc, ch = idx % rc;
+        stage_chunk(dst + row * LDA, src + row * kBK, ch, kBK);
+      }
+    }
     {
       constexpr int per_row = kBN * static_cast<int>(sizeof(TA)) / 16;
       constexpr int per_chunk = 16 / static_cast<int>(sizeof(TA));
@@ -276,6 +305,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
     constexpr int fc = kBK / 4;  // 16-byte chunks in a row of kBK floats
+    if (first) {
     for (int idx = tid; idx < (kBI + kBJ) * fc; idx += kThreads) {
       const int row = idx / fc, ch = idx % fc;
       if (row < kBI) {
@@ -309,10 +339,12 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int ch = tid; ch < static_cast<int>(N) * fc; ch += kThreads)
         stage_chunk(A20 + b * kBK * NS, f.A2 + c0 * N, ch, cavail * N);
     }
+    }  // first
     cp_async_commit();
   };
 
   prefetch(0);
+  if (first) {
 
   // Prologue: Mamba-2's M for every head (it does not depend on the channel slab), with the
   // skip term D[h] folded into M_{i,i}, and the hidden attention; Mamba-1's C_i[n] B_l[n].
@@ -393,7 +425,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   }
 
-  std::conditional_t<PREC == 0, FfmaTile, WmmaTile<PREC == 0 ? 1 : PREC>> mma;
+  }  // first: prologue
   mma.init();
 
   for (int64_t slab = 0; slab < nslabs; ++slab) {
@@ -401,6 +433,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     cp_async_wait_all();  // slab `slab` (the only copies in flight) has landed in slot b
     __syncthreads();      // visible to all; every warp is done with slab - 1 (slot b ^ 1, As)
     if (slab + 1 < nslabs) prefetch(slab + 1);  // overlaps this slab's work
+    TA* const Ab = As + b * kBM * LDA;
+    if (first) {
     const int64_t c = slab * kBK + lane;
     const bool cok = c < D;
 
@@ -472,12 +506,16 @@ __global__ void __launch_bounds__(kThreads, 1)
               if (kk < K) sum += Mrow[kk * step] * tap[kk];
             u = z[ii] * sum;
           }
-          As[(ii * kBJ + jj) * LDA + lane] = to_operand<PREC>(u);
+          Ab[(ii * kBJ + jj) * LDA + lane] = to_operand<PREC>(u);
         }
       }
     }
     __syncthreads();
-    mma.step(As, Bs0 + b * kBK * LDB, wm, wn, lane);
+    // Keep u for the later column passes.
+    for (int idx = tid; idx < kBM * kBK; idx += kThreads)
+      ublk[slab * kBM * kBK + idx] = Ab[(idx / kBK) * LDA + idx % kBK];
+    }  // first: build u
+    mma.step(Ab, Bs0 + b * kBK * LDB, wm, wn, lane);
   }
   __syncthreads();  // the epilogue's scratch reuses As
 
@@ -556,6 +594,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
   }
+  __syncthreads();  // part, Ms and the scratch are reused by the next pass or pair block
+  }  // cbk
+  }  // pb
 }
 
 __global__ void finalize_kernel(int64_t i0, int64_t ni, int64_t j0, int64_t nj, int ncb,
@@ -617,6 +658,14 @@ unsigned blocks_for(int64_t n) {
   return static_cast<unsigned>(b < 4096 * 132 ? (b > 0 ? b : 1) : 4096 * 132);
 }
 
+// The tile kernel's u scratch on device `dev`: grow-only, kept for the life of the process.
+void* tile_scratch(int dev, int64_t bytes, int layer) {
+  static DeviceArray<unsigned char>* buffers[64] = {};
+  if (dev < 0 || dev >= 64) fail("latim_tile (layer ", layer, "): device index ", dev, " out of range");
+  if (!buffers[dev]) buffers[dev] = new DeviceArray<unsigned char>();  // never freed: outlives static teardown
+  return buffers[dev]->reserve(bytes, "LaTIM tile scratch (u of the resident blocks)", layer);
+}
+
 template <int PREC, bool M2, int NS>
 void launch(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, int64_t nj, bool hidden_attn, float* partial,
             float* hattn, double* contrib, cudaStream_t stream, int layer) {
@@ -633,8 +682,18 @@ void launch(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, int64_t nj
          " too large); the device allows ", max_smem);
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(L.total)),
         "latim_tile (shared memory attribute)", layer);
-  const dim3 grid(static_cast<unsigned>(nblocks), static_cast<unsigned>(ncb));
-  kernel<<<grid, kThreads, L.total, stream>>>(f, i0, ni, j0, nj, ncb, hidden_attn, partial, hattn, contrib);
+  // Persistent blocks, as many as fit on the device at once; each keeps its u in scratch.
+  int sms = 0, per_sm = 0;
+  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute", layer);
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, L.total), "latim_tile (occupancy)",
+        layer);
+  const int64_t resident = int64_t{sms} * (per_sm > 0 ? per_sm : 1);
+  const int64_t grid = nblocks < resident ? nblocks : resident;
+  const int64_t nslabs = (f.D + kBK - 1) / kBK;
+  const int64_t esz = PREC == 2 ? 2 : 4;
+  void* scratch = tile_scratch(dev, grid * nslabs * kBM * kBK * esz, layer);
+  kernel<<<static_cast<unsigned>(grid), kThreads, L.total, stream>>>(f, i0, ni, j0, nj, ncb, hidden_attn, partial,
+                                                                     hattn, contrib, scratch);
   check_launch("latim_tile", layer, stream);
 }
 

@@ -1,8 +1,9 @@
 // The LaTIM tile kernel (latim-method.md §3-5): for a block of targets I and sources J it
 // builds Z_i ⊙ υ_{i←j} for every pair on the fly in shared memory, multiplies the stack by
 // W_out on tensor cores (bf16 or tf32 inputs, fp32 sums) or CUDA cores (fp32), and reduces
-// each product row to the scores in the epilogue. The pairs × D operand and the pairs × d
-// product never reach device memory.
+// each product row to the scores in the epilogue. The pairs × d product never reaches device
+// memory; of the pairs × D operand, only the 128-pair slices that the resident blocks are
+// working on are kept in a scratch (reused across W_out's column blocks), never a tile's.
 #pragma once
 #include <cuda_runtime.h>
 
