@@ -172,6 +172,71 @@ struct WmmaTile {
   }
 };
 
+// bf16 tensor-core product of a warp's 32 x 64 region with mma.sync m16n8k16: operands come
+// from shared memory through ldmatrix (the .trans form turns the row-major W_out slab into
+// the column fragments), fp32 accumulators. acc[h][t][e]: rows 16h.., columns 8t.., and e as
+// in the PTX accumulator layout (rows g and g + 8, columns 2q and 2q + 1; g = lane/4, q = lane%4).
+struct MmaBf16Tile {
+  static constexpr int LDA = Prec<2>::lda, LDB = Prec<2>::ldb;
+  float acc[2][8][4];
+
+  __device__ void init() {
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int t = 0; t < 8; ++t)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[h][t][e] = 0.0f;
+  }
+  __device__ void step(const __nv_bfloat16* As, const __nv_bfloat16* Bs, int wm, int wn, int lane) {
+    const unsigned a_base = static_cast<unsigned>(__cvta_generic_to_shared(As));
+    const unsigned b_base = static_cast<unsigned>(__cvta_generic_to_shared(Bs));
+#pragma unroll
+    for (int k = 0; k < kBK; k += 16) {
+      unsigned a[2][4], b[8][2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = wm * 32 + h * 16 + (lane & 15), col = k + (lane >> 4) * 8;
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(a[h][0]), "=r"(a[h][1]), "=r"(a[h][2]), "=r"(a[h][3])
+                     : "r"(a_base + static_cast<unsigned>(row * LDA + col) * 2u));
+      }
+#pragma unroll
+      for (int t2 = 0; t2 < 4; ++t2) {
+        const int krow = k + (lane & 7) + ((lane >> 3) & 1) * 8, ncol = wn * 64 + t2 * 16 + (lane >> 4) * 8;
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(b[2 * t2][0]), "=r"(b[2 * t2][1]), "=r"(b[2 * t2 + 1][0]), "=r"(b[2 * t2 + 1][1])
+                     : "r"(b_base + static_cast<unsigned>(krow * LDB + ncol) * 2u));
+      }
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int t = 0; t < 8; ++t)
+          asm(
+              "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+              "{%0, %1, %2, %3};\n"
+              : "+f"(acc[h][t][0]), "+f"(acc[h][t][1]), "+f"(acc[h][t][2]), "+f"(acc[h][t][3])
+              : "r"(a[h][0]), "r"(a[h][1]), "r"(a[h][2]), "r"(a[h][3]), "r"(b[t][0]), "r"(b[t][1]));
+    }
+  }
+  // Rows 16r..16r+15 of the warp's region into scr [16][kScrLd].
+  __device__ void store_chunk(int r, float* scr, int lane) {
+    const int g = lane >> 2, q = lane & 3;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      if (h != r) continue;
+#pragma unroll
+      for (int t = 0; t < 8; ++t) {
+        const int col = t * 8 + 2 * q;
+        scr[g * kScrLd + col] = acc[h][t][0];
+        scr[g * kScrLd + col + 1] = acc[h][t][1];
+        scr[(g + 8) * kScrLd + col] = acc[h][t][2];
+        scr[(g + 8) * kScrLd + col + 1] = acc[h][t][3];
+      }
+    }
+  }
+};
+
 // fp32 product on CUDA cores: lane (lr, lc) owns rows lr*4..lr*4+3 and columns
 // lc*4 + 16q + e of the warp's 32 x 64 region.
 struct FfmaTile {
@@ -268,7 +333,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // This block's u, [slab][kBM][kBK], written in the first column pass, read in the others.
   TA* const ublk = static_cast<TA*>(scratch) + int64_t{blockIdx.x} * nslabs * kBM * kBK;
 
-  std::conditional_t<PREC == 0, FfmaTile, WmmaTile<PREC == 0 ? 1 : PREC>> mma;
+  std::conditional_t<PREC == 0, FfmaTile, std::conditional_t<PREC == 2, MmaBf16Tile, WmmaTile<1>>> mma;
 
   // Persistent blocks: each takes pair blocks (kBI targets x kBJ sources) in turn and runs
   // the column blocks of W_out over them one after the other. The first pass builds u
@@ -511,9 +576,18 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
     __syncthreads();
-    // Keep u for the later column passes.
-    for (int idx = tid; idx < kBM * kBK; idx += kThreads)
-      ublk[slab * kBM * kBK + idx] = Ab[(idx / kBK) * LDA + idx % kBK];
+    // Keep u for the later column passes (16-byte copies where the rows allow them).
+    if constexpr ((LDA * sizeof(TA)) % 16 == 0) {
+      constexpr int per = 16 / static_cast<int>(sizeof(TA)), rc = kBK / per;
+      for (int idx = tid; idx < kBM * rc; idx += kThreads) {
+        const int row = idx / rc, ch = idx % rc;
+        *reinterpret_cast<uint4*>(ublk + (slab * kBM + row) * kBK + ch * per) =
+            *reinterpret_cast<const uint4*>(Ab + row * LDA + ch * per);
+      }
+    } else {
+      for (int idx = tid; idx < kBM * kBK; idx += kThreads)
+        ublk[slab * kBM * kBK + idx] = Ab[(idx / kBK) * LDA + idx % kBK];
+    }
     }  // first: build u
     mma.step(Ab, Bs0 + b * kBK * LDB, wm, wn, lane);
   }
