@@ -166,6 +166,19 @@ TEST_F(BadInput, ResumeWithoutFile) { expect_failure(args("--resume"), {"--resum
 
 TEST_F(BadInput, TooManyLayerShards) { expect_failure(args("--layer-shards 9"), {"--layer-shards", "9"}); }
 
+TEST_F(BadInput, WarnsWhenThreadsOutnumberCores) {
+  // A launcher that pins a rank to one core (mpirun's default binding) makes every OpenMP
+  // thread share it; latim says so instead of running slowly in silence.
+  if (std::system("command -v taskset >/dev/null 2>&1") != 0) GTEST_SKIP() << "taskset is not installed";
+  const std::string run = "run --model " + model_ + " --tokens " + tokens_ + " --out " + out_ + " --no-maps";
+  const test::RunResult pinned = test::run_latim_with("OMP_NUM_THREADS=2 taskset -c 0", run);
+  EXPECT_EQ(pinned.exit_code, 0) << pinned.output;
+  EXPECT_NE(pinned.output.find("warning: 2 OpenMP threads but this rank may run on only 1 core"), std::string::npos)
+      << pinned.output;
+  const test::RunResult free = test::run_latim_with("OMP_NUM_THREADS=1", run);
+  EXPECT_EQ(free.output.find("warning"), std::string::npos) << free.output;
+}
+
 TEST_F(BadInput, UnknownForwardMode) { expect_failure(args("--forward mirrored"), {"--forward", "mirrored"}); }
 
 TEST_F(BadInput, ReplicatedForwardWithChunks) {

@@ -67,8 +67,9 @@ struct RunResult {
   std::string output;  // stdout + stderr
 };
 
-inline RunResult run_latim(const std::string& args) {
-  const std::string cmd = std::string(LATIM_BINARY) + " " + args + " 2>&1";
+// Runs `prefix latim args` (prefix: environment assignments and a wrapper such as taskset).
+inline RunResult run_latim_with(const std::string& prefix, const std::string& args) {
+  const std::string cmd = prefix + " " + std::string(LATIM_BINARY) + " " + args + " 2>&1";
   RunResult r;
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return r;
@@ -78,6 +79,8 @@ inline RunResult run_latim(const std::string& args) {
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
   return r;
 }
+
+inline RunResult run_latim(const std::string& args) { return run_latim_with("", args); }
 
 // Relative error as the golden tests define it: max |a - b| / max |b|.
 inline double rel_error(const float* a, const float* b, std::size_t n) {
