@@ -285,16 +285,26 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
 #pragma omp parallel for schedule(dynamic)
           for (int64_t r = 0; r < pn; ++r) {
             const int64_t i = p0 + r, n = std::min(K, i + 1);
-            std::vector<int64_t> order(static_cast<std::size_t>(i + 1));
-            for (int64_t j = 0; j <= i; ++j) order[j] = j;
             const float* row = m.data() + r * ncols;
             // Largest first; ties go to the nearer (larger) source index, deterministically.
-            std::partial_sort(order.begin(), order.begin() + n, order.end(), [&](int64_t a, int64_t b) {
-              return row[a] > row[b] || (row[a] == row[b] && a > b);
-            });
+            auto better = [row](int64_t a, int64_t b) { return row[a] > row[b] || (row[a] == row[b] && a > b); };
+            // One pass over the row with the n best so far in a heap whose top is the worst of them.
+            std::vector<int64_t> best;
+            best.reserve(static_cast<std::size_t>(n));
+            for (int64_t j = 0; j <= i; ++j) {
+              if (static_cast<int64_t>(best.size()) < n) {
+                best.push_back(j);
+                std::push_heap(best.begin(), best.end(), better);
+              } else if (better(j, best.front())) {
+                std::pop_heap(best.begin(), best.end(), better);
+                best.back() = j;
+                std::push_heap(best.begin(), best.end(), better);
+              }
+            }
+            std::sort(best.begin(), best.end(), better);
             for (int64_t k = 0; k < n; ++k) {
-              idx[r * K + k] = order[k];
-              val[r * K + k] = row[order[k]];
+              idx[r * K + k] = best[k];
+              val[r * K + k] = row[best[k]];
             }
           }
           sink.on_topk(layer, s, p0, pn, K, idx.data(), val.data());
