@@ -35,6 +35,7 @@
 #include "latim/model.hpp"
 #include "latim/tokens.hpp"
 #include "latim_tile.hpp"
+#include "reference_fp64.hpp"
 
 using namespace latim;
 using namespace latim::bench;
@@ -47,89 +48,13 @@ double device_used_gib() {
   return static_cast<double>(total_b - free_b) / (1024.0 * 1024.0 * 1024.0);
 }
 
-template <class A, class B>
-double norm_error(const A& a, const B& b) {
-  if (a.size() != b.size()) return INFINITY;
-  double num = 0.0, den = 0.0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    const double x = a[i], y = b[i];
-    if (std::isnan(x) || std::isnan(y)) {
-      if (std::isnan(x) != std::isnan(y)) return INFINITY;
-      continue;
-    }
-    num = std::max(num, std::abs(x - y));
-    den = std::max(den, std::abs(y));
-  }
-  return den > 0 ? num / den : num;
-}
-
-// ---------------------------------------------------------------- random 130m-shaped models
-struct Recorder : LayerObserver {
-  int trace_layers = 1 << 30;  // layers [0, trace_layers) keep their trace
-  bool wants_trace(int layer) const override { return layer < trace_layers; }
-  void on_layer(int layer, const LayerWeights&, const LayerTrace* tr, const std::vector<float>& r) override {
-    residual.resize(layer + 1);
-    trace.resize(layer + 1);
-    residual[layer] = r;
-    if (tr) trace[layer] = *tr;
-  }
-  std::vector<std::vector<float>> residual;
-  std::vector<LayerTrace> trace;
-};
-
-// ---------------------------------------------------------------- fp64 reference of T_i(x_j)
-float round_mantissa(float x, int keep_bits) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  const int drop = 23 - keep_bits;
-  const uint32_t half = 1u << (drop - 1), lsb = (u >> drop) & 1u;
-  u = (u + half - 1 + lsb) & ~((1u << drop) - 1);
-  float y;
-  std::memcpy(&y, &u, 4);
-  return y;
-}
+using reference::norm_error;
+using reference::Recorder;
 
 // l2 of T_i(x_j) in fp64 (bits = 0) or with u and W_out rounded to `bits` mantissa bits.
 double reference_l2(const LayerFactors& f, int64_t i, int64_t j, int bits) {
-  const ModelConfig& c = *f.config;
-  const LayerWeights& w = *f.weights;
-  const LayerTrace& tr = *f.trace;
-  const int64_t D = c.d_inner, d = c.d_model, K = c.d_conv, N = c.d_state;
-  std::vector<double> u(D, 0.0);
-  for (int64_t ch = 0; ch < D; ++ch) {
-    auto tap = [&](int64_t k) {
-      double pre = static_cast<double>(w.conv_w[ch * K + K - 1 - k]) * tr.v[j * D + ch];
-      if (k == 0 && !w.conv_b.empty()) pre += w.conv_b[ch];
-      return c.activation == Activation::SiLU ? pre / (1.0 + std::exp(-pre)) : pre;
-    };
-    auto M = [&](int64_t l) {
-      if (c.family == Family::Mamba1) {
-        double s = 0.0;
-        for (int64_t n = 0; n < N; ++n)
-          s += static_cast<double>(tr.C[i * N + n]) * tr.B[l * N + n] *
-               std::exp(static_cast<double>(w.A[ch * N + n]) * (tr.S[i * D + ch] - tr.S[l * D + ch]));
-        return s * tr.delta[l * D + ch];
-      }
-      const int64_t H = c.n_heads, h = ch / c.head_dim, g = h / (H / c.n_groups), GN = c.n_groups * N;
-      double cb = 0.0;
-      for (int64_t n = 0; n < N; ++n) cb += static_cast<double>(tr.C[i * GN + g * N + n]) * tr.B[l * GN + g * N + n];
-      return cb * std::exp(static_cast<double>(w.A[h]) * (tr.S[i * H + h] - tr.S[l * H + h])) * tr.delta[l * H + h];
-    };
-    double s = 0.0;
-    for (int64_t l = j; l <= std::min(i, j + K - 1); ++l) s += M(l) * tap(l - j);
-    if (i - j < K) s += (c.family == Family::Mamba1 ? w.D_skip[ch] : w.D_skip[ch / c.head_dim]) * tap(i - j);
-    u[ch] = static_cast<double>(f.Z[i * D + ch]) * s;
-    if (bits) u[ch] = round_mantissa(static_cast<float>(u[ch]), bits);
-  }
   double ss = 0.0;
-  for (int64_t k = 0; k < d; ++k) {
-    double t = 0.0;
-    for (int64_t ch = 0; ch < D; ++ch) {
-      const float wk = w.out_proj[k * D + ch];
-      t += (bits ? round_mantissa(wk, bits) : wk) * u[ch];
-    }
-    ss += t * t;
-  }
+  for (const double t : reference::reference_contribution(f, i, j, bits)) ss += t * t;
   return std::sqrt(ss);
 }
 
@@ -161,6 +86,7 @@ void compare_forward(const std::string& where, const ModelWeights& m, const std:
                      ComputeBackend& backend, double bound, std::vector<Row>& rows) {
   auto cpu = make_backend("cpu");
   Recorder a, b;
+  a.trace_layers = b.trace_layers = Recorder::kAll;
   const ForwardOutput fa = backend.forward(m, tokens, &a);
   const ForwardOutput fb = cpu->forward(m, tokens, &b);
   double res = 0, tr = 0;
@@ -189,6 +115,7 @@ void compare_maps(const std::string& where, const ModelWeights& m, const std::ve
                   std::vector<Row>& rows) {
   auto cpu = make_backend("cpu");
   Recorder rec;
+  rec.trace_layers = Recorder::kAll;
   cpu->forward(m, tokens, &rec);
   auto gpu_tiles = make_cuda_tile_backend(Precision::FP32);
   auto cpu_tiles = make_cpu_tile_backend();
@@ -421,6 +348,7 @@ int run_benchmarks(const std::vector<int64_t>& forward_T, const std::vector<int6
       const ModelWeights m = random_model(shape_130m(fam, 1), 2);
       auto fwd = make_backend("cuda", Precision::FP32);
       Recorder rec;
+      rec.trace_layers = 1;
       fwd->forward(m, random_tokens(T, m.config.vocab_size), &rec);
       const LayerFactors f = make_layer_factors(m.config, m.layers[0], rec.trace[0]);
       const double pairs = double(T) * (T + 1) / 2, flops = pairs * 2.0 * m.config.d_inner * m.config.d_model;

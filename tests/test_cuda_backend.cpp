@@ -18,6 +18,7 @@
 #include "latim/model.hpp"
 #include "latim/safetensors.hpp"
 #include "latim/tokens.hpp"
+#include "reference_fp64.hpp"
 #include "test_cuda_util.hpp"
 #include "test_util.hpp"
 
@@ -29,7 +30,9 @@
 namespace latim {
 namespace {
 
-using cudatest::norm_error;
+using reference::norm_error;
+using reference::Recorder;
+using reference::reference_contribution;
 
 const char* kFixtures[] = {"mamba1_f32", "mamba1_bias_f16",     "mamba1_ssm_padded", "mamba1_identity_f32",
                            "mamba2_f32", "mamba2_bf16_sharded", "mamba2_g2_f32",     "mamba2_identity_f32"};
@@ -38,18 +41,6 @@ std::unique_ptr<ComputeBackend> backend_for(const std::string& name) {
   return make_backend(name, Precision::FP32);
 }
 
-struct Recorder : LayerObserver {
-  bool traces = false;
-  bool wants_trace(int) const override { return traces; }
-  void on_layer(int layer, const LayerWeights&, const LayerTrace* tr, const std::vector<float>& r) override {
-    residual.resize(layer + 1);
-    trace.resize(layer + 1);
-    residual[layer] = r;
-    if (tr) trace[layer] = *tr;
-  }
-  std::vector<std::vector<float>> residual;
-  std::vector<LayerTrace> trace;
-};
 
 std::vector<int64_t> fixture_tokens(const std::string& dir, const ModelWeights& m, int64_t T) {
   const std::vector<int64_t> base = read_token_file(dir + "/tokens.txt", m.config.vocab_size);
@@ -99,7 +90,7 @@ TEST_P(BackendTest, ForwardAndTracesMatchCpuBackend) {
     for (int64_t T : {300, 700}) {
       const std::vector<int64_t> tokens = fixture_tokens(dir, model, T);
       Recorder a, b;
-      a.traces = b.traces = true;
+      a.trace_layers = b.trace_layers = Recorder::kAll;
       const ForwardOutput fa = backend->forward(model, tokens, &a);
       const ForwardOutput fb = cpu->forward(model, tokens, &b);
       const std::string at = std::string(fx) + " T=" + std::to_string(T);
@@ -151,7 +142,7 @@ TEST_P(BackendTest, MapsMatchCpuTileBackend) {
     const ModelWeights model = load_model(dir);
     for (auto [T, panel] : {std::pair<int64_t, int64_t>{75, 16}, {150, 64}, {40, 256}}) {
       Recorder rec;
-      rec.traces = true;
+      rec.trace_layers = Recorder::kAll;
       cpu->forward(model, fixture_tokens(dir, model, T), &rec);
       const MemorySink a = maps_from(model, rec.trace, backend->tiles(), panel);
       const MemorySink b = maps_from(model, rec.trace, *cpu_tiles, panel);
@@ -175,7 +166,7 @@ TEST_P(BackendTest, IdentityModelsAreExact) {
     const std::string dir = cudatest::data_dir() + "/" + fx;
     const ModelWeights model = load_model(dir);
     Recorder rec;
-    rec.traces = true;
+    rec.trace_layers = Recorder::kAll;
     backend->forward(model, fixture_tokens(dir, model, 120), &rec);
     const MemorySink s = maps_from(model, rec.trace, backend->tiles(), 32);
     for (const auto& [layer, e] : s.eps)
@@ -187,59 +178,6 @@ INSTANTIATE_TEST_SUITE_P(Backends, BackendTest, ::testing::Values("cpu", "cuda")
                          [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
 
 #ifdef LATIM_HAVE_CUDA
-
-float round_mantissa(float x, int keep_bits) {  // round to nearest even, keeping `keep_bits` mantissa bits
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  const int drop = 23 - keep_bits;
-  const uint32_t half = 1u << (drop - 1), lsb = (u >> drop) & 1u;
-  u = (u + half - 1 + lsb) & ~((1u << drop) - 1);
-  float y;
-  std::memcpy(&y, &u, 4);
-  return y;
-}
-
-// T_i(x_j) in fp64 straight from latim-method.md §3; `bits` > 0 rounds u and W_out to that
-// many mantissa bits first (7: bf16, 10: tf32), the plain low-precision implementation.
-std::vector<double> reference_contribution(const LayerFactors& f, int64_t i, int64_t j, int bits) {
-  const ModelConfig& c = *f.config;
-  const LayerWeights& w = *f.weights;
-  const LayerTrace& tr = *f.trace;
-  const int64_t D = c.d_inner, d = c.d_model, K = c.d_conv, N = c.d_state;
-  std::vector<double> u(D, 0.0);
-  for (int64_t ch = 0; ch < D; ++ch) {
-    auto tap = [&](int64_t k) {
-      double pre = static_cast<double>(w.conv_w[ch * K + K - 1 - k]) * tr.v[j * D + ch];
-      if (k == 0 && !w.conv_b.empty()) pre += w.conv_b[ch];
-      return c.activation == Activation::SiLU ? pre / (1.0 + std::exp(-pre)) : pre;
-    };
-    auto M = [&](int64_t l) {
-      if (c.family == Family::Mamba1) {
-        double s = 0.0;
-        for (int64_t n = 0; n < N; ++n)
-          s += static_cast<double>(tr.C[i * N + n]) * tr.B[l * N + n] *
-               std::exp(static_cast<double>(w.A[ch * N + n]) * (tr.S[i * D + ch] - tr.S[l * D + ch]));
-        return s * tr.delta[l * D + ch];
-      }
-      const int64_t H = c.n_heads, h = ch / c.head_dim, g = h / (H / c.n_groups), GN = c.n_groups * N;
-      double cb = 0.0;
-      for (int64_t n = 0; n < N; ++n) cb += static_cast<double>(tr.C[i * GN + g * N + n]) * tr.B[l * GN + g * N + n];
-      return cb * std::exp(static_cast<double>(w.A[h]) * (tr.S[i * H + h] - tr.S[l * H + h])) * tr.delta[l * H + h];
-    };
-    double s = 0.0;
-    for (int64_t l = j; l <= std::min(i, j + K - 1); ++l) s += M(l) * tap(l - j);
-    if (i - j < K) s += (c.family == Family::Mamba1 ? w.D_skip[ch] : w.D_skip[ch / c.head_dim]) * tap(i - j);
-    u[ch] = static_cast<double>(f.Z[i * D + ch]) * s;
-    if (bits) u[ch] = round_mantissa(static_cast<float>(u[ch]), bits);
-  }
-  std::vector<double> out(d, 0.0);
-  for (int64_t k = 0; k < d; ++k)
-    for (int64_t ch = 0; ch < D; ++ch) {
-      const float wk = w.out_proj[k * D + ch];
-      out[k] += (bits ? round_mantissa(wk, bits) : wk) * u[ch];
-    }
-  return out;
-}
 
 struct RefScores {
   std::vector<double> l2, l1, alti;
@@ -292,7 +230,7 @@ TEST_P(CudaTilePrecision, ErrorAtMostTwiceAPlainImplementation) {
     const ModelWeights model = load_model(dir);
     const int64_t T = 48;
     Recorder rec;
-    rec.traces = true;
+    rec.trace_layers = Recorder::kAll;
     cpu->forward(model, fixture_tokens(dir, model, T), &rec);
     for (std::size_t l = 0; l < rec.trace.size(); ++l) {
       const LayerFactors f = make_layer_factors(model.config, model.layers[l], rec.trace[l]);
@@ -339,7 +277,7 @@ TEST(CudaErrors, TileOutsideTheSequenceNamesTheKernel) {
   const std::string dir = cudatest::data_dir() + "/mamba2_f32";
   const ModelWeights model = load_model(dir);
   Recorder rec;
-  rec.traces = true;
+  rec.trace_layers = Recorder::kAll;
   backend_for("cpu")->forward(model, fixture_tokens(dir, model, 20), &rec);
   const LayerFactors f = make_layer_factors(model.config, model.layers[0], rec.trace[0]);
   auto tiles = make_cuda_tile_backend(Precision::FP32);

@@ -1,6 +1,6 @@
 // Helpers for the CUDA tests: fixture location (overridable with LATIM_TEST_DATA_DIR, so a
 // build can be run from another checkout), the skip when no GPU is visible, random data,
-// and the normalised error max|a - b| / max|b|.
+// and the normalised error max|a - b| / max|b| (from reference_fp64.hpp).
 #pragma once
 #include <gtest/gtest.h>
 
@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "latim/backend.hpp"
+#include "reference_fp64.hpp"
 
 namespace latim::cudatest {
 
@@ -31,20 +32,6 @@ inline std::vector<float> random_vector(std::mt19937& g, std::size_t n, float lo
   return v;
 }
 
-template <class A, class B>
-double norm_error(const A& a, const B& b) {
-  double num = 0.0, den = 0.0;
-  if (a.size() != b.size()) return INFINITY;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    const double x = a[i], y = b[i];
-    if (std::isnan(x) || std::isnan(y)) {
-      if (std::isnan(x) != std::isnan(y)) return INFINITY;
-      continue;
-    }
-    num = std::max(num, std::abs(x - y));
-    den = std::max(den, std::abs(y));
-  }
-  return den > 0 ? num / den : num;
-}
+using reference::norm_error;
 
 }  // namespace latim::cudatest

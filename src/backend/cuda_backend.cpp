@@ -192,7 +192,7 @@ class CudaBackend final : public ComputeBackend {
       const int layer = static_cast<int>(l);
       const bool want = obs && obs->wants_trace(layer);
       const bool on_device = want && obs->accepts_device_trace(layer);
-      trace = LayerTrace{};
+      trace.device.reset();  // the host vectors keep their capacity for the next download
       if (c.family == Family::Mamba1) mamba1_layer(c, model.layers[l], layers_[l], layer, T, r, want ? &trace : nullptr, on_device);
       else mamba2_layer(c, model.layers[l], layers_[l], layer, T, r, want ? &trace : nullptr, on_device);
       if (obs) {
@@ -202,7 +202,6 @@ class CudaBackend final : public ComputeBackend {
         obs->on_layer(layer, model.layers[l], want ? &trace : nullptr, r_host);
       }
     }
-    trace = LayerTrace{};
     clock_.start("final norm");
     float* h = u_.reserve(T * d, "final norm output");
     cuda::rmsnorm_rows(r, T, d, norm_f_.get(), c.norm_eps, h, nullptr, -1);

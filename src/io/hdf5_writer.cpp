@@ -155,17 +155,27 @@ int64_t Hdf5InteractionWriter::get_int_attribute(const std::string& name) const 
   return v;
 }
 
-std::vector<int64_t> Hdf5InteractionWriter::read_tokens() const {
-  hid_t ds = check_id(H5Dopen2(file_, "tokens", H5P_DEFAULT), path_, "open /tokens");
+namespace {
+
+// The whole of a one-dimensional dataset (`name` is its path in the file).
+template <class T>
+std::vector<T> read_1d(hid_t file, const std::string& name, hid_t memtype, const std::string& path) {
+  hid_t ds = check_id(H5Dopen2(file, name.c_str(), H5P_DEFAULT), path, "open " + name);
   hid_t sp = H5Dget_space(ds);
   hsize_t n = 0;
   H5Sget_simple_extent_dims(sp, &n, nullptr);
-  std::vector<int64_t> t(n);
-  herr_t st = H5Dread(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data());
+  std::vector<T> v(n);
+  herr_t st = H5Dread(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data());
   H5Sclose(sp);
   H5Dclose(ds);
-  check(st, path_, "read /tokens");
-  return t;
+  check(st, path, "read " + name);
+  return v;
+}
+
+}  // namespace
+
+std::vector<int64_t> Hdf5InteractionWriter::read_tokens() const {
+  return read_1d<int64_t>(file_, "/tokens", H5T_NATIVE_INT64, path_);
 }
 
 void Hdf5InteractionWriter::create_panel_flags(int layer, int64_t panels) {
@@ -187,16 +197,7 @@ std::vector<uint8_t> Hdf5InteractionWriter::read_panel_flags(int layer) const {
   if (H5Lexists(file_, "layers", H5P_DEFAULT) <= 0 || H5Lexists(file_, layer_group_name(layer).c_str(), H5P_DEFAULT) <= 0 ||
       H5Lexists(file_, name.c_str(), H5P_DEFAULT) <= 0)
     fail("--resume: ", path_, " has no ", name, " (was it written with other --layers?)");
-  hid_t ds = H5Dopen2(file_, name.c_str(), H5P_DEFAULT);
-  hid_t sp = H5Dget_space(ds);
-  hsize_t n = 0;
-  H5Sget_simple_extent_dims(sp, &n, nullptr);
-  std::vector<uint8_t> v(n);
-  herr_t st = H5Dread(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data());
-  H5Sclose(sp);
-  H5Dclose(ds);
-  check(st, path_, "read " + name);
-  return v;
+  return read_1d<uint8_t>(file_, name, H5T_NATIVE_UINT8, path_);
 }
 
 void Hdf5InteractionWriter::open_layer_datasets(int layer, const std::vector<std::string>& names) {

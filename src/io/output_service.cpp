@@ -12,7 +12,7 @@ namespace {
 
 constexpr int kTagOutput = 7001;
 
-enum Kind : int32_t { kMapChunk = 1, kLogitsRows = 3, kDone = 4, kPanelDone = 5, kRowsF32 = 6, kRowsI64 = 7 };
+enum Kind : int32_t { kChunk = 1, kLogitsRows = 3, kDone = 4, kPanelDone = 5, kRowsF32 = 6, kRowsI64 = 7 };
 
 // A killed run keeps what was flushed: the writer flushes at least this often.
 constexpr double kFlushSeconds = 10.0;
@@ -80,9 +80,9 @@ void OutputService::post(std::vector<unsigned char> msg) {
   cv_.notify_all();
 }
 
-void OutputService::put_map_chunk(int layer, const std::string& score, int64_t row0, int64_t col0,
-                                  std::vector<unsigned char> bytes) {
-  post(pack(kMapChunk, layer, score, row0, col0, 0, bytes.data(), bytes.size()));
+void OutputService::put_chunk(int layer, const std::string& name, int64_t row0, int64_t col0,
+                               std::vector<unsigned char> bytes) {
+  post(pack(kChunk, layer, name, row0, col0, 0, bytes.data(), bytes.size()));
 }
 
 void OutputService::put_logits_rows(int64_t row0, int64_t nrows, const std::vector<float>& rows) {
@@ -111,7 +111,7 @@ void OutputService::apply(const std::vector<unsigned char>& msg) {
   const std::string name(reinterpret_cast<const char*>(msg.data()) + sizeof h, h.name_len);
   const unsigned char* payload = msg.data() + sizeof h + h.name_len;
   switch (h.kind) {
-    case kMapChunk:
+    case kChunk:
       writer_->write_encoded_chunk(h.layer, name, h.row0, h.col0, std::vector<unsigned char>(payload, payload + h.payload));
       break;
     case kLogitsRows:

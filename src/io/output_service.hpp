@@ -26,7 +26,9 @@ class OutputService {
   OutputService(const OutputService&) = delete;
   OutputService& operator=(const OutputService&) = delete;
 
-  void put_map_chunk(int layer, const std::string& score, int64_t row0, int64_t col0, std::vector<unsigned char> bytes);
+  // One shuffle+deflate-encoded chunk of a 2-D layer dataset (a map or a rows dataset),
+  // whose first element is (row0, col0).
+  void put_chunk(int layer, const std::string& name, int64_t row0, int64_t col0, std::vector<unsigned char> bytes);
   void put_logits_rows(int64_t row0, int64_t nrows, const std::vector<float>& rows);
   // Rows [row0, row0 + nrows) of a [rows] or [rows, width] dataset created beforehand.
   void put_layer_rows(int layer, const std::string& name, Hdf5InteractionWriter::Type type, int64_t row0,

@@ -30,21 +30,29 @@ class EncodingSink final : public MapSink {
             std::size_t bytes) {
     out_.put_layer_rows(layer, name, t, row0, n, d, bytes);
   }
+  // Encodes the [nrows, ncols] block `data` (row stride ld, first row row0 of /layers/NNN/name)
+  // into chunks of cr x cc, NaN beyond the block, in parallel, and posts them in row-major order.
+  void put_chunks(int layer, const std::string& name, int64_t row0, int64_t nrows, int64_t ncols, const float* data,
+                  int64_t ld, int64_t cr, int64_t cc) {
+    const int64_t nr = (nrows + cr - 1) / cr, nq = (ncols + cc - 1) / cc;
+    std::vector<std::vector<unsigned char>> encoded(static_cast<std::size_t>(nr * nq));
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t k = 0; k < nr * nq; ++k) {
+      const int64_t r0 = (k / nq) * cr, j0 = (k % nq) * cc;
+      const int64_t mr = std::min(cr, nrows - r0), nj = std::min(cc, ncols - j0);
+      std::vector<float> chunk(static_cast<std::size_t>(cr * cc), std::numeric_limits<float>::quiet_NaN());
+      for (int64_t r = 0; r < mr; ++r) std::memcpy(&chunk[r * cc], data + (r0 + r) * ld + j0, nj * sizeof(float));
+      encoded[k] = encode_chunk(chunk.data(), chunk.size());
+    }
+    for (int64_t k = 0; k < nr * nq; ++k)
+      out_.put_chunk(layer, name, row0 + (k / nq) * cr, (k % nq) * cc, std::move(encoded[k]));
+  }
 
  public:
   // chunk: the maps' chunk edge; n_rows: the number of --rows (the rows datasets' height).
   EncodingSink(OutputService& out, int64_t chunk, int64_t n_rows) : out_(out), c_(chunk), n_rows_(n_rows) {}
   void on_panel(int layer, Score score, int64_t i0, int64_t ni, int64_t ncols, const float* data) override {
-    const int64_t nq = (ncols + c_ - 1) / c_;
-    std::vector<std::vector<unsigned char>> encoded(static_cast<std::size_t>(nq));
-#pragma omp parallel for schedule(dynamic)
-    for (int64_t q = 0; q < nq; ++q) {
-      std::vector<float> chunk(static_cast<std::size_t>(c_ * c_), std::numeric_limits<float>::quiet_NaN());
-      const int64_t j0 = q * c_, nj = std::min(c_, ncols - j0);
-      for (int64_t r = 0; r < ni; ++r) std::memcpy(&chunk[r * c_], data + r * ncols + j0, nj * sizeof(float));
-      encoded[q] = encode_chunk(chunk.data(), chunk.size());
-    }
-    for (int64_t q = 0; q < nq; ++q) out_.put_map_chunk(layer, to_string(score), i0, q * c_, std::move(encoded[q]));
+    put_chunks(layer, to_string(score), i0, ni, ncols, data, ncols, c_, c_);
   }
   void on_approx_error(int layer, int64_t i0, int64_t ni, const float* eps) override {
     rows(layer, "approx_error", F32, i0, ni, eps, ni * sizeof(float));
@@ -56,19 +64,9 @@ class EncodingSink final : public MapSink {
       rows(layer, name, F32, first, n, data, n * T * sizeof(float));
       return;
     }
-    // Long rows (one row per chunk): encode the chunks here, in parallel, as for the maps,
-    // so that the writer thread only stores them.
-    const int64_t w = chunk[1], nq = (T + w - 1) / w;
-    std::vector<std::vector<unsigned char>> encoded(static_cast<std::size_t>(n * nq));
-#pragma omp parallel for schedule(dynamic)
-    for (int64_t k = 0; k < n * nq; ++k) {
-      const int64_t r = k / nq, j0 = (k % nq) * w, nj = std::min(w, T - j0);
-      std::vector<float> buf(static_cast<std::size_t>(w), std::numeric_limits<float>::quiet_NaN());
-      std::memcpy(buf.data(), data + r * T + j0, nj * sizeof(float));
-      encoded[k] = encode_chunk(buf.data(), buf.size());
-    }
-    for (int64_t k = 0; k < n * nq; ++k)
-      out_.put_map_chunk(layer, name, first + k / nq, (k % nq) * w, std::move(encoded[k]));
+    // Long rows (one row per chunk): encode the chunks here, as for the maps, so that the
+    // writer thread only stores them.
+    put_chunks(layer, name, first, n, T, data, T, 1, chunk[1]);
   }
   void on_rows_error(int layer, int64_t first, int64_t n, const float* eps) override {
     rows(layer, "rows/approx_error", F32, first, n, eps, n * sizeof(float));
