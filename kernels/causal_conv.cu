@@ -14,7 +14,7 @@ constexpr int kThreads = 128;
 template <int KM>
 __global__ void causal_conv_kernel(const float* __restrict__ in, int64_t T, int64_t channels, int64_t lda,
                                    const float* __restrict__ w, int K, const float* __restrict__ b, bool silu,
-                                   float* __restrict__ out) {
+                                   const float* __restrict__ halo, float* __restrict__ out) {
   const int64_t c = blockIdx.x * int64_t{kThreads} + threadIdx.x;
   if (c >= channels) return;
   float tap[KM];  // tap[s] multiplies the input s steps back
@@ -26,7 +26,8 @@ __global__ void causal_conv_kernel(const float* __restrict__ in, int64_t T, int6
     const int64_t t0 = r * kRun;
     float win[KM];  // win[s] = in[t - s] for the current t
 #pragma unroll
-    for (int s = 1; s < KM; ++s) win[s] = (s < K && t0 - s >= 0) ? in[(t0 - s) * lda + c] : 0.0f;
+    for (int s = 1; s < KM; ++s)
+      win[s] = !(s < K) ? 0.0f : t0 - s >= 0 ? in[(t0 - s) * lda + c] : halo ? halo[(K - 1 + t0 - s) * channels + c] : 0.0f;
     const int n = static_cast<int>(T - t0 < kRun ? T - t0 : kRun);
     for (int q = 0; q < n; ++q) {
       const int64_t t = t0 + q;
@@ -46,13 +47,18 @@ __global__ void causal_conv_kernel(const float* __restrict__ in, int64_t T, int6
 
 void causal_conv(const float* in, int64_t T, int64_t channels, int64_t lda, const float* w, int K, const float* b,
                  bool silu, float* out, cudaStream_t stream, int layer) {
+  causal_conv_with_halo(in, T, channels, lda, w, K, b, silu, nullptr, out, stream, layer);
+}
+
+void causal_conv_with_halo(const float* in, int64_t T, int64_t channels, int64_t lda, const float* w, int K,
+                           const float* b, bool silu, const float* halo, float* out, cudaStream_t stream, int layer) {
   if (T * channels == 0) return;
   if (K > kMaxK) fail("causal_conv (layer ", layer, "): conv width ", K, " is above the CUDA kernel's limit of ", kMaxK);
   const int64_t runs = (T + kRun - 1) / kRun;
   const dim3 grid(static_cast<unsigned>((channels + kThreads - 1) / kThreads),
                   static_cast<unsigned>(runs < 65535 ? runs : 65535));
-  if (K <= 4) causal_conv_kernel<4><<<grid, kThreads, 0, stream>>>(in, T, channels, lda, w, K, b, silu, out);
-  else causal_conv_kernel<kMaxK><<<grid, kThreads, 0, stream>>>(in, T, channels, lda, w, K, b, silu, out);
+  if (K <= 4) causal_conv_kernel<4><<<grid, kThreads, 0, stream>>>(in, T, channels, lda, w, K, b, silu, halo, out);
+  else causal_conv_kernel<kMaxK><<<grid, kThreads, 0, stream>>>(in, T, channels, lda, w, K, b, silu, halo, out);
   check_launch("causal_conv", layer, stream);
 }
 

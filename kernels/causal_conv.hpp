@@ -11,4 +11,8 @@ namespace latim::cuda {
 void causal_conv(const float* in, int64_t T, int64_t channels, int64_t lda, const float* w, int K,
                  const float* b, bool silu, float* out, cudaStream_t stream, int layer);
 
+// The same for a slice of a longer sequence: halo ([K-1, channels], dense) holds the K-1
+// inputs before in[0] (null: zeros).
+void causal_conv_with_halo(const float* in, int64_t T, int64_t channels, int64_t lda, const float* w, int K,
+                           const float* b, bool silu, const float* halo, float* out, cudaStream_t stream, int layer);
 }  // namespace latim::cuda

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Runs `latim run` under mpiexec with several rank layouts (sequence shards, layer stages,
 pipeline chunks, a replicated forward with shared map panels) and checks that every dataset equals the single-process run to 1e-5
-(max |a - b| / max |b|), with identical NaN patterns and integer datasets."""
+(max |a - b| / max |b|), with identical NaN patterns and integer datasets. `--forward sharded`
+at 2 ranks takes the NCCL device path where the backend is CUDA (one GPU per rank)."""
 import os
 import subprocess
 import sys
@@ -16,12 +17,12 @@ TOL = 1e-5
 CASES = [
     ("mamba2_f32", "l2,l1,alti,alti-rollout,hidden-attn",
      [(1, ["--chunk-tokens", "64"]), (2, []), (3, []), (3, ["--seq-shards", "3", "--chunk-tokens", "100"]),
-      (2, ["--forward", "replicated"])]),
+      (2, ["--forward", "replicated"]), (2, ["--forward", "sharded"])]),
     ("mamba1_bias_f16", "l2,alti,hidden-attn",
      [(2, ["--layer-shards", "2"]), (2, ["--layer-shards", "2", "--chunk-tokens", "40"]), (3, []),
-      (3, ["--forward", "replicated"])]),
+      (3, ["--forward", "replicated"]), (2, ["--forward", "sharded"])]),
     ("mamba2_g2_f32", "l2,alti",
-     [(2, []), (2, ["--layer-shards", "2", "--chunk-tokens", "50"])]),
+     [(2, []), (2, ["--layer-shards", "2", "--chunk-tokens", "50"]), (2, ["--forward", "sharded"])]),
 ]
 
 

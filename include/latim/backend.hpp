@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "latim/comm.hpp"
 #include "latim/forward.hpp"
 #include "latim/latim.hpp"
 
@@ -23,6 +24,19 @@ class ComputeBackend {
                                 LayerObserver* observer) = 0;
   virtual TileBackend& tiles() = 0;
   virtual Precision precision() const { return Precision::FP32; }
+
+  // Whether forward_shard() runs here: a sequence-sharded forward whose exchanges stay in
+  // device memory (the CUDA backend with NCCL). Otherwise the grid runs the CPU forward per
+  // slice and joins the slices over MPI.
+  virtual bool has_sharded_forward() const { return false; }
+  // The forward of tokens[bounds[q], bounds[q + 1]) on rank q of `group`, every rank of the
+  // group calling it together (rank order is sequence order; bounds has size() + 1 entries).
+  // The slices are joined by the conv halo and the (decay, state) prefix. The observer gets
+  // each traced layer's whole-sequence trace, gathered from all ranks, and no residual. The
+  // output holds this rank's rows of the final hidden state.
+  virtual ForwardOutput forward_shard(const ModelWeights& model, const std::vector<int64_t>& tokens,
+                                      const std::vector<int64_t>& bounds, const Group& group,
+                                      LayerObserver* observer);
 };
 
 // "cpu", "cuda" or "auto" (cuda when built with it and a GPU is present, else cpu).

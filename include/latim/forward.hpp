@@ -86,6 +86,9 @@ void logits_rows(const ModelWeights& model, const float* h, int64_t nrows, float
 struct ForwardOutput {
   int64_t T = 0;
   std::vector<float> final_hidden;  // [T, d] after the final RMSNorm
+  // A sharded forward's bytes received from other ranks: joining the slices (conv halos,
+  // scan and Δ-sum summaries) and gathering the traced layers' factors.
+  int64_t link_bytes = 0, trace_bytes = 0;
 };
 
 ForwardOutput forward_cpu(const ModelWeights& model, const std::vector<int64_t>& tokens,

@@ -3,6 +3,7 @@
 // the callbacks of the CPU forward: the residual after each layer and, when asked, the
 // layer's trace, both on the host.
 #include <cuda_runtime.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "backend/cuda_backend.hpp"
+#include "backend/cuda_nccl.hpp"
 #include "causal_conv.hpp"
 #include "device_buffer.hpp"
 #include "latim/error.hpp"
@@ -20,6 +22,7 @@
 #include "pointwise.hpp"
 #include "rmsnorm.hpp"
 #include "selective_scan.hpp"
+#include "sequence_shard.hpp"
 #include "ssd_scan.hpp"
 
 namespace latim {
@@ -171,8 +174,46 @@ class CudaBackend final : public ComputeBackend {
   TileBackend& tiles() override { return *tiles_; }
 
   ForwardOutput forward(const ModelWeights& model, const std::vector<int64_t>& tokens, LayerObserver* obs) override {
+    return run(model, tokens.data(), static_cast<int64_t>(tokens.size()), 0, obs);
+  }
+
+  bool has_sharded_forward() const override { return nccl_available(); }
+
+  ForwardOutput forward_shard(const ModelWeights& model, const std::vector<int64_t>& tokens,
+                              const std::vector<int64_t>& bounds, const Group& group, LayerObserver* obs) override {
+    const int S = group.size(), me = group.rank();
+    if (static_cast<int>(bounds.size()) != S + 1 || bounds.front() != 0 ||
+        bounds.back() != static_cast<int64_t>(tokens.size()))
+      fail("internal: forward_shard got ", bounds.size(), " slice bounds for ", S, " ranks");
+    const int64_t a = bounds[me], b = bounds[me + 1], K = model.config.d_conv;
+    for (int q = 0; q < S; ++q)
+      if (bounds[q + 1] - bounds[q] < std::max<int64_t>(1, K - 1))
+        fail("sequence shard ", q, " has ", bounds[q + 1] - bounds[q], " tokens, fewer than the conv halo of ",
+             std::max<int64_t>(1, K - 1), " (use fewer --seq-shards)");
+    if (!nccl_ || nccl_->group_handle() != group.handle() || nccl_->size() != S) {
+      check_one_gpu_per_rank(group);
+      nccl_ = std::make_unique<NcclGroup>(group);
+    }
+    Shard sh{nccl_.get(), bounds, a, bounds.back()};
+    shard_ = &sh;
+    const int64_t before = nccl_->bytes_received();
+    link_bytes_ = trace_bytes_ = 0;
+    struct Reset {
+      Shard*& p;
+      ~Reset() { p = nullptr; }
+    } reset{shard_};
+    ForwardOutput out = run(model, tokens.data() + a, b - a, a, obs);
+    out.link_bytes = link_bytes_;
+    out.trace_bytes = nccl_->bytes_received() - before - link_bytes_;
+    return out;
+  }
+
+ private:
+  // The forward of T tokens (the first at position `first` of the sequence), the whole
+  // sequence or, with shard_ set, this rank's slice.
+  ForwardOutput run(const ModelWeights& model, const int64_t* tokens, int64_t T, int64_t first, LayerObserver* obs) {
     const ModelConfig& c = model.config;
-    const int64_t T = static_cast<int64_t>(tokens.size()), d = c.d_model;
+    const int64_t d = c.d_model;
     if (T == 0) fail("forward: empty token sequence");
     upload_model(model);
     set_cuda_tile_layer_lookup(*tiles_, [first = model.layers.data(), n = model.layers.size()](const LayerWeights* w) {
@@ -180,8 +221,8 @@ class CudaBackend final : public ComputeBackend {
     });
     for (int64_t t = 0; t < T; ++t)
       if (tokens[t] < 0 || tokens[t] >= c.vocab_size)
-        fail("forward: token id ", tokens[t], " at position ", t, " is outside [0, ", c.vocab_size, ")");
-    const int64_t* tok = tokens_.upload(tokens.data(), T, "token ids");
+        fail("forward: token id ", tokens[t], " at position ", first + t, " is outside [0, ", c.vocab_size, ")");
+    const int64_t* tok = tokens_.upload(tokens, T, "token ids");
     float* r = r_.reserve(T * d, "residual stream");
     cuda::check(cudaEventRecord(ev0_), "cudaEventRecord");
     clock_.start("embedding");
@@ -192,12 +233,14 @@ class CudaBackend final : public ComputeBackend {
       const int layer = static_cast<int>(l);
       const bool want = obs && obs->wants_trace(layer);
       const bool on_device = want && obs->accepts_device_trace(layer);
+      if (want && shard_ && !on_device)
+        fail("internal: a sharded device forward hands its traces over in device memory only");
       trace.device.reset();  // the host vectors keep their capacity for the next download
       if (c.family == Family::Mamba1) mamba1_layer(c, model.layers[l], layers_[l], layer, T, r, want ? &trace : nullptr, on_device);
       else mamba2_layer(c, model.layers[l], layers_[l], layer, T, r, want ? &trace : nullptr, on_device);
       if (obs) {
         clock_.start("observer (host)");
-        if (obs->wants_residual(layer)) stage_.download(r_host, r, T, d, d, "residual download", layer);
+        if (obs->wants_residual(layer) && !shard_) stage_.download(r_host, r, T, d, d, "residual download", layer);
         else r_host.clear();
         obs->on_layer(layer, model.layers[l], want ? &trace : nullptr, r_host);
       }
@@ -218,7 +261,6 @@ class CudaBackend final : public ComputeBackend {
     return out;
   }
 
- private:
   void upload_model(const ModelWeights& m) {
     std::vector<const void*> key{&m, m.layers.data(), m.norm_f.data()};
     for (const auto& w : m.layers) {
@@ -272,8 +314,9 @@ class CudaBackend final : public ComputeBackend {
     cuda::linear(blas_, mode_, u, T, d, d, w.in_proj.get(), 2 * D, ptr(w.in_proj_b), proj, 2 * D, nullptr, "in_proj", layer);
     clock_.start("conv");
     float* x = x_.reserve(T * D, "forward workspace (conv output)", layer);
-    cuda::causal_conv(proj, T, D, 2 * D, w.conv_w.get(), static_cast<int>(K), ptr(w.conv_b),
-                      c.activation == Activation::SiLU, x, nullptr, layer);
+    cuda::causal_conv_with_halo(proj, T, D, 2 * D, w.conv_w.get(), static_cast<int>(K), ptr(w.conv_b),
+                                c.activation == Activation::SiLU, conv_halo(proj, 2 * D, T, D, K, layer), x, nullptr,
+                                layer);
     clock_.start("x_proj, dt_proj");
     float* xdbl = xdbl_.reserve(T * XR, "forward workspace (x_proj output)", layer);
     cuda::linear(blas_, mode_, x, T, D, D, w.x_proj.get(), XR, nullptr, xdbl, XR, nullptr, "x_proj", layer);
@@ -283,8 +326,9 @@ class CudaBackend final : public ComputeBackend {
     clock_.start("selective scan");
     float* y = y_.reserve(T * D, "forward workspace (scan output)", layer);
     float* work = scan_work_.reserve(cuda::selective_scan_work(T, D, N), "selective scan chunk states", layer);
-    cuda::selective_scan(x, delta, w.A.get(), xdbl + R, XR, xdbl + R + N, XR, w.D_skip.get(), T, D, N, y, nullptr, work,
-                         nullptr, layer);
+    cuda::selective_scan(x, delta, w.A.get(), xdbl + R, XR, xdbl + R + N, XR, w.D_skip.get(), T, D, N, y,
+                         scan_summary(D * N, layer), work, nullptr, layer);
+    const double* S = shard_ ? join_slice(c, w, layer, T, delta, D, D * N, y, xdbl + R + N, XR) : nullptr;
     clock_.start("gate");
     float* gate = tr ? gate_.reserve(T * D, "forward workspace (gate)", layer) : nullptr;
     cuda::silu_gate(y, proj + D, 2 * D, T, D, gate, nullptr, layer);
@@ -294,7 +338,7 @@ class CudaBackend final : public ComputeBackend {
     if (tr && on_device) {
       clock_.start("device trace");
       tr->T = T;
-      tr->device = device_trace(c, hw, w, layer, T, r, o, {proj, 2 * D, gate, cumulative_delta(delta, T, D, layer),
+      tr->device = device_trace(c, hw, w, layer, T, r, o, {proj, 2 * D, gate, S ? S : cumulative_delta(delta, T, D, layer),
                                                            delta, xdbl + R, xdbl + R + N, XR});
     } else if (tr) {
       clock_.start("trace download");
@@ -327,16 +371,18 @@ class CudaBackend final : public ComputeBackend {
     cuda::linear(blas_, mode_, u, T, d, d, w.in_proj.get(), IR, ptr(w.in_proj_b), proj, IR, nullptr, "in_proj", layer);
     clock_.start("conv");
     float* conv = x_.reserve(T * CC, "forward workspace (conv output)", layer);
-    cuda::causal_conv(proj + D, T, CC, IR, w.conv_w.get(), static_cast<int>(K), ptr(w.conv_b),
-                      c.activation == Activation::SiLU, conv, nullptr, layer);
+    cuda::causal_conv_with_halo(proj + D, T, CC, IR, w.conv_w.get(), static_cast<int>(K), ptr(w.conv_b),
+                                c.activation == Activation::SiLU, conv_halo(proj + D, IR, T, CC, K, layer), conv,
+                                nullptr, layer);
     clock_.start("delta");
     float* delta = delta_.reserve(T * H, "forward workspace (delta)", layer);
     cuda::mamba2_delta(proj + D + CC, IR, T, H, w.dt_bias.get(), c.dt_min, c.dt_max, delta, nullptr, layer);
     clock_.start("ssd scan");
     float* y = y_.reserve(T * D, "forward workspace (scan output)", layer);
     float* work = scan_work_.reserve(cuda::ssd_scan_work(T, H, P, N), "SSD scan chunk states", layer);
-    cuda::ssd_scan(conv, CC, delta, w.A.get(), conv + D, conv + D + GN, CC, w.D_skip.get(), T, H, P, N, G, y, nullptr,
-                   work, nullptr, layer);
+    cuda::ssd_scan(conv, CC, delta, w.A.get(), conv + D, conv + D + GN, CC, w.D_skip.get(), T, H, P, N, G, y,
+                   scan_summary(H * P * N, layer), work, nullptr, layer);
+    const double* S = shard_ ? join_slice(c, w, layer, T, delta, H, H * P * N, y, conv + D + GN, CC) : nullptr;
     clock_.start("gated rmsnorm");
     float* gate = tr ? gate_.reserve(T * D, "forward workspace (gate)", layer) : nullptr;
     float* gamma = tr ? gamma_.reserve(T * D, "forward workspace (gamma)", layer) : nullptr;
@@ -349,7 +395,7 @@ class CudaBackend final : public ComputeBackend {
       clock_.start("device trace");
       cuda::latim_gate_factor(gate, gamma, T * D, gamma, nullptr, layer);  // Z = γ ⊙ SiLU(z), in place
       tr->T = T;
-      tr->device = device_trace(c, hw, w, layer, T, r, o, {proj + D, IR, gamma, cumulative_delta(delta, T, H, layer),
+      tr->device = device_trace(c, hw, w, layer, T, r, o, {proj + D, IR, gamma, S ? S : cumulative_delta(delta, T, H, layer),
                                                            delta, conv + D, conv + D + GN, CC});
     } else if (tr) {
       clock_.start("trace download");
@@ -369,7 +415,99 @@ class CudaBackend final : public ComputeBackend {
     cuda::residual_add(r, o, T * d, nullptr, layer);
   }
 
-  const double* cumulative_delta(const float* delta, int64_t T, int64_t W, int layer) {
+  // NCCL needs a GPU of its own for every rank of a communicator: fail clearly, on every
+  // rank, when two ranks of the group share one.
+  static void check_one_gpu_per_rank(const Group& group) {
+    struct Id {
+      char host[64];
+      char bus[32];
+    } mine{}, *all = nullptr;
+    gethostname(mine.host, sizeof mine.host - 1);
+    int dev = 0;
+    cuda::check(cudaGetDevice(&dev), "cudaGetDevice");
+    cuda::check(cudaDeviceGetPCIBusId(mine.bus, sizeof mine.bus - 1, dev), "cudaDeviceGetPCIBusId");
+    std::vector<Id> ids(static_cast<std::size_t>(group.size()));
+    all = ids.data();
+    group.allgather(&mine, sizeof mine, all);
+    for (int p = 0; p < group.size(); ++p)
+      for (int q = p + 1; q < group.size(); ++q)
+        if (std::strcmp(all[p].host, all[q].host) == 0 && std::strcmp(all[p].bus, all[q].bus) == 0)
+          fail("--forward sharded on GPUs needs one GPU per rank, but ranks ", p, " and ", q, " share GPU ",
+               all[p].bus, " on ", all[p].host, " (start at most as many ranks per node as it has GPUs, or use "
+               "--forward replicated)");
+  }
+
+  // A sequence-sharded forward's context (forward_shard): the NCCL group and the slices.
+  struct Shard {
+    NcclGroup* nccl;
+    std::vector<int64_t> bounds;  // rank q owns rows [bounds[q], bounds[q + 1])
+    int64_t a, T;                 // this rank's first row; the whole sequence's length
+  };
+
+  // The K-1 conv inputs before this slice (from the previous rank; zeros on rank 0), or
+  // null for a whole sequence.
+  const float* conv_halo(const float* in, int64_t lda, int64_t T, int64_t width, int64_t K, int layer) {
+    if (!shard_ || K < 2) return nullptr;
+    clock_.start("shard: conv halo");
+    const int64_t H = K - 1, n = H * width;
+    float* send = halo_send_.reserve(n, "conv halo (send)", layer);
+    float* recv = halo_recv_.reserve(n, "conv halo (receive)", layer);
+    cuda::copy_rows(in + (T - H) * lda, lda, H, width, send, nullptr, layer);
+    if (shard_->nccl->rank() == 0)
+      cuda::check(cudaMemsetAsync(recv, 0, static_cast<std::size_t>(n) * sizeof(float)), "conv halo", layer);
+    const int64_t before = shard_->nccl->bytes_received();
+    shard_->nccl->shift_down(send, recv, static_cast<std::size_t>(n) * sizeof(float), nullptr, "conv halo exchange",
+                             layer);
+    link_bytes_ += shard_->nccl->bytes_received() - before;
+    return recv;
+  }
+
+  // Where a sharded scan leaves its final state from a zero start (after n decays in the
+  // same buffer); null for a whole sequence.
+  float* scan_summary(int64_t n, int layer) {
+    return shard_ ? summary_.reserve(2 * n, "scan summary", layer) + n : nullptr;
+  }
+
+  // Joins a slice's scan (run from a zero state, final state in scan_summary) to the slices
+  // before it: the (decay, state) prefix over the ranks, the incoming state's share added
+  // to y, and the Δ sums of earlier slices added to the slice's cumulative Δ, which is
+  // returned ([T, W], the trace's S). n = the scan state's size; C with leading dim ldc.
+  const double* join_slice(const ModelConfig& c, DeviceLayer& w, int layer, int64_t T, const float* delta, int64_t W,
+                           int64_t n, float* y, const float* C, int64_t ldc) {
+    clock_.start("shard: scan join");
+    NcclGroup& g = *shard_->nccl;
+    const int S = g.size(), r = g.rank();
+    const int64_t before = g.bytes_received();
+    double* Sl = cumulative_delta(delta, T, W, layer);  // from this slice's first token
+    const double* total = Sl + (T - 1) * W;
+    float* summary = summary_.get();  // [decay (n); state (n)]
+    if (c.family == Family::Mamba1) cuda::scan_decay_mamba1(w.A.get(), total, W, c.d_state, summary, nullptr, layer);
+    else cuda::scan_decay_mamba2(w.A.get(), total, W, n / W, summary, nullptr, layer);
+    float* all = summary_all_.reserve(2 * n * S, "scan summaries of all ranks", layer);
+    double* totals = totals_all_.reserve(W * S, "delta sums of all ranks", layer);
+    g.begin();
+    g.allgather(summary, all, static_cast<std::size_t>(2 * n) * sizeof(float), nullptr, "scan state prefix", layer);
+    g.allgather(total, totals, static_cast<std::size_t>(W) * sizeof(double), nullptr, "delta sum prefix", layer);
+    g.end("scan state and delta sum prefix", layer);
+    if (r > 0) {
+      float* h_in = h_in_.reserve(n, "incoming scan state", layer);
+      cuda::chain_state_prefix(all, S, r, n, nullptr, h_in, nullptr, layer);
+      if (c.family == Family::Mamba1) {
+        cuda::add_incoming_state_mamba1(y, C, ldc, Sl, w.A.get(), h_in, T, W, c.d_state, nullptr, layer);
+      } else {
+        float* work = join_work_.reserve(T * c.d_inner, "incoming state products", layer);
+        cuda::add_incoming_state_mamba2(blas_, y, C, ldc, Sl, w.A.get(), h_in, T, c.n_heads, c.head_dim, c.d_state,
+                                        c.n_groups, work, nullptr, layer);
+      }
+      double* offset = offset_.reserve(W, "delta sum offset", layer);
+      cuda::sum_prefix(totals, S, r, W, offset, nullptr, layer);
+      cuda::add_row_offset(Sl, T, W, offset, nullptr, layer);
+    }
+    link_bytes_ += g.bytes_received() - before;
+    return Sl;
+  }
+
+  double* cumulative_delta(const float* delta, int64_t T, int64_t W, int layer) {
     double* S = S_.reserve(T * W, "trace (cumulative delta)", layer);
     double* work = cumsum_work_.reserve(cuda::cumulative_sum_work(T, W), "cumulative sum workspace", layer);
     cuda::cumulative_sum(delta, T, W, S, work, nullptr, layer);
@@ -395,6 +533,7 @@ class CudaBackend final : public ComputeBackend {
   // yhat = r_in + o is the residual stream after the add.
   std::shared_ptr<CudaDeviceTrace> device_trace(const ModelConfig& c, const LayerWeights& hw, DeviceLayer& w, int layer,
                                                 int64_t T, const float* r, const float* o, const TraceBuffers& b) {
+    if (shard_) return gathered_trace(c, hw, w, layer, T, r, o, b);
     const int64_t d = c.d_model;
     auto dt = std::make_shared<CudaDeviceTrace>();
     dt->o = o;
@@ -414,6 +553,14 @@ class CudaBackend final : public ComputeBackend {
                 "device trace (r_in copy)", layer);
     t.r_in = rin;
     t.yhat = r;  // r_in + o once the layer's residual add has run
+    layer_factors(c, hw, w, layer, t);
+    return dt;
+  }
+
+  // The layer's weights in a device trace's factors (A · log2(e) and the tile kernel's W_out
+  // are made on first use).
+  void layer_factors(const ModelConfig& c, const LayerWeights& hw, DeviceLayer& w, int layer, cuda::TileFactors& t) {
+    const int64_t d = c.d_model;
     t.conv_w = w.conv_w.get();
     t.conv_b = ptr(w.conv_b);
     t.Dskip = w.D_skip.get();
@@ -430,6 +577,79 @@ class CudaBackend final : public ComputeBackend {
     }
     t.A2 = w.A2.get();
     t.WoutT = w.wout_tile;
+  }
+
+  // A sharded forward's device trace: every rank's slice of the layer's factors gathered
+  // into whole-sequence buffers (rows in sequence order, dense), so that any rank can
+  // compute any tile. Made before the residual add: yhat = r_in + o is formed here.
+  std::shared_ptr<CudaDeviceTrace> gathered_trace(const ModelConfig& c, const LayerWeights& hw, DeviceLayer& w,
+                                                  int layer, int64_t Tl, const float* r, const float* o,
+                                                  const TraceBuffers& b) {
+    clock_.start("shard: trace gather");
+    const Shard& sh = *shard_;
+    const int64_t T = sh.T, a = sh.a, d = c.d_model, D = c.d_inner;
+    const cuda::TileFactors shape = tile_shape(c, T);
+    const int64_t W = shape.mamba2 ? c.n_heads : D, BC = shape.ldbc;
+    float* v = g_v_.reserve(T * D, "gathered trace (v)", layer);
+    float* Z = g_z_.reserve(T * D, "gathered trace (Z)", layer);
+    double* S = g_s_.reserve(T * W, "gathered trace (S)", layer);
+    float* delta = g_delta_.reserve(T * W, "gathered trace (delta)", layer);
+    float* B = g_b_.reserve(T * BC, "gathered trace (B)", layer);
+    float* C = g_c_.reserve(T * BC, "gathered trace (C)", layer);
+    float* rin = g_rin_.reserve(T * d, "gathered trace (r_in)", layer);
+    float* go = g_o_.reserve(T * d, "gathered trace (o)", layer);
+    float* yhat = g_yhat_.reserve(T * d, "gathered trace (yhat)", layer);
+    auto own = [&](void* dst, const void* src, int64_t width, std::size_t elem) {
+      cuda::check(cudaMemcpyAsync(static_cast<char*>(dst) + a * width * elem, src, Tl * width * elem,
+                                  cudaMemcpyDeviceToDevice),
+                  "gathered trace (own rows)", layer);
+    };
+    cuda::copy_rows(b.v, b.ldv, Tl, D, v + a * D, nullptr, layer);
+    own(Z, b.Z, D, sizeof(float));
+    own(S, b.S, W, sizeof(double));
+    own(delta, b.delta, W, sizeof(float));
+    cuda::copy_rows(b.B, b.ldbc, Tl, BC, B + a * BC, nullptr, layer);
+    cuda::copy_rows(b.C, b.ldbc, Tl, BC, C + a * BC, nullptr, layer);
+    own(rin, r, d, sizeof(float));
+    own(go, o, d, sizeof(float));
+    NcclGroup& g = *sh.nccl;
+    const int nr = g.size();
+    auto gather = [&](void* buf, int64_t width, std::size_t elem, const char* what) {
+      std::vector<std::size_t> bytes(nr), offset(nr);
+      for (int q = 0; q < nr; ++q) {
+        offset[q] = static_cast<std::size_t>(sh.bounds[q] * width) * elem;
+        bytes[q] = static_cast<std::size_t>((sh.bounds[q + 1] - sh.bounds[q]) * width) * elem;
+      }
+      char* own_rows = static_cast<char*>(buf) + offset[g.rank()];
+      g.allgatherv(own_rows, buf, bytes, offset, nullptr, what, layer);
+    };
+    g.begin();
+    gather(v, D, sizeof(float), "trace gather (v)");
+    gather(Z, D, sizeof(float), "trace gather (Z)");
+    gather(S, W, sizeof(double), "trace gather (S)");
+    gather(delta, W, sizeof(float), "trace gather (delta)");
+    gather(B, BC, sizeof(float), "trace gather (B)");
+    gather(C, BC, sizeof(float), "trace gather (C)");
+    gather(rin, d, sizeof(float), "trace gather (r_in)");
+    gather(go, d, sizeof(float), "trace gather (o)");
+    g.end("trace gather", layer);
+    cuda::check(cudaMemcpyAsync(yhat, rin, static_cast<std::size_t>(T * d) * sizeof(float), cudaMemcpyDeviceToDevice),
+                "gathered trace (yhat)", layer);
+    cuda::residual_add(yhat, go, T * d, nullptr, layer);
+    auto dt = std::make_shared<CudaDeviceTrace>();
+    dt->o = go;
+    dt->layer = layer;
+    cuda::TileFactors& t = dt->factors;
+    t = shape;
+    t.v = v;
+    t.Z = Z;
+    t.S = S;
+    t.delta = delta;
+    t.B = B;
+    t.C = C;
+    t.r_in = rin;
+    t.yhat = yhat;
+    layer_factors(c, hw, w, layer, t);
     return dt;
   }
 
@@ -450,6 +670,14 @@ class CudaBackend final : public ComputeBackend {
   DeviceArray<float> norm_f_;
   DeviceArray<float> r_, u_, proj_, x_, xdbl_, delta_, y_, gate_, gamma_, o_, scan_work_, rin_;
   DeviceArray<double> S_, cumsum_work_;
+  // The sharded forward (forward_shard).
+  std::unique_ptr<NcclGroup> nccl_;
+  Shard* shard_ = nullptr;
+  int64_t link_bytes_ = 0, trace_bytes_ = 0;
+  DeviceArray<float> halo_send_, halo_recv_, summary_, summary_all_, h_in_, join_work_;
+  DeviceArray<double> totals_all_, offset_;
+  DeviceArray<float> g_v_, g_z_, g_delta_, g_b_, g_c_, g_rin_, g_o_, g_yhat_;
+  DeviceArray<double> g_s_;
 };
 
 }  // namespace

@@ -58,6 +58,11 @@ bool cuda_available() {
 #endif
 }
 
+ForwardOutput ComputeBackend::forward_shard(const ModelWeights&, const std::vector<int64_t>&,
+                                           const std::vector<int64_t>&, const Group&, LayerObserver*) {
+  fail("internal: the ", name(), " backend has no sharded device forward");
+}
+
 std::unique_ptr<ComputeBackend> make_backend(const std::string& name, Precision precision, int local_rank) {
   if (name == "cpu") {
     if (precision != Precision::FP32) fail("--precision ", to_string(precision), " needs --backend cuda; the CPU computes in fp32");

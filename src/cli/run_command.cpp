@@ -412,6 +412,7 @@ int run_command(int argc, char** argv) {
   }
   // Every rank reaches this point, interrupted or not, so the collective is safe here.
   const int64_t comm_bytes = comm.world().allreduce_sum(stats.bytes_communicated);
+  const int64_t link_bytes = comm.world().allreduce_sum(stats.link_bytes);
   if (stats.interrupted) {
     if (comm.is_root())
       std::fprintf(stderr, "latim run: stopped by signal %d; %s is incomplete: rerun the same command with --resume\n",
@@ -422,9 +423,10 @@ int run_command(int argc, char** argv) {
   if (!o.quiet && comm.is_root())
     std::fprintf(stderr,
                  "latim run: %lld tokens, %zu layer(s) mapped, %d rank(s), %.2f s (forward %.2f s, maps %.2f s, "
-                 "%.1f MB exchanged between ranks) -> %s\n",
+                 "%.1f MB exchanged between ranks, %.1f kB per layer of it joining sequence slices) -> %s\n",
                  static_cast<long long>(T), layers.size(), comm.size(), secs, stats.forward_seconds,
-                 stats.map_seconds, comm_bytes / 1e6, o.out.c_str());
+                 stats.map_seconds, comm_bytes / 1e6, link_bytes / 1e3 / static_cast<double>(model.config.n_layer),
+                 o.out.c_str());
   return 0;
 }
 

@@ -242,22 +242,24 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
     }
   };
 
+  // Maps each traced layer as the backend's forward hands it over (on the same backend, so
+  // the trace may stay in device memory); the residual is not read.
+  struct Observer final : LayerObserver {
+    std::function<bool(int)> want;
+    std::function<void(int, const LayerTrace&)> map;
+    bool wants_trace(int l) const override { return want(l); }
+    bool accepts_device_trace(int) const override { return true; }
+    bool wants_residual(int) const override { return false; }
+    void on_layer(int l, const LayerWeights&, const LayerTrace* tr, const std::vector<float>&) override {
+      if (tr) map(l, *tr);
+    }
+  } obs;
+  obs.want = wants_trace;
+  obs.map = map_layer;
+
   // One rank and one chunk, or a replicated forward: the backend's own forward pass (CPU or
   // CUDA) over the whole sequence, with this rank's share of the map panels per layer.
   if ((comm_.size() == 1 && g.n_chunks == 1) || g.replicated) {
-    struct Observer final : LayerObserver {
-      std::function<bool(int)> want;
-      std::function<void(int, const LayerTrace&)> map;
-      bool wants_trace(int l) const override { return want(l); }
-      // The maps run on the same backend, and only the traces are read.
-      bool accepts_device_trace(int) const override { return true; }
-      bool wants_residual(int) const override { return false; }
-      void on_layer(int l, const LayerWeights&, const LayerTrace* tr, const std::vector<float>&) override {
-        if (tr) map(l, *tr);
-      }
-    } obs;
-    obs.want = wants_trace;
-    obs.map = map_layer;
     const double t0 = now();
     const ForwardOutput fwd = backend_.forward(model_, tokens, &obs);
     stats.forward_seconds = now() - t0 - map_time;
@@ -265,6 +267,24 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
       const int64_t a = T * comm_.rank() / comm_.size(), b = T * (comm_.rank() + 1) / comm_.size();
       put_logits(fwd.final_hidden.data() + a * d, a, b - a);
     }
+    stats.map_seconds = map_time;
+    if (progress) progress->finish();
+    return stats;
+  }
+
+  // Sequence shards of one stage and one chunk on a backend that joins them in device memory
+  // (CUDA over NCCL): each rank runs its slice, and every rank gets each traced layer's
+  // whole trace for its share of the panels.
+  if (g.S > 1 && g.L == 1 && g.n_chunks == 1 && backend_.has_sharded_forward()) {
+    std::vector<int64_t> bounds(static_cast<std::size_t>(g.S) + 1);
+    for (int q = 0; q <= g.S; ++q) bounds[q] = T * q / g.S;
+    const double t0 = now();
+    const ForwardOutput fwd = backend_.forward_shard(model_, tokens, bounds, stage_group, &obs);
+    stats.forward_seconds = now() - t0 - map_time;
+    stats.bytes_communicated += fwd.link_bytes + fwd.trace_bytes;
+    stats.link_bytes = fwd.link_bytes;
+    if (req.save_logits && !stats.interrupted)
+      put_logits(fwd.final_hidden.data(), bounds[g.seq_rank], bounds[g.seq_rank + 1] - bounds[g.seq_rank]);
     stats.map_seconds = map_time;
     if (progress) progress->finish();
     return stats;
@@ -317,6 +337,7 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
   }
   stats.map_seconds = map_time;
   stats.bytes_communicated += link->bytes_communicated();
+  stats.link_bytes = link->bytes_communicated();
   if (progress) progress->finish();
   return stats;
 }

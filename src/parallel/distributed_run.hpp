@@ -52,6 +52,7 @@ struct RunRequest {
 struct RunStats {
   double forward_seconds = 0, map_seconds = 0;
   int64_t bytes_communicated = 0;  // this rank's halo, state and trace exchanges
+  int64_t link_bytes = 0;          // of which joining sequence slices (halos, state and Δ-sum prefixes)
   bool interrupted = false;        // stopped early by a signal; the file can be resumed
 };
 

@@ -1,0 +1,168 @@
+// Device side of a sequence-sharded forward: prefix combinations and state corrections.
+#include <cublas_v2.h>
+
+#include <limits>
+#include <string>
+
+#include "cuda_check.hpp"
+#include "sequence_shard.hpp"
+
+namespace latim::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned blocks_for(int64_t n) {
+  const int64_t b = (n + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(b < 65536 * 8 ? b : 65536 * 8);  // grid-stride loops cover the rest
+}
+
+__global__ void chain_state_kernel(const float* all, int S, int r, int64_t n, const float* carry, float* h_in) {
+  for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < n; k += int64_t{gridDim.x} * blockDim.x) {
+    float h = carry ? carry[k] : 0.0f;
+    for (int q = 0; q < r; ++q) {
+      const float* dq = all + 2 * n * q;
+      h = dq[k] * h + dq[n + k];
+    }
+    h_in[k] = h;
+  }
+}
+
+__global__ void sum_prefix_kernel(const double* all, int r, int64_t n, double* offset) {
+  for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < n; k += int64_t{gridDim.x} * blockDim.x) {
+    double s = 0.0;
+    for (int q = 0; q < r; ++q) s += all[n * q + k];
+    offset[k] = s;
+  }
+}
+
+// decay[i] = exp(A[i / per_a] total[i / per_total]) for i < n.
+__global__ void decay_kernel(const float* A, int64_t per_a, const double* total, int64_t per_total, int64_t n,
+                             float* decay) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+    decay[i] = static_cast<float>(exp(static_cast<double>(A[i / per_a]) * total[i / per_total]));
+}
+
+// One thread per channel and a run of positions; A and h_in of the channel come from L1.
+constexpr int kRun = 16;
+__global__ void incoming_mamba1_kernel(float* y, const float* C, int64_t ldc, const double* S, const float* A,
+                                       const float* h_in, int64_t T, int64_t D, int64_t N) {
+  const int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (c >= D) return;
+  const float* a = A + c * N;
+  const float* h = h_in + c * N;
+  for (int64_t t0 = blockIdx.y * int64_t{kRun}; t0 < T; t0 += int64_t{gridDim.y} * kRun) {
+    const int64_t t1 = t0 + kRun < T ? t0 + kRun : T;
+    for (int64_t t = t0; t < t1; ++t) {
+      const float s = static_cast<float>(S[t * D + c]);
+      const float* ct = C + t * ldc;
+      float acc = 0.0f;
+      for (int64_t k = 0; k < N; ++k) acc += ct[k] * expf(a[k] * s) * h[k];
+      y[t * D + c] += acc;
+    }
+  }
+}
+
+__global__ void scale_add_kernel(float* y, const float* work, const double* S, const float* A, int64_t T, int64_t H,
+                                 int64_t P) {
+  const int64_t D = H * P;
+  for (int64_t t = blockIdx.y; t < T; t += gridDim.y)
+    for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < D; k += int64_t{gridDim.x} * blockDim.x) {
+      const int64_t h = k / P;
+      y[t * D + k] += expf(A[h] * static_cast<float>(S[t * H + h])) * work[t * D + k];
+    }
+}
+
+__global__ void row_offset_kernel(double* S, int64_t T, int64_t W, const double* offset) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < T * W; i += int64_t{gridDim.x} * blockDim.x)
+    S[i] += offset[i % W];
+}
+
+__global__ void copy_rows_kernel(const float* in, int64_t ld, int64_t T, int64_t W, float* out) {
+  for (int64_t t = blockIdx.y; t < T; t += gridDim.y)
+    for (int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; c < W; c += int64_t{gridDim.x} * blockDim.x)
+      out[t * W + c] = in[t * ld + c];
+}
+
+dim3 rows_grid(int64_t T, int64_t W) {
+  const int64_t bx = (W + kThreads - 1) / kThreads;
+  return dim3(static_cast<unsigned>(bx < 1024 ? bx : 1024), static_cast<unsigned>(T < 65535 ? T : 65535));
+}
+
+}  // namespace
+
+void chain_state_prefix(const float* all, int S, int r, int64_t n, const float* carry, float* h_in,
+                        cudaStream_t stream, int layer) {
+  if (n == 0) return;
+  chain_state_kernel<<<blocks_for(n), kThreads, 0, stream>>>(all, S, r, n, carry, h_in);
+  check_launch("chain_state_prefix", layer, stream);
+}
+
+void sum_prefix(const double* all, int S, int r, int64_t n, double* offset, cudaStream_t stream, int layer) {
+  if (n == 0) return;
+  sum_prefix_kernel<<<blocks_for(n), kThreads, 0, stream>>>(all, r, n, offset);
+  check_launch("sum_prefix", layer, stream);
+}
+
+void scan_decay_mamba1(const float* A, const double* total, int64_t D, int64_t N, float* decay, cudaStream_t stream,
+                       int layer) {
+  if (D * N == 0) return;
+  decay_kernel<<<blocks_for(D * N), kThreads, 0, stream>>>(A, 1, total, N, D * N, decay);
+  check_launch("scan_decay_mamba1", layer, stream);
+}
+
+void scan_decay_mamba2(const float* A, const double* total, int64_t H, int64_t PN, float* decay, cudaStream_t stream,
+                       int layer) {
+  if (H * PN == 0) return;
+  decay_kernel<<<blocks_for(H * PN), kThreads, 0, stream>>>(A, PN, total, PN, H * PN, decay);
+  check_launch("scan_decay_mamba2", layer, stream);
+}
+
+void add_incoming_state_mamba1(float* y, const float* C, int64_t ldc, const double* S, const float* A,
+                               const float* h_in, int64_t T, int64_t D, int64_t N, cudaStream_t stream, int layer) {
+  if (T * D == 0) return;
+  const int64_t runs = (T + kRun - 1) / kRun;
+  const dim3 grid(static_cast<unsigned>((D + 127) / 128), static_cast<unsigned>(runs < 65535 ? runs : 65535));
+  incoming_mamba1_kernel<<<grid, 128, 0, stream>>>(y, C, ldc, S, A, h_in, T, D, N);
+  check_launch("add_incoming_state_mamba1", layer, stream);
+}
+
+void add_incoming_state_mamba2(Blas& blas, float* y, const float* C, int64_t ldc, const double* S, const float* A,
+                               const float* h_in, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, float* work,
+                               cudaStream_t stream, int layer) {
+  if (T * H * P == 0) return;
+  constexpr int64_t kMax = std::numeric_limits<int>::max();
+  if (T > kMax || ldc > kMax || H * P > kMax)
+    fail("add_incoming_state_mamba2 (layer ", layer, "): matrix dimension above 2^31 - 1");
+  const int64_t hpg = H / G, D = H * P;
+  const float one = 1.0f, zero = 0.0f;
+  blas.set_stream(stream);
+  // Per group, batched over its heads, column-major:
+  // work^T[hP.., t] (P x T, ld D) = h_in[h] (P x N: the [P][N] block read transposed) * C_g^T (N x T, ld ldc).
+  for (int64_t g = 0; g < G; ++g) {
+    const cublasStatus_t st = cublasGemmStridedBatchedEx(
+        blas.handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(P), static_cast<int>(T), static_cast<int>(N), &one,
+        h_in + g * hpg * P * N, CUDA_R_32F, static_cast<int>(N), P * N, C + g * N, CUDA_R_32F, static_cast<int>(ldc),
+        0, &zero, work + g * hpg * P, CUDA_R_32F, static_cast<int>(D), P, static_cast<int>(hpg), CUBLAS_COMPUTE_32F,
+        CUBLAS_GEMM_DEFAULT);
+    if (st != CUBLAS_STATUS_SUCCESS)
+      fail("cuBLAS error in add_incoming_state_mamba2 (layer ", layer, "): ", cublasGetStatusString(st));
+  }
+  scale_add_kernel<<<rows_grid(T, D), kThreads, 0, stream>>>(y, work, S, A, T, H, P);
+  check_launch("add_incoming_state_mamba2", layer, stream);
+}
+
+void add_row_offset(double* S, int64_t T, int64_t W, const double* offset, cudaStream_t stream, int layer) {
+  if (T * W == 0) return;
+  row_offset_kernel<<<blocks_for(T * W), kThreads, 0, stream>>>(S, T, W, offset);
+  check_launch("add_row_offset", layer, stream);
+}
+
+void copy_rows(const float* in, int64_t ld, int64_t T, int64_t W, float* out, cudaStream_t stream, int layer) {
+  if (T * W == 0) return;
+  copy_rows_kernel<<<rows_grid(T, W), kThreads, 0, stream>>>(in, ld, T, W, out);
+  check_launch("copy_rows", layer, stream);
+}
+
+}  // namespace latim::cuda

@@ -1,0 +1,40 @@
+// Joining a sequence slice to the tokens before it, on the device (latim-method.md §1-2):
+// the (decay, state) prefix over the ranks' scan summaries, the incoming state's share of
+// every output, and the Δ-sum offsets. The collectives themselves are the caller's (NCCL).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "linear.hpp"
+
+namespace latim::cuda {
+
+// all = [S][2][n]: rank q's decay (n floats) then its final state from a zero start (n).
+// h_in[k] = the state entering rank r: h <- decay_q[k] h + state_q[k] over q < r, from `carry`
+// (null: zero).
+void chain_state_prefix(const float* all, int S, int r, int64_t n, const float* carry, float* h_in,
+                        cudaStream_t stream, int layer);
+// all = [S][n] doubles: offset[k] = sum over q < r of all[q][k].
+void sum_prefix(const double* all, int S, int r, int64_t n, double* offset, cudaStream_t stream, int layer);
+// Mamba-1: decay[c, s] = exp(A[c, s] total[c]), A [D, N], total [D] (the slice's Δ sums).
+void scan_decay_mamba1(const float* A, const double* total, int64_t D, int64_t N, float* decay, cudaStream_t stream,
+                       int layer);
+// Mamba-2: decay[h, k] = exp(A[h] total[h]) for k < PN, A and total [H].
+void scan_decay_mamba2(const float* A, const double* total, int64_t H, int64_t PN, float* decay, cudaStream_t stream,
+                       int layer);
+// Mamba-1: y[t, c] += sum_s C[t, s] exp(A[c, s] S[t, c]) h_in[c, s]; S [T, D] is the slice's
+// own cumulative Δ (from its first token), C has leading dimension ldc.
+void add_incoming_state_mamba1(float* y, const float* C, int64_t ldc, const double* S, const float* A,
+                               const float* h_in, int64_t T, int64_t D, int64_t N, cudaStream_t stream, int layer);
+// Mamba-2: y[t, hP + p] += exp(A[h] S[t, h]) sum_s C[t, g(h), s] h_in[h, p, s]. The sums are
+// fp32 cuBLAS products into `work` ([T, H P] floats); S [T, H] as above.
+void add_incoming_state_mamba2(Blas& blas, float* y, const float* C, int64_t ldc, const double* S, const float* A,
+                               const float* h_in, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, float* work,
+                               cudaStream_t stream, int layer);
+// S[t, c] += offset[c] for t < T, c < W.
+void add_row_offset(double* S, int64_t T, int64_t W, const double* offset, cudaStream_t stream, int layer);
+// out[t, c] = in[t * ld + c] for t < T, c < W (a strided slice made dense).
+void copy_rows(const float* in, int64_t ld, int64_t T, int64_t W, float* out, cudaStream_t stream, int layer);
+
+}  // namespace latim::cuda
