@@ -1,5 +1,8 @@
-// Mamba-2 scan (latim-method.md §2): per head a [P, N] state with one scalar decay per step,
-// chunked over the sequence like the Mamba-1 scan (chunk states, chain, output pass).
+// Mamba-2 scan (latim-method.md §2): per head a [P, N] state with one scalar decay per step.
+// For P <= 64 and N <= 128 the chunked SSD (matrix) form in fp32: chunk states, a chain over
+// groups of chunks, then per chunk C Bᵀ-masked products plus the entering state's term; other
+// shapes use the per-step recurrence with chunk states. ssd_scan_work is bounded in T (the
+// sequence is processed in slices of 32768 positions).
 #pragma once
 #include <cuda_runtime.h>
 
