@@ -18,12 +18,14 @@ unsigned blocks_for(int64_t n) {
   return static_cast<unsigned>(b < 65536 * 8 ? b : 65536 * 8);  // grid-stride loops cover the rest
 }
 
-__global__ void chain_state_kernel(const float* all, int S, int r, int64_t n, const float* carry, float* h_in) {
+__global__ void chain_state_kernel(const float* all, int S, int r, int64_t n, int64_t per, const float* carry,
+                                   float* h_in) {
+  const int64_t nd = n / per;
   for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < n; k += int64_t{gridDim.x} * blockDim.x) {
     float h = carry ? carry[k] : 0.0f;
     for (int q = 0; q < r; ++q) {
-      const float* dq = all + 2 * n * q;
-      h = dq[k] * h + dq[n + k];
+      const float* dq = all + (nd + n) * q;
+      h = dq[k / per] * h + dq[nd + k];
     }
     h_in[k] = h;
   }
@@ -44,21 +46,35 @@ __global__ void decay_kernel(const float* A, int64_t per_a, const double* total,
     decay[i] = static_cast<float>(exp(static_cast<double>(A[i / per_a]) * total[i / per_total]));
 }
 
-// One thread per channel and a run of positions; A and h_in of the channel come from L1.
-constexpr int kRun = 16;
+// One thread per channel and a run of positions, with the channel's A and h_in in registers
+// (N <= NM) and the run's C rows in shared memory.
+constexpr int kRun = 32;
+template <int NM>
 __global__ void incoming_mamba1_kernel(float* y, const float* C, int64_t ldc, const double* S, const float* A,
-                                       const float* h_in, int64_t T, int64_t D, int64_t N) {
+                                       const float* h_in, int64_t T, int64_t D, int N) {
+  __shared__ float cs[kRun][NM];
   const int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
-  if (c >= D) return;
-  const float* a = A + c * N;
-  const float* h = h_in + c * N;
+  float a[NM], h[NM];
+#pragma unroll
+  for (int k = 0; k < NM; ++k) {
+    a[k] = c < D && k < N ? A[c * N + k] : 0.0f;
+    h[k] = c < D && k < N ? h_in[c * N + k] : 0.0f;
+  }
   for (int64_t t0 = blockIdx.y * int64_t{kRun}; t0 < T; t0 += int64_t{gridDim.y} * kRun) {
-    const int64_t t1 = t0 + kRun < T ? t0 + kRun : T;
-    for (int64_t t = t0; t < t1; ++t) {
+    const int n = static_cast<int>(t0 + kRun < T ? kRun : T - t0);
+    __syncthreads();
+    for (int i = threadIdx.x; i < kRun * NM; i += blockDim.x) {
+      const int q = i / NM, k = i % NM;
+      cs[q][k] = q < n && k < N ? C[(t0 + q) * ldc + k] : 0.0f;
+    }
+    __syncthreads();
+    if (c >= D) continue;
+    for (int q = 0; q < n; ++q) {
+      const int64_t t = t0 + q;
       const float s = static_cast<float>(S[t * D + c]);
-      const float* ct = C + t * ldc;
       float acc = 0.0f;
-      for (int64_t k = 0; k < N; ++k) acc += ct[k] * expf(a[k] * s) * h[k];
+#pragma unroll
+      for (int k = 0; k < NM; ++k) acc += cs[q][k] * expf(a[k] * s) * h[k];
       y[t * D + c] += acc;
     }
   }
@@ -72,6 +88,25 @@ __global__ void scale_add_kernel(float* y, const float* work, const double* S, c
       const int64_t h = k / P;
       y[t * D + k] += expf(A[h] * static_cast<float>(S[t * H + h])) * work[t * D + k];
     }
+}
+
+// Below this, expf underflows to exactly 0 (its smallest denormal result is near -103.97).
+constexpr float kDeadExponent = -110.0f;
+
+__global__ void live_rows_kernel(const double* S, int64_t T, int64_t W, const float* A, int64_t per_a,
+                                 unsigned long long* out) {
+  const int64_t w = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (w >= W) return;
+  float a = A[w * per_a];
+  for (int64_t k = 1; k < per_a; ++k) a = fmaxf(a, A[w * per_a + k]);
+  // First row t with a * S[t, w] < kDeadExponent (T if none); the predicate is monotone in t.
+  int64_t lo = 0, hi = T;
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (a * static_cast<float>(S[mid * W + w]) < kDeadExponent) hi = mid;
+    else lo = mid + 1;
+  }
+  atomicMax(out, static_cast<unsigned long long>(lo));
 }
 
 __global__ void row_offset_kernel(double* S, int64_t T, int64_t W, const double* offset) {
@@ -92,10 +127,10 @@ dim3 rows_grid(int64_t T, int64_t W) {
 
 }  // namespace
 
-void chain_state_prefix(const float* all, int S, int r, int64_t n, const float* carry, float* h_in,
+void chain_state_prefix(const float* all, int S, int r, int64_t n, int64_t per, const float* carry, float* h_in,
                         cudaStream_t stream, int layer) {
   if (n == 0) return;
-  chain_state_kernel<<<blocks_for(n), kThreads, 0, stream>>>(all, S, r, n, carry, h_in);
+  chain_state_kernel<<<blocks_for(n), kThreads, 0, stream>>>(all, S, r, n, per, carry, h_in);
   check_launch("chain_state_prefix", layer, stream);
 }
 
@@ -112,19 +147,21 @@ void scan_decay_mamba1(const float* A, const double* total, int64_t D, int64_t N
   check_launch("scan_decay_mamba1", layer, stream);
 }
 
-void scan_decay_mamba2(const float* A, const double* total, int64_t H, int64_t PN, float* decay, cudaStream_t stream,
-                       int layer) {
-  if (H * PN == 0) return;
-  decay_kernel<<<blocks_for(H * PN), kThreads, 0, stream>>>(A, PN, total, PN, H * PN, decay);
+void scan_decay_mamba2(const float* A, const double* total, int64_t H, float* decay, cudaStream_t stream, int layer) {
+  if (H == 0) return;
+  decay_kernel<<<blocks_for(H), kThreads, 0, stream>>>(A, 1, total, 1, H, decay);
   check_launch("scan_decay_mamba2", layer, stream);
 }
 
 void add_incoming_state_mamba1(float* y, const float* C, int64_t ldc, const double* S, const float* A,
                                const float* h_in, int64_t T, int64_t D, int64_t N, cudaStream_t stream, int layer) {
   if (T * D == 0) return;
+  if (N > 64) fail("add_incoming_state_mamba1 (layer ", layer, "): state size ", N, " is above the kernel's 64");
   const int64_t runs = (T + kRun - 1) / kRun;
-  const dim3 grid(static_cast<unsigned>((D + 127) / 128), static_cast<unsigned>(runs < 65535 ? runs : 65535));
-  incoming_mamba1_kernel<<<grid, 128, 0, stream>>>(y, C, ldc, S, A, h_in, T, D, N);
+  const dim3 grid(static_cast<unsigned>((D + 127) / 128), static_cast<unsigned>(runs < 4096 ? runs : 4096));
+  const int n = static_cast<int>(N);
+  if (N <= 16) incoming_mamba1_kernel<16><<<grid, 128, 0, stream>>>(y, C, ldc, S, A, h_in, T, D, n);
+  else incoming_mamba1_kernel<64><<<grid, 128, 0, stream>>>(y, C, ldc, S, A, h_in, T, D, n);
   check_launch("add_incoming_state_mamba1", layer, stream);
 }
 
@@ -151,6 +188,20 @@ void add_incoming_state_mamba2(Blas& blas, float* y, const float* C, int64_t ldc
   }
   scale_add_kernel<<<rows_grid(T, D), kThreads, 0, stream>>>(y, work, S, A, T, H, P);
   check_launch("add_incoming_state_mamba2", layer, stream);
+}
+
+int64_t live_rows(const double* S, int64_t T, int64_t W, const float* A, int64_t per_a, cudaStream_t stream, int layer) {
+  if (T * W == 0) return 0;
+  unsigned long long* d = nullptr;
+  check(cudaMallocAsync(reinterpret_cast<void**>(&d), sizeof *d, stream), "live_rows (alloc)", layer);
+  check(cudaMemsetAsync(d, 0, sizeof *d, stream), "live_rows", layer);
+  live_rows_kernel<<<static_cast<unsigned>((W + 127) / 128), 128, 0, stream>>>(S, T, W, A, per_a, d);
+  check_launch("live_rows", layer, stream);
+  unsigned long long h = 0;
+  check(cudaMemcpyAsync(&h, d, sizeof h, cudaMemcpyDeviceToHost, stream), "live_rows (download)", layer);
+  check(cudaFreeAsync(d, stream), "live_rows (free)", layer);
+  check(cudaStreamSynchronize(stream), "live_rows", layer);
+  return static_cast<int64_t>(h);
 }
 
 void add_row_offset(double* S, int64_t T, int64_t W, const double* offset, cudaStream_t stream, int layer) {

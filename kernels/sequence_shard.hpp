@@ -10,19 +10,18 @@
 
 namespace latim::cuda {
 
-// all = [S][2][n]: rank q's decay (n floats) then its final state from a zero start (n).
-// h_in[k] = the state entering rank r: h <- decay_q[k] h + state_q[k] over q < r, from `carry`
-// (null: zero).
-void chain_state_prefix(const float* all, int S, int r, int64_t n, const float* carry, float* h_in,
+// all = [S][n / per + n]: rank q's decays (one per `per` consecutive states) then its final
+// state from a zero start (n). h_in[k] = the state entering rank r: h <- decay_q[k / per] h +
+// state_q[k] over q < r, from `carry` (null: zero).
+void chain_state_prefix(const float* all, int S, int r, int64_t n, int64_t per, const float* carry, float* h_in,
                         cudaStream_t stream, int layer);
 // all = [S][n] doubles: offset[k] = sum over q < r of all[q][k].
 void sum_prefix(const double* all, int S, int r, int64_t n, double* offset, cudaStream_t stream, int layer);
 // Mamba-1: decay[c, s] = exp(A[c, s] total[c]), A [D, N], total [D] (the slice's Δ sums).
 void scan_decay_mamba1(const float* A, const double* total, int64_t D, int64_t N, float* decay, cudaStream_t stream,
                        int layer);
-// Mamba-2: decay[h, k] = exp(A[h] total[h]) for k < PN, A and total [H].
-void scan_decay_mamba2(const float* A, const double* total, int64_t H, int64_t PN, float* decay, cudaStream_t stream,
-                       int layer);
+// Mamba-2: decay[h] = exp(A[h] total[h]) (one decay for the head's P x N states).
+void scan_decay_mamba2(const float* A, const double* total, int64_t H, float* decay, cudaStream_t stream, int layer);
 // Mamba-1: y[t, c] += sum_s C[t, s] exp(A[c, s] S[t, c]) h_in[c, s]; S [T, D] is the slice's
 // own cumulative Δ (from its first token), C has leading dimension ldc.
 void add_incoming_state_mamba1(float* y, const float* C, int64_t ldc, const double* S, const float* A,
@@ -32,6 +31,12 @@ void add_incoming_state_mamba1(float* y, const float* C, int64_t ldc, const doub
 void add_incoming_state_mamba2(Blas& blas, float* y, const float* C, int64_t ldc, const double* S, const float* A,
                                const float* h_in, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, float* work,
                                cudaStream_t stream, int layer);
+// The rows of a slice where the incoming state still counts: S [T, W] is non-decreasing in
+// t (Δ >= 0) and A < 0, so exp(a S[t, w]) is exactly 0 in fp32 from some row on for each
+// column w, where a is the largest of the column's per_a values of A (A [W, per_a]). Returns
+// the number of leading rows where any column is not yet 0 (a binary search per column;
+// waits for the device). Work past that row would add exact zeros.
+int64_t live_rows(const double* S, int64_t T, int64_t W, const float* A, int64_t per_a, cudaStream_t stream, int layer);
 // S[t, c] += offset[c] for t < T, c < W.
 void add_row_offset(double* S, int64_t T, int64_t W, const double* offset, cudaStream_t stream, int layer);
 // out[t, c] = in[t * ld + c] for t < T, c < W (a strided slice made dense).

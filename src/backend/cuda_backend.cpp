@@ -168,6 +168,7 @@ class CudaBackend final : public ComputeBackend {
   }
   // Device time of the last forward pass, from the embedded tokens to the final norm.
   double last_device_seconds() const { return last_device_seconds_; }
+  double forward_device_seconds() const override { return last_device_seconds_; }
   std::string name() const override { return "cuda"; }
   std::string device_name() const override { return device_name_; }
   Precision precision() const override { return precision_; }
@@ -327,7 +328,7 @@ class CudaBackend final : public ComputeBackend {
     float* y = y_.reserve(T * D, "forward workspace (scan output)", layer);
     float* work = scan_work_.reserve(cuda::selective_scan_work(T, D, N), "selective scan chunk states", layer);
     cuda::selective_scan(x, delta, w.A.get(), xdbl + R, XR, xdbl + R + N, XR, w.D_skip.get(), T, D, N, y,
-                         scan_summary(D * N, layer), work, nullptr, layer);
+                         scan_summary(c, D * N, layer), work, nullptr, layer);
     const double* S = shard_ ? join_slice(c, w, layer, T, delta, D, D * N, y, xdbl + R + N, XR) : nullptr;
     clock_.start("gate");
     float* gate = tr ? gate_.reserve(T * D, "forward workspace (gate)", layer) : nullptr;
@@ -337,7 +338,7 @@ class CudaBackend final : public ComputeBackend {
     cuda::linear(blas_, mode_, y, T, D, D, w.out_proj.get(), d, ptr(w.out_proj_b), o, d, nullptr, "out_proj", layer);
     if (tr && on_device) {
       clock_.start("device trace");
-      tr->T = T;
+      tr->T = shard_ ? shard_->T : T;  // a sharded forward hands over the whole sequence's trace
       tr->device = device_trace(c, hw, w, layer, T, r, o, {proj, 2 * D, gate, S ? S : cumulative_delta(delta, T, D, layer),
                                                            delta, xdbl + R, xdbl + R + N, XR});
     } else if (tr) {
@@ -381,7 +382,7 @@ class CudaBackend final : public ComputeBackend {
     float* y = y_.reserve(T * D, "forward workspace (scan output)", layer);
     float* work = scan_work_.reserve(cuda::ssd_scan_work(T, H, P, N), "SSD scan chunk states", layer);
     cuda::ssd_scan(conv, CC, delta, w.A.get(), conv + D, conv + D + GN, CC, w.D_skip.get(), T, H, P, N, G, y,
-                   scan_summary(H * P * N, layer), work, nullptr, layer);
+                   scan_summary(c, H * P * N, layer), work, nullptr, layer);
     const double* S = shard_ ? join_slice(c, w, layer, T, delta, H, H * P * N, y, conv + D + GN, CC) : nullptr;
     clock_.start("gated rmsnorm");
     float* gate = tr ? gate_.reserve(T * D, "forward workspace (gate)", layer) : nullptr;
@@ -394,7 +395,7 @@ class CudaBackend final : public ComputeBackend {
     if (tr && on_device) {
       clock_.start("device trace");
       cuda::latim_gate_factor(gate, gamma, T * D, gamma, nullptr, layer);  // Z = γ ⊙ SiLU(z), in place
-      tr->T = T;
+      tr->T = shard_ ? shard_->T : T;  // a sharded forward hands over the whole sequence's trace
       tr->device = device_trace(c, hw, w, layer, T, r, o, {proj + D, IR, gamma, S ? S : cumulative_delta(delta, T, H, layer),
                                                            delta, conv + D, conv + D + GN, CC});
     } else if (tr) {
@@ -462,11 +463,15 @@ class CudaBackend final : public ComputeBackend {
     return recv;
   }
 
-  // Where a sharded scan leaves its final state from a zero start (after n decays in the
-  // same buffer); null for a whole sequence.
-  float* scan_summary(int64_t n, int layer) {
-    return shard_ ? summary_.reserve(2 * n, "scan summary", layer) + n : nullptr;
+  // Where a sharded scan leaves its final state from a zero start, after the state's decays
+  // in the same buffer (one per state for Mamba-1, one per head for Mamba-2); null for a
+  // whole sequence.
+  float* scan_summary(const ModelConfig& c, int64_t n, int layer) {
+    if (!shard_) return nullptr;
+    const int64_t nd = decays(c, n);
+    return summary_.reserve(nd + n, "scan summary", layer) + nd;
   }
+  static int64_t decays(const ModelConfig& c, int64_t n) { return c.family == Family::Mamba1 ? n : c.n_heads; }
 
   // Joins a slice's scan (run from a zero state, final state in scan_summary) to the slices
   // before it: the (decay, state) prefix over the ranks, the incoming state's share added
@@ -480,24 +485,28 @@ class CudaBackend final : public ComputeBackend {
     const int64_t before = g.bytes_received();
     double* Sl = cumulative_delta(delta, T, W, layer);  // from this slice's first token
     const double* total = Sl + (T - 1) * W;
-    float* summary = summary_.get();  // [decay (n); state (n)]
+    const int64_t nd = decays(c, n);
+    float* summary = summary_.get();  // [decays (nd); state (n)]
     if (c.family == Family::Mamba1) cuda::scan_decay_mamba1(w.A.get(), total, W, c.d_state, summary, nullptr, layer);
-    else cuda::scan_decay_mamba2(w.A.get(), total, W, n / W, summary, nullptr, layer);
-    float* all = summary_all_.reserve(2 * n * S, "scan summaries of all ranks", layer);
+    else cuda::scan_decay_mamba2(w.A.get(), total, W, summary, nullptr, layer);
+    float* all = summary_all_.reserve((nd + n) * S, "scan summaries of all ranks", layer);
     double* totals = totals_all_.reserve(W * S, "delta sums of all ranks", layer);
     g.begin();
-    g.allgather(summary, all, static_cast<std::size_t>(2 * n) * sizeof(float), nullptr, "scan state prefix", layer);
+    g.allgather(summary, all, static_cast<std::size_t>(nd + n) * sizeof(float), nullptr, "scan state prefix", layer);
     g.allgather(total, totals, static_cast<std::size_t>(W) * sizeof(double), nullptr, "delta sum prefix", layer);
     g.end("scan state and delta sum prefix", layer);
     if (r > 0) {
       float* h_in = h_in_.reserve(n, "incoming scan state", layer);
-      cuda::chain_state_prefix(all, S, r, n, nullptr, h_in, nullptr, layer);
-      if (c.family == Family::Mamba1) {
-        cuda::add_incoming_state_mamba1(y, C, ldc, Sl, w.A.get(), h_in, T, W, c.d_state, nullptr, layer);
+      cuda::chain_state_prefix(all, S, r, n, n / nd, nullptr, h_in, nullptr, layer);
+      // The incoming state decays along the slice; past `live` rows its share is exactly 0.
+      const bool m1 = c.family == Family::Mamba1;
+      const int64_t live = cuda::live_rows(Sl, T, W, w.A.get(), m1 ? c.d_state : 1, nullptr, layer);
+      if (m1) {
+        cuda::add_incoming_state_mamba1(y, C, ldc, Sl, w.A.get(), h_in, live, W, c.d_state, nullptr, layer);
       } else {
-        float* work = join_work_.reserve(T * c.d_inner, "incoming state products", layer);
-        cuda::add_incoming_state_mamba2(blas_, y, C, ldc, Sl, w.A.get(), h_in, T, c.n_heads, c.head_dim, c.d_state,
-                                        c.n_groups, work, nullptr, layer);
+        float* work = join_work_.reserve(live * c.d_inner, "incoming state products", layer);
+        cuda::add_incoming_state_mamba2(blas_, y, C, ldc, Sl, w.A.get(), h_in, live, c.n_heads, c.head_dim,
+                                        c.d_state, c.n_groups, work, nullptr, layer);
       }
       double* offset = offset_.reserve(W, "delta sum offset", layer);
       cuda::sum_prefix(totals, S, r, W, offset, nullptr, layer);

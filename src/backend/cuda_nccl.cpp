@@ -34,6 +34,18 @@ NcclGroup::NcclGroup(const Group& g) : impl_(std::make_unique<Impl>()), rank_(g.
   if (g.is_root()) check_nccl(ncclGetUniqueId(&id), "ncclGetUniqueId", -1, rank_);
   g.bcast(&id, sizeof id, 0);
   check_nccl(ncclCommInitRank(&impl_->comm, size_, id, rank_), "ncclCommInitRank", -1, rank_);
+  // NCCL sets up its connections on their first use: make that here, with a small
+  // all-gather and a send to the next rank, so the forward's first layer does not pay it.
+  void* buf = nullptr;
+  const std::size_t n = 64;
+  if (cudaMalloc(&buf, n * (size_ + 2)) != cudaSuccess) fail("NCCL warm-up: cudaMalloc failed on rank ", rank_);
+  char* b = static_cast<char*>(buf);
+  allgather(b, b + n, n, nullptr, "NCCL warm-up", -1);
+  shift_down(b, b + n, n, nullptr, "NCCL warm-up", -1);
+  const cudaError_t e = cudaDeviceSynchronize();
+  cudaFree(buf);
+  if (e != cudaSuccess) fail("NCCL warm-up on rank ", rank_, ": ", cudaGetErrorString(e));
+  received_ = 0;
 }
 
 NcclGroup::~NcclGroup() {

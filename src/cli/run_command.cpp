@@ -413,6 +413,7 @@ int run_command(int argc, char** argv) {
   // Every rank reaches this point, interrupted or not, so the collective is safe here.
   const int64_t comm_bytes = comm.world().allreduce_sum(stats.bytes_communicated);
   const int64_t link_bytes = comm.world().allreduce_sum(stats.link_bytes);
+  const double device_secs = comm.world().allreduce_max(stats.forward_device_seconds);
   if (stats.interrupted) {
     if (comm.is_root())
       std::fprintf(stderr, "latim run: stopped by signal %d; %s is incomplete: rerun the same command with --resume\n",
@@ -420,13 +421,17 @@ int run_command(int argc, char** argv) {
     return 75;  // EX_TEMPFAIL: the job scripts requeue on it
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (!o.quiet && comm.is_root())
+  if (!o.quiet && comm.is_root()) {
+    char device[64] = "";
+    if (device_secs >= 0 && layers.empty())  // with maps, the device time includes theirs
+      std::snprintf(device, sizeof device, ", %.2f s of it on the device", device_secs);
     std::fprintf(stderr,
-                 "latim run: %lld tokens, %zu layer(s) mapped, %d rank(s), %.2f s (forward %.2f s, maps %.2f s, "
+                 "latim run: %lld tokens, %zu layer(s) mapped, %d rank(s), %.2f s (forward %.2f s%s, maps %.2f s, "
                  "%.1f MB exchanged between ranks, %.1f kB per layer of it joining sequence slices) -> %s\n",
-                 static_cast<long long>(T), layers.size(), comm.size(), secs, stats.forward_seconds,
+                 static_cast<long long>(T), layers.size(), comm.size(), secs, stats.forward_seconds, device,
                  stats.map_seconds, comm_bytes / 1e6, link_bytes / 1e3 / static_cast<double>(model.config.n_layer),
                  o.out.c_str());
+  }
   return 0;
 }
 

@@ -263,6 +263,7 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
     const double t0 = now();
     const ForwardOutput fwd = backend_.forward(model_, tokens, &obs);
     stats.forward_seconds = now() - t0 - map_time;
+    stats.forward_device_seconds = backend_.forward_device_seconds();
     if (req.save_logits && !stats.interrupted) {  // each rank its share of the rows
       const int64_t a = T * comm_.rank() / comm_.size(), b = T * (comm_.rank() + 1) / comm_.size();
       put_logits(fwd.final_hidden.data() + a * d, a, b - a);
@@ -281,6 +282,7 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
     const double t0 = now();
     const ForwardOutput fwd = backend_.forward_shard(model_, tokens, bounds, stage_group, &obs);
     stats.forward_seconds = now() - t0 - map_time;
+    stats.forward_device_seconds = backend_.forward_device_seconds();
     stats.bytes_communicated += fwd.link_bytes + fwd.trace_bytes;
     stats.link_bytes = fwd.link_bytes;
     if (req.save_logits && !stats.interrupted)

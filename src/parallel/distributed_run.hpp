@@ -51,6 +51,7 @@ struct RunRequest {
 
 struct RunStats {
   double forward_seconds = 0, map_seconds = 0;
+  double forward_device_seconds = -1;  // the backend's own device time of the forward (-1: none)
   int64_t bytes_communicated = 0;  // this rank's halo, state and trace exchanges
   int64_t link_bytes = 0;          // of which joining sequence slices (halos, state and Δ-sum prefixes)
   bool interrupted = false;        // stopped early by a signal; the file can be resumed
