@@ -19,6 +19,8 @@ out=$(MODEL=m TOKENS=t.txt OUT="$WORK/a.h5" bash "$ROOT/jobs/one_node_multi_gpu.
   || fail "one_node: $out"
 out=$(MODEL=m TOKENS=t.txt OUT="$WORK/b.h5" bash "$ROOT/jobs/multi_node.sbatch")
 [[ "$out" == *"--backend auto --forward replicated --scores l2"* ]] || fail "multi_node: $out"
+out=$(LAYOUT=sharded MODEL=m TOKENS=t.txt OUT="$WORK/b.h5" bash "$ROOT/jobs/multi_node.sbatch")
+[[ "$out" == *"--backend auto --forward sharded --scores l2"* ]] || fail "multi_node sharded: $out"
 out=$(LAYOUT=pipeline MODEL=m TOKENS=t.txt OUT="$WORK/b.h5" bash "$ROOT/jobs/multi_node.sbatch")
 [[ "$out" == *"--layer-shards 2 --seq-shards 4"* ]] || fail "multi_node pipeline: $out"
 if LAYOUT=bogus MODEL=m TOKENS=t.txt OUT="$WORK/b.h5" bash "$ROOT/jobs/multi_node.sbatch" 2>/dev/null; then
