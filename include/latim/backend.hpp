@@ -24,6 +24,9 @@ class ComputeBackend {
                                 LayerObserver* observer) = 0;
   virtual TileBackend& tiles() = 0;
   virtual Precision precision() const { return Precision::FP32; }
+  // Device time of the last forward pass (layers and final norm, collectives included, host
+  // copies not); -1 where the backend does not measure it.
+  virtual double forward_device_seconds() const { return -1.0; }
 
   // Whether forward_shard() runs here: a sequence-sharded forward whose exchanges stay in
   // device memory (the CUDA backend with NCCL). Otherwise the grid runs the CPU forward per
