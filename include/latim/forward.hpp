@@ -48,6 +48,9 @@ class LayerObserver {
   virtual bool accepts_device_trace(int layer) const { return false; }
   // Whether on_layer reads `residual` (else a device backend may pass it empty).
   virtual bool wants_residual(int layer) const { return true; }
+  // Whether the caller reads ForwardOutput::final_hidden (else it may be left empty, which
+  // saves a device backend the download of T x d values).
+  virtual bool wants_final_hidden() const { return true; }
   // Called after layer `layer`, with `residual` = the residual stream after it, [T, d].
   virtual void on_layer(int layer, const LayerWeights& w, const LayerTrace* trace,
                         const std::vector<float>& residual) = 0;

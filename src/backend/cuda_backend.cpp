@@ -257,7 +257,8 @@ class CudaBackend final : public ComputeBackend {
     clock_.start("final download");
     ForwardOutput out;
     out.T = T;
-    stage_.download(out.final_hidden, static_cast<const float*>(h), T, d, d, "final hidden download", -1);
+    if (!obs || obs->wants_final_hidden())
+      stage_.download(out.final_hidden, static_cast<const float*>(h), T, d, d, "final hidden download", -1);
     clock_.stop();
     return out;
   }

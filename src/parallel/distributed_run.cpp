@@ -250,12 +250,15 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
     bool wants_trace(int l) const override { return want(l); }
     bool accepts_device_trace(int) const override { return true; }
     bool wants_residual(int) const override { return false; }
+    bool wants_final_hidden() const override { return logits; }
+    bool logits = true;
     void on_layer(int l, const LayerWeights&, const LayerTrace* tr, const std::vector<float>&) override {
       if (tr) map(l, *tr);
     }
   } obs;
   obs.want = wants_trace;
   obs.map = map_layer;
+  obs.logits = req.save_logits;
 
   // One rank and one chunk, or a replicated forward: the backend's own forward pass (CPU or
   // CUDA) over the whole sequence, with this rank's share of the map panels per layer.
