@@ -5,7 +5,9 @@
 #include <cuda_runtime.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -180,6 +182,25 @@ class CudaBackend final : public ComputeBackend {
 
   bool has_sharded_forward() const override { return nccl_available(); }
 
+  void layer_forward(const ModelWeights& model, int layer, int64_t T, std::vector<float>& r, LayerTrace* trace,
+                     SequenceLink* link) override {
+    const ModelConfig& c = model.config;
+    const int64_t d = c.d_model;
+    if (T <= 0 || static_cast<int64_t>(r.size()) != T * d)
+      fail("internal: layer_forward got ", r.size(), " residual values for ", T, " tokens");
+    upload_model(model);
+    float* rd = r_.upload(r.data(), T * d, "residual stream", layer);
+    host_link_ = link;
+    struct Reset {
+      SequenceLink*& p;
+      ~Reset() { p = nullptr; }
+    } reset{host_link_};
+    if (c.family == Family::Mamba1) mamba1_layer(c, model.layers[layer], layers_[layer], layer, T, rd, trace, false);
+    else mamba2_layer(c, model.layers[layer], layers_[layer], layer, T, rd, trace, false);
+    cuda::check(cudaMemcpy(r.data(), rd, static_cast<std::size_t>(T * d) * sizeof(float), cudaMemcpyDeviceToHost),
+                "residual download", layer);
+  }
+
   ForwardOutput forward_shard(const ModelWeights& model, const std::vector<int64_t>& tokens,
                               const std::vector<int64_t>& bounds, const Group& group, LayerObserver* obs) override {
     const int S = group.size(), me = group.rank();
@@ -330,7 +351,8 @@ class CudaBackend final : public ComputeBackend {
     float* work = scan_work_.reserve(cuda::selective_scan_work(T, D, N), "selective scan chunk states", layer);
     cuda::selective_scan(x, delta, w.A.get(), xdbl + R, XR, xdbl + R + N, XR, w.D_skip.get(), T, D, N, y,
                          scan_summary(c, D * N, layer), work, nullptr, layer);
-    const double* S = shard_ ? join_slice(c, w, layer, T, delta, D, D * N, y, xdbl + R + N, XR) : nullptr;
+    const double* S =
+        shard_ || host_link_ ? join_slice(c, hw, w, layer, T, delta, D, D * N, y, xdbl + R + N, XR) : nullptr;
     clock_.start("gate");
     float* gate = tr ? gate_.reserve(T * D, "forward workspace (gate)", layer) : nullptr;
     cuda::silu_gate(y, proj + D, 2 * D, T, D, gate, nullptr, layer);
@@ -354,7 +376,8 @@ class CudaBackend final : public ComputeBackend {
       stage_.download(tr->C, static_cast<const float*>(xdbl + R + N), T, N, XR, "trace download (C)", layer);
       stage_.download(tr->gate, static_cast<const float*>(gate), T, D, D, "trace download (gate)", layer);
       tr->gamma.clear();
-      download_S(tr, delta, T, D, layer);
+      if (S) stage_.download(tr->S, S, T, D, D, "trace download (S)", layer);
+      else download_S(tr, delta, T, D, layer);
     }
     clock_.start("residual add");
     cuda::residual_add(r, o, T * d, nullptr, layer);
@@ -384,7 +407,8 @@ class CudaBackend final : public ComputeBackend {
     float* work = scan_work_.reserve(cuda::ssd_scan_work(T, H, P, N), "SSD scan chunk states", layer);
     cuda::ssd_scan(conv, CC, delta, w.A.get(), conv + D, conv + D + GN, CC, w.D_skip.get(), T, H, P, N, G, y,
                    scan_summary(c, H * P * N, layer), work, nullptr, layer);
-    const double* S = shard_ ? join_slice(c, w, layer, T, delta, H, H * P * N, y, conv + D + GN, CC) : nullptr;
+    const double* S =
+        shard_ || host_link_ ? join_slice(c, hw, w, layer, T, delta, H, H * P * N, y, conv + D + GN, CC) : nullptr;
     clock_.start("gated rmsnorm");
     float* gate = tr ? gate_.reserve(T * D, "forward workspace (gate)", layer) : nullptr;
     float* gamma = tr ? gamma_.reserve(T * D, "forward workspace (gamma)", layer) : nullptr;
@@ -411,7 +435,8 @@ class CudaBackend final : public ComputeBackend {
       stage_.download(tr->C, static_cast<const float*>(conv + D + GN), T, GN, CC, "trace download (C)", layer);
       stage_.download(tr->gate, static_cast<const float*>(gate), T, D, D, "trace download (gate)", layer);
       stage_.download(tr->gamma, static_cast<const float*>(gamma), T, D, D, "trace download (gamma)", layer);
-      download_S(tr, delta, T, H, layer);
+      if (S) stage_.download(tr->S, S, T, H, H, "trace download (S)", layer);
+      else download_S(tr, delta, T, H, layer);
     }
     clock_.start("residual add");
     cuda::residual_add(r, o, T * d, nullptr, layer);
@@ -449,12 +474,21 @@ class CudaBackend final : public ComputeBackend {
   // The K-1 conv inputs before this slice (from the previous rank; zeros on rank 0), or
   // null for a whole sequence.
   const float* conv_halo(const float* in, int64_t lda, int64_t T, int64_t width, int64_t K, int layer) {
-    if (!shard_ || K < 2) return nullptr;
+    if ((!shard_ && !host_link_) || K < 2) return nullptr;
     clock_.start("shard: conv halo");
     const int64_t H = K - 1, n = H * width;
     float* send = halo_send_.reserve(n, "conv halo (send)", layer);
     float* recv = halo_recv_.reserve(n, "conv halo (receive)", layer);
     cuda::copy_rows(in + (T - H) * lda, lda, H, width, send, nullptr, layer);
+    if (host_link_) {  // through the host: the link's MPI exchange and its carry across chunks
+      std::vector<float> tail(static_cast<std::size_t>(n)), prev(static_cast<std::size_t>(n));
+      cuda::check(cudaMemcpy(tail.data(), send, n * sizeof(float), cudaMemcpyDeviceToHost), "conv halo (download)",
+                  layer);
+      host_link_->conv_halo(layer, tail.data(), H, width, prev.data());
+      cuda::check(cudaMemcpy(recv, prev.data(), n * sizeof(float), cudaMemcpyHostToDevice), "conv halo (upload)",
+                  layer);
+      return recv;
+    }
     if (shard_->nccl->rank() == 0)
       cuda::check(cudaMemsetAsync(recv, 0, static_cast<std::size_t>(n) * sizeof(float)), "conv halo", layer);
     const int64_t before = shard_->nccl->bytes_received();
@@ -468,7 +502,7 @@ class CudaBackend final : public ComputeBackend {
   // in the same buffer (one per state for Mamba-1, one per head for Mamba-2); null for a
   // whole sequence.
   float* scan_summary(const ModelConfig& c, int64_t n, int layer) {
-    if (!shard_) return nullptr;
+    if (!shard_ && !host_link_) return nullptr;
     const int64_t nd = decays(c, n);
     return summary_.reserve(nd + n, "scan summary", layer) + nd;
   }
@@ -478,9 +512,10 @@ class CudaBackend final : public ComputeBackend {
   // before it: the (decay, state) prefix over the ranks, the incoming state's share added
   // to y, and the Δ sums of earlier slices added to the slice's cumulative Δ, which is
   // returned ([T, W], the trace's S). n = the scan state's size; C with leading dim ldc.
-  const double* join_slice(const ModelConfig& c, DeviceLayer& w, int layer, int64_t T, const float* delta, int64_t W,
-                           int64_t n, float* y, const float* C, int64_t ldc) {
+  const double* join_slice(const ModelConfig& c, const LayerWeights& hw, DeviceLayer& w, int layer, int64_t T,
+                           const float* delta, int64_t W, int64_t n, float* y, const float* C, int64_t ldc) {
     clock_.start("shard: scan join");
+    if (host_link_) return join_slice_host(c, hw, w, layer, T, delta, W, n, y, C, ldc);
     NcclGroup& g = *shard_->nccl;
     const int S = g.size(), r = g.rank();
     const int64_t before = g.bytes_received();
@@ -514,6 +549,40 @@ class CudaBackend final : public ComputeBackend {
       cuda::add_row_offset(Sl, T, W, offset, nullptr, layer);
     }
     link_bytes_ += g.bytes_received() - before;
+    return Sl;
+  }
+
+  // join_slice through a host SequenceLink (MPI between ranks, carried state between chunks):
+  // the summaries go down to the host and the incoming state and offsets come back up.
+  const double* join_slice_host(const ModelConfig& c, const LayerWeights& hw, DeviceLayer& w, int layer, int64_t T,
+                                const float* delta, int64_t W, int64_t n, float* y, const float* C, int64_t ldc) {
+    double* Sl = cumulative_delta(delta, T, W, layer);
+    std::vector<double> total(static_cast<std::size_t>(W)), offset(static_cast<std::size_t>(W));
+    std::vector<float> state(static_cast<std::size_t>(n)), decay(static_cast<std::size_t>(n)),
+        h_in(static_cast<std::size_t>(n));
+    cuda::check(cudaMemcpy(total.data(), Sl + (T - 1) * W, W * sizeof(double), cudaMemcpyDeviceToHost),
+                "scan join (download)", layer);
+    cuda::check(cudaMemcpy(state.data(), summary_.get() + decays(c, n), n * sizeof(float), cudaMemcpyDeviceToHost),
+                "scan join (download)", layer);
+    const bool m1 = c.family == Family::Mamba1;
+    const int64_t per = n / W;  // states per column of S: N (Mamba-1) or P N (Mamba-2)
+    for (int64_t k = 0; k < n; ++k)
+      decay[k] = static_cast<float>(std::exp(static_cast<double>(hw.A[m1 ? k : k / per]) * total[k / per]));
+    host_link_->scan_prefix(layer, decay.data(), state.data(), n, h_in.data());
+    if (std::any_of(h_in.begin(), h_in.end(), [](float v) { return v != 0.0f; })) {
+      float* hd = h_in_.upload(h_in.data(), n, "incoming scan state", layer);
+      const int64_t live = cuda::live_rows(Sl, T, W, w.A.get(), m1 ? c.d_state : 1, nullptr, layer);
+      if (m1) {
+        cuda::add_incoming_state_mamba1(y, C, ldc, Sl, w.A.get(), hd, live, W, c.d_state, nullptr, layer);
+      } else {
+        float* work = join_work_.reserve(live * c.d_inner, "incoming state products", layer);
+        cuda::add_incoming_state_mamba2(blas_, y, C, ldc, Sl, w.A.get(), hd, live, c.n_heads, c.head_dim, c.d_state,
+                                        c.n_groups, work, nullptr, layer);
+      }
+    }
+    host_link_->sum_prefix(layer, total.data(), W, offset.data());
+    if (std::any_of(offset.begin(), offset.end(), [](double v) { return v != 0.0; }))
+      cuda::add_row_offset(Sl, T, W, offset_.upload(offset.data(), W, "delta sum offset", layer), nullptr, layer);
     return Sl;
   }
 
@@ -683,6 +752,7 @@ class CudaBackend final : public ComputeBackend {
   // The sharded forward (forward_shard).
   std::unique_ptr<NcclGroup> nccl_;
   Shard* shard_ = nullptr;
+  SequenceLink* host_link_ = nullptr;  // layer_forward()'s link
   int64_t link_bytes_ = 0, trace_bytes_ = 0;
   DeviceArray<float> halo_send_, halo_recv_, summary_, summary_all_, h_in_, join_work_;
   DeviceArray<double> totals_all_, offset_;

@@ -58,6 +58,11 @@ bool cuda_available() {
 #endif
 }
 
+void ComputeBackend::layer_forward(const ModelWeights& model, int layer, int64_t T, std::vector<float>& r,
+                                   LayerTrace* trace, SequenceLink* link) {
+  layer_forward_cpu(model.config, model.layers[layer], layer, T, r, trace, link);
+}
+
 ForwardOutput ComputeBackend::forward_shard(const ModelWeights&, const std::vector<int64_t>&,
                                            const std::vector<int64_t>&, const Group&, LayerObserver*) {
   fail("internal: the ", name(), " backend has no sharded device forward");

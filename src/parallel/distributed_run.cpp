@@ -315,7 +315,7 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
       const int li = static_cast<int>(l);
       const bool want = wants_trace(li);
       if (immediate && stats.interrupted) break;
-      layer_forward_cpu(c, model_.layers[l], li, n, r, want ? &local : nullptr, link.get());
+      backend_.layer_forward(model_, li, n, r, want ? &local : nullptr, link.get());
       if (!want) continue;
       if (immediate && stage_group.size() == 1) {
         map_layer(li, local);
