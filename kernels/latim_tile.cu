@@ -7,7 +7,7 @@
 //   2. (Mamba-1) computes M_{i,l}[c] for the block's (i, l) and the slab's channels,
 //   3. builds u_{ij}[c] = Z_i[c] υ_{i←j}[c] for every pair from the conv taps and M, and
 //      keeps the slab of u in the block's device scratch,
-//   4. multiplies the [128 x 32] u slab by the [32 x 256] W_out slab (WMMA or FFMA).
+//   4. multiplies the [128 x 32] u slab by the [32 x 256] W_out slab (mma.sync or FFMA).
 // The later passes stream u back from the scratch instead of rebuilding it, so u (and, for
 // Mamba-1, the exponentials in M) is computed once per pair, not once per column block.
 // The scratch holds at most (resident blocks) x 128 pairs x D values; the pairs x D operand
@@ -131,43 +131,87 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
-// Tensor-core product of a warp's 32 x 64 region (tf32 or bf16 inputs, fp32 accumulators).
-template <int PREC>
-struct WmmaTile {
-  static constexpr int KF = PREC == 2 ? 16 : 8;
-  using TA = typename Prec<PREC>::T;
-  using FragT = std::conditional_t<PREC == 2, __nv_bfloat16, wmma::precision::tf32>;
-  static constexpr int LDA = Prec<PREC>::lda, LDB = Prec<PREC>::ldb;
-  wmma::fragment<wmma::accumulator, 16, 16, KF, float> acc[2][4];
+// tf32 tensor-core product of a warp's 32 x 64 region with mma.sync m16n8k8, fp32 accumulators.
+// The operands are already rounded to tf32 in shared memory (u by to_operand, W_out by
+// prepare_wout_kernel). The mma computes the region transposed, T^T[col][pair] = sum_c
+// Ws[c][col] u[pair][c] (A = the W_out slab read as [column][channel], B = the u slab as
+// [channel][pair]; M = 16 columns, N = 8 pairs, K = 8 channels), so that each operand load is one
+// 64-bit LDS into the register pair the instruction wants (no moves, as SASS shows). PTX fragments of m16n8k8 .tf32, g = lane/4, q = lane%4:
+//   A 16 x 8 (row): a0 (m g, k q), a1 (m g + 8, k q), a2 (m g, k q + 4), a3 (m g + 8, k q + 4);
+//   B 8 x 8 (col):  b0 (k q, n g), b1 (k q + 4, n g);
+//   C 16 x 8:       c0 (m g, n 2q), c1 (m g, n 2q + 1), c2 (m g + 8, n 2q), c3 (m g + 8, n 2q + 1).
+// Mapping onto the shared tiles, for k step s (channels 8s..8s+7 of the slab), column tile mt
+// (the warp's columns 16mt..16mt+15) and pair tile t (the warp's pairs 8t..8t+7):
+//   k q -> channel 8s + 2q, k q + 4 -> 8s + 2q + 1 (A and B alike: the sum is only reordered);
+//   m g -> column 16mt + 2g, m g + 8 -> 16mt + 2g + 1;
+//   n g -> pair 8t + rho(g), rho(g) = 2 (g % 4) + g / 4.
+// So {a0, a1} and {a2, a3} are adjacent columns of W_out rows 8s + 2q and 8s + 2q + 1, {b0, b1}
+// adjacent channels of one u row, and acc[mt][t] = {c0..c3} holds columns 16mt + 2g + {0, 1} of
+// pairs 8t + rho(2q) ({c0, c2}) and 8t + rho(2q + 1) ({c1, c3}).
+// Banks (LDA = 36, LDB = 260, kScrLd = 68 words; a 64-bit access is served per half warp, i.e.
+// g < 4 or g >= 4 with all q): W_out's 2-bank unit is (4q + g + 8mt + 2j) mod 16 and u's
+// (2 rho(g) + q + 4s) mod 16, 16 distinct in each half warp: conflict-free. The epilogue's
+// 64-bit stores, (2 rho(2q or 2q + 1) + g + 8mt) mod 16, are 2-way (once per chunk only).
+struct MmaTf32Tile {
+  static constexpr int LDA = Prec<1>::lda, LDB = Prec<1>::ldb;
+  float acc[4][4][4];  // [column tile mt][pair tile t][c0..c3]
+
+  __device__ static int rho(int g) { return 2 * (g & 3) + (g >> 2); }
 
   __device__ void init() {
 #pragma unroll
-    for (int a = 0; a < 2; ++a)
+    for (int mt = 0; mt < 4; ++mt)
 #pragma unroll
-      for (int b = 0; b < 4; ++b) wmma::fill_fragment(acc[a][b], 0.0f);
+      for (int t = 0; t < 4; ++t)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[mt][t][e] = 0.0f;
   }
-  __device__ void step(const TA* As, const TA* Bs, int wm, int wn, int) {
+  __device__ void step(const float* As, const float* Bs, int wm, int wn, int lane) {
+    const int g = lane >> 2, q = lane & 3;
+    const unsigned w_base = static_cast<unsigned>(__cvta_generic_to_shared(Bs)) +
+                            static_cast<unsigned>(2 * q * LDB + wn * 64 + 2 * g) * 4u;
+    const unsigned u_base = static_cast<unsigned>(__cvta_generic_to_shared(As)) +
+                            static_cast<unsigned>((wm * 32 + rho(g)) * LDA + 2 * q) * 4u;
 #pragma unroll
-    for (int k = 0; k < kBK; k += KF) {
-      wmma::fragment<wmma::matrix_a, 16, 16, KF, FragT, wmma::row_major> a[2];
-      wmma::fragment<wmma::matrix_b, 16, 16, KF, FragT, wmma::row_major> b[4];
+    for (int s = 0; s < kBK / 8; ++s) {
+      unsigned a[4][4], b[4][2];
 #pragma unroll
-      for (int fi = 0; fi < 2; ++fi) wmma::load_matrix_sync(a[fi], As + (wm * 32 + fi * 16) * LDA + k, LDA);
+      for (int mt = 0; mt < 4; ++mt)
 #pragma unroll
-      for (int fj = 0; fj < 4; ++fj) wmma::load_matrix_sync(b[fj], Bs + k * LDB + wn * 64 + fj * 16, LDB);
+        for (int j = 0; j < 2; ++j)
+          asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n"
+                       : "=r"(a[mt][2 * j]), "=r"(a[mt][2 * j + 1])
+                       : "r"(w_base + static_cast<unsigned>((8 * s + j) * LDB + 16 * mt) * 4u));
 #pragma unroll
-      for (int fi = 0; fi < 2; ++fi)
+      for (int t = 0; t < 4; ++t)
+        asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n"
+                     : "=r"(b[t][0]), "=r"(b[t][1])
+                     : "r"(u_base + static_cast<unsigned>(8 * t * LDA + 8 * s) * 4u));
 #pragma unroll
-        for (int fj = 0; fj < 4; ++fj) wmma::mma_sync(acc[fi][fj], a[fi], b[fj], acc[fi][fj]);
+      for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+        for (int t = 0; t < 4; ++t)
+          asm(
+              "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+              "{%0, %1, %2, %3};\n"
+              : "+f"(acc[mt][t][0]), "+f"(acc[mt][t][1]), "+f"(acc[mt][t][2]), "+f"(acc[mt][t][3])
+              : "r"(a[mt][0]), "r"(a[mt][1]), "r"(a[mt][2]), "r"(a[mt][3]), "r"(b[t][0]), "r"(b[t][1]));
     }
   }
-  // Rows 16r..16r+15 of the warp's region into scr [16][kScrLd].
-  __device__ void store_chunk(int r, float* scr, int) {
+  // Rows 16r..16r+15 of the warp's region (pair tiles 2r, 2r + 1) into scr [16][kScrLd], row-major.
+  __device__ void store_chunk(int r, float* scr, int lane) {
+    const int g = lane >> 2, q = lane & 3;
+    float* const p0 = scr + rho(2 * q) * kScrLd + 2 * g;
+    float* const p1 = scr + rho(2 * q + 1) * kScrLd + 2 * g;
 #pragma unroll
-    for (int fj = 0; fj < 4; ++fj) {
+    for (int t = 0; t < 4; ++t) {
+      if (t / 2 != r) continue;
+      const int off = (t % 2) * 8 * kScrLd;
 #pragma unroll
-      for (int fi = 0; fi < 2; ++fi)
-        if (fi == r) wmma::store_matrix_sync(scr + fj * 16, acc[fi][fj], kScrLd, wmma::mem_row_major);
+      for (int mt = 0; mt < 4; ++mt) {
+        *reinterpret_cast<float2*>(p0 + off + 16 * mt) = make_float2(acc[mt][t][0], acc[mt][t][2]);
+        *reinterpret_cast<float2*>(p1 + off + 16 * mt) = make_float2(acc[mt][t][1], acc[mt][t][3]);
+      }
     }
   }
 };
@@ -333,7 +377,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // This block's u, [slab][kBM][kBK], written in the first column pass, read in the others.
   TA* const ublk = static_cast<TA*>(scratch) + int64_t{blockIdx.x} * nslabs * kBM * kBK;
 
-  std::conditional_t<PREC == 0, FfmaTile, std::conditional_t<PREC == 2, MmaBf16Tile, WmmaTile<1>>> mma;
+  std::conditional_t<PREC == 0, FfmaTile, std::conditional_t<PREC == 2, MmaBf16Tile, MmaTf32Tile>> mma;
 
   // Persistent blocks: each takes pair blocks (kBI targets x kBJ sources) in turn and runs
   // the column blocks of W_out over them one after the other. The first pass builds u
