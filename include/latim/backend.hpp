@@ -28,12 +28,13 @@ class ComputeBackend {
   // copies not); -1 where the backend does not measure it.
   virtual double forward_device_seconds() const { return -1.0; }
 
-  // One layer over a slice of T tokens, as layer_forward_cpu(): r [T, d] (host) is updated
-  // in place, `trace` (optional) receives the slice's host trace, and `link` joins the slice
-  // to the tokens before it. The grid's layouts (layer stages, sequence chunks, sharded
-  // slices) run their layers through this. The default is the CPU reference.
-  virtual void layer_forward(const ModelWeights& model, int layer, int64_t T, std::vector<float>& r,
-                             LayerTrace* trace, SequenceLink* link);
+  // Layers [l0, l1) over a slice of T tokens, each as layer_forward_cpu(): r [T, d] (host)
+  // is updated in place, `link` joins the slice to the tokens before it, and the observer
+  // gets each layer's host trace when it wants one (the residual argument is empty). The
+  // grid's layouts (layer stages, sequence chunks, sharded slices) run through this. The
+  // default is the CPU reference.
+  virtual void forward_layers(const ModelWeights& model, int64_t l0, int64_t l1, int64_t T, std::vector<float>& r,
+                              SequenceLink* link, LayerObserver* observer);
 
   // Whether forward_shard() runs here: a sequence-sharded forward whose exchanges stay in
   // device memory (the CUDA backend with NCCL). Otherwise the grid runs the CPU forward per

@@ -51,6 +51,9 @@ class LayerObserver {
   // Whether the caller reads ForwardOutput::final_hidden (else it may be left empty, which
   // saves a device backend the download of T x d values).
   virtual bool wants_final_hidden() const { return true; }
+  // Whether the caller needs no more layers (it was stopped by a signal): a backend running
+  // a stage's layers (ComputeBackend::forward_layers) returns early, its output unused.
+  virtual bool stopped() const { return false; }
   // Called after layer `layer`, with `residual` = the residual stream after it, [T, d].
   virtual void on_layer(int layer, const LayerWeights& w, const LayerTrace* trace,
                         const std::vector<float>& residual) = 0;

@@ -93,6 +93,18 @@ class PinnedStage {
                 what, layer);
     dst.assign(stage, stage + n);
   }
+  // n values from host memory to the device, through the page-locked buffer when it fits.
+  template <class T>
+  void upload(T* dst, const T* src, int64_t n, const char* what, int layer = -1) {
+    const std::size_t bytes = static_cast<std::size_t>(n) * sizeof(T);
+    if (bytes == 0) return;
+    if (bytes > kMaxPinned || !reserve(bytes)) {
+      cuda::check(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), what, layer);
+      return;
+    }
+    std::memcpy(ptr_, src, bytes);
+    cuda::check(cudaMemcpy(dst, ptr_, bytes, cudaMemcpyHostToDevice), what, layer);
+  }
 
  private:
   static constexpr std::size_t kMaxPinned = std::size_t{1} << 30;
@@ -182,23 +194,30 @@ class CudaBackend final : public ComputeBackend {
 
   bool has_sharded_forward() const override { return nccl_available(); }
 
-  void layer_forward(const ModelWeights& model, int layer, int64_t T, std::vector<float>& r, LayerTrace* trace,
-                     SequenceLink* link) override {
+  void forward_layers(const ModelWeights& model, int64_t l0, int64_t l1, int64_t T, std::vector<float>& r,
+                      SequenceLink* link, LayerObserver* obs) override {
     const ModelConfig& c = model.config;
     const int64_t d = c.d_model;
     if (T <= 0 || static_cast<int64_t>(r.size()) != T * d)
-      fail("internal: layer_forward got ", r.size(), " residual values for ", T, " tokens");
+      fail("internal: forward_layers got ", r.size(), " residual values for ", T, " tokens");
     upload_model(model);
-    float* rd = r_.upload(r.data(), T * d, "residual stream", layer);
+    float* rd = r_.reserve(T * d, "residual stream");
+    stage_.upload(rd, r.data(), T * d, "residual upload");
     host_link_ = link;
     struct Reset {
       SequenceLink*& p;
       ~Reset() { p = nullptr; }
     } reset{host_link_};
-    if (c.family == Family::Mamba1) mamba1_layer(c, model.layers[layer], layers_[layer], layer, T, rd, trace, false);
-    else mamba2_layer(c, model.layers[layer], layers_[layer], layer, T, rd, trace, false);
-    cuda::check(cudaMemcpy(r.data(), rd, static_cast<std::size_t>(T * d) * sizeof(float), cudaMemcpyDeviceToHost),
-                "residual download", layer);
+    LayerTrace trace;
+    const std::vector<float> none;
+    for (int64_t l = l0; l < l1 && !(obs && obs->stopped()); ++l) {
+      const int li = static_cast<int>(l);
+      const bool want = obs && obs->wants_trace(li);
+      if (c.family == Family::Mamba1) mamba1_layer(c, model.layers[l], layers_[l], li, T, rd, want ? &trace : nullptr, false);
+      else mamba2_layer(c, model.layers[l], layers_[l], li, T, rd, want ? &trace : nullptr, false);
+      if (obs) obs->on_layer(li, model.layers[l], want ? &trace : nullptr, none);
+    }
+    stage_.download(r, static_cast<const float*>(rd), T, d, d, "residual download", -1);
   }
 
   ForwardOutput forward_shard(const ModelWeights& model, const std::vector<int64_t>& tokens,

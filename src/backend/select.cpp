@@ -58,9 +58,16 @@ bool cuda_available() {
 #endif
 }
 
-void ComputeBackend::layer_forward(const ModelWeights& model, int layer, int64_t T, std::vector<float>& r,
-                                   LayerTrace* trace, SequenceLink* link) {
-  layer_forward_cpu(model.config, model.layers[layer], layer, T, r, trace, link);
+void ComputeBackend::forward_layers(const ModelWeights& model, int64_t l0, int64_t l1, int64_t T,
+                                    std::vector<float>& r, SequenceLink* link, LayerObserver* observer) {
+  LayerTrace trace;
+  const std::vector<float> none;
+  for (int64_t l = l0; l < l1 && !(observer && observer->stopped()); ++l) {
+    const int li = static_cast<int>(l);
+    const bool want = observer && observer->wants_trace(li);
+    layer_forward_cpu(model.config, model.layers[l], li, T, r, want ? &trace : nullptr, link);
+    if (observer) observer->on_layer(li, model.layers[l], want ? &trace : nullptr, none);
+  }
 }
 
 ForwardOutput ComputeBackend::forward_shard(const ModelWeights&, const std::vector<int64_t>&,

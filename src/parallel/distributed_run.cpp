@@ -299,7 +299,6 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
   const bool immediate = g.L == 1 && g.n_chunks == 1;
   std::unique_ptr<ShardedSequenceLink> link = std::make_unique<ShardedSequenceLink>(stage_group, c.n_layer);
   std::map<int, LayerTrace> global_traces;
-  LayerTrace local;
   const double t_start = now();
   for (int64_t k = 0; k < g.n_chunks; ++k) {
     const int64_t c0 = T * k / g.n_chunks, c1 = T * (k + 1) / g.n_chunks, len = c1 - c0;
@@ -311,12 +310,20 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
       r.resize(static_cast<std::size_t>(n * d));
       comm_.world().recv(r.data(), r.size() * sizeof(float), comm_.rank() - g.S, kTagResidual);
     }
-    for (int64_t l = g.layer_begin; l < g.layer_end; ++l) {
-      const int li = static_cast<int>(l);
-      const bool want = wants_trace(li);
-      if (immediate && stats.interrupted) break;
-      backend_.layer_forward(model_, li, n, r, want ? &local : nullptr, link.get());
-      if (!want) continue;
+    // Each traced layer of the slice: mapped now (one stage, one chunk) or gathered for later.
+    struct SliceObserver final : LayerObserver {
+      std::function<bool(int)> want;
+      std::function<void(int, const LayerTrace&)> take;
+      std::function<bool()> stop;
+      bool wants_trace(int l) const override { return want(l); }
+      bool stopped() const override { return stop(); }
+      void on_layer(int l, const LayerWeights&, const LayerTrace* tr, const std::vector<float>&) override {
+        if (tr) take(l, *tr);
+      }
+    } slice_obs;
+    slice_obs.want = wants_trace;
+    slice_obs.stop = [&] { return immediate && stats.interrupted; };
+    slice_obs.take = [&](int li, const LayerTrace& local) {
       if (immediate && stage_group.size() == 1) {
         map_layer(li, local);
       } else if (immediate) {
@@ -326,7 +333,8 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
       } else {
         gather_trace(stage_group, local, T, c0, global_traces[li], stats.bytes_communicated);
       }
-    }
+    };
+    backend_.forward_layers(model_, g.layer_begin, g.layer_end, n, r, link.get(), &slice_obs);
     if (stats.interrupted) break;
     if (g.stage + 1 < g.L) {
       comm_.world().send(r.data(), r.size() * sizeof(float), comm_.rank() + g.S, kTagResidual);
