@@ -208,7 +208,7 @@ class CudaBackend final : public ComputeBackend {
       SequenceLink*& p;
       ~Reset() { p = nullptr; }
     } reset{host_link_};
-    LayerTrace trace;
+    LayerTrace& trace = slice_trace_;  // keeps its capacity from chunk to chunk
     const std::vector<float> none;
     for (int64_t l = l0; l < l1 && !(obs && obs->stopped()); ++l) {
       const int li = static_cast<int>(l);
@@ -771,7 +771,8 @@ class CudaBackend final : public ComputeBackend {
   // The sharded forward (forward_shard).
   std::unique_ptr<NcclGroup> nccl_;
   Shard* shard_ = nullptr;
-  SequenceLink* host_link_ = nullptr;  // layer_forward()'s link
+  SequenceLink* host_link_ = nullptr;  // forward_layers()'s link
+  LayerTrace slice_trace_;
   int64_t link_bytes_ = 0, trace_bytes_ = 0;
   DeviceArray<float> halo_send_, halo_recv_, summary_, summary_all_, h_in_, join_work_;
   DeviceArray<double> totals_all_, offset_;

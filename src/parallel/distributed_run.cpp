@@ -100,6 +100,10 @@ void gather_rows(const Group& g, const std::vector<T>& local, int64_t local_rows
   if (local.empty()) return;
   const std::size_t width = local.size() / static_cast<std::size_t>(local_rows);
   global.resize(static_cast<std::size_t>(total_rows) * width);
+  if (g.size() == 1) {  // one rank: straight into place (no staging copy)
+    std::memcpy(global.data() + static_cast<std::size_t>(row0) * width, local.data(), local.size() * sizeof(T));
+    return;
+  }
   std::vector<char> all;
   std::vector<std::size_t> counts;
   g.allgatherv(local.data(), local.size() * sizeof(T), all, counts);
