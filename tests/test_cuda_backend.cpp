@@ -18,6 +18,7 @@
 #include "latim/model.hpp"
 #include "latim/safetensors.hpp"
 #include "latim/tokens.hpp"
+#include "parallel/sequence_link.hpp"
 #include "reference_fp64.hpp"
 #include "test_cuda_util.hpp"
 #include "test_util.hpp"
@@ -110,6 +111,60 @@ TEST_P(BackendTest, ForwardAndTracesMatchCpuBackend) {
         EXPECT_LE(norm_error(x.C, y.C), 1e-5) << where << " C";
         EXPECT_LE(norm_error(x.gate, y.gate), 1e-5) << where << " gate";
         EXPECT_LE(norm_error(x.gamma, y.gamma), 1e-5) << where << " gamma";
+      }
+    }
+  }
+}
+
+// A sequence run in chunks through forward_layers(), joined by a SequenceLink with carried
+// state (conv tails, scan states, Δ sums), against the CPU forward of the whole sequence:
+// the final residual rows and every trace field of every chunk.
+TEST_P(BackendTest, ChunkedLayersMatchWholeSequence) {
+  auto backend = backend_for(GetParam());
+  auto cpu = backend_for("cpu");
+  for (const char* fx : kFixtures) {
+    const std::string dir = cudatest::data_dir() + "/" + fx;
+    const ModelWeights model = load_model(dir);
+    const int64_t T = 700, d = model.config.d_model, L = model.config.n_layer;
+    const std::vector<int64_t> tokens = fixture_tokens(dir, model, T);
+    Recorder whole;
+    whole.trace_layers = Recorder::kAll;
+    cpu->forward(model, tokens, &whole);
+    const Group one_rank;  // the link keeps a reference
+    ShardedSequenceLink link(one_rank, static_cast<int>(L));
+    const int64_t cuts[] = {0, 250, 251 + 240, T};  // uneven chunks
+    for (int k = 0; k < 3; ++k) {
+      const int64_t c0 = cuts[k], c1 = cuts[k + 1], n = c1 - c0;
+      std::vector<float> r = embed_tokens(model, std::vector<int64_t>(tokens.begin() + c0, tokens.begin() + c1), c0);
+      Recorder part;
+      part.trace_layers = Recorder::kAll;
+      backend->forward_layers(model, 0, L, n, r, &link, &part);
+      const std::string at = std::string(fx) + " chunk [" + std::to_string(c0) + ", " + std::to_string(c1) + ")";
+      auto rows = [&](const auto& v, int64_t width) {
+        return std::vector<typename std::decay_t<decltype(v)>::value_type>(v.begin() + c0 * width,
+                                                                           v.begin() + c1 * width);
+      };
+      std::vector<float> want_r = rows(whole.trace[L - 1].r_in, d);  // the last layer's input + its output
+      const std::vector<float> last_o = rows(whole.trace[L - 1].o, d);
+      for (std::size_t q = 0; q < want_r.size(); ++q) want_r[q] += last_o[q];
+      EXPECT_LE(norm_error(r, want_r), 1e-5) << at << " final residual";
+      ASSERT_EQ(static_cast<int64_t>(part.trace.size()), L) << at;
+      for (int64_t l = 0; l < L; ++l) {
+        const LayerTrace &x = part.trace[l], &y = whole.trace[l];
+        const std::string where = at + " layer " + std::to_string(l);
+        ASSERT_EQ(x.T, n) << where;
+        const int64_t D = model.config.d_inner, W = static_cast<int64_t>(y.delta.size()) / T,
+                      BC = static_cast<int64_t>(y.B.size()) / T;
+        EXPECT_LE(norm_error(x.r_in, rows(y.r_in, d)), 1e-5) << where << " r_in";
+        EXPECT_LE(norm_error(x.o, rows(y.o, d)), 1e-5) << where << " o";
+        EXPECT_LE(norm_error(x.v, rows(y.v, D)), 1e-5) << where << " v";
+        EXPECT_LE(norm_error(x.x, rows(y.x, D)), 1e-5) << where << " x";
+        EXPECT_LE(norm_error(x.delta, rows(y.delta, W)), 1e-5) << where << " delta";
+        EXPECT_LE(norm_error(x.S, rows(y.S, W)), 1e-5) << where << " S";
+        EXPECT_LE(norm_error(x.B, rows(y.B, BC)), 1e-5) << where << " B";
+        EXPECT_LE(norm_error(x.C, rows(y.C, BC)), 1e-5) << where << " C";
+        EXPECT_LE(norm_error(x.gate, rows(y.gate, D)), 1e-5) << where << " gate";
+        if (!y.gamma.empty()) EXPECT_LE(norm_error(x.gamma, rows(y.gamma, D)), 1e-5) << where << " gamma";
       }
     }
   }
