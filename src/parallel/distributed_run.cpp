@@ -217,7 +217,11 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
     int64_t total = 0;
     for (int64_t l = g.layer_begin; l < g.layer_end; ++l)
       if (wants_trace(static_cast<int>(l))) total += planned_tiles(T, layer_options(static_cast<int>(l)));
-    progress = std::make_unique<Progress>("maps", total, "tiles", true);
+    // Rank 0 counts its own tiles: with several ranks sharing the panels, say so.
+    const std::string what = stage_group.size() > 1 ? "maps (rank 0's share of " + std::to_string(stage_group.size()) +
+                                                          " ranks)"
+                                                    : "maps";
+    progress = std::make_unique<Progress>(what, total, "tiles", true);
   }
   auto map_layer = [&](int l, const LayerTrace& tr) {
     if (stats.interrupted || agree_stop()) {
