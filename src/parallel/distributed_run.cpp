@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -223,7 +224,14 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
                                                     : "maps";
     progress = std::make_unique<Progress>(what, total, "tiles", true);
   }
+  // LATIM_TEST_FAIL_RANK=r makes rank r fail at its first mapped layer, while the others go
+  // on into the next exchange (the fault test: every rank must end, none may hang).
+  static const int fail_rank = [] {
+    const char* v = std::getenv("LATIM_TEST_FAIL_RANK");
+    return v ? std::atoi(v) : -1;
+  }();
   auto map_layer = [&](int l, const LayerTrace& tr) {
+    if (comm_.rank() == fail_rank) fail("injected failure at layer ", l, " (LATIM_TEST_FAIL_RANK)");
     if (stats.interrupted || agree_stop()) {
       stats.interrupted = true;
       return;
