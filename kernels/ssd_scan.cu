@@ -1,4 +1,5 @@
-// Mamba-2 scan. Two paths, both fp32 on CUDA cores:
+// Mamba-2 scan. Two paths, both fp32 on CUDA cores (and a tf32 tensor-core variant of the
+// chunked one for the tf32 and bf16 modes, described at ssd_tc_kernel below):
 //
 // Chunked SSD form (P <= 64, N <= 128, the Mamba-2 shapes; smaller P, N are zero-padded).
 // Chunks of kQ = 64 positions, K (2..16, see plan()) consecutive chunks per group, the sequence
@@ -23,6 +24,7 @@
 // shared memory; x of the next step is loaded one step ahead. Chunk states, chain, output pass.
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda_check.hpp"
 #include "ssd_scan.hpp"
@@ -386,6 +388,432 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Chunked SSD path on tensor cores (tf32 and bf16 modes): the matrix products through
+// mma.sync.m16n8k8 with tf32 operands (rounded to nearest) and fp32 sums; decays, the causal
+// mask and every exponent stay fp32 (exponents <= 0), as above. Per slice: ssd_tc_kernel<false>
+// (group-local chunk states, only the group's last one stored), ssd_group_chain_kernel (entering
+// state of every group), ssd_tc_kernel<true> (walks each group again from its entering state,
+// recomputing the chunk states, and writes y), so the per-chunk states never go to memory.
+// ---------------------------------------------------------------------------------------------
+
+// Shared tiles are unpadded and swizzled: element (r, c) of a tile of `width` floats per row
+// sits at r width + (c ^ 8 s(r)), s(r) = (r ^ (r >> 2)) & 3, which keeps pairs (2k, 2k + 1)
+// and each aligned run of 8 columns together. With it the fragment loads below are free of
+// bank conflicts: 64-bit loads of rows b + g (any 4 consecutive rows from a multiple of 4 give
+// 4 distinct s) and columns 8s + 2q, scalar loads of rows 8s + q (or + 4) and columns b + g,
+// scalar loads of rows b + 2q (or + 1), and the 64-bit state stores of rows b + 2g (or + 1).
+__device__ __forceinline__ int swz(int r, int c, int width) { return r * width + (c ^ (((r ^ (r >> 2)) & 3) << 3)); }
+
+// fp32 -> tf32, round to nearest (one F2FP instruction on sm_90; three integer ops for .rna).
+__device__ __forceinline__ uint32_t to_tf32(float v) {
+  uint32_t r;
+#if __CUDA_ARCH__ >= 900
+  asm("cvt.rn.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
+#else
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
+#endif
+  return r;
+}
+
+// d += a b, m16n8k8, tf32 operands, fp32 accumulators. PTX fragments (g = lane / 4, q = lane % 4):
+//   A 16 x 8 (row): a0 (m g, k q), a1 (m g + 8, k q), a2 (m g, k q + 4), a3 (m g + 8, k q + 4);
+//   B 8 x 8 (col):  b0 (k q, n g), b1 (k q + 4, n g);
+//   C 16 x 8:       c0 (m g, n 2q), c1 (m g, n 2q + 1), c2 (m g + 8, n 2q), c3 (m g + 8, n 2q + 1).
+__device__ __forceinline__ void mma_tf32(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ float tf32f(float v) { return __uint_as_float(to_tf32(v)); }
+
+// 2^v for v <= 0 (one MUFU op; results below the normal range flush to zero).
+__device__ __forceinline__ float exp2_neg(float v) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(v));
+  return r;
+}
+
+__device__ __forceinline__ float2 lds2(const float* base, int off) {
+  return *reinterpret_cast<const float2*>(base + off);
+}
+// The same at a byte offset, and a float at a byte offset.
+__device__ __forceinline__ float2 lds2b(const float* base, int boff) {
+  return *reinterpret_cast<const float2*>(reinterpret_cast<const char*>(base) + boff);
+}
+__device__ __forceinline__ float ldsb(const float* base, int boff) {
+  return *reinterpret_cast<const float*>(reinterpret_cast<const char*>(base) + boff);
+}
+template <class V>
+__device__ __forceinline__ V* atb(float* base, int boff) {
+  return reinterpret_cast<V*>(reinterpret_cast<char*>(base) + boff);
+}
+
+// Asynchronous copies into shared memory; where !ok nothing is read and zeros are written.
+__device__ __forceinline__ void cp_async4(float* dst, const float* src, bool ok) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(__cvta_generic_to_global(src)),
+               "r"(ok ? 4 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async16(float* dst, const float* src, bool ok) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(__cvta_generic_to_global(src)),
+               "r"(ok ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+  asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
+}
+
+constexpr int kTcStateSmem = (kQ * kNP + kQ * kPP + 3 * kQ) * 4;               // Bs, Xs, Ls, ws, dts
+constexpr int kTcOutputSmem = kTcStateSmem + (kQ * kNP + kPP * kNP) * 4;      // + Cs, Hs: 115456 bytes
+
+// One block per (head, group of K chunks), walking the group's chunks with the head's padded
+// [P, N] state in mma accumulators: state = exp(L_last) state + Xᵀ (w ⊙ B), w_j =
+// exp(L_last - L_j) Δ_j. Warp w holds the state rows p = 32 (w % 2) + [0, 32) and columns
+// n = 32 (w / 2) + [0, 32): per k step (positions 8s..8s+7, k q -> j = 8s + q, k q + 4 -> 8s + q + 4)
+// and row tile mt, the A fragment is (w ⊙ x)ᵀ with rows m g -> p 2g, m g + 8 -> p 2g + 1 (so
+// {a0, a1} and {a2, a3} are 64-bit loads of x), the B fragment B[j][n] (b0, b1 scalar loads);
+// accumulator (mt, nt) holds p = p0 + 16 mt + 2g + {0 (c0, c1), 1 (c2, c3)},
+// n = n0 + 8 nt + 2q + {0 (c0, c2), 1 (c1, c3)}.
+//  - kOut = false (chunk states): starts from zero, writes the group-local state after the
+//    group's last chunk into E (slot of that chunk, layout [n][p]) and the group's decay.
+//  - kOut = true (outputs): starts from the group's entering state Hg and per chunk computes
+//        y = exp(L_i) C_i H_cᵀ + Σ_{j<=i} C_i·B_j exp(L_i - L_j) Δ_j x_j + D x_i.
+//    Warp w computes the output rows i = 16 (w / 2) + [0, 16) and columns p = 32 (w % 2) + [0, 32):
+//    C H_cᵀ with k over n (k q -> n 8s + 2q, k q + 4 -> 8s + 2q + 1: 64-bit loads of C rows
+//    and of the state copy Hs rows) and, with the same C fragments, C Bᵀ for the columns j on
+//    or below its diagonal block, masked and decayed in the accumulators, which with the same
+//    k map over j are the A fragment of the product with x (c0, c2, c1, c3 -> a0, a1, a2, a3).
+//    B and C are rounded to tf32 once in shared memory, x at use (the skip term takes it exact).
+template <bool kOut>
+__global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
+    ssd_tc_kernel(const float* __restrict__ x, int64_t ldx, const float* __restrict__ delta,
+                  const float* __restrict__ A, const float* __restrict__ B, const float* __restrict__ C, int64_t ldbc,
+                  const float* __restrict__ Dskip, int64_t T, int H, int P, int N, int hpg, int64_t nch, int64_t K,
+                  float* __restrict__ E, float* __restrict__ dgroup, const float* __restrict__ Hg,
+                  float* __restrict__ y, bool vec, bool y_vec) {
+  extern __shared__ __align__(16) float smem[];
+  float* Bs = smem;             // [kQ][kNP]  B, tf32
+  float* Xs = Bs + kQ * kNP;    // [kQ][kPP]  x, fp32 (kOut); tf32 of w_j x_j (chunk states)
+  float* Ls = Xs + kQ * kPP;    // [kQ]       chunk-local inclusive prefix sums of Δ A (log2) (kOut)
+  float* ws = Ls + kQ;          // [kQ]       state weights w_j = exp2(L_last - L_j) Δ_j (kOut)
+  float* dts = ws + kQ;         // [kQ]       Δ (kOut)
+  float* Cs = dts + kQ;         // [kQ][kNP]  C, tf32 (kOut)
+  float* Hs = Cs + kQ * kNP;    // [kPP][kNP] entering state, tf32 (kOut)
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, q = lane & 3;
+  const int h = blockIdx.x;
+  const int64_t grp = blockIdx.y;
+  const int gg = h / hpg;
+  const float* __restrict__ xh = x + int64_t{h} * P;  // this head's columns of x, its group's of B and C
+  const float* __restrict__ Bg = B + int64_t{gg} * N;
+  const float* __restrict__ Cg = kOut ? C + int64_t{gg} * N : nullptr;
+  const int64_t c0 = grp * K, c1 = min(nch, c0 + K);
+  const float a2 = A[h] * kLog2e;
+  const int sp0 = 32 * (warp & 1), sn0 = 32 * (warp >> 1);  // state tile
+  const int i0 = 16 * (warp >> 1), yp0 = 32 * (warp & 1);   // output tile (kOut)
+  const int r0 = i0 + g, r1 = r0 + 8;
+  const int64_t D = int64_t{H} * P;
+  // Per-lane tile offsets in bytes: with the swizzle every fragment access below is
+  // base ^ const + imm (one LOP3 and an immediate), e.g. 4 swz(r0, 8s + 2q) = o_c0 ^ 32s; the
+  // forms were checked against swz for every lane and index.
+  const int sr0 = tid >> 5, sc4 = (tid & 31) * 4, xr0 = tid >> 4, xc4 = (tid & 15) * 4;  // 16-byte staging
+  // Rows 8 further on: (o ^ 64) + 8 rows (the swizzle's s(r) flips its bit 1).
+  int o_c0 = 4 * swz(r0, 2 * q, kNP);         // C rows r0 and (o_c1) r1
+  int o_h0 = 4 * swz(yp0 + g, 2 * q, kNP);    // Hs rows yp0 + 8pt + g
+  int o_b0 = 4 * swz(g, 2 * q, kNP);          // B rows 8jt + g
+  int o_x0 = 4 * swz(2 * q, yp0 + g, kPP);    // x rows 8jt + 2q
+  int o_xa = 4 * swz(q, sp0 + 2 * g, kPP), o_bs = 4 * swz(q, sn0 + g, kNP);
+  int o_hw = 4 * swz(sp0 + 2 * g, sn0 + 2 * q, kNP);
+
+  float st[2][4][4];
+  if (kOut) {
+    const float* Gp = Hg + (grp * H + h) * kTile;
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        const int p = sp0 + 16 * mt + 2 * g, n = sn0 + 8 * nt + 2 * q;
+        const float2 u = *reinterpret_cast<const float2*>(Gp + n * kPP + p);
+        const float2 v = *reinterpret_cast<const float2*>(Gp + (n + 1) * kPP + p);
+        st[mt][nt][0] = u.x;
+        st[mt][nt][1] = v.x;
+        st[mt][nt][2] = u.y;
+        st[mt][nt][3] = v.y;
+      }
+  } else {
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) st[mt][nt][e] = 0.0f;
+  }
+  float run = 1.0f;  // product of the chunk decays of the group so far
+
+  // A [kQ][width] tile of src (rows t0.., columns col0 + [0, ncols), zero elsewhere) into dst
+  // by asynchronous copies: 16 bytes each where vec (ld, col0, ncols multiples of 4 and src
+  // 16-byte aligned), else 4.
+  auto stage = [&](const float* __restrict__ src, int64_t ld, int64_t col0, int ncols, int len, int64_t t0,
+                   float* dst, int width, int o_st) {
+    if (vec) {
+      if (width == kNP) {
+        const bool colok = sc4 < ncols;
+        const float* p = src + (t0 + sr0) * ld + col0 + sc4;
+#pragma unroll
+        for (int k = 0; k < kQ / 8; ++k) {
+          const bool ok = colok && sr0 + 8 * k < len;
+          cp_async16(atb<float>(dst, (o_st ^ (64 * (k & 1))) + 4096 * k), ok ? p + 8 * k * ld : src, ok);
+        }
+      } else {
+        const bool colok = xc4 < ncols;
+        const float* p = src + (t0 + xr0) * ld + col0 + xc4;
+#pragma unroll
+        for (int k = 0; k < kQ / 16; ++k) {
+          const bool ok = colok && xr0 + 16 * k < len;
+          cp_async16(atb<float>(dst, o_st + 4096 * k), ok ? p + 16 * k * ld : src, ok);
+        }
+      }
+    } else {
+#pragma unroll 1
+      for (int idx = tid; idx < kQ * width; idx += kThreads) {
+        const int r = idx / width, cc = idx % width;
+        const bool ok = r < len && cc < ncols;
+        cp_async4(dst + swz(r, cc, width), src + (ok ? (t0 + r) * ld + col0 + cc : 0), ok);
+      }
+    }
+  };
+  // Rounds this thread's staged elements of a [kQ][kNP] tile to tf32 in place.
+  auto round_tile = [&](float* dst, int o_st) {
+    if (vec) {
+#pragma unroll
+      for (int k = 0; k < kQ / 8; ++k) {
+        float4* v = atb<float4>(dst, (o_st ^ (64 * (k & 1))) + 4096 * k);
+        const float4 u = *v;
+        *v = make_float4(tf32f(u.x), tf32f(u.y), tf32f(u.z), tf32f(u.w));
+      }
+    } else {
+#pragma unroll 1
+      for (int idx = tid; idx < kQ * kNP; idx += kThreads) {
+        float* v = dst + swz(idx / kNP, idx % kNP, kNP);
+        *v = tf32f(*v);
+      }
+    }
+  };
+
+  for (int64_t c = c0; c < c1; ++c) {
+    const int64_t t0 = c * kQ;
+    const int len = static_cast<int>(min(int64_t{kQ}, T - t0));
+    const bool update = !kOut || c + 1 < c1;  // the outputs pass needs no state after its group
+    // Keeps the offsets derived from these (invariant over chunks) from being hoisted into registers.
+    int tcopy = tid;
+    asm volatile("" : "+r"(tcopy), "+r"(o_c0), "+r"(o_h0), "+r"(o_b0), "+r"(o_x0));
+    const int o_st128 = 4 * swz(tcopy >> 5, (tcopy & 31) * 4, kNP), o_st64 = 4 * swz(tcopy >> 4, (tcopy & 15) * 4, kPP);
+    asm volatile("" : "+r"(o_xa), "+r"(o_bs), "+r"(o_hw));
+    const int o_c1 = (o_c0 ^ 64) + 4 * 8 * kNP, o_h1 = (o_h0 ^ 64) + 4 * 8 * kNP, o_b1 = (o_b0 ^ 64) + 4 * 8 * kNP;
+    const int o_x1 = (o_x0 ^ 64) + 4 * 8 * kPP;
+    __syncthreads();  // the previous chunk is done with every tile
+    stage(xh, ldx, 0, P, len, t0, Xs, kPP, o_st64);
+    stage(Bg, ldbc, 0, N, len, t0, Bs, kNP, o_st128);
+    if (kOut) stage(Cg, ldbc, 0, N, len, t0, Cs, kNP, o_st128);
+    if (kOut) {  // the state entering this chunk, tf32, layout [p][n]
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+          *atb<float2>(Hs, (o_hw ^ (32 * nt)) + 8192 * mt) = make_float2(tf32f(st[mt][nt][0]), tf32f(st[mt][nt][1]));
+          *atb<float2>(Hs, (o_hw ^ (32 * nt) ^ 32) + 512 + 8192 * mt) =
+              make_float2(tf32f(st[mt][nt][2]), tf32f(st[mt][nt][3]));
+        }
+    }
+    // Decays of the chunk: lane l holds positions 2l, 2l + 1 (every warp for the chunk states,
+    // which weight x in place below; warp 0 into shared memory for the outputs).
+    float Llast = 0.0f, w0 = 0.0f, w1 = 0.0f;
+    if (!kOut || warp == 0) {
+      const int j0 = 2 * lane, j1 = 2 * lane + 1;
+      const float d0 = j0 < len ? delta[(t0 + j0) * H + h] : 0.0f, d1 = j1 < len ? delta[(t0 + j1) * H + h] : 0.0f;
+      const float v0 = d0 * a2, v1 = d1 * a2;
+      float s = v0 + v1;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const float t = __shfl_up_sync(kFull, s, o);
+        if (lane >= o) s += t;
+      }
+      float excl = __shfl_up_sync(kFull, s, 1);
+      if (lane == 0) excl = 0.0f;
+      const float L0 = excl + v0, L1 = L0 + v1;
+      Llast = __shfl_sync(kFull, L1, 31);
+      w0 = exp2f(fminf(Llast - L0, 0.0f)) * d0;
+      w1 = exp2f(fminf(Llast - L1, 0.0f)) * d1;
+      if (kOut) {
+        reinterpret_cast<float2*>(Ls)[lane] = make_float2(L0, L1);
+        reinterpret_cast<float2*>(dts)[lane] = make_float2(d0, d1);
+        reinterpret_cast<float2*>(ws)[lane] = make_float2(w0, w1);
+      }
+    }
+    cp_async_wait_all();
+    round_tile(Bs, o_st128);
+    if (kOut) {
+      round_tile(Cs, o_st128);
+    } else if (vec) {  // x -> tf32(w_j x_j), this thread's rows xr0 + 16k
+#pragma unroll
+      for (int k = 0; k < kQ / 16; ++k) {
+        float4* v = atb<float4>(Xs, o_st64 + 4096 * k);
+        const float w = pick(w0, w1, xr0 + 16 * k);
+        const float4 u = *v;
+        *v = make_float4(tf32f(w * u.x), tf32f(w * u.y), tf32f(w * u.z), tf32f(w * u.w));
+      }
+    } else {
+#pragma unroll 1
+      for (int idx = tid; idx < kQ * kPP; idx += kThreads) {  // the row is uniform over the warp
+        float* v = Xs + swz(idx / kPP, idx % kPP, kPP);
+        *v = tf32f(pick(w0, w1, idx / kPP) * *v);
+      }
+    }
+    __syncthreads();
+
+    if (kOut) {
+      float acc[4][4];
+#pragma unroll
+      for (int pt = 0; pt < 4; ++pt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[pt][e] = 0.0f;
+      const float Li0 = Ls[r0], Li1 = Ls[r1];
+      // C H_cᵀ and C Bᵀ share the C fragments (k over n, zero past N); C Bᵀ only for the column
+      // tiles on or below the diagonal block (jn tiles of 8 columns, a compile-time count); then
+      // the state share is scaled by exp(L_i) and the masked, decayed C Bᵀ multiplies x.
+      const auto products = [&](auto jn_c) {
+        constexpr int jn = decltype(jn_c)::value;
+        float sc[jn][4];
+#pragma unroll
+        for (int jt = 0; jt < jn; ++jt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) sc[jt][e] = 0.0f;
+#pragma unroll 2
+        for (int s = 0; s < kNP / 8; ++s) {
+          const float2 ca = lds2b(Cs, o_c0 ^ (32 * s)), cb = lds2b(Cs, o_c1 ^ (32 * s));
+#pragma unroll
+          for (int pt = 0; pt < 4; ++pt) {
+            const float2 hb = lds2b(Hs, ((pt & 1 ? o_h1 : o_h0) ^ (32 * s)) + 8192 * (pt >> 1));
+            mma_tf32(acc[pt], __float_as_uint(ca.x), __float_as_uint(cb.x), __float_as_uint(ca.y),
+                     __float_as_uint(cb.y), __float_as_uint(hb.x), __float_as_uint(hb.y));
+          }
+#pragma unroll
+          for (int jt = 0; jt < jn; ++jt) {
+            const float2 bb = lds2b(Bs, ((jt & 1 ? o_b1 : o_b0) ^ (32 * s)) + 8192 * (jt >> 1));
+            mma_tf32(sc[jt], __float_as_uint(ca.x), __float_as_uint(cb.x), __float_as_uint(ca.y),
+                     __float_as_uint(cb.y), __float_as_uint(bb.x), __float_as_uint(bb.y));
+          }
+        }
+        const float e0 = exp2_neg(Li0), e1 = exp2_neg(Li1);
+#pragma unroll
+        for (int pt = 0; pt < 4; ++pt) {
+          acc[pt][0] *= e0;
+          acc[pt][1] *= e0;
+          acc[pt][2] *= e1;
+          acc[pt][3] *= e1;
+        }
+#pragma unroll
+        for (int jt = 0; jt < jn; ++jt) {
+          const int j0 = 8 * jt + 2 * q, j1 = j0 + 1;
+          const float2 Lj = lds2(Ls, j0), dj = lds2(dts, j0);
+          const float m00 = j0 <= r0 ? sc[jt][0] * exp2_neg(fminf(Li0 - Lj.x, 0.0f)) * dj.x : 0.0f;
+          const float m01 = j1 <= r0 ? sc[jt][1] * exp2_neg(fminf(Li0 - Lj.y, 0.0f)) * dj.y : 0.0f;
+          const float m10 = j0 <= r1 ? sc[jt][2] * exp2_neg(fminf(Li1 - Lj.x, 0.0f)) * dj.x : 0.0f;
+          const float m11 = j1 <= r1 ? sc[jt][3] * exp2_neg(fminf(Li1 - Lj.y, 0.0f)) * dj.y : 0.0f;
+          const uint32_t a0 = to_tf32(m00), a1 = to_tf32(m10), a2m = to_tf32(m01), a3 = to_tf32(m11);
+          const int ox = (jt & 1 ? o_x1 : o_x0) + 4096 * (jt >> 1);
+#pragma unroll
+          for (int pt = 0; pt < 4; ++pt)
+            mma_tf32(acc[pt], a0, a1, a2m, a3, to_tf32(ldsb(Xs, ox ^ (32 * pt))),
+                     to_tf32(ldsb(Xs, (ox ^ (32 * pt) ^ 32) + 256)));
+        }
+      };
+      switch (min(warp >> 1, (len - 1) >> 4)) {  // warp-uniform
+        case 0: products(std::integral_constant<int, 2>{}); break;
+        case 1: products(std::integral_constant<int, 4>{}); break;
+        case 2: products(std::integral_constant<int, 6>{}); break;
+        default: products(std::integral_constant<int, 8>{}); break;
+      }
+      // Skip term and the store.
+      const float dskip = Dskip[h];
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int i = half ? r1 : r0;
+        if (i >= len) continue;
+        float* yt = y + (t0 + i) * D + int64_t{h} * P;
+#pragma unroll
+        for (int pt = 0; pt < 4; ++pt) {
+          const int p = yp0 + 8 * pt + 2 * q;
+          const float2 xv = lds2(Xs, swz(i, p, kPP));
+          const float v0 = fmaf(dskip, xv.x, acc[pt][2 * half]), v1 = fmaf(dskip, xv.y, acc[pt][2 * half + 1]);
+          if (y_vec) {
+            if (p < P) *reinterpret_cast<float2*>(yt + p) = make_float2(v0, v1);
+          } else {
+            if (p < P) yt[p] = v0;
+            if (p + 1 < P) yt[p + 1] = v1;
+          }
+        }
+      }
+    }
+
+    if (update) {  // state = exp(L_last) state + Σ_j (w_j x_j) B_jᵀ, k over the chunk's positions
+      const float dc = exp2f(kOut ? Ls[kQ - 1] : Llast);
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) st[mt][nt][e] *= dc;
+#pragma unroll 2
+      for (int s = 0; s < kQ / 8; ++s) {
+        uint32_t a[2][4];
+        const float wa = kOut ? ws[8 * s + q] : 0.0f, wb = kOut ? ws[8 * s + q + 4] : 0.0f;
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          const int o = (o_xa ^ (64 * ((s & 1) ^ mt))) + 2048 * s;
+          const float2 u = lds2b(Xs, o), v = lds2b(Xs, (o ^ 32) + 1024);
+          if (kOut) {
+            a[mt][0] = to_tf32(wa * u.x);
+            a[mt][1] = to_tf32(wa * u.y);
+            a[mt][2] = to_tf32(wb * v.x);
+            a[mt][3] = to_tf32(wb * v.y);
+          } else {
+            a[mt][0] = __float_as_uint(u.x);
+            a[mt][1] = __float_as_uint(u.y);
+            a[mt][2] = __float_as_uint(v.x);
+            a[mt][3] = __float_as_uint(v.y);
+          }
+        }
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+          const int o = (o_bs ^ (32 * nt) ^ (64 * (s & 1))) + 4096 * s;
+          const uint32_t b0 = __float_as_uint(ldsb(Bs, o)), b1 = __float_as_uint(ldsb(Bs, (o ^ 32) + 2048));
+#pragma unroll
+          for (int mt = 0; mt < 2; ++mt) mma_tf32(st[mt][nt], a[mt][0], a[mt][1], a[mt][2], a[mt][3], b0, b1);
+        }
+      }
+      run *= dc;
+    }
+    if (!kOut && c + 1 == c1) {  // the group-local state after the group, layout [n][p]
+      float* Ec = E + (c * H + h) * kTile;
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+          const int p = sp0 + 16 * mt + 2 * g, n = sn0 + 8 * nt + 2 * q;
+          *reinterpret_cast<float2*>(Ec + n * kPP + p) = make_float2(st[mt][nt][0], st[mt][nt][2]);
+          *reinterpret_cast<float2*>(Ec + (n + 1) * kPP + p) = make_float2(st[mt][nt][1], st[mt][nt][3]);
+        }
+    }
+  }
+  if (!kOut && tid == 0) dgroup[grp * H + h] = run;
+}
+
 int64_t chunked_work(int64_t T, int64_t H) {
   const Plan cap = plan(std::min(T, kSliceChunks * kQ), H);
   return (cap.nch + cap.cap + 1) * H * kTile + (cap.nch + cap.cap) * H;
@@ -393,7 +821,7 @@ int64_t chunked_work(int64_t T, int64_t H) {
 
 void chunked_scan(const float* x, int64_t ldx, const float* delta, const float* A, const float* B, const float* C,
                   int64_t ldbc, const float* Dskip, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, float* y,
-                  float* h_final, float* work, cudaStream_t stream, int layer) {
+                  float* h_final, float* work, bool tc, cudaStream_t stream, int layer) {
   if (reinterpret_cast<std::uintptr_t>(work) % 16 != 0) fail("ssd_scan (layer ", layer, "): work buffer not 16-byte aligned");
   if (G < 1 || H % G != 0) fail("ssd_scan (layer ", layer, "): ", H, " heads do not split into ", G, " groups");
   const int64_t slice_T = kSliceChunks * kQ;
@@ -406,10 +834,21 @@ void chunked_scan(const float* x, int64_t ldx, const float* delta, const float* 
   const int64_t hpg = H / G;
   const int64_t nbatch = (hpg + kMaxHeadBatch - 1) / kMaxHeadBatch;
   const int64_t HB = (hpg + nbatch - 1) / nbatch;
-  check(cudaFuncSetAttribute(ssd_state_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kStateSmem),
-        "ssd_scan attribute", layer);
-  check(cudaFuncSetAttribute(ssd_output_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kOutputSmem),
-        "ssd_scan attribute", layer);
+  if (tc) {
+    check(cudaFuncSetAttribute(ssd_tc_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kTcStateSmem),
+          "ssd_scan attribute", layer);
+    check(cudaFuncSetAttribute(ssd_tc_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, kTcOutputSmem),
+          "ssd_scan attribute", layer);
+    for (const void* k : {reinterpret_cast<const void*>(ssd_tc_kernel<false>),
+                          reinterpret_cast<const void*>(ssd_tc_kernel<true>)})  // 3 and 2 blocks per SM
+      check(cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared),
+            "ssd_scan attribute", layer);
+  } else {
+    check(cudaFuncSetAttribute(ssd_state_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kStateSmem),
+          "ssd_scan attribute", layer);
+    check(cudaFuncSetAttribute(ssd_output_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kOutputSmem),
+          "ssd_scan attribute", layer);
+  }
   const int64_t per4 = H * kTile / 4;
   const int Hi = static_cast<int>(H), Pi = static_cast<int>(P), Ni = static_cast<int>(N), hpgi = static_cast<int>(hpg);
   for (int64_t tb = 0; tb < T; tb += slice_T) {
@@ -420,11 +859,30 @@ void chunked_scan(const float* x, int64_t ldx, const float* delta, const float* 
     const float* Bs = B + tb * ldbc;
     const float* Cs = C + tb * ldbc;
     float* ys = y + tb * H * P;
+    const dim3 grid(static_cast<unsigned>(H), static_cast<unsigned>(pl.ng));
+    const bool last = tb + slice_T >= T;
+    if (tc) {  // chunk states, chain, then outputs from each group's entering state
+      const auto al16 = [](const float* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
+      const bool vec = ldx % 4 == 0 && ldbc % 4 == 0 && P % 4 == 0 && N % 4 == 0 && al16(xs) && al16(Bs) && al16(Cs);
+      ssd_tc_kernel<false><<<grid, kThreads, kTcStateSmem, stream>>>(xs, ldx, ds, A, Bs, nullptr, ldbc, nullptr, Ts, Hi,
+                                                                     Pi, Ni, hpgi, pl.nch, pl.K, E, dgroup, nullptr,
+                                                                     nullptr, vec, false);
+      check_launch("ssd_scan (SSD chunk states, tensor cores)", layer, stream);
+      ssd_group_chain_kernel<<<static_cast<unsigned>((per4 + 255) / 256), 256, 0, stream>>>(
+          per4, Hi, Pi, Ni, pl.nch, pl.K, pl.ng, reinterpret_cast<const float4*>(E), dgroup,
+          reinterpret_cast<float4*>(Hg), reinterpret_cast<float4*>(carry), tb > 0, last ? h_final : nullptr);
+      check_launch("ssd_scan (SSD group chain)", layer, stream);
+      const bool y_vec2 = P % 2 == 0 && reinterpret_cast<std::uintptr_t>(ys) % 8 == 0;
+      ssd_tc_kernel<true><<<grid, kThreads, kTcOutputSmem, stream>>>(xs, ldx, ds, A, Bs, Cs, ldbc, Dskip, Ts, Hi, Pi,
+                                                                     Ni, hpgi, pl.nch, pl.K, nullptr, nullptr, Hg, ys,
+                                                                     vec, y_vec2);
+      check_launch("ssd_scan (SSD output, tensor cores)", layer, stream);
+      continue;
+    }
     const bool y_vec = P % 4 == 0 && reinterpret_cast<std::uintptr_t>(ys) % 16 == 0;
     ssd_state_kernel<<<dim3(static_cast<unsigned>(H), static_cast<unsigned>(pl.ng)), kThreads, kStateSmem, stream>>>(
         xs, ldx, ds, A, Bs, ldbc, Ts, Hi, Pi, Ni, hpgi, pl.nch, pl.K, E, dcorr, dgroup);
     check_launch("ssd_scan (SSD chunk states)", layer, stream);
-    const bool last = tb + slice_T >= T;
     ssd_group_chain_kernel<<<static_cast<unsigned>((per4 + 255) / 256), 256, 0, stream>>>(
         per4, Hi, Pi, Ni, pl.nch, pl.K, pl.ng, reinterpret_cast<const float4*>(E), dgroup,
         reinterpret_cast<float4*>(Hg), reinterpret_cast<float4*>(carry), tb > 0, last ? h_final : nullptr);
@@ -630,10 +1088,10 @@ int64_t ssd_scan_work(int64_t T, int64_t H, int64_t P, int64_t N) {
 
 void ssd_scan(const float* x, int64_t ldx, const float* delta, const float* A, const float* B, const float* C,
               int64_t ldbc, const float* Dskip, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, float* y,
-              float* h_final, float* work, cudaStream_t stream, int layer) {
+              float* h_final, float* work, bool tensor_cores, cudaStream_t stream, int layer) {
   if (T == 0 || H == 0) return;
   if (fast_path(P, N))
-    chunked_scan(x, ldx, delta, A, B, C, ldbc, Dskip, T, H, P, N, G, y, h_final, work, stream, layer);
+    chunked_scan(x, ldx, delta, A, B, C, ldbc, Dskip, T, H, P, N, G, y, h_final, work, tensor_cores, stream, layer);
   else
     recurrence_scan(x, ldx, delta, A, B, C, ldbc, Dskip, T, H, P, N, G, y, h_final, work, stream, layer);
 }

@@ -16,8 +16,11 @@ int64_t ssd_scan_work(int64_t T, int64_t H, int64_t P, int64_t N);
 // s_t = exp(Δ[t, h] A[h]) s_{t-1} + Δ[t, h] x[t, hP + p] B[t, g(h), n].
 // x has leading dimension ldx; B and C leading dimension ldbc (group g at column g N);
 // delta dense [T, H]; y dense [T, H P]. h_final ([H, P, N]) may be null.
+// tensor_cores: on the chunked path (P <= 64, N <= 128) the matrix products run as tf32
+// mma.sync with fp32 sums (relative error ~1e-4..1e-3, for the tf32 and bf16 modes); false
+// keeps everything fp32 on CUDA cores. Other shapes ignore it.
 void ssd_scan(const float* x, int64_t ldx, const float* delta, const float* A, const float* B, const float* C,
               int64_t ldbc, const float* Dskip, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, float* y,
-              float* h_final, float* work, cudaStream_t stream, int layer);
+              float* h_final, float* work, bool tensor_cores, cudaStream_t stream, int layer);
 
 }  // namespace latim::cuda

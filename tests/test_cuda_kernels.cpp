@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "causal_conv.hpp"
@@ -161,39 +162,78 @@ TEST_F(CudaKernels, SelectiveScanMatchesFp64AcrossChunks) {
   }
 }
 
-TEST_F(CudaKernels, SsdScanMatchesFp64AcrossChunks) {
-  struct Case {
-    int64_t T, H, P, N, G;
-  };
-  for (const Case k : {Case{1000, 3, 8, 20, 1}, Case{600, 4, 16, 128, 2}, Case{300, 2, 24, 8, 1}, Case{5, 1, 64, 16, 1}}) {
-    const int64_t D = k.H * k.P, GN = k.G * k.N, ldx = D + 2 * GN + 3;
-    const auto x = random_vector(rng, k.T * ldx, -2, 2), dt = random_vector(rng, k.T * k.H, 0.001f, 0.5f),
-               A = random_vector(rng, k.H, -3, -0.1f), Ds = random_vector(rng, k.H, 0, 1);
-    // x, B and C side by side in one buffer, as in the conv output.
-    std::vector<double> want(k.T * D, 0.0), st(k.H * k.P * k.N, 0.0);
-    for (int64_t t = 0; t < k.T; ++t)
-      for (int64_t h = 0; h < k.H; ++h) {
-        const int64_t g = h / (k.H / k.G);
-        const double dA = std::exp(static_cast<double>(dt[t * k.H + h]) * A[h]);
-        for (int64_t p = 0; p < k.P; ++p) {
-          const double xv = x[t * ldx + h * k.P + p];
-          double acc = 0;
-          for (int64_t n = 0; n < k.N; ++n) {
-            double& s = st[(h * k.P + p) * k.N + n];
-            s = dA * s + dt[t * k.H + h] * xv * x[t * ldx + D + g * k.N + n];
-            acc += s * x[t * ldx + D + GN + g * k.N + n];
-          }
-          want[t * D + h * k.P + p] = acc + Ds[h] * xv;
+// Mamba-2 scan in fp64 on the host: x, B and C side by side in one buffer of leading
+// dimension ldx (x, then B at column D, C at D + G N), as in the conv output.
+void ssd_reference(int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, int64_t ldx, const std::vector<float>& x,
+                   const std::vector<float>& dt, const std::vector<float>& A, const std::vector<float>& Ds,
+                   std::vector<double>& y, std::vector<double>& st) {
+  const int64_t D = H * P, GN = G * N;
+  y.assign(T * D, 0.0);
+  st.assign(H * P * N, 0.0);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t g = h / (H / G);
+      const double dA = std::exp(static_cast<double>(dt[t * H + h]) * A[h]);
+      for (int64_t p = 0; p < P; ++p) {
+        const double xv = x[t * ldx + h * P + p];
+        double acc = 0;
+        for (int64_t n = 0; n < N; ++n) {
+          double& s = st[(h * P + p) * N + n];
+          s = dA * s + dt[t * H + h] * xv * x[t * ldx + D + g * N + n];
+          acc += s * x[t * ldx + D + GN + g * N + n];
         }
+        y[t * D + h * P + p] = acc + Ds[h] * xv;
       }
-    auto dx = to_device(x), ddt = to_device(dt), dA = to_device(A), dDs = to_device(Ds);
-    auto y = poisoned<float>(k.T * D), hf = poisoned<float>(k.H * k.P * k.N);
-    cuda::DeviceArray<float> work;
-    work.reserve(cuda::ssd_scan_work(k.T, k.H, k.P, k.N), "work");
-    cuda::ssd_scan(dx.get(), ldx, ddt.get(), dA.get(), dx.get() + D, dx.get() + D + GN, ldx, dDs.get(), k.T, k.H, k.P,
-                   k.N, k.G, y.get(), hf.get(), work.get(), nullptr, 0);
-    EXPECT_LE(norm_error(to_host(y, k.T * D), want), 1e-5) << "T=" << k.T << " H=" << k.H << " N=" << k.N;
-    EXPECT_LE(norm_error(to_host(hf, k.H * k.P * k.N), st), 1e-5) << "T=" << k.T << " final state";
+    }
+}
+
+struct SsdCase {
+  int64_t T, H, P, N, G;
+  int64_t pad;  // ldx = D + 2 G N + pad
+  float dt_hi, a_lo, a_hi;
+};
+
+// Runs cuda::ssd_scan on fresh random data; returns the normalised errors of y and h_final
+// against ssd_reference.
+std::pair<double, double> ssd_errors(std::mt19937& rng, const SsdCase& k, bool tensor_cores) {
+  const int64_t D = k.H * k.P, GN = k.G * k.N, ldx = D + 2 * GN + k.pad;
+  const auto x = random_vector(rng, k.T * ldx, -2, 2), dt = random_vector(rng, k.T * k.H, 0.001f, k.dt_hi),
+             A = random_vector(rng, k.H, k.a_lo, k.a_hi), Ds = random_vector(rng, k.H, 0, 1);
+  std::vector<double> want, st;
+  ssd_reference(k.T, k.H, k.P, k.N, k.G, ldx, x, dt, A, Ds, want, st);
+  auto dx = to_device(x), ddt = to_device(dt), dA = to_device(A), dDs = to_device(Ds);
+  auto y = poisoned<float>(k.T * D), hf = poisoned<float>(k.H * k.P * k.N);
+  cuda::DeviceArray<float> work;
+  work.reserve(cuda::ssd_scan_work(k.T, k.H, k.P, k.N), "work");
+  cuda::ssd_scan(dx.get(), ldx, ddt.get(), dA.get(), dx.get() + D, dx.get() + D + GN, ldx, dDs.get(), k.T, k.H, k.P,
+                 k.N, k.G, y.get(), hf.get(), work.get(), tensor_cores, nullptr, 0);
+  return {norm_error(to_host(y, k.T * D), want), norm_error(to_host(hf, k.H * k.P * k.N), st)};
+}
+
+TEST_F(CudaKernels, SsdScanMatchesFp64AcrossChunks) {
+  for (const SsdCase k :
+       {SsdCase{1000, 3, 8, 20, 1, 3, 0.5f, -3, -0.1f}, SsdCase{600, 4, 16, 128, 2, 3, 0.5f, -3, -0.1f},
+        SsdCase{300, 2, 24, 8, 1, 3, 0.5f, -3, -0.1f}, SsdCase{5, 1, 64, 16, 1, 3, 0.5f, -3, -0.1f}}) {
+    const auto [ey, eh] = ssd_errors(rng, k, false);
+    EXPECT_LE(ey, 1e-5) << "T=" << k.T << " H=" << k.H << " N=" << k.N;
+    EXPECT_LE(eh, 1e-5) << "T=" << k.T << " final state";
+  }
+}
+
+// The tf32 tensor-core variant (tf32 and bf16 modes) against the same fp64 recurrence: the
+// shapes above (4-byte staging copies, ldx odd), aligned ones (16-byte copies) and the
+// mamba2-130m shape with uniform and with long-memory decays (A in [-16, -1] or [-1, -0.1],
+// Δ up to 0.1). The lower bound shows that tf32 products really ran (the fp32 path is ~1e-7).
+TEST_F(CudaKernels, SsdScanTensorCoresMatchFp64AcrossChunks) {
+  for (const SsdCase k :
+       {SsdCase{1000, 3, 8, 20, 1, 3, 0.5f, -3, -0.1f}, SsdCase{600, 4, 16, 128, 2, 3, 0.5f, -3, -0.1f},
+        SsdCase{300, 2, 24, 8, 1, 3, 0.5f, -3, -0.1f}, SsdCase{5, 1, 64, 16, 1, 3, 0.5f, -3, -0.1f},
+        SsdCase{600, 4, 16, 128, 2, 0, 0.5f, -3, -0.1f}, SsdCase{1100, 24, 64, 128, 1, 0, 0.5f, -3, -0.1f},
+        SsdCase{1100, 24, 64, 128, 1, 0, 0.1f, -16, -1}, SsdCase{1100, 24, 64, 128, 1, 0, 0.1f, -1, -0.1f}}) {
+    const auto [ey, eh] = ssd_errors(rng, k, true);
+    EXPECT_LE(ey, 2e-3) << "T=" << k.T << " H=" << k.H << " P=" << k.P << " N=" << k.N << " pad=" << k.pad;
+    EXPECT_LE(eh, 2e-3) << "T=" << k.T << " H=" << k.H << " final state";
+    EXPECT_GT(ey, 1e-6) << "T=" << k.T << ": no tf32 rounding seen, the fp32 path ran";
   }
 }
 

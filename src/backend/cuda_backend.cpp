@@ -425,7 +425,7 @@ class CudaBackend final : public ComputeBackend {
     float* y = y_.reserve(T * D, "forward workspace (scan output)", layer);
     float* work = scan_work_.reserve(cuda::ssd_scan_work(T, H, P, N), "SSD scan chunk states", layer);
     cuda::ssd_scan(conv, CC, delta, w.A.get(), conv + D, conv + D + GN, CC, w.D_skip.get(), T, H, P, N, G, y,
-                   scan_summary(c, H * P * N, layer), work, nullptr, layer);
+                   scan_summary(c, H * P * N, layer), work, mode_ != cuda::MathMode::FP32, nullptr, layer);
     const double* S =
         shard_ || host_link_ ? join_slice(c, hw, w, layer, T, delta, H, H * P * N, y, conv + D + GN, CC) : nullptr;
     clock_.start("gated rmsnorm");
