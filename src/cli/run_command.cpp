@@ -422,15 +422,16 @@ int run_command(int argc, char** argv) {
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!o.quiet && comm.is_root()) {
-    char device[64] = "";
+    char device[64] = "", exchange[128] = "";
     if (device_secs >= 0 && layers.empty())  // with maps, the device time includes theirs
       std::snprintf(device, sizeof device, ", %.2f s of it on the device", device_secs);
-    std::fprintf(stderr,
-                 "latim run: %lld tokens, %zu layer(s) mapped, %d rank(s), %.2f s (forward %.2f s%s, maps %.2f s, "
-                 "%.1f MB exchanged between ranks, %.1f kB per layer of it joining sequence slices) -> %s\n",
+    if (comm.size() > 1)
+      std::snprintf(exchange, sizeof exchange,
+                    ", %.1f MB exchanged between ranks, %.1f kB per layer of it joining sequence slices",
+                    comm_bytes / 1e6, link_bytes / 1e3 / static_cast<double>(model.config.n_layer));
+    std::fprintf(stderr, "latim run: %lld tokens, %zu layer(s) mapped, %d rank(s), %.2f s (forward %.2f s%s, maps %.2f s%s) -> %s\n",
                  static_cast<long long>(T), layers.size(), comm.size(), secs, stats.forward_seconds, device,
-                 stats.map_seconds, comm_bytes / 1e6, link_bytes / 1e3 / static_cast<double>(model.config.n_layer),
-                 o.out.c_str());
+                 stats.map_seconds, exchange, o.out.c_str());
   }
   return 0;
 }
