@@ -311,7 +311,8 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
     return stats;
   }
 
-  // The grid: CPU forward per slice, joined across ranks and chunks.
+  // The grid: each stage runs its layers per slice on the backend (forward_layers), the
+  // slices joined across ranks and chunks by the host link.
   const bool immediate = g.L == 1 && g.n_chunks == 1;
   std::unique_ptr<ShardedSequenceLink> link = std::make_unique<ShardedSequenceLink>(stage_group, c.n_layer);
   std::map<int, LayerTrace> global_traces;
