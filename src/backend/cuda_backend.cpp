@@ -235,10 +235,10 @@ class CudaBackend final : public ComputeBackend {
       check_one_gpu_per_rank(group);
       nccl_ = std::make_unique<NcclGroup>(group);
     }
-    Shard sh{nccl_.get(), bounds, a, bounds.back()};
+    Shard sh{nccl_.get(), bounds};
     shard_ = &sh;
     const int64_t before = nccl_->bytes_received();
-    link_bytes_ = trace_bytes_ = 0;
+    link_bytes_ = 0;
     struct Reset {
       Shard*& p;
       ~Reset() { p = nullptr; }
@@ -257,9 +257,6 @@ class CudaBackend final : public ComputeBackend {
     const int64_t d = c.d_model;
     if (T == 0) fail("forward: empty token sequence");
     upload_model(model);
-    set_cuda_tile_layer_lookup(*tiles_, [first = model.layers.data(), n = model.layers.size()](const LayerWeights* w) {
-      return w >= first && w < first + n ? static_cast<int>(w - first) : -1;
-    });
     for (int64_t t = 0; t < T; ++t)
       if (tokens[t] < 0 || tokens[t] >= c.vocab_size)
         fail("forward: token id ", tokens[t], " at position ", first + t, " is outside [0, ", c.vocab_size, ")");
@@ -317,6 +314,10 @@ class CudaBackend final : public ComputeBackend {
           sample.push_back(v->back());
         }
     if (key == model_key_ && sample == model_sample_ && !layers_.empty()) return;
+    // The tile backend's errors name the layer: it finds it from the weights' address.
+    set_cuda_tile_layer_lookup(*tiles_, [first = m.layers.data(), n = m.layers.size()](const LayerWeights* w) {
+      return w >= first && w < first + n ? static_cast<int>(w - first) : -1;
+    });
     model_key_.clear();
     layers_.clear();
     layers_.resize(m.layers.size());
@@ -380,7 +381,7 @@ class CudaBackend final : public ComputeBackend {
     cuda::linear(blas_, mode_, y, T, D, D, w.out_proj.get(), d, ptr(w.out_proj_b), o, d, nullptr, "out_proj", layer);
     if (tr && on_device) {
       clock_.start("device trace");
-      tr->T = shard_ ? shard_->T : T;  // a sharded forward hands over the whole sequence's trace
+      tr->T = shard_ ? shard_->T() : T;  // a sharded forward hands over the whole sequence's trace
       tr->device = device_trace(c, hw, w, layer, T, r, o, {proj, 2 * D, gate, S ? S : cumulative_delta(delta, T, D, layer),
                                                            delta, xdbl + R, xdbl + R + N, XR});
     } else if (tr) {
@@ -439,7 +440,7 @@ class CudaBackend final : public ComputeBackend {
     if (tr && on_device) {
       clock_.start("device trace");
       cuda::latim_gate_factor(gate, gamma, T * D, gamma, nullptr, layer);  // Z = γ ⊙ SiLU(z), in place
-      tr->T = shard_ ? shard_->T : T;  // a sharded forward hands over the whole sequence's trace
+      tr->T = shard_ ? shard_->T() : T;  // a sharded forward hands over the whole sequence's trace
       tr->device = device_trace(c, hw, w, layer, T, r, o, {proj + D, IR, gamma, S ? S : cumulative_delta(delta, T, H, layer),
                                                            delta, conv + D, conv + D + GN, CC});
     } else if (tr) {
@@ -487,7 +488,8 @@ class CudaBackend final : public ComputeBackend {
   struct Shard {
     NcclGroup* nccl;
     std::vector<int64_t> bounds;  // rank q owns rows [bounds[q], bounds[q + 1])
-    int64_t a, T;                 // this rank's first row; the whole sequence's length
+    int64_t a() const { return bounds[nccl->rank()]; }  // this rank's first row
+    int64_t T() const { return bounds.back(); }         // the whole sequence's length
   };
 
   // The K-1 conv inputs before this slice (from the previous rank; zeros on rank 0), or
@@ -553,16 +555,7 @@ class CudaBackend final : public ComputeBackend {
     if (r > 0) {
       float* h_in = h_in_.reserve(n, "incoming scan state", layer);
       cuda::chain_state_prefix(all, S, r, n, n / nd, nullptr, h_in, nullptr, layer);
-      // The incoming state decays along the slice; past `live` rows its share is exactly 0.
-      const bool m1 = c.family == Family::Mamba1;
-      const int64_t live = cuda::live_rows(Sl, T, W, w.A.get(), m1 ? c.d_state : 1, nullptr, layer);
-      if (m1) {
-        cuda::add_incoming_state_mamba1(y, C, ldc, Sl, w.A.get(), h_in, live, W, c.d_state, nullptr, layer);
-      } else {
-        float* work = join_work_.reserve(live * c.d_inner, "incoming state products", layer);
-        cuda::add_incoming_state_mamba2(blas_, y, C, ldc, Sl, w.A.get(), h_in, live, c.n_heads, c.head_dim,
-                                        c.d_state, c.n_groups, work, nullptr, layer);
-      }
+      add_incoming_state(c, w, layer, T, Sl, W, h_in, y, C, ldc);
       double* offset = offset_.reserve(W, "delta sum offset", layer);
       cuda::sum_prefix(totals, S, r, W, offset, nullptr, layer);
       cuda::add_row_offset(Sl, T, W, offset, nullptr, layer);
@@ -588,21 +581,27 @@ class CudaBackend final : public ComputeBackend {
     for (int64_t k = 0; k < n; ++k)
       decay[k] = static_cast<float>(std::exp(static_cast<double>(hw.A[m1 ? k : k / per]) * total[k / per]));
     host_link_->scan_prefix(layer, decay.data(), state.data(), n, h_in.data());
-    if (std::any_of(h_in.begin(), h_in.end(), [](float v) { return v != 0.0f; })) {
-      float* hd = h_in_.upload(h_in.data(), n, "incoming scan state", layer);
-      const int64_t live = cuda::live_rows(Sl, T, W, w.A.get(), m1 ? c.d_state : 1, nullptr, layer);
-      if (m1) {
-        cuda::add_incoming_state_mamba1(y, C, ldc, Sl, w.A.get(), hd, live, W, c.d_state, nullptr, layer);
-      } else {
-        float* work = join_work_.reserve(live * c.d_inner, "incoming state products", layer);
-        cuda::add_incoming_state_mamba2(blas_, y, C, ldc, Sl, w.A.get(), hd, live, c.n_heads, c.head_dim, c.d_state,
-                                        c.n_groups, work, nullptr, layer);
-      }
-    }
+    if (std::any_of(h_in.begin(), h_in.end(), [](float v) { return v != 0.0f; }))
+      add_incoming_state(c, w, layer, T, Sl, W, h_in_.upload(h_in.data(), n, "incoming scan state", layer), y, C, ldc);
     host_link_->sum_prefix(layer, total.data(), W, offset.data());
     if (std::any_of(offset.begin(), offset.end(), [](double v) { return v != 0.0; }))
       cuda::add_row_offset(Sl, T, W, offset_.upload(offset.data(), W, "delta sum offset", layer), nullptr, layer);
     return Sl;
+  }
+
+  // y += the incoming state h_in's share, C_t · (exp(A S_t) ⊙ h_in), with Sl the slice's own
+  // cumulative Δ. The state decays along the slice: past `live` rows its share is exactly 0.
+  void add_incoming_state(const ModelConfig& c, DeviceLayer& w, int layer, int64_t T, const double* Sl, int64_t W,
+                          const float* h_in, float* y, const float* C, int64_t ldc) {
+    const bool m1 = c.family == Family::Mamba1;
+    const int64_t live = cuda::live_rows(Sl, T, W, w.A.get(), m1 ? c.d_state : 1, nullptr, layer);
+    if (m1) {
+      cuda::add_incoming_state_mamba1(y, C, ldc, Sl, w.A.get(), h_in, live, W, c.d_state, nullptr, layer);
+    } else {
+      float* work = join_work_.reserve(live * c.d_inner, "incoming state products", layer);
+      cuda::add_incoming_state_mamba2(blas_, y, C, ldc, Sl, w.A.get(), h_in, live, c.n_heads, c.head_dim, c.d_state,
+                                      c.n_groups, work, nullptr, layer);
+    }
   }
 
   double* cumulative_delta(const float* delta, int64_t T, int64_t W, int layer) {
@@ -633,6 +632,18 @@ class CudaBackend final : public ComputeBackend {
                                                 int64_t T, const float* r, const float* o, const TraceBuffers& b) {
     if (shard_) return gathered_trace(c, hw, w, layer, T, r, o, b);
     const int64_t d = c.d_model;
+    float* rin = rin_.reserve(T * d, "device trace (r_in)", layer);
+    cuda::check(cudaMemcpyAsync(rin, r, static_cast<std::size_t>(T * d) * sizeof(float), cudaMemcpyDeviceToDevice),
+                "device trace (r_in copy)", layer);
+    return make_trace(c, hw, w, layer, T, b, rin, r, o);  // r becomes r_in + o with the residual add
+  }
+
+  // A device trace of T rows over the buffers b, with r_in, ŷ and o, and the layer's weights
+  // (A · log2(e) and the tile kernel's W_out are made on first use).
+  std::shared_ptr<CudaDeviceTrace> make_trace(const ModelConfig& c, const LayerWeights& hw, DeviceLayer& w, int layer,
+                                              int64_t T, const TraceBuffers& b, const float* r_in, const float* yhat,
+                                              const float* o) {
+    const int64_t d = c.d_model;
     auto dt = std::make_shared<CudaDeviceTrace>();
     dt->o = o;
     dt->layer = layer;
@@ -646,19 +657,8 @@ class CudaBackend final : public ComputeBackend {
     t.B = b.B;
     t.C = b.C;
     t.ldbc = b.ldbc;
-    float* rin = rin_.reserve(T * d, "device trace (r_in)", layer);
-    cuda::check(cudaMemcpyAsync(rin, r, static_cast<std::size_t>(T * d) * sizeof(float), cudaMemcpyDeviceToDevice),
-                "device trace (r_in copy)", layer);
-    t.r_in = rin;
-    t.yhat = r;  // r_in + o once the layer's residual add has run
-    layer_factors(c, hw, w, layer, t);
-    return dt;
-  }
-
-  // The layer's weights in a device trace's factors (A · log2(e) and the tile kernel's W_out
-  // are made on first use).
-  void layer_factors(const ModelConfig& c, const LayerWeights& hw, DeviceLayer& w, int layer, cuda::TileFactors& t) {
-    const int64_t d = c.d_model;
+    t.r_in = r_in;
+    t.yhat = yhat;
     t.conv_w = w.conv_w.get();
     t.conv_b = ptr(w.conv_b);
     t.Dskip = w.D_skip.get();
@@ -675,6 +675,7 @@ class CudaBackend final : public ComputeBackend {
     }
     t.A2 = w.A2.get();
     t.WoutT = w.wout_tile;
+    return dt;
   }
 
   // A sharded forward's device trace: every rank's slice of the layer's factors gathered
@@ -685,7 +686,7 @@ class CudaBackend final : public ComputeBackend {
                                                   const TraceBuffers& b) {
     clock_.start("shard: trace gather");
     const Shard& sh = *shard_;
-    const int64_t T = sh.T, a = sh.a, d = c.d_model, D = c.d_inner;
+    const int64_t T = sh.T(), a = sh.a(), d = c.d_model, D = c.d_inner;
     const cuda::TileFactors shape = tile_shape(c, T);
     const int64_t W = shape.mamba2 ? c.n_heads : D, BC = shape.ldbc;
     float* v = g_v_.reserve(T * D, "gathered trace (v)", layer);
@@ -734,21 +735,7 @@ class CudaBackend final : public ComputeBackend {
     cuda::check(cudaMemcpyAsync(yhat, rin, static_cast<std::size_t>(T * d) * sizeof(float), cudaMemcpyDeviceToDevice),
                 "gathered trace (yhat)", layer);
     cuda::residual_add(yhat, go, T * d, nullptr, layer);
-    auto dt = std::make_shared<CudaDeviceTrace>();
-    dt->o = go;
-    dt->layer = layer;
-    cuda::TileFactors& t = dt->factors;
-    t = shape;
-    t.v = v;
-    t.Z = Z;
-    t.S = S;
-    t.delta = delta;
-    t.B = B;
-    t.C = C;
-    t.r_in = rin;
-    t.yhat = yhat;
-    layer_factors(c, hw, w, layer, t);
-    return dt;
+    return make_trace(c, hw, w, layer, T, {v, D, Z, S, delta, B, C, BC}, rin, yhat, go);
   }
 
   Precision precision_;
@@ -773,7 +760,7 @@ class CudaBackend final : public ComputeBackend {
   Shard* shard_ = nullptr;
   SequenceLink* host_link_ = nullptr;  // forward_layers()'s link
   LayerTrace slice_trace_;
-  int64_t link_bytes_ = 0, trace_bytes_ = 0;
+  int64_t link_bytes_ = 0;  // this forward_shard call's bytes joining slices
   DeviceArray<float> halo_send_, halo_recv_, summary_, summary_all_, h_in_, join_work_;
   DeviceArray<double> totals_all_, offset_;
   DeviceArray<float> g_v_, g_z_, g_delta_, g_b_, g_c_, g_rin_, g_o_, g_yhat_;

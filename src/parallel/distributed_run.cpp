@@ -258,38 +258,45 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
     }
   };
 
-  // Maps each traced layer as the backend's forward hands it over (on the same backend, so
-  // the trace may stay in device memory); the residual is not read.
+  // Hands each traced layer the backend's forward produces to `take` (by default, maps it
+  // on the same backend, so the trace may stay in device memory); the residual is not read.
   struct Observer final : LayerObserver {
     std::function<bool(int)> want;
-    std::function<void(int, const LayerTrace&)> map;
+    std::function<void(int, const LayerTrace&)> take;
+    const bool* interrupted = nullptr;
+    bool logits = true;
     bool wants_trace(int l) const override { return want(l); }
     bool accepts_device_trace(int) const override { return true; }
     bool wants_residual(int) const override { return false; }
     bool wants_final_hidden() const override { return logits; }
-    bool logits = true;
+    bool stopped() const override { return *interrupted; }
     void on_layer(int l, const LayerWeights&, const LayerTrace* tr, const std::vector<float>&) override {
-      if (tr) map(l, *tr);
+      if (tr) take(l, *tr);
     }
   } obs;
   obs.want = wants_trace;
-  obs.map = map_layer;
+  obs.take = map_layer;
+  obs.interrupted = &stats.interrupted;
   obs.logits = req.save_logits;
+
+  // After a forward made in one backend call: the times, and the logits of this rank's rows
+  // [a, b) (fwd holds the rows from `first` on).
+  auto finish = [&](double t0, const ForwardOutput& fwd, int64_t first, int64_t a, int64_t b) {
+    stats.forward_seconds = now() - t0 - map_time;
+    stats.forward_device_seconds = backend_.forward_device_seconds();
+    if (req.save_logits && !stats.interrupted) put_logits(fwd.final_hidden.data() + (a - first) * d, a, b - a);
+    stats.map_seconds = map_time;
+    if (progress) progress->finish();
+    return stats;
+  };
 
   // One rank and one chunk, or a replicated forward: the backend's own forward pass (CPU or
   // CUDA) over the whole sequence, with this rank's share of the map panels per layer.
   if ((comm_.size() == 1 && g.n_chunks == 1) || g.replicated) {
     const double t0 = now();
     const ForwardOutput fwd = backend_.forward(model_, tokens, &obs);
-    stats.forward_seconds = now() - t0 - map_time;
-    stats.forward_device_seconds = backend_.forward_device_seconds();
-    if (req.save_logits && !stats.interrupted) {  // each rank its share of the rows
-      const int64_t a = T * comm_.rank() / comm_.size(), b = T * (comm_.rank() + 1) / comm_.size();
-      put_logits(fwd.final_hidden.data() + a * d, a, b - a);
-    }
-    stats.map_seconds = map_time;
-    if (progress) progress->finish();
-    return stats;
+    // Each rank writes its share of the logits rows.
+    return finish(t0, fwd, 0, T * comm_.rank() / comm_.size(), T * (comm_.rank() + 1) / comm_.size());
   }
 
   // Sequence shards of one stage and one chunk on a backend that joins them in device memory
@@ -300,15 +307,10 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
     for (int q = 0; q <= g.S; ++q) bounds[q] = T * q / g.S;
     const double t0 = now();
     const ForwardOutput fwd = backend_.forward_shard(model_, tokens, bounds, stage_group, &obs);
-    stats.forward_seconds = now() - t0 - map_time;
-    stats.forward_device_seconds = backend_.forward_device_seconds();
     stats.bytes_communicated += fwd.link_bytes + fwd.trace_bytes;
     stats.link_bytes = fwd.link_bytes;
-    if (req.save_logits && !stats.interrupted)
-      put_logits(fwd.final_hidden.data(), bounds[g.seq_rank], bounds[g.seq_rank + 1] - bounds[g.seq_rank]);
-    stats.map_seconds = map_time;
-    if (progress) progress->finish();
-    return stats;
+    const int64_t a = bounds[g.seq_rank];
+    return finish(t0, fwd, a, a, bounds[g.seq_rank + 1]);
   }
 
   // The grid: each stage runs its layers per slice on the backend (forward_layers), the
@@ -328,19 +330,8 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
       comm_.world().recv(r.data(), r.size() * sizeof(float), comm_.rank() - g.S, kTagResidual);
     }
     // Each traced layer of the slice: mapped now (one stage, one chunk) or gathered for later.
-    struct SliceObserver final : LayerObserver {
-      std::function<bool(int)> want;
-      std::function<void(int, const LayerTrace&)> take;
-      std::function<bool()> stop;
-      bool wants_trace(int l) const override { return want(l); }
-      bool stopped() const override { return stop(); }
-      void on_layer(int l, const LayerWeights&, const LayerTrace* tr, const std::vector<float>&) override {
-        if (tr) take(l, *tr);
-      }
-    } slice_obs;
-    slice_obs.want = wants_trace;
-    slice_obs.stop = [&] { return immediate && stats.interrupted; };
-    slice_obs.take = [&](int li, const LayerTrace& local) {
+    // (Only mapping sets stats.interrupted, so the stage stops early only in the first case.)
+    obs.take = [&](int li, const LayerTrace& local) {
       if (immediate && stage_group.size() == 1) {
         map_layer(li, local);
       } else if (immediate) {
@@ -351,7 +342,7 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
         gather_trace(stage_group, local, T, c0, global_traces[li], stats.bytes_communicated);
       }
     };
-    backend_.forward_layers(model_, g.layer_begin, g.layer_end, n, r, link.get(), &slice_obs);
+    backend_.forward_layers(model_, g.layer_begin, g.layer_end, n, r, link.get(), &obs);
     if (stats.interrupted) break;
     if (g.stage + 1 < g.L) {
       comm_.world().send(r.data(), r.size() * sizeof(float), comm_.rank() + g.S, kTagResidual);
