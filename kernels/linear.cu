@@ -13,6 +13,11 @@ void check_blas(cublasStatus_t s, const char* what, int layer) {
     fail("cuBLAS error in ", what, layer >= 0 ? " (layer " + std::to_string(layer) + ")" : std::string(), ": ",
          cublasGetStatusString(s));
 }
+void check_dims(int64_t rows, int64_t in_dim, int64_t out_dim, int64_t lda, int64_t ldo, const char* what, int layer) {
+  constexpr int64_t kMax = std::numeric_limits<int>::max();
+  if (rows > kMax || in_dim > kMax || out_dim > kMax || lda > kMax || ldo > kMax)
+    fail(what, " (layer ", layer, "): matrix dimension above 2^31 - 1");
+}
 }  // namespace
 
 Blas::Blas() { check_blas(cublasCreate(&h_), "cublasCreate", -1); }
@@ -25,9 +30,7 @@ void linear(Blas& blas, MathMode mode, const float* in, int64_t rows, int64_t in
             int64_t out_dim, const float* bias, float* out, int64_t ldo, cudaStream_t stream, const char* what,
             int layer) {
   if (rows == 0 || out_dim == 0) return;
-  constexpr int64_t kMax = std::numeric_limits<int>::max();
-  if (rows > kMax || in_dim > kMax || out_dim > kMax || lda > kMax || ldo > kMax)
-    fail(what, " (layer ", layer, "): matrix dimension above 2^31 - 1");
+  check_dims(rows, in_dim, out_dim, lda, ldo, what, layer);
   const cublasComputeType_t compute = mode == MathMode::FP32   ? CUBLAS_COMPUTE_32F
                                       : mode == MathMode::TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32
                                                                : CUBLAS_COMPUTE_32F_FAST_16BF;
@@ -37,6 +40,22 @@ void linear(Blas& blas, MathMode mode, const float* in, int64_t rows, int64_t in
   check_blas(cublasGemmEx(blas.handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out_dim), static_cast<int>(rows),
                           static_cast<int>(in_dim), &alpha, W, CUDA_R_32F, static_cast<int>(in_dim), in, CUDA_R_32F,
                           static_cast<int>(lda), &beta, out, CUDA_R_32F, static_cast<int>(ldo), compute,
+                          CUBLAS_GEMM_DEFAULT),
+             what, layer);
+  add_bias_rows(out, rows, out_dim, ldo, bias, stream, layer);
+}
+
+void linear_bf16(Blas& blas, const uint16_t* in, int64_t rows, int64_t in_dim, int64_t lda, const uint16_t* W,
+                 int64_t out_dim, const float* bias, float* out, int64_t ldo, cudaStream_t stream, const char* what,
+                 int layer) {
+  if (rows == 0 || out_dim == 0) return;
+  check_dims(rows, in_dim, out_dim, lda, ldo, what, layer);
+  const float alpha = 1.0f, beta = 0.0f;
+  blas.set_stream(stream);
+  // As in linear(); bf16 operands, fp32 sums (CUBLAS_COMPUTE_32F) and fp32 output.
+  check_blas(cublasGemmEx(blas.handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out_dim), static_cast<int>(rows),
+                          static_cast<int>(in_dim), &alpha, W, CUDA_R_16BF, static_cast<int>(in_dim), in, CUDA_R_16BF,
+                          static_cast<int>(lda), &beta, out, CUDA_R_32F, static_cast<int>(ldo), CUBLAS_COMPUTE_32F,
                           CUBLAS_GEMM_DEFAULT),
              what, layer);
   add_bias_rows(out, rows, out_dim, ldo, bias, stream, layer);

@@ -1,5 +1,6 @@
 // Matrix products of the forward pass through cuBLAS, in the precision the user chose:
-// fp32 (CUDA cores), tf32 or bf16 tensor cores, always with fp32 inputs, outputs and sums.
+// fp32 (CUDA cores), tf32 or bf16 tensor cores, with fp32 outputs and sums; inputs in fp32
+// or, for the bf16 mode's large products, already rounded to bf16.
 #pragma once
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -28,5 +29,12 @@ class Blas {
 void linear(Blas& blas, MathMode mode, const float* in, int64_t rows, int64_t in_dim, int64_t lda, const float* W,
             int64_t out_dim, const float* bias, float* out, int64_t ldo, cudaStream_t stream, const char* what,
             int layer);
+
+// The same product on bf16 operands (bit patterns of __nv_bfloat16: the input and a bf16 copy
+// of W), with fp32 sums and output: what MathMode::BF16 computes from fp32 operands, which
+// cuBLAS rounds to bf16 itself, without reading 4-byte operands and converting them.
+void linear_bf16(Blas& blas, const uint16_t* in, int64_t rows, int64_t in_dim, int64_t lda, const uint16_t* W,
+                 int64_t out_dim, const float* bias, float* out, int64_t ldo, cudaStream_t stream, const char* what,
+                 int layer);
 
 }  // namespace latim::cuda

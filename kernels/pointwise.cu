@@ -1,4 +1,7 @@
 // Elementwise kernels of the forward pass and the chunked fp64 cumulative sum.
+#include <cuda_bf16.h>
+
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
@@ -24,6 +27,9 @@ constexpr int kThreads = 256;
 dim3 grid_rows(int64_t rows, int64_t cols) {
   return dim3(static_cast<unsigned>((cols + kThreads - 1) / kThreads), static_cast<unsigned>(rows < 65535 ? rows : 65535));
 }
+
+// A null pointer counts as aligned (the kernels skip it).
+bool aligned(const void* p, std::size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
 unsigned grid_for(int64_t n) {
   const int64_t b = (n + kThreads - 1) / kThreads;
@@ -57,13 +63,37 @@ __global__ void mamba2_delta_kernel(const float* dt, int64_t ld, int64_t T, int6
   }
 }
 
-__global__ void silu_gate_kernel(float* y, const float* z, int64_t ldz, int64_t T, int64_t D, float* gate_out) {
+__device__ __forceinline__ uint16_t bf16_bits(float x) { return __bfloat16_as_ushort(__float2bfloat16_rn(x)); }
+
+__global__ void silu_gate_kernel(float* y, const float* z, int64_t ldz, int64_t T, int64_t D, float* gate_out,
+                                 uint16_t* y16) {
   const int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
   if (c >= D) return;
   for (int64_t t = blockIdx.y; t < T; t += gridDim.y) {
     const float g = silu(z[t * ldz + c]);
     if (gate_out) gate_out[t * D + c] = g;
-    y[t * D + c] *= g;
+    if (y16) y16[t * D + c] = bf16_bits(y[t * D + c] * g);
+    else y[t * D + c] *= g;
+  }
+}
+
+// The same with 4 columns per thread and 16-byte accesses (D, ldz multiples of 4, aligned rows).
+__global__ void silu_gate_vec_kernel(float* y, const float* z, int64_t ldz, int64_t T, int64_t D, float* gate_out,
+                                     uint16_t* y16) {
+  const int64_t c = 4 * (blockIdx.x * int64_t{blockDim.x} + threadIdx.x);
+  if (c >= D) return;
+  for (int64_t t = blockIdx.y; t < T; t += gridDim.y) {
+    const float4 zv = *reinterpret_cast<const float4*>(z + t * ldz + c);
+    const float4 g = make_float4(silu(zv.x), silu(zv.y), silu(zv.z), silu(zv.w));
+    if (gate_out) *reinterpret_cast<float4*>(gate_out + t * D + c) = g;
+    const float4 yv = *reinterpret_cast<const float4*>(y + t * D + c);
+    const float4 out = make_float4(yv.x * g.x, yv.y * g.y, yv.z * g.z, yv.w * g.w);
+    if (y16)
+      *reinterpret_cast<uint2*>(y16 + t * D + c) =
+          make_uint2(bf16_bits(out.x) | static_cast<uint32_t>(bf16_bits(out.y)) << 16,
+                     bf16_bits(out.z) | static_cast<uint32_t>(bf16_bits(out.w)) << 16);
+    else
+      *reinterpret_cast<float4*>(y + t * D + c) = out;
   }
 }
 
@@ -76,6 +106,24 @@ __global__ void embed_kernel(const float* table, const int64_t* tokens, int64_t 
 __global__ void residual_add_kernel(float* r, const float* o, int64_t n) {
   for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < n; k += int64_t{gridDim.x} * blockDim.x)
     r[k] += o[k];
+}
+
+// n4 groups of 4 values with 16-byte accesses (aligned r and o); the caller adds the tail.
+__global__ void residual_add_vec_kernel(float4* r, const float4* o, int64_t n4) {
+  for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < n4; k += int64_t{gridDim.x} * blockDim.x) {
+    float4 a = r[k];
+    const float4 b = o[k];
+    a.x += b.x;
+    a.y += b.y;
+    a.z += b.z;
+    a.w += b.w;
+    r[k] = a;
+  }
+}
+
+__global__ void to_bf16_kernel(const float* in, int64_t n, uint16_t* out) {
+  for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < n; k += int64_t{gridDim.x} * blockDim.x)
+    out[k] = bf16_bits(in[k]);
 }
 
 // Cumulative sums in three steps over chunks of kChunk positions: chunk totals, an
@@ -135,10 +183,13 @@ void mamba2_delta(const float* dt, int64_t ld, int64_t T, int64_t H, const float
   check_launch("mamba2_delta", layer, stream);
 }
 
-void silu_gate(float* y, const float* z, int64_t ldz, int64_t T, int64_t D, float* gate_out, cudaStream_t stream,
-               int layer) {
+void silu_gate(float* y, const float* z, int64_t ldz, int64_t T, int64_t D, float* gate_out, uint16_t* y16,
+               cudaStream_t stream, int layer) {
   if (T * D == 0) return;
-  silu_gate_kernel<<<grid_rows(T, D), kThreads, 0, stream>>>(y, z, ldz, T, D, gate_out);
+  if (D % 4 == 0 && ldz % 4 == 0 && aligned(y, 16) && aligned(z, 16) && aligned(gate_out, 16) && aligned(y16, 8))
+    silu_gate_vec_kernel<<<grid_rows(T, D / 4), kThreads, 0, stream>>>(y, z, ldz, T, D, gate_out, y16);
+  else
+    silu_gate_kernel<<<grid_rows(T, D), kThreads, 0, stream>>>(y, z, ldz, T, D, gate_out, y16);
   check_launch("silu_gate", layer, stream);
 }
 
@@ -150,8 +201,22 @@ void embed_rows(const float* table, const int64_t* tokens, int64_t T, int64_t d,
 
 void residual_add(float* r, const float* o, int64_t n, cudaStream_t stream, int layer) {
   if (n == 0) return;
-  residual_add_kernel<<<grid_for(n), kThreads, 0, stream>>>(r, o, n);
+  if (aligned(r, 16) && aligned(o, 16)) {
+    const int64_t n4 = n / 4, tail = n - 4 * n4;
+    if (n4 > 0)
+      residual_add_vec_kernel<<<grid_for(n4), kThreads, 0, stream>>>(reinterpret_cast<float4*>(r),
+                                                                      reinterpret_cast<const float4*>(o), n4);
+    if (tail > 0) residual_add_kernel<<<1, kThreads, 0, stream>>>(r + 4 * n4, o + 4 * n4, tail);
+  } else {
+    residual_add_kernel<<<grid_for(n), kThreads, 0, stream>>>(r, o, n);
+  }
   check_launch("residual_add", layer, stream);
+}
+
+void to_bf16(const float* in, int64_t n, uint16_t* out, cudaStream_t stream, const char* what, int layer) {
+  if (n == 0) return;
+  to_bf16_kernel<<<grid_for(n), kThreads, 0, stream>>>(in, n, out);
+  check_launch(what, layer, stream);
 }
 
 int64_t cumulative_sum_work(int64_t T, int64_t W) { return ((T + kChunk - 1) / kChunk) * W; }

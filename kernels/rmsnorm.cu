@@ -1,4 +1,14 @@
-// RMSNorm kernels: one block per row; the sum of squares is reduced in fp64, as on the CPU.
+// RMSNorm kernels; the sum of squares is reduced in fp64, as on the CPU.
+//
+// The reduction order is that of the original one-block-per-row kernels (256 threads, thread
+// t summing elements t, t + 256, ... in turn, a xor-shuffle tree within each warp, then the 8
+// warp sums in order), so the fp32 results keep their bits. The kernels reach it with 64
+// threads per row (4 rows per block) that each load 4 consecutive values with one 16-byte
+// access and keep the 4 partial sums of the 4 "virtual" threads those values belong to:
+// row_sum below replays the original tree on them. Rows whose width or pointers are not
+// 16-byte aligned take the same path with scalar accesses.
+#include <cuda_bf16.h>
+
 #include "cuda_check.hpp"
 #include "rmsnorm.hpp"
 
@@ -6,75 +16,253 @@ namespace latim::cuda {
 
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = 256;                  // threads per block
+constexpr int kOrder = 256;                    // threads per row of the order the sums keep
+constexpr int kRowThreads = kOrder / 4;        // threads per row here: 4 values each
+constexpr int kRows = kThreads / kRowThreads;  // rows per block
+constexpr int kCache = 8;                      // 4-value steps a thread keeps in registers
 
-__device__ double block_sum(double v, double* shared) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+// The sum of the 4 virtual threads' partial sums s of every thread p < 64 of a row, in the
+// order of the original block_sum: virtual lane l = 4 (p % 8) + i adds lanes l ^ 16, l ^ 8,
+// l ^ 4 (threads p ^ 4, p ^ 2, p ^ 1, same i), then l ^ 2 and l ^ 1 (within the thread);
+// virtual warp p / 8 leaves its sum in shared[p / 8] and the 8 warp sums are added in order.
+// Every thread of the block calls it (it synchronises the block); shared: 8 doubles per row.
+__device__ double row_sum(double (&s)[4], double* shared, int p) {
+  for (int o = 4; o > 0; o >>= 1)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) s[i] += __shfl_xor_sync(0xffffffffu, s[i], o);
+  const double v = (s[0] + s[2]) + (s[1] + s[3]);
   __syncthreads();  // shared may still be read by a previous call
-  if (lane == 0) shared[warp] = v;
+  if (p % 8 == 0) shared[p / 8] = v;
   __syncthreads();
-  double s = 0.0;
-  for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) s += shared[w];
-  return s;
+  double t = 0.0;
+  for (int w = 0; w < kOrder / 32; ++w) t += shared[w];
+  return t;
 }
 
-__global__ void rmsnorm_kernel(const float* __restrict__ in, int64_t dim, const float* __restrict__ w, double eps,
-                               float* __restrict__ out) {
-  __shared__ double red[kThreads / 32];
-  const int64_t row = blockIdx.x;
-  const float* x = in + row * dim;
-  double ss = 0.0;
-  for (int64_t k = threadIdx.x; k < dim; k += blockDim.x) ss += static_cast<double>(x[k]) * x[k];
-  ss = block_sum(ss, red);
+// 4 values from p[k..k+3] (one 16-byte load when Vec; otherwise those below `end`, 0 above).
+template <bool Vec>
+__device__ __forceinline__ float4 load4(const float* p, int64_t k, int64_t end) {
+  if constexpr (Vec) {
+    return *reinterpret_cast<const float4*>(p + k);
+  } else {
+    return make_float4(p[k], k + 1 < end ? p[k + 1] : 0.0f, k + 2 < end ? p[k + 2] : 0.0f,
+                       k + 3 < end ? p[k + 3] : 0.0f);
+  }
+}
+
+template <bool Vec>
+__device__ __forceinline__ void store4(float* p, int64_t k, int64_t end, float4 v) {
+  if constexpr (Vec) {
+    *reinterpret_cast<float4*>(p + k) = v;
+  } else {
+    p[k] = v.x;
+    if (k + 1 < end) p[k + 1] = v.y;
+    if (k + 2 < end) p[k + 2] = v.z;
+    if (k + 3 < end) p[k + 3] = v.w;
+  }
+}
+
+__device__ __forceinline__ uint16_t bf16_bits(float x) { return __bfloat16_as_ushort(__float2bfloat16_rn(x)); }
+
+template <bool Vec>
+__device__ __forceinline__ void store4_bf16(uint16_t* p, int64_t k, int64_t end, float4 v) {
+  if constexpr (Vec) {
+    const uint2 packed = make_uint2(bf16_bits(v.x) | static_cast<uint32_t>(bf16_bits(v.y)) << 16,
+                                    bf16_bits(v.z) | static_cast<uint32_t>(bf16_bits(v.w)) << 16);
+    *reinterpret_cast<uint2*>(p + k) = packed;
+  } else {
+    p[k] = bf16_bits(v.x);
+    if (k + 1 < end) p[k + 1] = bf16_bits(v.y);
+    if (k + 2 < end) p[k + 2] = bf16_bits(v.z);
+    if (k + 3 < end) p[k + 3] = bf16_bits(v.w);
+  }
+}
+
+__device__ __forceinline__ float get(const float4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
+
+// s[i] += v_i^2 for the values of v below `end` (k is v.x's index).
+__device__ __forceinline__ void add_squares(double (&s)[4], const float4& v, int64_t k, int64_t end) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+    if (k + i < end) s[i] += static_cast<double>(get(v, i)) * get(v, i);
+}
+
+// out = w * (x * inv) per value, as the original kernels round it.
+__device__ __forceinline__ float4 scale4(const float* w, int64_t k, int64_t end, const float4& x, float inv) {
+  float4 o;
+  o.x = w[k] * (x.x * inv);
+  o.y = k + 1 < end ? w[k + 1] * (x.y * inv) : 0.0f;
+  o.z = k + 2 < end ? w[k + 2] * (x.z * inv) : 0.0f;
+  o.w = k + 3 < end ? w[k + 3] * (x.w * inv) : 0.0f;
+  return o;
+}
+
+// Rows of r (x <- x + o first when o is not null), normed into out and/or out16. Thread p of
+// a row handles the values 4 p + 256 j + [0, 4) for j = 0, 1, ...; the first kCache steps
+// stay in registers between the sum and the output.
+template <bool Vec>
+__global__ void rmsnorm_kernel(float* r, const float* __restrict__ o, int64_t rows, int64_t dim,
+                               const float* __restrict__ w, double eps, float* __restrict__ out,
+                               uint16_t* __restrict__ out16) {
+  __shared__ double red[kRows][kOrder / 32];
+  const int p = threadIdx.x % kRowThreads, rr = threadIdx.x / kRowThreads;
+  const int64_t row = blockIdx.x * int64_t{kRows} + rr;
+  const bool live = row < rows;
+  float* x = r + row * dim;
+  const float* ox = o ? o + row * dim : nullptr;
+  const int64_t steps = (dim + kOrder - 1) / kOrder;
+  auto value = [&](int64_t k) {  // x[k..k+3] after the residual add, which is stored here
+    float4 v = load4<Vec>(x, k, dim);
+    if (ox) {
+      const float4 a = load4<Vec>(ox, k, dim);
+      v.x += a.x;
+      v.y += a.y;
+      v.z += a.z;
+      v.w += a.w;
+      store4<Vec>(x, k, dim, v);
+    }
+    return v;
+  };
+  float4 cache[kCache];
+  double s[4] = {0.0, 0.0, 0.0, 0.0};
+#pragma unroll
+  for (int j = 0; j < kCache; ++j) {
+    const int64_t k = 4 * p + int64_t{kOrder} * j;
+    if (live && j < steps && k < dim) {
+      cache[j] = value(k);
+      add_squares(s, cache[j], k, dim);
+    }
+  }
+  for (int64_t j = kCache; j < steps; ++j) {
+    const int64_t k = 4 * p + kOrder * j;
+    if (live && k < dim) add_squares(s, value(k), k, dim);
+  }
+  const double ss = row_sum(s, red[rr], p);
+  if (!live) return;
   const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(dim) + eps));
-  float* y = out + row * dim;
-  for (int64_t k = threadIdx.x; k < dim; k += blockDim.x) y[k] = w[k] * (x[k] * inv);
+  auto emit = [&](int64_t k, const float4& v) {
+    const float4 u = scale4(w, k, dim, v, inv);
+    if (out) store4<Vec>(out + row * dim, k, dim, u);
+    if (out16) store4_bf16<Vec>(out16 + row * dim, k, dim, u);
+  };
+#pragma unroll
+  for (int j = 0; j < kCache; ++j) {
+    const int64_t k = 4 * p + int64_t{kOrder} * j;
+    if (j < steps && k < dim) emit(k, cache[j]);
+  }
+  for (int64_t j = kCache; j < steps; ++j) {
+    const int64_t k = 4 * p + kOrder * j;
+    if (k < dim) emit(k, load4<Vec>(x, k, dim));  // this thread's own values, already added
+  }
 }
 
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 
-__global__ void gated_rmsnorm_kernel(float* __restrict__ y, const float* __restrict__ z, int64_t ldz, int64_t D,
-                                     int64_t G, const float* __restrict__ w, double eps, bool norm_before_gate,
-                                     float* __restrict__ gate_out, float* __restrict__ gamma_out) {
-  __shared__ double red[kThreads / 32];
-  const int64_t t = blockIdx.x;
+__device__ __forceinline__ float4 silu4(const float4& z) { return make_float4(silu(z.x), silu(z.y), silu(z.z), silu(z.w)); }
+
+// Rows of y, one group of D / G channels after the other; the layout of rmsnorm_kernel, with
+// y * SiLU(z) kept in registers for the first kCache steps of each group (the gate itself,
+// for the trace, is recomputed from z: the same bits, and only trace layers ask for it).
+template <bool Vec>
+__global__ void gated_rmsnorm_kernel(float* __restrict__ y, const float* __restrict__ z, int64_t ldz, int64_t T,
+                                     int64_t D, int64_t G, const float* __restrict__ w, double eps,
+                                     bool norm_before_gate, float* __restrict__ gate_out,
+                                     float* __restrict__ gamma_out, uint16_t* __restrict__ y16) {
+  __shared__ double red[kRows][kOrder / 32];
+  const int p = threadIdx.x % kRowThreads, rr = threadIdx.x / kRowThreads;
+  const int64_t t = blockIdx.x * int64_t{kRows} + rr;
+  const bool live = t < T;
   float* yt = y + t * D;
   const float* zt = z + t * ldz;
-  const int64_t gs = D / G;
+  const int64_t gs = D / G, steps = (gs + kOrder - 1) / kOrder;
+  // y * gate at k..k+3, and s[i] += v_i^2 for v = y (norm before the gate) or y * gate.
+  auto product = [&](int64_t k, int64_t end) {
+    const float4 yv = load4<Vec>(yt, k, end), g = silu4(load4<Vec>(zt, k, end));
+    return make_float4(yv.x * g.x, yv.y * g.y, yv.z * g.z, yv.w * g.w);
+  };
+  auto gated = [&](double(&s)[4], int64_t k, int64_t end) {
+    const float4 yg = product(k, end);
+    add_squares(s, norm_before_gate ? load4<Vec>(yt, k, end) : yg, k, end);
+    return yg;
+  };
   for (int64_t g = 0; g < G; ++g) {
-    double ss = 0.0;
-    for (int64_t k = g * gs + threadIdx.x; k < (g + 1) * gs; k += blockDim.x) {
-      const double v = norm_before_gate ? yt[k] : yt[k] * silu(zt[k]);
-      ss += v * v;
+    const int64_t k0 = g * gs, end = k0 + gs;
+    float4 cache[kCache];
+    double s[4] = {0.0, 0.0, 0.0, 0.0};
+#pragma unroll
+    for (int j = 0; j < kCache; ++j) {
+      const int64_t k = k0 + 4 * p + int64_t{kOrder} * j;
+      if (live && j < steps && k < end) cache[j] = gated(s, k, end);
     }
-    ss = block_sum(ss, red);
+    for (int64_t j = kCache; j < steps; ++j) {
+      const int64_t k = k0 + 4 * p + kOrder * j;
+      if (live && k < end) gated(s, k, end);
+    }
+    const double ss = row_sum(s, red[rr], p);
+    if (!live) continue;  // row_sum needs every thread: no early return before the last group
     const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(gs) + eps));
-    for (int64_t k = g * gs + threadIdx.x; k < (g + 1) * gs; k += blockDim.x) {
-      const float gate = silu(zt[k]);
-      const float gamma = w[k] * inv;
-      if (gate_out) gate_out[t * D + k] = gate;
-      if (gamma_out) gamma_out[t * D + k] = gamma;
-      yt[k] = gamma * (yt[k] * gate);
+    auto emit = [&](int64_t k, const float4& yg) {
+      float4 gamma, out;
+      gamma.x = w[k] * inv;
+      gamma.y = k + 1 < end ? w[k + 1] * inv : 0.0f;
+      gamma.z = k + 2 < end ? w[k + 2] * inv : 0.0f;
+      gamma.w = k + 3 < end ? w[k + 3] * inv : 0.0f;
+      out.x = gamma.x * yg.x;
+      out.y = gamma.y * yg.y;
+      out.z = gamma.z * yg.z;
+      out.w = gamma.w * yg.w;
+      if (gate_out) store4<Vec>(gate_out + t * D, k, end, silu4(load4<Vec>(zt, k, end)));
+      if (gamma_out) store4<Vec>(gamma_out + t * D, k, end, gamma);
+      if (y16) store4_bf16<Vec>(y16 + t * D, k, end, out);
+      else store4<Vec>(yt, k, end, out);
+    };
+#pragma unroll
+    for (int j = 0; j < kCache; ++j) {
+      const int64_t k = k0 + 4 * p + int64_t{kOrder} * j;
+      if (j < steps && k < end) emit(k, cache[j]);
+    }
+    for (int64_t j = kCache; j < steps; ++j) {
+      const int64_t k = k0 + 4 * p + kOrder * j;
+      if (k < end) emit(k, product(k, end));
     }
   }
 }
 
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+bool aligned8(const void* p) { return reinterpret_cast<uintptr_t>(p) % 8 == 0; }
+unsigned row_blocks(int64_t rows) { return static_cast<unsigned>((rows + kRows - 1) / kRows); }
+
 }  // namespace
+
+void residual_rmsnorm(float* r, const float* o, int64_t rows, int64_t dim, const float* w, double eps, float* out,
+                      uint16_t* out16, cudaStream_t stream, int layer) {
+  if (rows == 0 || dim == 0) return;
+  const bool vec = dim % 4 == 0 && aligned16(r) && (!o || aligned16(o)) && (!out || aligned16(out)) &&
+                   (!out16 || aligned8(out16));
+  if (vec) rmsnorm_kernel<true><<<row_blocks(rows), kThreads, 0, stream>>>(r, o, rows, dim, w, eps, out, out16);
+  else rmsnorm_kernel<false><<<row_blocks(rows), kThreads, 0, stream>>>(r, o, rows, dim, w, eps, out, out16);
+  check_launch(o ? "residual_rmsnorm" : "rmsnorm_rows", layer, stream);
+}
 
 void rmsnorm_rows(const float* in, int64_t rows, int64_t dim, const float* w, double eps, float* out,
                   cudaStream_t stream, int layer) {
-  if (rows == 0) return;
-  rmsnorm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(in, dim, w, eps, out);
-  check_launch("rmsnorm_rows", layer, stream);
+  // Without a residual the kernel only reads its first argument.
+  residual_rmsnorm(const_cast<float*>(in), nullptr, rows, dim, w, eps, out, nullptr, stream, layer);
 }
 
 void gated_rmsnorm(float* y, const float* z, int64_t ldz, int64_t T, int64_t D, int64_t G, const float* w,
-                   double eps, bool norm_before_gate, float* gate_out, float* gamma_out, cudaStream_t stream,
-                   int layer) {
-  if (T == 0) return;
-  gated_rmsnorm_kernel<<<static_cast<unsigned>(T), kThreads, 0, stream>>>(y, z, ldz, D, G, w, eps, norm_before_gate,
-                                                                         gate_out, gamma_out);
+                   double eps, bool norm_before_gate, float* gate_out, float* gamma_out, uint16_t* y16,
+                   cudaStream_t stream, int layer) {
+  if (T == 0 || D == 0) return;
+  const bool vec = (D / G) % 4 == 0 && D % 4 == 0 && ldz % 4 == 0 && aligned16(y) && aligned16(z) &&
+                   (!gate_out || aligned16(gate_out)) && (!gamma_out || aligned16(gamma_out)) && (!y16 || aligned8(y16));
+  if (vec)
+    gated_rmsnorm_kernel<true><<<row_blocks(T), kThreads, 0, stream>>>(y, z, ldz, T, D, G, w, eps, norm_before_gate,
+                                                                       gate_out, gamma_out, y16);
+  else
+    gated_rmsnorm_kernel<false><<<row_blocks(T), kThreads, 0, stream>>>(y, z, ldz, T, D, G, w, eps, norm_before_gate,
+                                                                        gate_out, gamma_out, y16);
   check_launch("gated_rmsnorm", layer, stream);
 }
 

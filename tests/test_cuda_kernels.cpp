@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <random>
 #include <utility>
@@ -11,6 +12,7 @@
 
 #include "causal_conv.hpp"
 #include "device_buffer.hpp"
+#include "linear.hpp"
 #include "model/cpu_ops.hpp"
 #include "pointwise.hpp"
 #include "rmsnorm.hpp"
@@ -102,7 +104,8 @@ TEST_F(CudaKernels, GatedRmsNormMatchesHostLoop) {
         }
       auto dy = to_device(y), dz = to_device(z), dw = to_device(w);
       auto gate = poisoned<float>(T * D), gamma = poisoned<float>(T * D);
-      cuda::gated_rmsnorm(dy.get(), dz.get(), ldz, T, D, G, dw.get(), 1e-5, before, gate.get(), gamma.get(), nullptr, 0);
+      cuda::gated_rmsnorm(dy.get(), dz.get(), ldz, T, D, G, dw.get(), 1e-5, before, gate.get(), gamma.get(), nullptr,
+                          nullptr, 0);
       EXPECT_LE(norm_error(to_host(dy, T * D), want), 1e-5) << "G=" << G << " before=" << before;
       EXPECT_LE(norm_error(to_host(gamma, T * D), want_gamma), 1e-5) << "G=" << G;
     }
@@ -234,6 +237,237 @@ TEST_F(CudaKernels, SsdScanTensorCoresMatchFp64AcrossChunks) {
     EXPECT_LE(ey, 2e-3) << "T=" << k.T << " H=" << k.H << " P=" << k.P << " N=" << k.N << " pad=" << k.pad;
     EXPECT_LE(eh, 2e-3) << "T=" << k.T << " H=" << k.H << " final state";
     EXPECT_GT(ey, 1e-6) << "T=" << k.T << ": no tf32 rounding seen, the fp32 path ran";
+  }
+}
+
+
+// The fp64 sum of squares in the order of the original one-block-per-row norm kernels (which
+// the fp32 results keep bit for bit): 256 threads summing elements t, t + 256, ... in turn, a
+// xor-shuffle tree within each warp of 32, then the 8 warp sums in order.
+template <class F>
+double sum_squares_in_block_order(int64_t n, F value) {
+  std::vector<double> th(256, 0.0);
+  for (int64_t t = 0; t < 256; ++t)
+    for (int64_t k = t; k < n; k += 256) th[t] += static_cast<double>(value(k)) * value(k);
+  double total = 0.0;
+  for (int w = 0; w < 8; ++w) {
+    std::vector<double> lane(th.begin() + 32 * w, th.begin() + 32 * w + 32), next(32);
+    for (int o = 16; o > 0; o >>= 1) {
+      for (int l = 0; l < 32; ++l) next[l] = lane[l] + lane[l ^ o];
+      lane = next;
+    }
+    total += lane[0];
+  }
+  return total;
+}
+
+// Host RMSNorm of one row with the device's rounding steps.
+void rmsnorm_row_bits(const float* x, int64_t dim, const float* w, double eps, float* out) {
+  const double ss = sum_squares_in_block_order(dim, [&](int64_t k) { return x[k]; });
+  const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(dim) + eps));
+  for (int64_t k = 0; k < dim; ++k) out[k] = w[k] * (x[k] * inv);
+}
+
+// bf16 bits of x, rounded to nearest even (finite x), as __float2bfloat16_rn.
+uint16_t bf16_bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+float from_bf16(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float x;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+
+// Exact equality of two float arrays (NaN never equal), with the first mismatch in the message.
+::testing::AssertionResult same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) return ::testing::AssertionFailure() << "sizes " << a.size() << " and " << b.size();
+  for (std::size_t k = 0; k < a.size(); ++k)
+    if (std::memcmp(&a[k], &b[k], 4) != 0 || std::isnan(a[k]))
+      return ::testing::AssertionFailure() << "element " << k << ": " << a[k] << " vs " << b[k];
+  return ::testing::AssertionSuccess();
+}
+::testing::AssertionResult same_bits(const std::vector<uint16_t>& a, const std::vector<uint16_t>& b) {
+  if (a != b) {
+    std::size_t k = 0;
+    while (k < a.size() && k < b.size() && a[k] == b[k]) ++k;
+    return ::testing::AssertionFailure() << "bf16 element " << k << " of " << a.size() << " differs";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+std::vector<uint16_t> to_bf16_host(const std::vector<float>& v) {
+  std::vector<uint16_t> b(v.size());
+  for (std::size_t k = 0; k < v.size(); ++k) b[k] = bf16_bits(v[k]);
+  return b;
+}
+
+// rmsnorm_rows keeps the bits of the original kernel (its sum order), on the 16-byte path
+// (widths multiple of 4, with fewer and more than the 8 steps kept in registers) and the
+// scalar one (odd widths); residual_rmsnorm adds first (the same bits as residual_add) and
+// writes the same rows, in bf16 rounded to nearest even where asked.
+TEST_F(CudaKernels, RmsNormKeepsTheBitsOfTheOriginalOrder) {
+  for (int64_t dim : {768, 40, 37, 2560, 3}) {
+    const int64_t rows = 333;
+    const auto in = random_vector(rng, rows * dim, -3, 3), o = random_vector(rng, rows * dim, -1, 1),
+               w = random_vector(rng, dim, 0.5, 1.5);
+    std::vector<float> want(rows * dim), sum(rows * dim), want_sum(rows * dim);
+    for (int64_t k = 0; k < rows * dim; ++k) sum[k] = in[k] + o[k];
+    for (int64_t r = 0; r < rows; ++r) {
+      rmsnorm_row_bits(in.data() + r * dim, dim, w.data(), 1e-5, want.data() + r * dim);
+      rmsnorm_row_bits(sum.data() + r * dim, dim, w.data(), 1e-5, want_sum.data() + r * dim);
+    }
+    auto din = to_device(in), dw = to_device(w), dout = poisoned<float>(rows * dim);
+    cuda::rmsnorm_rows(din.get(), rows, dim, dw.get(), 1e-5, dout.get(), nullptr, 0);
+    EXPECT_TRUE(same_bits(to_host(dout, rows * dim), want)) << "rmsnorm_rows dim=" << dim;
+
+    auto dr = to_device(in), dlo = to_device(o), out = poisoned<float>(rows * dim);
+    auto out16 = poisoned<uint16_t>(rows * dim);
+    cuda::residual_rmsnorm(dr.get(), dlo.get(), rows, dim, dw.get(), 1e-5, out.get(), out16.get(), nullptr, 0);
+    EXPECT_TRUE(same_bits(to_host(dr, rows * dim), sum)) << "residual dim=" << dim;
+    EXPECT_TRUE(same_bits(to_host(out, rows * dim), want_sum)) << "residual_rmsnorm dim=" << dim;
+    EXPECT_TRUE(same_bits(to_host(out16, rows * dim), to_bf16_host(want_sum))) << "bf16 dim=" << dim;
+
+    // bf16 only, no residual: r is left as it was.
+    auto dr2 = to_device(in);
+    auto only16 = poisoned<uint16_t>(rows * dim);
+    cuda::residual_rmsnorm(dr2.get(), nullptr, rows, dim, dw.get(), 1e-5, nullptr, only16.get(), nullptr, 0);
+    EXPECT_TRUE(same_bits(to_host(dr2, rows * dim), in)) << "dim=" << dim;
+    EXPECT_TRUE(same_bits(to_host(only16, rows * dim), to_bf16_host(want))) << "bf16 only dim=" << dim;
+  }
+}
+
+// The gated norm keeps the original kernel's bits too: the host replays its rounding steps
+// on the device's gate values (SiLU through the device's expf), for the 16-byte path
+// (ldz multiple of 4), the scalar one, groups past the 8 steps kept in registers, and the
+// bf16 output, which leaves y as it was.
+TEST_F(CudaKernels, GatedRmsNormKeepsTheBitsOfTheOriginalOrder) {
+  struct Case {
+    int64_t T, D, G, ldz;
+  };
+  for (const Case k : {Case{129, 96, 1, 132}, Case{129, 96, 3, 132}, Case{129, 96, 2, 130}, Case{70, 3072, 1, 3076},
+                       Case{70, 3072, 2, 6400}, Case{50, 30, 3, 31}})
+    for (bool before : {false, true}) {
+      const int64_t T = k.T, D = k.D, G = k.G, ldz = k.ldz, gs = D / G;
+      const auto y = random_vector(rng, T * D, -2, 2), z = random_vector(rng, T * ldz, -3, 3),
+                 w = random_vector(rng, D, 0.5, 1.5);
+      auto dy = to_device(y), dz = to_device(z), dw = to_device(w);
+      auto gate = poisoned<float>(T * D), gamma = poisoned<float>(T * D);
+      cuda::gated_rmsnorm(dy.get(), dz.get(), ldz, T, D, G, dw.get(), 1e-5, before, gate.get(), gamma.get(), nullptr,
+                          nullptr, 0);
+      const std::vector<float> g = to_host(gate, T * D);
+      std::vector<float> want(T * D), want_gamma(T * D);
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t q = 0; q < G; ++q) {
+          const int64_t k0 = t * D + q * gs;
+          const double ss = sum_squares_in_block_order(
+              gs, [&](int64_t i) { return before ? y[k0 + i] : y[k0 + i] * g[k0 + i]; });
+          const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(gs) + 1e-5));
+          for (int64_t i = 0; i < gs; ++i) {
+            want_gamma[k0 + i] = w[q * gs + i] * inv;
+            want[k0 + i] = want_gamma[k0 + i] * (y[k0 + i] * g[k0 + i]);
+          }
+        }
+      const std::string at = "T=" + std::to_string(T) + " D=" + std::to_string(D) + " G=" + std::to_string(G) +
+                             " ldz=" + std::to_string(ldz) + " before=" + std::to_string(before);
+      EXPECT_TRUE(same_bits(to_host(dy, T * D), want)) << at;
+      EXPECT_TRUE(same_bits(to_host(gamma, T * D), want_gamma)) << at;
+      // The gate against SiLU in fp64 (the device's expf is not the host's).
+      std::vector<double> silu(T * D);
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t i = 0; i < D; ++i) {
+          const double zv = z[t * ldz + i];
+          silu[t * D + i] = zv / (1 + std::exp(-zv));
+        }
+      EXPECT_LE(norm_error(g, silu), 1e-6) << at;
+
+      auto dy2 = to_device(y);
+      auto y16 = poisoned<uint16_t>(T * D);
+      cuda::gated_rmsnorm(dy2.get(), dz.get(), ldz, T, D, G, dw.get(), 1e-5, before, nullptr, nullptr, y16.get(),
+                          nullptr, 0);
+      EXPECT_TRUE(same_bits(to_host(y16, T * D), to_bf16_host(want))) << at << " bf16";
+      EXPECT_TRUE(same_bits(to_host(dy2, T * D), y)) << at << " y untouched";
+    }
+}
+
+// The Mamba-1 gate, on the 16-byte path and the scalar one, fp32 in place or bf16 (y kept).
+TEST_F(CudaKernels, SiluGateFp32AndBf16) {
+  for (auto [T, D, ldz] : {std::tuple<int64_t, int64_t, int64_t>{300, 96, 192}, {300, 30, 61}, {5, 1536, 3072}}) {
+    const auto y = random_vector(rng, T * D, -2, 2), z = random_vector(rng, T * ldz, -3, 3);
+    auto dy = to_device(y), dz = to_device(z), gate = poisoned<float>(T * D);
+    cuda::silu_gate(dy.get(), dz.get(), ldz, T, D, gate.get(), nullptr, nullptr, 0);
+    const std::vector<float> g = to_host(gate, T * D);
+    std::vector<float> want(T * D);
+    std::vector<double> silu(T * D);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t c = 0; c < D; ++c) {
+        const double zv = z[t * ldz + c];
+        silu[t * D + c] = zv / (1 + std::exp(-zv));
+        want[t * D + c] = y[t * D + c] * g[t * D + c];
+      }
+    const std::string at = "D=" + std::to_string(D) + " ldz=" + std::to_string(ldz);
+    EXPECT_LE(norm_error(g, silu), 1e-6) << at;
+    EXPECT_TRUE(same_bits(to_host(dy, T * D), want)) << at;
+    auto dy2 = to_device(y);
+    auto y16 = poisoned<uint16_t>(T * D);
+    cuda::silu_gate(dy2.get(), dz.get(), ldz, T, D, nullptr, y16.get(), nullptr, 0);
+    EXPECT_TRUE(same_bits(to_host(y16, T * D), to_bf16_host(want))) << at << " bf16";
+    EXPECT_TRUE(same_bits(to_host(dy2, T * D), y)) << at << " y untouched";
+  }
+}
+
+// residual_add (16-byte path with a ragged tail, and an unaligned start) and to_bf16.
+TEST_F(CudaKernels, ResidualAddAndBf16Copy) {
+  const int64_t n = 100003;
+  const auto r = random_vector(rng, n, -3, 3), o = random_vector(rng, n, -1, 1);
+  for (int64_t off : {0, 1}) {
+    auto dr = to_device(r), dlo = to_device(o);
+    cuda::residual_add(dr.get() + off, dlo.get() + off, n - off, nullptr, 0);
+    std::vector<float> want = r;
+    for (int64_t k = off; k < n; ++k) want[k] = r[k] + o[k];
+    EXPECT_TRUE(same_bits(to_host(dr, n), want)) << "offset " << off;
+  }
+  auto dr = to_device(r);
+  auto b = poisoned<uint16_t>(n);
+  cuda::to_bf16(dr.get(), n, b.get(), nullptr, "to_bf16 test", 0);
+  EXPECT_TRUE(same_bits(to_host(b, n), to_bf16_host(r)));
+}
+
+// linear_bf16 against fp64 products of the bf16-rounded operands, and against linear() in
+// the bf16 mode on the fp32 operands (which cuBLAS rounds itself): the same rounding, so
+// only the order of the fp32 sums differs. Ragged sizes, a bias, a leading dimension.
+TEST_F(CudaKernels, LinearOnBf16OperandsMatchesTheBf16Mode) {
+  cuda::Blas blas;
+  for (auto [rows, in_dim, out_dim] :
+       {std::tuple<int64_t, int64_t, int64_t>{1000, 768, 3352}, {333, 1536, 768}, {77, 40, 96}, {5, 37, 11}}) {
+    const int64_t lda = in_dim + (in_dim % 8 == 0 ? 8 : 0);
+    const auto in = random_vector(rng, rows * lda, -2, 2), W = random_vector(rng, out_dim * in_dim, -0.1f, 0.1f),
+               bias = random_vector(rng, out_dim, -0.5, 0.5);
+    const std::vector<uint16_t> in16 = to_bf16_host(in), W16 = to_bf16_host(W);
+    std::vector<double> want(rows * out_dim);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < out_dim; ++c) {
+        double acc = bias[c];
+        for (int64_t k = 0; k < in_dim; ++k)
+          acc += static_cast<double>(from_bf16(in16[r * lda + k])) * from_bf16(W16[c * in_dim + k]);
+        want[r * out_dim + c] = acc;
+      }
+    auto din = to_device(in), dW = to_device(W), db = to_device(bias);
+    auto din16 = to_device(in16), dW16 = to_device(W16);
+    auto out = poisoned<float>(rows * out_dim), out32 = poisoned<float>(rows * out_dim);
+    cuda::linear_bf16(blas, din16.get(), rows, in_dim, lda, dW16.get(), out_dim, db.get(), out.get(), out_dim, nullptr,
+                      "linear_bf16 test", 0);
+    cuda::linear(blas, cuda::MathMode::BF16, din.get(), rows, in_dim, lda, dW.get(), out_dim, db.get(), out32.get(),
+                 out_dim, nullptr, "linear test", 0);
+    const std::vector<float> a = to_host(out, rows * out_dim), b = to_host(out32, rows * out_dim);
+    const std::string at = std::to_string(rows) + "x" + std::to_string(in_dim) + "x" + std::to_string(out_dim);
+    // fp32 sums on tensor cores: ~1e-6 here; a different rounding of the operands (e.g.
+    // truncation) would show as ~1e-3.
+    EXPECT_LE(norm_error(a, want), 5e-5) << at;
+    EXPECT_LE(norm_error(b, want), 2e-4) << at << ": cuBLAS's own bf16 rounding is not round-to-nearest";
   }
 }
 

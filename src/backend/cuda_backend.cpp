@@ -375,7 +375,7 @@ class CudaBackend final : public ComputeBackend {
         shard_ || host_link_ ? join_slice(c, hw, w, layer, T, delta, D, D * N, y, xdbl + R + N, XR) : nullptr;
     clock_.start("gate");
     float* gate = tr ? gate_.reserve(T * D, "forward workspace (gate)", layer) : nullptr;
-    cuda::silu_gate(y, proj + D, 2 * D, T, D, gate, nullptr, layer);
+    cuda::silu_gate(y, proj + D, 2 * D, T, D, gate, nullptr, nullptr, layer);
     clock_.start("out_proj");
     float* o = o_.reserve(T * d, "forward workspace (mixer output)", layer);
     cuda::linear(blas_, mode_, y, T, D, D, w.out_proj.get(), d, ptr(w.out_proj_b), o, d, nullptr, "out_proj", layer);
@@ -433,7 +433,7 @@ class CudaBackend final : public ComputeBackend {
     float* gate = tr ? gate_.reserve(T * D, "forward workspace (gate)", layer) : nullptr;
     float* gamma = tr ? gamma_.reserve(T * D, "forward workspace (gamma)", layer) : nullptr;
     cuda::gated_rmsnorm(y, proj, IR, T, D, G, w.gated_norm.get(), c.gated_norm_eps, c.norm_before_gate, gate, gamma,
-                        nullptr, layer);
+                        nullptr, nullptr, layer);
     clock_.start("out_proj");
     float* o = o_.reserve(T * d, "forward workspace (mixer output)", layer);
     cuda::linear(blas_, mode_, y, T, D, D, w.out_proj.get(), d, ptr(w.out_proj_b), o, d, nullptr, "out_proj", layer);
