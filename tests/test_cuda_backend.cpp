@@ -311,6 +311,53 @@ INSTANTIATE_TEST_SUITE_P(Precisions, CudaTilePrecision,
                            return std::string(to_string(p.param.precision));
                          });
 
+// The forward in the tf32 and bf16 modes (in bf16: in_proj and out_proj on bf16 operands;
+// in every mode: each residual add fused with the next norm) against the CPU's fp32 forward:
+// the final hidden state, every layer's residual, and the trace fields downstream of the
+// products, within the bounds bench/cuda_bench.cpp uses for these modes.
+class CudaLowPrecisionForward : public ::testing::TestWithParam<Precision> {
+ protected:
+  void SetUp() override { LATIM_SKIP_WITHOUT_GPU(); }
+};
+
+TEST_P(CudaLowPrecisionForward, MatchesCpuWithinTheRounding) {
+  const Precision p = GetParam();
+  auto gpu = make_backend("cuda", p);
+  auto cpu = backend_for("cpu");
+  const double bound = p == Precision::BF16 ? 1e-1 : 2e-2;
+  for (const char* fx : kFixtures) {
+    const std::string dir = cudatest::data_dir() + "/" + fx;
+    const ModelWeights model = load_model(dir);
+    const int64_t T = 700;
+    const std::vector<int64_t> tokens = fixture_tokens(dir, model, T);
+    Recorder a, b;
+    a.trace_layers = b.trace_layers = Recorder::kAll;
+    const ForwardOutput fa = gpu->forward(model, tokens, &a);
+    const ForwardOutput fb = cpu->forward(model, tokens, &b);
+    const std::string at = std::string(fx) + " " + to_string(p);
+    EXPECT_LE(norm_error(fa.final_hidden, fb.final_hidden), bound) << at << " final hidden";
+    ASSERT_EQ(a.residual.size(), b.residual.size()) << at;
+    for (std::size_t l = 0; l < b.residual.size(); ++l) {
+      const std::string where = at + " layer " + std::to_string(l);
+      EXPECT_LE(norm_error(a.residual[l], b.residual[l]), bound) << where << " residual";
+      const LayerTrace &x = a.trace[l], &y = b.trace[l];
+      EXPECT_LE(norm_error(x.r_in, y.r_in), bound) << where << " r_in";
+      EXPECT_LE(norm_error(x.o, y.o), bound) << where << " o";
+      EXPECT_LE(norm_error(x.v, y.v), bound) << where << " v";
+      EXPECT_LE(norm_error(x.gate, y.gate), bound) << where << " gate";
+      EXPECT_LE(norm_error(x.gamma, y.gamma), bound) << where << " gamma";
+    }
+    // forward() again on the same backend: the bf16 weight copies and the chained norms
+    // give the same bits the second time.
+    Recorder c;
+    const ForwardOutput fc = gpu->forward(model, tokens, &c);
+    EXPECT_EQ(fc.final_hidden, fa.final_hidden) << at << " second forward";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(LowPrecision, CudaLowPrecisionForward, ::testing::Values(Precision::BF16, Precision::TF32),
+                         [](const ::testing::TestParamInfo<Precision>& p) { return std::string(to_string(p.param)); });
+
 TEST(CudaErrors, OutOfMemoryNamesTheBufferAndTheRemedy) {
   LATIM_SKIP_WITHOUT_GPU();
   cuda::DeviceArray<float> huge;

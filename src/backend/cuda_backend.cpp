@@ -52,6 +52,8 @@ cuda::MathMode math_mode(Precision p) {
 struct DeviceLayer {
   DeviceArray<float> norm, in_proj, in_proj_b, conv_w, conv_b, A, D_skip, out_proj, out_proj_b, x_proj, dt_proj,
       dt_proj_b, dt_bias, gated_norm;
+  // bf16 copies of the large products' weights, for their bf16 operands (bf16 mode only).
+  DeviceArray<uint16_t> in_proj16, out_proj16;
   // For device-resident traces: A · log2(e) and W_out transposed in the tile precision
   // (prepared on first use).
   DeviceArray<float> A2, wout_tile32;
@@ -213,8 +215,12 @@ class CudaBackend final : public ComputeBackend {
     for (int64_t l = l0; l < l1 && !(obs && obs->stopped()); ++l) {
       const int li = static_cast<int>(l);
       const bool want = obs && obs->wants_trace(li);
-      if (c.family == Family::Mamba1) mamba1_layer(c, model.layers[l], layers_[l], li, T, rd, want ? &trace : nullptr, false);
-      else mamba2_layer(c, model.layers[l], layers_[l], li, T, rd, want ? &trace : nullptr, false);
+      // Each layer's residual add also norms the next layer's input; the stage's last
+      // layer leaves only the residual.
+      const Chain chain{l > l0, l + 1 < l1 ? layer_input_target(c, layers_[l + 1], T, li + 1) : NormTarget{}};
+      if (c.family == Family::Mamba1)
+        mamba1_layer(c, model.layers[l], layers_[l], li, T, rd, want ? &trace : nullptr, false, chain);
+      else mamba2_layer(c, model.layers[l], layers_[l], li, T, rd, want ? &trace : nullptr, false, chain);
       if (obs) obs->on_layer(li, model.layers[l], want ? &trace : nullptr, none);
     }
     stage_.download(r, static_cast<const float*>(rd), T, d, d, "residual download", -1);
@@ -274,8 +280,13 @@ class CudaBackend final : public ComputeBackend {
       if (want && shard_ && !on_device)
         fail("internal: a sharded device forward hands its traces over in device memory only");
       trace.device.reset();  // the host vectors keep their capacity for the next download
-      if (c.family == Family::Mamba1) mamba1_layer(c, model.layers[l], layers_[l], layer, T, r, want ? &trace : nullptr, on_device);
-      else mamba2_layer(c, model.layers[l], layers_[l], layer, T, r, want ? &trace : nullptr, on_device);
+      // Each layer's residual add also norms the next layer's input, the last one the final
+      // norm's output (r itself is what it was: observers see the same residual).
+      const Chain chain{l > 0, l + 1 < c.n_layer ? layer_input_target(c, layers_[l + 1], T, layer + 1)
+                                                 : NormTarget{norm_f_.get(), u_.reserve(T * d, "final norm output"), nullptr}};
+      if (c.family == Family::Mamba1)
+        mamba1_layer(c, model.layers[l], layers_[l], layer, T, r, want ? &trace : nullptr, on_device, chain);
+      else mamba2_layer(c, model.layers[l], layers_[l], layer, T, r, want ? &trace : nullptr, on_device, chain);
       if (obs) {
         clock_.start("observer (host)");
         if (obs->wants_residual(layer) && !shard_) stage_.download(r_host, r, T, d, d, "residual download", layer);
@@ -283,9 +294,7 @@ class CudaBackend final : public ComputeBackend {
         obs->on_layer(layer, model.layers[l], want ? &trace : nullptr, r_host);
       }
     }
-    clock_.start("final norm");
-    float* h = u_.reserve(T * d, "final norm output");
-    cuda::rmsnorm_rows(r, T, d, norm_f_.get(), c.norm_eps, h, nullptr, -1);
+    const float* h = u_.get();  // the final norm's output, from the last layer's residual add
     cuda::check(cudaEventRecord(ev1_), "cudaEventRecord");
     cuda::check(cudaEventSynchronize(ev1_), "forward pass");
     float ms = 0;
@@ -339,6 +348,10 @@ class CudaBackend final : public ComputeBackend {
       put(g.dt_proj_b, w.dt_proj_b, "weights (dt_proj bias)", layer);
       put(g.dt_bias, w.dt_bias, "weights (dt_bias)", layer);
       put(g.gated_norm, w.gated_norm, "weights (gated norm)", layer);
+      if (bf16_operands()) {
+        bf16_copy(g.in_proj, g.in_proj16, "weights (in_proj, bf16 copy)", layer);
+        bf16_copy(g.out_proj, g.out_proj16, "weights (out_proj, bf16 copy)", layer);
+      }
     }
     put(norm_f_, m.norm_f, "weights (final norm)", -1);
     put(embedding_, m.embedding, "weights (embedding)", -1);
@@ -346,15 +359,77 @@ class CudaBackend final : public ComputeBackend {
     model_sample_ = sample;
   }
 
+  // In the bf16 mode in_proj and out_proj take bf16 operands: copies of their weights made at
+  // upload, and inputs that the kernels before them write in bf16 (only in bf16: nothing
+  // else reads the normed input or the gated output). cuBLAS rounds fp32 operands to bf16
+  // in that mode anyway; this saves reading them in fp32 and converting them per product.
+  bool bf16_operands() const { return mode_ == cuda::MathMode::BF16; }
+  static void bf16_copy(const DeviceArray<float>& a, DeviceArray<uint16_t>& b, const char* what, int layer) {
+    cuda::to_bf16(a.get(), a.size(), b.reserve(a.size(), what, layer), nullptr, what, layer);
+  }
+
+  // Where a norm writes its rows: out (fp32) and/or out16 (bf16), with the norm's weights w.
+  struct NormTarget {
+    const float* w = nullptr;
+    float* out = nullptr;
+    uint16_t* out16 = nullptr;
+  };
+  // How a layer joins the layers around it: `normed`, the previous layer's residual add has
+  // already written this layer's normalised input; `next`, where this layer's residual add
+  // norms the stream in the same pass (no w: the plain residual add).
+  struct Chain {
+    bool normed;
+    NormTarget next;
+  };
+  // Layer w's normalised input: the only thing in_proj reads, so only bf16 in the bf16 mode.
+  NormTarget layer_input_target(const ModelConfig& c, DeviceLayer& w, int64_t T, int layer) {
+    NormTarget n;
+    n.w = w.norm.get();
+    if (bf16_operands()) n.out16 = u16_.reserve(T * c.d_model, "forward workspace (normed input, bf16)", layer);
+    else n.out = u_.reserve(T * c.d_model, "forward workspace (normed input)", layer);
+    return n;
+  }
+  // A product's input: fp32 or (bf16 mode) bf16.
+  struct Operand {
+    const float* f32 = nullptr;
+    const uint16_t* bf16 = nullptr;
+  };
+  // The layer's normalised input, RMSNorm(r) · w.norm, unless the chain already made it.
+  Operand layer_input(const ModelConfig& c, DeviceLayer& w, int layer, int64_t T, float* r, const Chain& chain) {
+    const NormTarget u = layer_input_target(c, w, T, layer);
+    if (!chain.normed) {
+      clock_.start("rmsnorm");
+      cuda::residual_rmsnorm(r, nullptr, T, c.d_model, u.w, c.norm_eps, u.out, u.out16, nullptr, layer);
+    }
+    return {u.out, u.out16};
+  }
+  // out [T, out_dim] = in [T, in_dim] W^T (+ bias), on bf16 operands when `in` is bf16.
+  void project(Operand in, int64_t T, int64_t in_dim, const DeviceArray<float>& W, const DeviceArray<uint16_t>& W16,
+               int64_t out_dim, const float* bias, float* out, const char* what, int layer) {
+    if (in.bf16)
+      cuda::linear_bf16(blas_, in.bf16, T, in_dim, in_dim, W16.get(), out_dim, bias, out, out_dim, nullptr, what, layer);
+    else
+      cuda::linear(blas_, mode_, in.f32, T, in_dim, in_dim, W.get(), out_dim, bias, out, out_dim, nullptr, what, layer);
+  }
+  // The layer's residual add, r += o, and with the chain's next norm that norm in the same pass.
+  void residual(const ModelConfig& c, int layer, int64_t T, float* r, const float* o, const Chain& chain) {
+    if (chain.next.w) {
+      clock_.start("residual add + norm");
+      cuda::residual_rmsnorm(r, o, T, c.d_model, chain.next.w, c.norm_eps, chain.next.out, chain.next.out16, nullptr,
+                             layer);
+    } else {
+      clock_.start("residual add");
+      cuda::residual_add(r, o, T * c.d_model, nullptr, layer);
+    }
+  }
+
   void mamba1_layer(const ModelConfig& c, const LayerWeights& hw, DeviceLayer& w, int layer, int64_t T, float* r,
-                    LayerTrace* tr, bool on_device) {
+                    LayerTrace* tr, bool on_device, const Chain& chain) {
     const int64_t d = c.d_model, D = c.d_inner, N = c.d_state, R = c.dt_rank, K = c.d_conv, XR = c.x_proj_rows();
-    clock_.start("rmsnorm");
-    float* u = u_.reserve(T * d, "forward workspace (normed input)", layer);
-    cuda::rmsnorm_rows(r, T, d, w.norm.get(), c.norm_eps, u, nullptr, layer);
+    const Operand u = layer_input(c, w, layer, T, r, chain);
     clock_.start("in_proj");
     float* proj = proj_.reserve(T * 2 * D, "forward workspace (in_proj output)", layer);
-    cuda::linear(blas_, mode_, u, T, d, d, w.in_proj.get(), 2 * D, ptr(w.in_proj_b), proj, 2 * D, nullptr, "in_proj", layer);
+    project(u, T, d, w.in_proj, w.in_proj16, 2 * D, ptr(w.in_proj_b), proj, "in_proj", layer);
     clock_.start("conv");
     float* x = x_.reserve(T * D, "forward workspace (conv output)", layer);
     cuda::causal_conv_with_halo(proj, T, D, 2 * D, w.conv_w.get(), static_cast<int>(K), ptr(w.conv_b),
@@ -375,10 +450,12 @@ class CudaBackend final : public ComputeBackend {
         shard_ || host_link_ ? join_slice(c, hw, w, layer, T, delta, D, D * N, y, xdbl + R + N, XR) : nullptr;
     clock_.start("gate");
     float* gate = tr ? gate_.reserve(T * D, "forward workspace (gate)", layer) : nullptr;
-    cuda::silu_gate(y, proj + D, 2 * D, T, D, gate, nullptr, nullptr, layer);
+    // Only out_proj reads the gated y (the trace keeps the gate): bf16 in the bf16 mode.
+    uint16_t* y16 = bf16_operands() ? y16_.reserve(T * D, "forward workspace (gated output, bf16)", layer) : nullptr;
+    cuda::silu_gate(y, proj + D, 2 * D, T, D, gate, y16, nullptr, layer);
     clock_.start("out_proj");
     float* o = o_.reserve(T * d, "forward workspace (mixer output)", layer);
-    cuda::linear(blas_, mode_, y, T, D, D, w.out_proj.get(), d, ptr(w.out_proj_b), o, d, nullptr, "out_proj", layer);
+    project({y, y16}, T, D, w.out_proj, w.out_proj16, d, ptr(w.out_proj_b), o, "out_proj", layer);
     if (tr && on_device) {
       clock_.start("device trace");
       tr->T = shard_ ? shard_->T() : T;  // a sharded forward hands over the whole sequence's trace
@@ -399,21 +476,18 @@ class CudaBackend final : public ComputeBackend {
       if (S) stage_.download(tr->S, S, T, D, D, "trace download (S)", layer);
       else download_S(tr, delta, T, D, layer);
     }
-    clock_.start("residual add");
-    cuda::residual_add(r, o, T * d, nullptr, layer);
+    residual(c, layer, T, r, o, chain);
   }
 
   void mamba2_layer(const ModelConfig& c, const LayerWeights& hw, DeviceLayer& w, int layer, int64_t T, float* r,
-                    LayerTrace* tr, bool on_device) {
+                    LayerTrace* tr, bool on_device, const Chain& chain) {
     const int64_t d = c.d_model, D = c.d_inner, N = c.d_state, K = c.d_conv;
     const int64_t H = c.n_heads, P = c.head_dim, G = c.n_groups, GN = G * N;
     const int64_t CC = c.conv_channels(), IR = c.in_proj_rows();
-    clock_.start("rmsnorm");
-    float* u = u_.reserve(T * d, "forward workspace (normed input)", layer);
-    cuda::rmsnorm_rows(r, T, d, w.norm.get(), c.norm_eps, u, nullptr, layer);
+    const Operand u = layer_input(c, w, layer, T, r, chain);
     clock_.start("in_proj");
     float* proj = proj_.reserve(T * IR, "forward workspace (in_proj output)", layer);
-    cuda::linear(blas_, mode_, u, T, d, d, w.in_proj.get(), IR, ptr(w.in_proj_b), proj, IR, nullptr, "in_proj", layer);
+    project(u, T, d, w.in_proj, w.in_proj16, IR, ptr(w.in_proj_b), proj, "in_proj", layer);
     clock_.start("conv");
     float* conv = x_.reserve(T * CC, "forward workspace (conv output)", layer);
     cuda::causal_conv_with_halo(proj + D, T, CC, IR, w.conv_w.get(), static_cast<int>(K), ptr(w.conv_b),
@@ -432,11 +506,13 @@ class CudaBackend final : public ComputeBackend {
     clock_.start("gated rmsnorm");
     float* gate = tr ? gate_.reserve(T * D, "forward workspace (gate)", layer) : nullptr;
     float* gamma = tr ? gamma_.reserve(T * D, "forward workspace (gamma)", layer) : nullptr;
+    // Only out_proj reads the normed y (the trace keeps gate and γ): bf16 in the bf16 mode.
+    uint16_t* y16 = bf16_operands() ? y16_.reserve(T * D, "forward workspace (gated norm output, bf16)", layer) : nullptr;
     cuda::gated_rmsnorm(y, proj, IR, T, D, G, w.gated_norm.get(), c.gated_norm_eps, c.norm_before_gate, gate, gamma,
-                        nullptr, nullptr, layer);
+                        y16, nullptr, layer);
     clock_.start("out_proj");
     float* o = o_.reserve(T * d, "forward workspace (mixer output)", layer);
-    cuda::linear(blas_, mode_, y, T, D, D, w.out_proj.get(), d, ptr(w.out_proj_b), o, d, nullptr, "out_proj", layer);
+    project({y, y16}, T, D, w.out_proj, w.out_proj16, d, ptr(w.out_proj_b), o, "out_proj", layer);
     if (tr && on_device) {
       clock_.start("device trace");
       cuda::latim_gate_factor(gate, gamma, T * D, gamma, nullptr, layer);  // Z = γ ⊙ SiLU(z), in place
@@ -458,8 +534,7 @@ class CudaBackend final : public ComputeBackend {
       if (S) stage_.download(tr->S, S, T, H, H, "trace download (S)", layer);
       else download_S(tr, delta, T, H, layer);
     }
-    clock_.start("residual add");
-    cuda::residual_add(r, o, T * d, nullptr, layer);
+    residual(c, layer, T, r, o, chain);
   }
 
   // NCCL needs a GPU of its own for every rank of a communicator: fail clearly, on every
@@ -754,6 +829,7 @@ class CudaBackend final : public ComputeBackend {
   std::vector<DeviceLayer> layers_;
   DeviceArray<float> norm_f_;
   DeviceArray<float> r_, u_, proj_, x_, xdbl_, delta_, y_, gate_, gamma_, o_, scan_work_, rin_;
+  DeviceArray<uint16_t> u16_, y16_;  // bf16 operands of in_proj and out_proj (bf16 mode)
   DeviceArray<double> S_, cumsum_work_;
   // The sharded forward (forward_shard).
   std::unique_ptr<NcclGroup> nccl_;
