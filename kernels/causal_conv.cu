@@ -29,9 +29,15 @@ __global__ void causal_conv_kernel(const float* __restrict__ in, int64_t T, int6
     for (int s = 1; s < KM; ++s)
       win[s] = !(s < K) ? 0.0f : t0 - s >= 0 ? in[(t0 - s) * lda + c] : halo ? halo[(K - 1 + t0 - s) * channels + c] : 0.0f;
     const int n = static_cast<int>(T - t0 < kRun ? T - t0 : kRun);
-    for (int q = 0; q < n; ++q) {
+    // The run's inputs first, all loads in flight at once; then the same sums as before.
+    float x[kRun];
+#pragma unroll
+    for (int q = 0; q < kRun; ++q) x[q] = q < n ? in[(t0 + q) * lda + c] : 0.0f;
+#pragma unroll
+    for (int q = 0; q < kRun; ++q) {
+      if (q >= n) break;
       const int64_t t = t0 + q;
-      win[0] = in[t * lda + c];
+      win[0] = x[q];
       float acc = bias;
 #pragma unroll
       for (int s = 0; s < KM; ++s) acc += tap[s] * win[s];
