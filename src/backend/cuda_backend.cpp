@@ -282,8 +282,9 @@ class CudaBackend final : public ComputeBackend {
       trace.device.reset();  // the host vectors keep their capacity for the next download
       // Each layer's residual add also norms the next layer's input, the last one the final
       // norm's output (r itself is what it was: observers see the same residual).
-      const Chain chain{l > 0, l + 1 < c.n_layer ? layer_input_target(c, layers_[l + 1], T, layer + 1)
-                                                 : NormTarget{norm_f_.get(), u_.reserve(T * d, "final norm output"), nullptr}};
+      const Chain chain{l > 0, l + 1 < c.n_layer
+                                   ? layer_input_target(c, layers_[l + 1], T, layer + 1)
+                                   : NormTarget{norm_f_.get(), u_.reserve(T * d, "final norm output"), nullptr}};
       if (c.family == Family::Mamba1)
         mamba1_layer(c, model.layers[l], layers_[l], layer, T, r, want ? &trace : nullptr, on_device, chain);
       else mamba2_layer(c, model.layers[l], layers_[l], layer, T, r, want ? &trace : nullptr, on_device, chain);
@@ -294,7 +295,11 @@ class CudaBackend final : public ComputeBackend {
         obs->on_layer(layer, model.layers[l], want ? &trace : nullptr, r_host);
       }
     }
-    const float* h = u_.get();  // the final norm's output, from the last layer's residual add
+    // The final norm's output, from the last layer's residual add (a model without layers
+    // norms the embeddings here).
+    if (c.n_layer == 0)
+      cuda::rmsnorm_rows(r, T, d, norm_f_.get(), c.norm_eps, u_.reserve(T * d, "final norm output"), nullptr, -1);
+    const float* h = u_.get();
     cuda::check(cudaEventRecord(ev1_), "cudaEventRecord");
     cuda::check(cudaEventSynchronize(ev1_), "forward pass");
     float ms = 0;
