@@ -3,7 +3,8 @@ include(CheckLanguage)
 set(LATIM_WITH_CUDA OFF)
 if(LATIM_CUDA STREQUAL "AUTO" OR LATIM_CUDA)
   if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
-    set(CMAKE_CUDA_ARCHITECTURES 90 CACHE STRING "CUDA architectures")
+    # 90a: Hopper with its arch-specific instructions (wgmma), used by the LaTIM tile kernel.
+    set(CMAKE_CUDA_ARCHITECTURES 90a CACHE STRING "CUDA architectures")
   endif()
   check_language(CUDA)
   if(CMAKE_CUDA_COMPILER)
@@ -16,7 +17,7 @@ endif()
 if(LATIM_WITH_CUDA)
   # Hopper (H100/H200) by default; override with -DCMAKE_CUDA_ARCHITECTURES=...
   if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES OR CMAKE_CUDA_ARCHITECTURES STREQUAL "")
-    set(CMAKE_CUDA_ARCHITECTURES 90)
+    set(CMAKE_CUDA_ARCHITECTURES 90a)
   endif()
   enable_language(CUDA)
   set(CMAKE_CUDA_STANDARD 17)
@@ -28,6 +29,11 @@ if(LATIM_WITH_CUDA)
                                                   ${CMAKE_CURRENT_SOURCE_DIR}/include)
   target_link_libraries(latim_kernels PUBLIC CUDA::cudart CUDA::cublas CUDA::cublasLt)
   target_compile_options(latim_kernels PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr -lineinfo>)
+  # The wgmma tile kernel exists only in sm_90a code; the host side launches it only when
+  # the build has that code (and the GPU is compute capability 9.0).
+  if("90a" IN_LIST CMAKE_CUDA_ARCHITECTURES OR "90a-real" IN_LIST CMAKE_CUDA_ARCHITECTURES)
+    target_compile_definitions(latim_kernels PRIVATE LATIM_SM90A=1)
+  endif()
   # NCCL (shipped with the CUDA toolkit or as libnccl-dev) carries the device buffers of a
   # sequence-sharded GPU forward between ranks; it needs MPI for its bootstrap.
   set(LATIM_WITH_NCCL OFF)

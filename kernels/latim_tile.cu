@@ -22,6 +22,7 @@
 #include "cuda_check.hpp"
 #include "device_buffer.hpp"
 #include "latim_tile.hpp"
+#include "latim_tile_wgmma.hpp"
 
 namespace latim::cuda {
 
@@ -761,6 +762,22 @@ __global__ void prepare_wout_kernel(const float* __restrict__ W, int64_t d, int6
   }
 }
 
+// W_out for the wgmma kernel: per column block (256 rows n) and slab (64 channels c), a
+// 32 KiB block holding the [256 x 64] bf16 tile exactly as that kernel keeps it in shared
+// memory (K-major rows of 128 bytes, 16-byte chunk h of row r at chunk h ^ (r % 8)), so that
+// one bulk copy loads it. Zero padded to dpad rows and a multiple of 64 channels.
+__global__ void prepare_wout_image_kernel(const float* __restrict__ W, int64_t d, int64_t D, int64_t D64,
+                                          int64_t dpad, __nv_bfloat16* __restrict__ out) {
+  const int64_t n_all = dpad * D64, nslab = D64 / 64;
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < n_all;
+       idx += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t n = idx / D64, c = idx % D64;
+    const int64_t r = n % 256, h = (c % 64) / 8;
+    const int64_t dst = ((n / 256) * nslab + c / 64) * (256 * 64) + r * 64 + ((h ^ (r & 7)) * 8) + c % 8;
+    out[dst] = __float2bfloat16_rn((c < D && n < d) ? W[n * D + c] : 0.0f);
+  }
+}
+
 __global__ void yhat_kernel(const float* r, const float* o, int64_t n, float* y) {
   for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < n; k += int64_t{gridDim.x} * blockDim.x)
     y[k] = r[k] + o[k];
@@ -829,15 +846,21 @@ void dispatch(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, int64_t 
 int64_t latim_tile_Dpad(int64_t D) { return (D + kBK - 1) / kBK * kBK; }
 int64_t latim_tile_dpad(int64_t d) { return latim_tile_column_blocks(d) * kBN; }
 int64_t latim_tile_column_blocks(int64_t d) { return (d + kBN - 1) / kBN; }
+int64_t latim_tile_wout_elems(int64_t d, int64_t D, TilePrecision p) {
+  const int64_t base = latim_tile_Dpad(D) * latim_tile_dpad(d);
+  return p == TilePrecision::BF16 ? base + (D + 63) / 64 * 64 * latim_tile_dpad(d) : base;
+}
 int64_t latim_tile_partial_size(int64_t ni, int64_t nj, int64_t d) { return 3 * latim_tile_column_blocks(d) * ni * nj; }
 
 void latim_prepare_wout(const float* W, int64_t d, int64_t D, TilePrecision p, void* out, cudaStream_t stream,
                         int layer) {
   const int64_t Dpad = latim_tile_Dpad(D), dpad = latim_tile_dpad(d);
-  if (p == TilePrecision::BF16)
-    prepare_wout_kernel<<<blocks_for(Dpad * dpad), 256, 0, stream>>>(W, d, D, Dpad, dpad, false,
-                                                                      static_cast<__nv_bfloat16*>(out));
-  else
+  if (p == TilePrecision::BF16) {
+    auto* o16 = static_cast<__nv_bfloat16*>(out);
+    prepare_wout_kernel<<<blocks_for(Dpad * dpad), 256, 0, stream>>>(W, d, D, Dpad, dpad, false, o16);
+    const int64_t D64 = (D + 63) / 64 * 64;
+    prepare_wout_image_kernel<<<blocks_for(D64 * dpad), 256, 0, stream>>>(W, d, D, D64, dpad, o16 + Dpad * dpad);
+  } else
     prepare_wout_kernel<<<blocks_for(Dpad * dpad), 256, 0, stream>>>(W, d, D, Dpad, dpad, p == TilePrecision::TF32,
                                                                       static_cast<float*>(out));
   check_launch("latim_prepare_wout", layer, stream);
@@ -865,7 +888,9 @@ void latim_tile(const TileFactors& f, TilePrecision p, int64_t i0, int64_t ni, i
   switch (p) {
     case TilePrecision::FP32: return dispatch<0>(f, i0, ni, j0, nj, hidden_attn, partial, hattn, contrib, stream, layer);
     case TilePrecision::TF32: return dispatch<1>(f, i0, ni, j0, nj, hidden_attn, partial, hattn, contrib, stream, layer);
-    case TilePrecision::BF16: return dispatch<2>(f, i0, ni, j0, nj, hidden_attn, partial, hattn, contrib, stream, layer);
+    case TilePrecision::BF16:
+      if (latim_tile_wgmma(f, i0, ni, j0, nj, hidden_attn, partial, hattn, contrib, stream, layer)) return;
+      return dispatch<2>(f, i0, ni, j0, nj, hidden_attn, partial, hattn, contrib, stream, layer);
   }
 }
 

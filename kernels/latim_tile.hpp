@@ -39,11 +39,15 @@ struct TileFactors {
 int64_t latim_tile_Dpad(int64_t D);
 int64_t latim_tile_dpad(int64_t d);
 int64_t latim_tile_column_blocks(int64_t d);
+// Elements of the buffer latim_prepare_wout fills: [Dpad, dpad] (W_out transposed), and in
+// bf16 after it a second copy for the sm_90a kernel, tiled and swizzled as that kernel keeps
+// it in shared memory (dpad x D rounded up to 64).
+int64_t latim_tile_wout_elems(int64_t d, int64_t D, TilePrecision p);
 // Floats of `partial` needed for a tile of ni x nj pairs.
 int64_t latim_tile_partial_size(int64_t ni, int64_t nj, int64_t d);
 
 // W [d, D] fp32 (device) -> out [Dpad, dpad] transposed, bf16 (BF16), tf32-rounded fp32
-// (TF32) or fp32, zero padded.
+// (TF32) or fp32, zero padded; in bf16 also the sm_90a kernel's copy (latim_tile_wout_elems).
 void latim_prepare_wout(const float* W, int64_t d, int64_t D, TilePrecision p, void* out, cudaStream_t stream,
                         int layer);
 // yhat = r_in + o, n values.

@@ -24,8 +24,10 @@
 #include "test_util.hpp"
 
 #ifdef LATIM_HAVE_CUDA
+#include "../bench/bench_models.hpp"
 #include "backend/cuda_backend.hpp"
 #include "device_buffer.hpp"
+#include "latim_tile_wgmma.hpp"
 #endif
 
 namespace latim {
@@ -304,6 +306,70 @@ TEST_P(CudaTilePrecision, ErrorAtMostTwiceAPlainImplementation) {
     }
   }
 }
+
+#ifdef LATIM_HAVE_CUDA
+// The sm_90a wgmma kernel (Mamba-2, bf16) against the mma.sync kernel on the same tile, every
+// output, and against fp64 on a block of pairs. A mamba2-130m-shaped layer (the fixtures are
+// too narrow for the wgmma kernel), a tile whose edges cut through pair blocks. On a GPU
+// that can run the wgmma kernel the test fails if it did not run.
+TEST_P(CudaTilePrecision, WgmmaKernelMatchesMmaKernelAndFp64) {
+  const auto [precision, bits] = GetParam();
+  if (precision != Precision::BF16) GTEST_SKIP() << "the wgmma kernel is the bf16 path";
+  const ModelWeights m = bench::random_model(bench::shape_130m(Family::Mamba2, 1), 11);
+  const int64_t T = 240;
+  auto cpu = backend_for("cpu");
+  Recorder rec;
+  rec.trace_layers = 1;
+  cpu->forward(m, bench::random_tokens(T, m.config.vocab_size, 5), &rec);
+  const LayerFactors f = make_layer_factors(m.config, m.layers[0], rec.trace[0]);
+  ScoreSet which;
+  which.l2 = which.l1 = which.alti = which.hidden_attn = true;
+  auto run = [&](bool mma) {
+    if (mma) setenv("LATIM_TILE_KERNEL", "mma", 1);
+    else unsetenv("LATIM_TILE_KERNEL");
+    auto tiles = make_cuda_tile_backend(Precision::BF16);
+    TileScores t;
+    t.i0 = 37;
+    t.ni = 203;
+    t.j0 = 5;
+    t.nj = 235;
+    tiles->compute_tile(f, which, t);
+    unsetenv("LATIM_TILE_KERNEL");
+    return t;
+  };
+  const int64_t before = cuda::latim_tile_wgmma_launches();
+  const TileScores w = run(false);
+  if (cuda::latim_tile_wgmma_supported()) EXPECT_GT(cuda::latim_tile_wgmma_launches(), before) << "wgmma kernel did not run";
+  const int64_t mid = cuda::latim_tile_wgmma_launches();
+  const TileScores s = run(true);
+  EXPECT_EQ(cuda::latim_tile_wgmma_launches(), mid) << "LATIM_TILE_KERNEL=mma still ran the wgmma kernel";
+  auto as_double = [](const auto& v) { return std::vector<double>(v.begin(), v.end()); };
+  // The same products up to fp32 sum order and the wgmma kernel's fast SiLU, which flips
+  // the bf16 rounding of a few u values: measured 2e-5 (l2, l1), 8e-5 (Σ_j T), against
+  // ~1e-3 for anything that changes the operands' precision.
+  EXPECT_LE(norm_error(as_double(w.l2), as_double(s.l2)), 2e-4);
+  EXPECT_LE(norm_error(as_double(w.l1), as_double(s.l1)), 2e-4);
+  EXPECT_LE(norm_error(as_double(w.alti), as_double(s.alti)), 5e-4);
+  EXPECT_LE(norm_error(as_double(w.hidden_attn), as_double(s.hidden_attn)), 1e-6);
+  EXPECT_LE(norm_error(w.contrib_sum, s.contrib_sum), 5e-4);
+  for (std::size_t k = 0; k < w.l2.size(); ++k)
+    ASSERT_EQ(std::isnan(w.l2[k]), std::isnan(s.l2[k])) << "pair " << k << ": upper triangle differs";
+  // fp64 on the pairs of rows [220, 240) x columns [170, 190), which include the diagonal.
+  std::vector<double> got, exact, plain;
+  for (int64_t i = 220; i < 240; ++i)
+    for (int64_t j = 170; j < 190 && j <= i; ++j) {
+      got.push_back(w.l2[(i - w.i0) * w.nj + (j - w.j0)]);
+      auto l2 = [&](int b) {
+        double ss = 0.0;
+        for (const double t : reference_contribution(f, i, j, b)) ss += t * t;
+        return std::sqrt(ss);
+      };
+      exact.push_back(l2(0));
+      plain.push_back(l2(bits));
+    }
+  EXPECT_LE(norm_error(got, exact), 2 * norm_error(plain, exact) + 1e-7);
+}
+#endif
 
 INSTANTIATE_TEST_SUITE_P(Precisions, CudaTilePrecision,
                          ::testing::Values(LowPrecisionCase{Precision::BF16, 7}, LowPrecisionCase{Precision::TF32, 10}),

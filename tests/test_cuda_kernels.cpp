@@ -436,10 +436,12 @@ TEST_F(CudaKernels, ResidualAddAndBf16Copy) {
   EXPECT_TRUE(same_bits(to_host(b, n), to_bf16_host(r)));
 }
 
-// linear_bf16 against fp64 products of the bf16-rounded operands, and against linear() in
-// the bf16 mode on the fp32 operands (which cuBLAS rounds itself): the same rounding, so
-// only the order of the fp32 sums differs. Ragged sizes, a bias, a leading dimension.
-TEST_F(CudaKernels, LinearOnBf16OperandsMatchesTheBf16Mode) {
+// linear_bf16 against fp64 products of the bf16-rounded operands (round to nearest even):
+// only the fp32 sums may differ. Ragged sizes, a bias, a leading dimension. (cuBLAS's
+// COMPUTE_32F_FAST_16BF on fp32 operands, the bf16 mode before linear_bf16, is measurably
+// more accurate than this on an H100, 2.2e-4 against 1.5-2.6e-3, so it is not plain bf16
+// rounding and is not compared here.)
+TEST_F(CudaKernels, LinearOnBf16OperandsIsPlainBf16) {
   cuda::Blas blas;
   for (auto [rows, in_dim, out_dim] :
        {std::tuple<int64_t, int64_t, int64_t>{1000, 768, 3352}, {333, 1536, 768}, {77, 40, 96}, {5, 37, 11}}) {
@@ -455,19 +457,16 @@ TEST_F(CudaKernels, LinearOnBf16OperandsMatchesTheBf16Mode) {
           acc += static_cast<double>(from_bf16(in16[r * lda + k])) * from_bf16(W16[c * in_dim + k]);
         want[r * out_dim + c] = acc;
       }
-    auto din = to_device(in), dW = to_device(W), db = to_device(bias);
+    auto db = to_device(bias);
     auto din16 = to_device(in16), dW16 = to_device(W16);
-    auto out = poisoned<float>(rows * out_dim), out32 = poisoned<float>(rows * out_dim);
+    auto out = poisoned<float>(rows * out_dim);
     cuda::linear_bf16(blas, din16.get(), rows, in_dim, lda, dW16.get(), out_dim, db.get(), out.get(), out_dim, nullptr,
                       "linear_bf16 test", 0);
-    cuda::linear(blas, cuda::MathMode::BF16, din.get(), rows, in_dim, lda, dW.get(), out_dim, db.get(), out32.get(),
-                 out_dim, nullptr, "linear test", 0);
-    const std::vector<float> a = to_host(out, rows * out_dim), b = to_host(out32, rows * out_dim);
+    const std::vector<float> a = to_host(out, rows * out_dim);
     const std::string at = std::to_string(rows) + "x" + std::to_string(in_dim) + "x" + std::to_string(out_dim);
     // fp32 sums on tensor cores: ~1e-6 here; a different rounding of the operands (e.g.
     // truncation) would show as ~1e-3.
     EXPECT_LE(norm_error(a, want), 5e-5) << at;
-    EXPECT_LE(norm_error(b, want), 2e-4) << at << ": cuBLAS's own bf16 rounding is not round-to-nearest";
   }
 }
 

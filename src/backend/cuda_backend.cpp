@@ -747,7 +747,7 @@ class CudaBackend final : public ComputeBackend {
       for (std::size_t k = 0; k < a2.size(); ++k) a2[k] = hw.A[k] * 1.4426950408889634f;
       put(w.A2, a2, "LaTIM factors (A)", layer);
       const cuda::TilePrecision p = tile_precision(precision_);
-      const int64_t wn = cuda::latim_tile_Dpad(c.d_inner) * cuda::latim_tile_dpad(d);
+      const int64_t wn = cuda::latim_tile_wout_elems(d, c.d_inner, p);
       w.wout_tile = p == cuda::TilePrecision::BF16
                         ? static_cast<void*>(w.wout_tile16.reserve(wn, "LaTIM W_out (bf16)", layer))
                         : static_cast<void*>(w.wout_tile32.reserve(wn, "LaTIM W_out", layer));

@@ -105,7 +105,7 @@ void DeviceLayerFactors::upload(const LayerFactors& f, int layer) {
   cuda::latim_yhat(t.r_in, o, T * d, yhat, nullptr, layer);
   t.yhat = yhat;
   const float* wout = put(w_tmp_, w.out_proj, "LaTIM factors (W_out)", layer);
-  const int64_t wn = cuda::latim_tile_Dpad(D) * cuda::latim_tile_dpad(d);
+  const int64_t wn = cuda::latim_tile_wout_elems(d, D, prec_);
   void* wt = prec_ == TilePrecision::BF16 ? static_cast<void*>(wout16_.reserve(wn, "LaTIM W_out (bf16)", layer))
                                           : static_cast<void*>(wout32_.reserve(wn, "LaTIM W_out", layer));
   cuda::latim_prepare_wout(wout, d, D, prec_, wt, nullptr, layer);

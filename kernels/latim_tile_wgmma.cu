@@ -1,0 +1,569 @@
+// The Hopper (sm_90a) LaTIM tile kernel for Mamba-2 in bf16: warp-specialised, with the
+// product on wgmma. Same pair blocks (8 targets x 16 sources = 128 pairs), same operand
+// u_{ij} = Z_i ⊙ Σ_k M_{i,j+k} x_{j+k←j} and the same epilogue as latim_tile.cu, which stays
+// the kernel for every other case (fp32/tf32, Mamba-1, other GPUs).
+//
+// A block has three warpgroups and stays resident (one per SM, persistent over pair blocks):
+//   - warpgroup 0, the producer: per pair block it computes M for every head (prologue);
+//     then, for each column block of W_out (256 columns) and each slab of 64 inner channels,
+//     it copies the slab of W_out (256 x 64, K-major) into a pipeline stage with cp.async,
+//     builds the slab of u (128 pairs x 64 channels, bf16) into the same stage on CUDA
+//     cores, and marks the stage full (mbarrier);
+//   - warpgroups 1 and 2, the consumers: each multiplies its 64 pairs of the stage's u by the
+//     W_out slab with four wgmma.m64n256k16 (both operands from shared memory, fp32
+//     accumulators in registers), frees the stage, and after the last slab reduces its
+//     64 x 256 block of T_i(x_j) to the partial scores, as the mma.sync kernel does.
+// u is rebuilt for each of the ⌈d/256⌉ column blocks: the producer does it while the tensor
+// cores work, which costs less than the mma.sync kernel's round trip of u through device
+// memory. Both operands use the 128-byte swizzled K-major layout (rows of 64 bf16 = 128 B,
+// 16-byte chunk c of row r stored at chunk c ^ (r % 8)), which is what the descriptors say.
+#include <cuda_bf16.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "cuda_check.hpp"
+#include "latim_tile.hpp"
+#include "latim_tile_wgmma.hpp"
+
+namespace latim::cuda {
+
+namespace {
+
+constexpr int kBI = 8, kBJ = 16, kBM = kBI * kBJ;  // targets, sources, pairs per block
+constexpr int kBN = 256;                           // W_out columns per pass (one wgmma N)
+constexpr int kBK = 64;                            // inner channels per slab (128 bytes of bf16)
+constexpr int kKMax = 4;
+constexpr int kNL = kBJ + kKMax - 1;
+constexpr int kThreads = 384;                      // producer + two consumer warpgroups
+constexpr int kStageU = kBM * kBK * 2;             // 16 KiB
+constexpr int kStageW = kBN * kBK * 2;             // 32 KiB
+constexpr int kStage = kStageU + kStageW;
+
+struct Layout {
+  int64_t bars, stages, z, v, cw, cb, ms, pc, pb, psi, psl, pdl, pdot, pdiag, total;
+  int nstages;
+};
+
+__host__ __device__ inline int64_t take(int64_t& off, int64_t bytes, int64_t align = 128) {
+  off = (off + align - 1) / align * align;
+  const int64_t o = off;
+  off += bytes;
+  return o;
+}
+__host__ __device__ inline int64_t round4(int64_t n) { return (n + 3) / 4 * 4; }
+
+// Shared memory: the barriers, `nstages` pipeline stages (1024-byte aligned for the swizzle),
+// the producer's two slots of slab inputs (Z, v, conv weights and bias) and its M prologue.
+__host__ __device__ inline Layout layout(int nstages, int64_t H, int64_t GN, int64_t G) {
+  Layout L{};
+  int64_t off = 0;
+  L.nstages = nstages;
+  L.bars = take(off, 2 * 8 * nstages, 8);
+  L.stages = take(off, int64_t{kStage} * nstages, 1024);
+  L.z = take(off, 2 * kBI * kBK * 4);
+  L.v = take(off, 2 * kBJ * kBK * 4);
+  L.cw = take(off, 2 * kBK * kKMax * 4);
+  L.cb = take(off, 2 * kBK * 4);
+  L.ms = take(off, H * kBI * kNL * 4);
+  L.pc = take(off, kBI * round4(GN) * 4);
+  L.pb = take(off, kNL * round4(GN) * 4);
+  L.psi = take(off, kBI * round4(H) * 8);
+  L.psl = take(off, kNL * round4(H) * 8);
+  L.pdl = take(off, kNL * round4(H) * 4);
+  L.pdot = take(off, kBI * kNL * G * 4);
+  L.pdiag = take(off, kBI * H * 4);
+  L.total = off + 1024;  // slack to align the dynamic shared memory base to 1024 bytes
+  return L;
+}
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define LATIM_WGMMA_DEVICE 1
+#endif
+
+#ifdef LATIM_WGMMA_DEVICE
+__device__ __forceinline__ unsigned smem_u32(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void cp_async16(unsigned dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+__device__ __forceinline__ void producer_sync() { asm volatile("bar.sync 1, 128;\n" ::: "memory"); }
+
+__device__ __forceinline__ void bar_init(unsigned bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
+}
+__device__ __forceinline__ void bar_arrive(unsigned bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void bar_arrive_expect_tx(unsigned bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+// One bulk copy of `bytes` contiguous bytes into shared memory, completing on `bar`.
+__device__ __forceinline__ void bulk_copy(unsigned dst, const void* src, unsigned bytes, unsigned bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
+               "l"(src), "r"(bytes), "r"(bar)
+               : "memory");
+}
+// Waits for the phase with the given parity. The suspend-time hint lets the waiting warp
+// sleep in the barrier instead of spinning: spinning consumer warps took most of the issue
+// slots of the producer warps on the same scheduler (Nsight Compute: 4.9e9 executed
+// instructions in the retry loop, the producer at 0.08 instructions per cycle).
+__device__ __forceinline__ void bar_wait(unsigned bar, unsigned parity) {
+  asm volatile(
+      "{\n.reg .pred done;\n"
+      "WAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1, %2;\n"
+      "@!done bra WAIT_%=;\n}\n" ::"r"(bar),
+      "r"(parity), "r"(0x989680)
+      : "memory");
+}
+
+// Shared-memory matrix descriptor: 128-byte swizzle, K-major, 8-row atoms 1024 bytes apart.
+__device__ __forceinline__ uint64_t sw128_desc(unsigned addr) {
+  return static_cast<uint64_t>((addr & 0x3FFFFu) >> 4) | (uint64_t{1} << 16) | (uint64_t{1024 >> 4} << 32) |
+         (uint64_t{1} << 62);
+}
+// Byte offset of 16-byte chunk `ch` of row `row` in a 128-byte-swizzled tile.
+__device__ __forceinline__ unsigned sw128(int row, int ch) {
+  return static_cast<unsigned>(row * 128 + ((ch ^ (row & 7)) << 4));
+}
+
+// Fast SiLU: its result is rounded to bf16 right after, far coarser than __expf's error.
+__device__ __forceinline__ float silu_fast(float x) { return __fdividef(x, 1.0f + __expf(-x)); }
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ unsigned pack_bf16(float a, float b) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+  unsigned u;
+  memcpy(&u, &h, 4);
+  return u;
+}
+
+// Copies n floats (the first `avail` real, the rest zero) in 16-byte chunks: chunk `ch`.
+__device__ __forceinline__ void stage_f32(float* dst, const float* src, int ch, int64_t avail) {
+  const int e0 = ch * 4;
+  if (e0 + 4 <= avail && ((reinterpret_cast<uintptr_t>(src + e0) | reinterpret_cast<uintptr_t>(dst + e0)) & 15) == 0) {
+    cp_async16(smem_u32(dst + e0), src + e0);
+  } else {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dst[e0 + e] = e0 + e < avail ? src[e0 + e] : 0.0f;
+  }
+}
+__device__ __forceinline__ void stage_f64(double* dst, const double* src, int ch, int64_t avail) {
+  const int e0 = ch * 2;
+  if (e0 + 2 <= avail && ((reinterpret_cast<uintptr_t>(src + e0) | reinterpret_cast<uintptr_t>(dst + e0)) & 15) == 0) {
+    cp_async16(smem_u32(dst + e0), src + e0);
+  } else {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) dst[e0 + e] = e0 + e < avail ? src[e0 + e] : 0.0;
+  }
+}
+__device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t da, uint64_t db, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, %128, %129, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+      : "l"(da), "l"(db), "r"(scale_d));
+}
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Keeps the compiler from moving accumulator reads or writes across the asynchronous wgmma.
+__device__ __forceinline__ void fence_acc(float (&d)[128]) {
+#pragma unroll
+  for (int k = 0; k < 128; ++k) asm volatile("" : "+f"(d[k])::"memory");
+}
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+#endif  // LATIM_WGMMA_DEVICE
+
+__global__ void __launch_bounds__(kThreads, 1)
+    wgmma_tile_kernel(TileFactors f, const __nv_bfloat16* __restrict__ Wk, int nstages, int64_t i0,
+                      int64_t ni, int64_t j0, int64_t nj, int ncb, bool want_hattn, float* __restrict__ partial,
+                      float* __restrict__ hattn, double* __restrict__ contrib, int dbg) {
+#ifdef LATIM_WGMMA_DEVICE
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* const smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+  const Layout L = layout(nstages, f.H, f.G * f.N, f.G);
+  const unsigned bars = smem_u32(smem + L.bars);
+  const unsigned stages = smem_u32(smem + L.stages);
+  auto full = [&](int s) { return bars + 8u * static_cast<unsigned>(s); };
+  auto empty = [&](int s) { return bars + 8u * static_cast<unsigned>(nstages + s); };
+  const int tid = threadIdx.x, wg = tid / 128, t = tid % 128;
+  if (tid == 0) {
+    for (int s = 0; s < nstages; ++s) {
+      bar_init(full(s), 129);  // the producer's 128 threads, and the W copy's expect_tx
+      bar_init(empty(s), 256);
+    }
+  }
+  __syncthreads();
+
+  const int64_t njb = (nj + kBJ - 1) / kBJ;
+  const int64_t npb = ((ni + kBI - 1) / kBI) * njb;
+  const int64_t T = f.T, D = f.D, d = f.d;
+  const int nslab = static_cast<int>(D / kBK);
+  const int64_t iend = i0 + ni, jend = j0 + nj;
+  const int64_t nn = ni * nj;
+  int stage = 0;        // pipeline stage of the current step, and the parity of its use:
+  unsigned phase = 0;   // counted alike by the producer and the consumers
+
+  if (wg == 0) {
+    // ---------------- producer ----------------
+    float* const Zs = reinterpret_cast<float*>(smem + L.z);
+    float* const Vs = reinterpret_cast<float*>(smem + L.v);
+    float* const CWs = reinterpret_cast<float*>(smem + L.cw);
+    float* const CBs = reinterpret_cast<float*>(smem + L.cb);
+    float* const Ms = reinterpret_cast<float*>(smem + L.ms);
+    const int K = static_cast<int>(f.K);
+    const int H32 = static_cast<int>(f.H), P32 = static_cast<int>(f.P);
+
+    // Inputs of slab `slab` (Z and v rows of the block, conv taps and bias) into `slot`.
+    auto fetch_inputs = [&](int64_t ib, int64_t jb, int slab, int slot) {
+      const int64_t c0 = int64_t{slab} * kBK;
+      for (int idx = t; idx < (kBI + kBJ) * 16; idx += 128) {
+        const int row = idx / 16, ch = idx % 16;
+        if (row < kBI) {
+          const int64_t i = ib + row;
+          stage_f32(Zs + (slot * kBI + row) * kBK, f.Z + (i < T ? i : 0) * D + c0, ch, i < T ? kBK : 0);
+        } else {
+          const int64_t j = jb + row - kBI;
+          stage_f32(Vs + (slot * kBJ + row - kBI) * kBK, f.v + (j < T ? j : 0) * f.ldv + c0, ch, j < T ? kBK : 0);
+        }
+      }
+      for (int ch = t; ch < K * 16; ch += 128) stage_f32(CWs + slot * kBK * kKMax, f.conv_w + c0 * K, ch, kBK * K);
+      if (t < 16) stage_f32(CBs + slot * kBK, f.conv_b ? f.conv_b + c0 : f.Z, t, f.conv_b ? kBK : 0);
+      cp_async_commit();
+    };
+
+    // M_{i,l} for every head of the block's (i, l), D[h] folded into M_{i,i}; the hidden attention.
+    auto prologue = [&](int64_t ib, int64_t jb) {
+      const int64_t H = f.H, G = f.G, N = f.N, GN = G * N, GNp = round4(GN), Hp = round4(H);
+      float* Cst = reinterpret_cast<float*>(smem + L.pc);
+      float* Bst = reinterpret_cast<float*>(smem + L.pb);
+      double* Sist = reinterpret_cast<double*>(smem + L.psi);
+      double* Slst = reinterpret_cast<double*>(smem + L.psl);
+      float* Dlst = reinterpret_cast<float*>(smem + L.pdl);
+      float* dots = reinterpret_cast<float*>(smem + L.pdot);
+      float* diag = reinterpret_cast<float*>(smem + L.pdiag);
+      const int gc = static_cast<int>(GNp / 4), hc4 = static_cast<int>(Hp / 4), hc2 = static_cast<int>(Hp / 2);
+      for (int idx = t; idx < (kBI + kNL) * gc; idx += 128) {
+        const int row = idx / gc, ch = idx % gc;
+        if (row < kBI) {
+          const int64_t i = ib + row;
+          stage_f32(Cst + row * GNp, f.C + (i < T ? i : 0) * f.ldbc, ch, i < T ? GN : 0);
+        } else {
+          const int64_t l = jb + row - kBI;
+          stage_f32(Bst + (row - kBI) * GNp, f.B + (l < T ? l : 0) * f.ldbc, ch, l < T ? GN : 0);
+        }
+      }
+      for (int idx = t; idx < (kBI + kNL) * hc2; idx += 128) {
+        const int row = idx / hc2, ch = idx % hc2;
+        if (row < kBI) {
+          const int64_t i = ib + row;
+          stage_f64(Sist + row * Hp, f.S + (i < T ? i : 0) * H, ch, i < T ? H : 0);
+        } else {
+          const int64_t l = jb + row - kBI;
+          stage_f64(Slst + (row - kBI) * Hp, f.S + (l < T ? l : 0) * H, ch, l < T ? H : 0);
+        }
+      }
+      for (int idx = t; idx < kNL * hc4; idx += 128) {
+        const int row = idx / hc4, ch = idx % hc4;
+        const int64_t l = jb + row;
+        stage_f32(Dlst + row * Hp, f.delta + (l < T ? l : 0) * H, ch, l < T ? H : 0);
+      }
+      cp_async_commit();
+      cp_async_wait_all();
+      producer_sync();
+      const int warp = t / 32, lane = t % 32;
+      for (int q = warp; q < kBI * kNL; q += 4) {
+        const int ii = q / kNL, ll = q % kNL;
+        for (int g = 0; g < static_cast<int>(G); ++g) {
+          float dot = 0.0f;
+          const float* cr = Cst + ii * GNp + g * N;
+          const float* br = Bst + ll * GNp + g * N;
+          for (int n = lane; n < static_cast<int>(N); n += 32) dot += cr[n] * br[n];
+          dot = warp_sum(dot);
+          if (lane == 0) dots[q * G + g] = dot;
+        }
+      }
+      producer_sync();
+      const int hpg32 = static_cast<int>(H / G);
+      for (int idx = t; idx < kBI * kNL * H32; idx += 128) {
+        const int h = idx % H32;
+        const int q = idx / H32, ii = q / kNL, ll = q % kNL;
+        const int64_t i = ib + ii, l = jb + ll;
+        const bool ok = i < T && l < T && l <= i;
+        float m = 0.0f;
+        if (ok) {
+          const float gap = static_cast<float>(Sist[ii * Hp + h] - Slst[ll * Hp + h]);
+          m = dots[q * G + h / hpg32] * exp2f(f.A2[h] * gap) * Dlst[ll * Hp + h];
+        }
+        if (ok && l == i) {
+          diag[ii * H + h] = m;  // unfolded, for the hidden attention
+          m += f.Dskip[h];
+        }
+        Ms[(h * kBI + ii) * kNL + ll] = m;
+      }
+      producer_sync();
+      if (want_hattn) {
+        for (int p = t; p < kBM; p += 128) {
+          const int ii = p / kBJ, jj = p % kBJ;
+          const int64_t i = ib + ii, j = jb + jj;
+          if (!(i < iend && j < jend && j <= i)) continue;
+          float sum = 0.0f;
+          for (int h = 0; h < H32; ++h) sum += i == j ? diag[ii * H + h] : Ms[(h * kBI + ii) * kNL + jj];
+          hattn[(i - i0) * nj + (j - j0)] = sum / static_cast<float>(H);
+        }
+      }
+    };
+
+    // u of slab `slab` into the stage at `su`: thread t owns source jj = t / 8 and channels
+    // 8 (t % 8) .. + 7 of the slab, for all 8 targets (one 16-byte store per target).
+    auto build_u = [&](int64_t ib, int64_t jb, int slab, int slot, unsigned su) {
+      const int jj = t >> 3, cc = t & 7;
+      const bool jok = jb + jj < jend;
+      const float* V = Vs + (slot * kBJ + jj) * kBK + cc * 8;
+      const float* CW = CWs + slot * kBK * kKMax + cc * 8 * K;
+      const float* CB = CBs + slot * kBK + cc * 8;
+      const int h = (slab * kBK + cc * 8) / P32;
+      float tap[kKMax][8];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const float vj = V[e];
+#pragma unroll
+        for (int kk = 0; kk < kKMax; ++kk) {
+          const float wk = kk < K ? CW[e * K + (K - 1 - kk)] : 0.0f;
+          const float pre = wk * vj + (kk == 0 ? CB[e] : 0.0f);
+          tap[kk][e] = f.silu ? silu_fast(pre) : pre;
+        }
+      }
+      const float* Mh = Ms + h * kBI * kNL + jj;
+#pragma unroll
+      for (int ii = 0; ii < kBI; ++ii) {
+        float m[kKMax];
+#pragma unroll
+        for (int kk = 0; kk < kKMax; ++kk) m[kk] = kk < K ? Mh[ii * kNL + kk] : 0.0f;
+        const float4 z0 = *reinterpret_cast<const float4*>(Zs + (slot * kBI + ii) * kBK + cc * 8);
+        const float4 z1 = *reinterpret_cast<const float4*>(Zs + (slot * kBI + ii) * kBK + cc * 8 + 4);
+        const float z[8] = {z0.x, z0.y, z0.z, z0.w, z1.x, z1.y, z1.z, z1.w};
+        const bool ok = jok && ib + ii < iend;
+        float u[8];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          float sum = 0.0f;
+#pragma unroll
+          for (int kk = 0; kk < kKMax; ++kk)
+            if (kk < K) sum += m[kk] * tap[kk][e];
+          u[e] = ok ? z[e] * sum : 0.0f;
+        }
+        const int row = ii * kBJ + jj;
+        asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(su + sw128(row, cc)),
+                     "r"(pack_bf16(u[0], u[1])), "r"(pack_bf16(u[2], u[3])), "r"(pack_bf16(u[4], u[5])),
+                     "r"(pack_bf16(u[6], u[7]))
+                     : "memory");
+      }
+    };
+
+    for (int64_t pb = blockIdx.x; pb < npb; pb += gridDim.x) {
+      const int64_t ib = i0 + (pb / njb) * kBI, jb = j0 + (pb % njb) * kBJ;
+      if (jb > ib + kBI - 1) continue;  // every pair of the block has j > i
+      prologue(ib, jb);
+      int slot = 0;
+      fetch_inputs(ib, jb, 0, slot);
+      cp_async_wait_all();
+      producer_sync();
+      for (int cbk = 0; cbk < ncb; ++cbk) {
+        for (int slab = 0; slab < nslab; ++slab) {
+          const int s = stage;
+          bar_wait(empty(s), phase ^ 1u);
+          const unsigned su = stages + static_cast<unsigned>(s * kStage), sw = su + kStageU;
+          if (t == 0) {  // the W_out slab: one bulk copy of its pre-swizzled image
+            bar_arrive_expect_tx(full(s), kStageW);
+            bulk_copy(sw, Wk + (int64_t{cbk} * nslab + slab) * (kStageW / 2), kStageW, full(s));
+          }
+          const bool last = cbk == ncb - 1 && slab == nslab - 1;
+          if (!last) fetch_inputs(ib, jb, (slab + 1) % nslab, slot ^ 1);
+          if (!(dbg & 1)) build_u(ib, jb, slab, slot, su);
+          cp_async_wait_all();  // the next slab's inputs
+          fence_proxy_async();  // u (st.shared) -> visible to wgmma's async proxy
+          bar_arrive(full(s));
+          producer_sync();      // the next slot's inputs are visible; this slot is free
+          slot ^= 1;
+          if (++stage == nstages) stage = 0, phase ^= 1u;
+        }
+      }
+    }
+  } else {
+    // ---------------- consumers ----------------
+    const int c = wg - 1;  // pairs 64c .. 64c + 63 of the block: targets 4c .. 4c + 3
+    const int w = t / 32, lane = t % 32, g = lane >> 2, q = lane & 3;
+    float acc[128];
+#pragma unroll
+    for (int k = 0; k < 128; ++k) acc[k] = 0.0f;
+    for (int64_t pb = blockIdx.x; pb < npb; pb += gridDim.x) {
+      const int64_t ib = i0 + (pb / njb) * kBI, jb = j0 + (pb % njb) * kBJ;
+      if (jb > ib + kBI - 1) continue;
+      for (int cbk = 0; cbk < ncb; ++cbk) {
+        const int64_t n0 = int64_t{cbk} * kBN;
+        int prev = -1;
+        for (int slab = 0; slab < nslab; ++slab) {
+          const int s = stage;
+          bar_wait(full(s), phase);
+          const unsigned su = stages + static_cast<unsigned>(s * kStage) + static_cast<unsigned>(c * 64 * 128);
+          const unsigned sw = stages + static_cast<unsigned>(s * kStage + kStageU);
+          fence_acc(acc);
+          wgmma_fence();
+          if (!(dbg & 4))
+#pragma unroll
+          for (int kk = 0; kk < kBK / 16; ++kk)
+            wgmma_m64n256k16(acc, sw128_desc(su + 32u * kk), sw128_desc(sw + 32u * kk), slab > 0 || kk > 0);
+          wgmma_commit();
+          fence_acc(acc);
+          wgmma_wait<1>();
+          if (prev >= 0) bar_arrive(empty(prev));
+          prev = s;
+          if (++stage == nstages) stage = 0, phase ^= 1u;
+        }
+        wgmma_wait<0>();
+        fence_acc(acc);
+        bar_arrive(empty(prev));
+
+        if (dbg & 2) continue;
+        // Epilogue: rows g and g + 8 of warp w are pairs (target 4c + w, sources g and g + 8);
+        // acc[4jn + {0, 1}] are columns 8jn + 2q + {0, 1} of row g, acc[4jn + {2, 3}] of row g + 8.
+        const int ii = 4 * c + w;
+        const int64_t i = ib + ii, ja = jb + g, jz = jb + g + 8;
+        const bool da = i == ja, dz = i == jz, irow = i < T;
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, z0 = 0.0f, z1 = 0.0f, z2 = 0.0f;
+#pragma unroll
+        for (int jn = 0; jn < 32; ++jn) {
+          const int64_t n = n0 + 8 * jn + 2 * q;
+          float y[2] = {0.0f, 0.0f}, r[2] = {0.0f, 0.0f};
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            if (irow && n + e < d) {
+              y[e] = f.yhat[i * d + n + e];
+              if (da || dz) r[e] = f.r_in[i * d + n + e];
+            }
+          }
+          float col[2];
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float ta = acc[4 * jn + e], tz = acc[4 * jn + 2 + e];
+            a0 += ta * ta;
+            a1 += fabsf(ta);
+            a2 += fabsf(y[e]) - fabsf(y[e] - (da ? ta + r[e] : ta));
+            z0 += tz * tz;
+            z1 += fabsf(tz);
+            z2 += fabsf(y[e]) - fabsf(y[e] - (dz ? tz + r[e] : tz));
+            col[e] = ta + tz;
+          }
+          // Σ over the warp's 16 sources of T_i(x_j), for Σ_j T_i(x_j) (the approximation error).
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            col[e] += __shfl_xor_sync(0xffffffffu, col[e], 4);
+            col[e] += __shfl_xor_sync(0xffffffffu, col[e], 8);
+            col[e] += __shfl_xor_sync(0xffffffffu, col[e], 16);
+          }
+          if (g == 0 && i < iend) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e)
+              if (n + e < d && col[e] != 0.0f) atomicAdd(contrib + (i - i0) * d + n + e, static_cast<double>(col[e]));
+          }
+        }
+#pragma unroll
+        for (int o = 1; o <= 2; o <<= 1) {
+          a0 += __shfl_xor_sync(0xffffffffu, a0, o);
+          a1 += __shfl_xor_sync(0xffffffffu, a1, o);
+          a2 += __shfl_xor_sync(0xffffffffu, a2, o);
+          z0 += __shfl_xor_sync(0xffffffffu, z0, o);
+          z1 += __shfl_xor_sync(0xffffffffu, z1, o);
+          z2 += __shfl_xor_sync(0xffffffffu, z2, o);
+        }
+        if (q == 0 && i < iend) {
+          if (ja < jend && ja <= i) {
+            const int64_t idx = (i - i0) * nj + (ja - j0);
+            partial[(0 * int64_t{ncb} + cbk) * nn + idx] = a0;
+            partial[(1 * int64_t{ncb} + cbk) * nn + idx] = a1;
+            partial[(2 * int64_t{ncb} + cbk) * nn + idx] = a2;
+          }
+          if (jz < jend && jz <= i) {
+            const int64_t idx = (i - i0) * nj + (jz - j0);
+            partial[(0 * int64_t{ncb} + cbk) * nn + idx] = z0;
+            partial[(1 * int64_t{ncb} + cbk) * nn + idx] = z1;
+            partial[(2 * int64_t{ncb} + cbk) * nn + idx] = z2;
+          }
+        }
+      }
+    }
+  }
+#endif  // LATIM_WGMMA_DEVICE
+}
+
+std::atomic<int64_t> g_launches{0};
+
+}  // namespace
+
+bool latim_tile_wgmma_supported() {
+#ifndef LATIM_SM90A
+  return false;
+#else
+  int dev = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
+    return false;
+  return major == 9 && minor == 0;
+#endif
+}
+
+int64_t latim_tile_wgmma_launches() { return g_launches.load(); }
+
+bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, int64_t nj, bool hidden_attn,
+                      float* partial, float* hattn, double* contrib, cudaStream_t stream, int layer) {
+#ifndef LATIM_SM90A
+  (void)f, (void)i0, (void)ni, (void)j0, (void)nj, (void)hidden_attn, (void)partial, (void)hattn, (void)contrib,
+      (void)stream, (void)layer;
+  return false;
+#else
+  if (!f.mamba2 || f.D % kBK != 0 || f.P <= 0 || f.P % 8 != 0 || f.K < 1 || f.K > kKMax) return false;
+  if (const char* e = std::getenv("LATIM_TILE_KERNEL"); e && std::strcmp(e, "mma") == 0) return false;
+  int dev = 0, major = 0, minor = 0, max_smem = 0, sms = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice", layer);
+  check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "cudaDeviceGetAttribute", layer);
+  check(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev), "cudaDeviceGetAttribute", layer);
+  if (major != 9 || minor != 0) return false;  // wgmma is sm_90a only
+  check(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "cudaDeviceGetAttribute",
+        layer);
+  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute", layer);
+  int nstages = 4;
+  while (nstages >= 2 && layout(nstages, f.H, f.G * f.N, f.G).total > max_smem) --nstages;
+  if (nstages < 2) return false;  // too many heads or too wide B/C for the shared memory
+  const Layout L = layout(nstages, f.H, f.G * f.N, f.G);
+  const int ncb = static_cast<int>(latim_tile_column_blocks(f.d));
+  const int64_t npb = ((ni + kBI - 1) / kBI) * ((nj + kBJ - 1) / kBJ);
+  const int64_t Dpad = latim_tile_Dpad(f.D), dpad = latim_tile_dpad(f.d);
+  const auto* Wk = static_cast<const __nv_bfloat16*>(f.WoutT) + Dpad * dpad;  // the swizzled image
+  check(cudaFuncSetAttribute(wgmma_tile_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(L.total)),
+        "latim_tile_wgmma (shared memory attribute)", layer);
+  const int64_t grid = npb < sms ? npb : sms;
+  wgmma_tile_kernel<<<static_cast<unsigned>(grid), kThreads, L.total, stream>>>(
+      f, Wk, nstages, i0, ni, j0, nj, ncb, hidden_attn, partial, hattn, contrib,
+      std::getenv("LATIM_WGMMA_DEBUG") && ni >= 2048 ? std::atoi(std::getenv("LATIM_WGMMA_DEBUG")) : 0);
+  check_launch("latim_tile_wgmma", layer, stream);
+  ++g_launches;
+  return true;
+#endif
+}
+
+}  // namespace latim::cuda
