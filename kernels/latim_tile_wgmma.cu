@@ -536,7 +536,7 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
   return false;
 #else
   if (!f.mamba2 || f.D % kBK != 0 || f.P <= 0 || f.P % 8 != 0 || f.K < 1 || f.K > kKMax) return false;
-  if (const char* e = std::getenv("LATIM_TILE_KERNEL"); e && std::strcmp(e, "mma") == 0) return false;
+  if (const char* e = std::getenv("LATIM_TILE_KERNEL"); !e || std::strcmp(e, "wgmma") != 0) return false;
   int dev = 0, major = 0, minor = 0, max_smem = 0, sms = 0;
   check(cudaGetDevice(&dev), "cudaGetDevice", layer);
   check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "cudaDeviceGetAttribute", layer);

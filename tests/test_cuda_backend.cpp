@@ -325,8 +325,7 @@ TEST_P(CudaTilePrecision, WgmmaKernelMatchesMmaKernelAndFp64) {
   ScoreSet which;
   which.l2 = which.l1 = which.alti = which.hidden_attn = true;
   auto run = [&](bool mma) {
-    if (mma) setenv("LATIM_TILE_KERNEL", "mma", 1);
-    else unsetenv("LATIM_TILE_KERNEL");
+    setenv("LATIM_TILE_KERNEL", mma ? "mma" : "wgmma", 1);
     auto tiles = make_cuda_tile_backend(Precision::BF16);
     TileScores t;
     t.i0 = 37;
