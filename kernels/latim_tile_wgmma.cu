@@ -25,6 +25,7 @@
 #include <cstring>
 
 #include "cuda_check.hpp"
+#include "device_buffer.hpp"
 #include "latim_tile.hpp"
 #include "latim_tile_wgmma.hpp"
 
@@ -113,6 +114,17 @@ __device__ __forceinline__ void bulk_copy(unsigned dst, const void* src, unsigne
 // sleep in the barrier instead of spinning: spinning consumer warps took most of the issue
 // slots of the producer warps on the same scheduler (Nsight Compute: 4.9e9 executed
 // instructions in the retry loop, the producer at 0.08 instructions per cycle).
+// u slab -> this block's scratch in device memory (bulk store, its own completion group).
+__device__ __forceinline__ void bulk_store(void* dst, unsigned src, unsigned bytes) {
+  asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;\n"
+               "cp.async.bulk.commit_group;\n" ::"l"(dst),
+               "r"(src), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void bulk_wait_read_all_but_last() {
+  asm volatile("cp.async.bulk.wait_group.read 1;\n" ::: "memory");
+}
+__device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
 __device__ __forceinline__ void bar_wait(unsigned bar, unsigned parity) {
   asm volatile(
       "{\n.reg .pred done;\n"
@@ -133,8 +145,14 @@ __device__ __forceinline__ unsigned sw128(int row, int ch) {
   return static_cast<unsigned>(row * 128 + ((ch ^ (row & 7)) << 4));
 }
 
-// Fast SiLU: its result is rounded to bf16 right after, far coarser than __expf's error.
-__device__ __forceinline__ float silu_fast(float x) { return __fdividef(x, 1.0f + __expf(-x)); }
+// SiLU through the hardware tanh: x σ(x) = h + h tanh(h), h = x / 2. tanh.approx's relative
+// error (2^-11) is a quarter of the bf16 rounding that u gets right after.
+__device__ __forceinline__ float silu_fast(float x) {
+  const float h = 0.5f * x;
+  float t;
+  asm("tanh.approx.f32 %0, %1;" : "=f"(t) : "f"(h));
+  return fmaf(h, t, h);
+}
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
@@ -186,10 +204,12 @@ __device__ __forceinline__ void fence_acc(float (&d)[128]) {
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 #endif  // LATIM_WGMMA_DEVICE
 
+template <int K, bool SILU>
 __global__ void __launch_bounds__(kThreads, 1)
     wgmma_tile_kernel(TileFactors f, const __nv_bfloat16* __restrict__ Wk, int nstages, int64_t i0,
                       int64_t ni, int64_t j0, int64_t nj, int ncb, bool want_hattn, float* __restrict__ partial,
-                      float* __restrict__ hattn, double* __restrict__ contrib, int dbg) {
+                      float* __restrict__ hattn, double* __restrict__ contrib, __nv_bfloat16* __restrict__ uscratch,
+                      int dbg) {
 #ifdef LATIM_WGMMA_DEVICE
   extern __shared__ unsigned char smem_raw[];
   unsigned char* const smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
@@ -223,7 +243,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     float* const CWs = reinterpret_cast<float*>(smem + L.cw);
     float* const CBs = reinterpret_cast<float*>(smem + L.cb);
     float* const Ms = reinterpret_cast<float*>(smem + L.ms);
-    const int K = static_cast<int>(f.K);
+    __nv_bfloat16* const ublk = uscratch + int64_t{blockIdx.x} * nslab * (kStageU / 2);  // this block's u
     const int H32 = static_cast<int>(f.H), P32 = static_cast<int>(f.P);
 
     // Inputs of slab `slab` (Z and v rows of the block, conv taps and bias) into `slot`.
@@ -301,7 +321,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int h = idx % H32;
         const int q = idx / H32, ii = q / kNL, ll = q % kNL;
         const int64_t i = ib + ii, l = jb + ll;
-        const bool ok = i < T && l < T && l <= i;
+        const bool ok = i < iend && l < T && l <= i;  // (iend <= T) a target outside the tile: M = 0
         float m = 0.0f;
         if (ok) {
           const float gap = static_cast<float>(Sist[ii * Hp + h] - Slst[ll * Hp + h]);
@@ -327,49 +347,57 @@ __global__ void __launch_bounds__(kThreads, 1)
     };
 
     // u of slab `slab` into the stage at `su`: thread t owns source jj = t / 8 and channels
-    // 8 (t % 8) .. + 7 of the slab, for all 8 targets (one 16-byte store per target).
-    auto build_u = [&](int64_t ib, int64_t jb, int slab, int slot, unsigned su) {
+    // 8 (t % 8) .. + 7 of the slab, for all 8 targets (one 16-byte store per target). Targets
+    // outside the tile have M = 0 (prologue), so only a source outside it needs a test.
+    auto build_u = [&](int64_t jb, int slab, int slot, unsigned su) {
       const int jj = t >> 3, cc = t & 7;
-      const bool jok = jb + jj < jend;
-      const float* V = Vs + (slot * kBJ + jj) * kBK + cc * 8;
-      const float* CW = CWs + slot * kBK * kKMax + cc * 8 * K;
-      const float* CB = CBs + slot * kBK + cc * 8;
+      const unsigned dst = su + sw128(jj, cc);  // row jj; target ii's row is 16 ii further on
+      if (jb + jj >= jend) {
+#pragma unroll
+        for (int ii = 0; ii < kBI; ++ii)
+          asm volatile("st.shared.v4.b32 [%0], {%1, %1, %1, %1};\n" ::"r"(dst + static_cast<unsigned>(ii * kBJ * 128)),
+                       "r"(0u));
+        return;
+      }
+      const float4 v0 = *reinterpret_cast<const float4*>(Vs + (slot * kBJ + jj) * kBK + cc * 8);
+      const float4 v1 = *reinterpret_cast<const float4*>(Vs + (slot * kBJ + jj) * kBK + cc * 8 + 4);
+      const float4 b0 = *reinterpret_cast<const float4*>(CBs + slot * kBK + cc * 8);
+      const float4 b1 = *reinterpret_cast<const float4*>(CBs + slot * kBK + cc * 8 + 4);
+      const float vj[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
+      const float bias[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+      const float4* CW = reinterpret_cast<const float4*>(CWs + slot * kBK * kKMax + cc * 8 * K);
       const int h = (slab * kBK + cc * 8) / P32;
-      float tap[kKMax][8];
+      float tap[K][8];
 #pragma unroll
       for (int e = 0; e < 8; ++e) {
-        const float vj = V[e];
+        const float4 w = CW[e];  // taps of channel e, oldest first (K = 4)
+        const float wk[4] = {w.w, w.z, w.y, w.x};
 #pragma unroll
-        for (int kk = 0; kk < kKMax; ++kk) {
-          const float wk = kk < K ? CW[e * K + (K - 1 - kk)] : 0.0f;
-          const float pre = wk * vj + (kk == 0 ? CB[e] : 0.0f);
-          tap[kk][e] = f.silu ? silu_fast(pre) : pre;
+        for (int kk = 0; kk < K; ++kk) {
+          const float pre = wk[kk] * vj[e] + (kk == 0 ? bias[e] : 0.0f);
+          tap[kk][e] = SILU ? silu_fast(pre) : pre;
         }
       }
       const float* Mh = Ms + h * kBI * kNL + jj;
 #pragma unroll
       for (int ii = 0; ii < kBI; ++ii) {
-        float m[kKMax];
+        float m[K];
 #pragma unroll
-        for (int kk = 0; kk < kKMax; ++kk) m[kk] = kk < K ? Mh[ii * kNL + kk] : 0.0f;
+        for (int kk = 0; kk < K; ++kk) m[kk] = Mh[ii * kNL + kk];
         const float4 z0 = *reinterpret_cast<const float4*>(Zs + (slot * kBI + ii) * kBK + cc * 8);
         const float4 z1 = *reinterpret_cast<const float4*>(Zs + (slot * kBI + ii) * kBK + cc * 8 + 4);
         const float z[8] = {z0.x, z0.y, z0.z, z0.w, z1.x, z1.y, z1.z, z1.w};
-        const bool ok = jok && ib + ii < iend;
         float u[8];
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
-          float sum = 0.0f;
+          float sum = m[0] * tap[0][e];
 #pragma unroll
-          for (int kk = 0; kk < kKMax; ++kk)
-            if (kk < K) sum += m[kk] * tap[kk][e];
-          u[e] = ok ? z[e] * sum : 0.0f;
+          for (int kk = 1; kk < K; ++kk) sum += m[kk] * tap[kk][e];
+          u[e] = z[e] * sum;
         }
-        const int row = ii * kBJ + jj;
-        asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(su + sw128(row, cc)),
+        asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(dst + static_cast<unsigned>(ii * kBJ * 128)),
                      "r"(pack_bf16(u[0], u[1])), "r"(pack_bf16(u[2], u[3])), "r"(pack_bf16(u[4], u[5])),
-                     "r"(pack_bf16(u[6], u[7]))
-                     : "memory");
+                     "r"(pack_bf16(u[6], u[7])));
       }
     };
 
@@ -382,22 +410,37 @@ __global__ void __launch_bounds__(kThreads, 1)
       cp_async_wait_all();
       producer_sync();
       for (int cbk = 0; cbk < ncb; ++cbk) {
+        // The first column block builds u and stores each slab to this block's scratch; the
+        // others copy it back with the W_out slab, so u is built once per pair.
+        const bool build = cbk == 0;
+        if (cbk == 1 && t == 0) bulk_wait_all();  // the stores are complete before they are read
         for (int slab = 0; slab < nslab; ++slab) {
           const int s = stage;
           bar_wait(empty(s), phase ^ 1u);
           const unsigned su = stages + static_cast<unsigned>(s * kStage), sw = su + kStageU;
-          if (t == 0) {  // the W_out slab: one bulk copy of its pre-swizzled image
-            bar_arrive_expect_tx(full(s), kStageW);
-            bulk_copy(sw, Wk + (int64_t{cbk} * nslab + slab) * (kStageW / 2), kStageW, full(s));
+          // Odd passes walk the slabs backwards: the slabs stored or read last are the likeliest
+          // to be still in L2 (all blocks' scratch together is about the size of L2).
+          const int sl = cbk % 2 == 1 ? nslab - 1 - slab : slab;
+          if (t == 0) {  // the W_out slab: one bulk copy of its pre-swizzled image (and u)
+            bar_arrive_expect_tx(full(s), build ? kStageW : kStageW + kStageU);
+            bulk_copy(sw, Wk + (int64_t{cbk} * nslab + sl) * (kStageW / 2), kStageW, full(s));
+            if (!build) bulk_copy(su, ublk + int64_t{sl} * (kStageU / 2), kStageU, full(s));
           }
-          const bool last = cbk == ncb - 1 && slab == nslab - 1;
-          if (!last) fetch_inputs(ib, jb, (slab + 1) % nslab, slot ^ 1);
-          if (!(dbg & 1)) build_u(ib, jb, slab, slot, su);
-          cp_async_wait_all();  // the next slab's inputs
-          fence_proxy_async();  // u (st.shared) -> visible to wgmma's async proxy
-          bar_arrive(full(s));
-          producer_sync();      // the next slot's inputs are visible; this slot is free
-          slot ^= 1;
+          if (build) {
+            if (slab + 1 < nslab) fetch_inputs(ib, jb, slab + 1, slot ^ 1);
+            if (!(dbg & 1)) build_u(jb, slab, slot, su);
+            cp_async_wait_all();  // the next slab's inputs
+            fence_proxy_async();  // u (st.shared) -> visible to the async proxy (wgmma, bulk store)
+            bar_arrive(full(s));
+            producer_sync();      // all of u is written; the next slot's inputs are visible
+            if (t == 0 && ncb > 1) {
+              bulk_store(ublk + int64_t{slab} * (kStageU / 2), su, kStageU);
+              bulk_wait_read_all_but_last();  // the stage of the previous store may be refilled
+            }
+            slot ^= 1;
+          } else {
+            bar_arrive(full(s));
+          }
           if (++stage == nstages) stage = 0, phase ^= 1u;
         }
       }
@@ -511,6 +554,14 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 std::atomic<int64_t> g_launches{0};
 
+// The blocks' u scratch on device `dev`: grow-only, kept for the life of the process.
+__nv_bfloat16* u_scratch(int dev, int64_t elems, int layer) {
+  static DeviceArray<__nv_bfloat16>* buffers[64] = {};
+  if (dev < 0 || dev >= 64) fail("latim_tile_wgmma (layer ", layer, "): device index ", dev, " out of range");
+  if (!buffers[dev]) buffers[dev] = new DeviceArray<__nv_bfloat16>();  // never freed: outlives static teardown
+  return buffers[dev]->reserve(elems, "LaTIM tile scratch (u of the resident blocks)", layer);
+}
+
 }  // namespace
 
 bool latim_tile_wgmma_supported() {
@@ -535,8 +586,8 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
       (void)stream, (void)layer;
   return false;
 #else
-  if (!f.mamba2 || f.D % kBK != 0 || f.P <= 0 || f.P % 8 != 0 || f.K < 1 || f.K > kKMax) return false;
-  if (const char* e = std::getenv("LATIM_TILE_KERNEL"); !e || std::strcmp(e, "wgmma") != 0) return false;
+  if (!f.mamba2 || f.D % kBK != 0 || f.P <= 0 || f.P % 8 != 0 || f.K != 4) return false;
+  if (const char* e = std::getenv("LATIM_TILE_KERNEL"); e && std::strcmp(e, "mma") == 0) return false;
   int dev = 0, major = 0, minor = 0, max_smem = 0, sms = 0;
   check(cudaGetDevice(&dev), "cudaGetDevice", layer);
   check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "cudaDeviceGetAttribute", layer);
@@ -553,12 +604,14 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
   const int64_t npb = ((ni + kBI - 1) / kBI) * ((nj + kBJ - 1) / kBJ);
   const int64_t Dpad = latim_tile_Dpad(f.D), dpad = latim_tile_dpad(f.d);
   const auto* Wk = static_cast<const __nv_bfloat16*>(f.WoutT) + Dpad * dpad;  // the swizzled image
-  check(cudaFuncSetAttribute(wgmma_tile_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  auto kernel = f.silu ? wgmma_tile_kernel<4, true> : wgmma_tile_kernel<4, false>;
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              static_cast<int>(L.total)),
         "latim_tile_wgmma (shared memory attribute)", layer);
   const int64_t grid = npb < sms ? npb : sms;
-  wgmma_tile_kernel<<<static_cast<unsigned>(grid), kThreads, L.total, stream>>>(
-      f, Wk, nstages, i0, ni, j0, nj, ncb, hidden_attn, partial, hattn, contrib,
+  __nv_bfloat16* const us = u_scratch(dev, grid * (f.D / kBK) * (kStageU / 2), layer);
+  kernel<<<static_cast<unsigned>(grid), kThreads, L.total, stream>>>(
+      f, Wk, nstages, i0, ni, j0, nj, ncb, hidden_attn, partial, hattn, contrib, us,
       std::getenv("LATIM_WGMMA_DEBUG") && ni >= 2048 ? std::atoi(std::getenv("LATIM_WGMMA_DEBUG")) : 0);
   check_launch("latim_tile_wgmma", layer, stream);
   ++g_launches;

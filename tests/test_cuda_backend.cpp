@@ -343,14 +343,15 @@ TEST_P(CudaTilePrecision, WgmmaKernelMatchesMmaKernelAndFp64) {
   const TileScores s = run(true);
   EXPECT_EQ(cuda::latim_tile_wgmma_launches(), mid) << "LATIM_TILE_KERNEL=mma still ran the wgmma kernel";
   auto as_double = [](const auto& v) { return std::vector<double>(v.begin(), v.end()); };
-  // The same products up to fp32 sum order and the wgmma kernel's fast SiLU, which flips
-  // the bf16 rounding of a few u values: measured 2e-5 (l2, l1), 8e-5 (Σ_j T), against
-  // ~1e-3 for anything that changes the operands' precision.
-  EXPECT_LE(norm_error(as_double(w.l2), as_double(s.l2)), 2e-4);
-  EXPECT_LE(norm_error(as_double(w.l1), as_double(s.l1)), 2e-4);
-  EXPECT_LE(norm_error(as_double(w.alti), as_double(s.alti)), 5e-4);
+  // The same products up to fp32 sum order and the wgmma kernel's SiLU through tanh.approx
+  // (relative error 2^-11), which changes the bf16 rounding of some u values: measured
+  // 4.1e-4 (l2, l1) and 6.2e-4 (Σ_j T), against 2.3e-3 for the bf16 error itself. The
+  // accuracy bound that matters is the fp64 one below.
+  EXPECT_LE(norm_error(as_double(w.l2), as_double(s.l2)), 1e-3);
+  EXPECT_LE(norm_error(as_double(w.l1), as_double(s.l1)), 1e-3);
+  EXPECT_LE(norm_error(as_double(w.alti), as_double(s.alti)), 2e-3);
   EXPECT_LE(norm_error(as_double(w.hidden_attn), as_double(s.hidden_attn)), 1e-6);
-  EXPECT_LE(norm_error(w.contrib_sum, s.contrib_sum), 5e-4);
+  EXPECT_LE(norm_error(w.contrib_sum, s.contrib_sum), 1.5e-3);
   for (std::size_t k = 0; k < w.l2.size(); ++k)
     ASSERT_EQ(std::isnan(w.l2[k]), std::isnan(s.l2[k])) << "pair " << k << ": upper triangle differs";
   // fp64 on the pairs of rows [220, 240) x columns [170, 190), which include the diagonal.
