@@ -1,22 +1,31 @@
 // The Hopper (sm_90a) LaTIM tile kernel for Mamba-2 in bf16: warp-specialised, with the
 // product on wgmma. Same pair blocks (8 targets x 16 sources = 128 pairs), same operand
-// u_{ij} = Z_i ⊙ Σ_k M_{i,j+k} x_{j+k←j} and the same epilogue as latim_tile.cu, which stays
-// the kernel for every other case (fp32/tf32, Mamba-1, other GPUs).
+// u_{ij} = Z_i ⊙ Σ_k M_{i,j+k} x_{j+k←j} and the same partial scores as latim_tile.cu, which
+// stays the kernel for every other case (fp32/tf32, Mamba-1, other GPUs, conv width ≠ 4).
 //
 // A block has three warpgroups and stays resident (one per SM, persistent over pair blocks):
-//   - warpgroup 0, the producer: per pair block it computes M for every head (prologue);
-//     then, for each column block of W_out (256 columns) and each slab of 64 inner channels,
-//     it copies the slab of W_out (256 x 64, K-major) into a pipeline stage with cp.async,
-//     builds the slab of u (128 pairs x 64 channels, bf16) into the same stage on CUDA
-//     cores, and marks the stage full (mbarrier);
+//   - warpgroup 0, the producer: per pair block it computes M for every head (prologue).
+//     Then, for each column block of W_out (256 columns) and each slab of 64 inner channels,
+//     it fills a pipeline stage: the W_out slab (256 x 64 bf16) with one bulk copy of a
+//     pre-swizzled image, and the u slab (128 pairs x 64 channels, bf16). In the first column
+//     block it builds u on CUDA cores and bulk-stores each slab to the block's scratch in
+//     device memory; the other column blocks bulk-load it back. A stage is marked full by
+//     an mbarrier that counts the producer threads and the bytes of the copies.
 //   - warpgroups 1 and 2, the consumers: each multiplies its 64 pairs of the stage's u by the
 //     W_out slab with four wgmma.m64n256k16 (both operands from shared memory, fp32
 //     accumulators in registers), frees the stage, and after the last slab reduces its
 //     64 x 256 block of T_i(x_j) to the partial scores, as the mma.sync kernel does.
-// u is rebuilt for each of the ⌈d/256⌉ column blocks: the producer does it while the tensor
-// cores work, which costs less than the mma.sync kernel's round trip of u through device
-// memory. Both operands use the 128-byte swizzled K-major layout (rows of 64 bf16 = 128 B,
-// 16-byte chunk c of row r stored at chunk c ^ (r % 8)), which is what the descriptors say.
+// Both operands use the 128-byte swizzled K-major layout (rows of 64 bf16 = 128 B, 16-byte
+// chunk c of row r stored at chunk c ^ (r % 8)), which is what the descriptors say.
+//
+// Measured on the H100 (T = 16K, 4096-token tiles): 9.9e7 pairs/s against 6.4e7 for the
+// mma.sync kernel. What bounds it (Nsight Compute and switches that removed one part at a
+// time): the u build in the first column block (a single producer warpgroup issues at
+// about 0.25 instructions per cycle), the epilogue, during which the tensor cores idle,
+// and the copies in flight (three 48 KiB stages). Tried and dropped: two producer
+// warpgroups (ptxas keeps the launch bound's 128 registers after setmaxnreg.inc, and the
+// consumers need 168), and clusters of two blocks multicasting W_out (7.7e7: the blocks
+// wait for each other).
 #include <cuda_bf16.h>
 
 #include <atomic>
@@ -44,7 +53,7 @@ constexpr int kStageW = kBN * kBK * 2;             // 32 KiB
 constexpr int kStage = kStageU + kStageW;
 
 struct Layout {
-  int64_t bars, stages, z, v, cw, cb, ms, pc, pb, psi, psl, pdl, pdot, pdiag, total;
+  int64_t bars, stages, z, v, cw, cb, ms, pc, pb, psi, psl, pdl, pdot, pdiag, rows, total;
   int nstages;
 };
 
@@ -76,6 +85,7 @@ __host__ __device__ inline Layout layout(int nstages, int64_t H, int64_t GN, int
   L.pdl = take(off, kNL * round4(H) * 4);
   L.pdot = take(off, kBI * kNL * G * 4);
   L.pdiag = take(off, kBI * H * 4);
+  L.rows = take(off, 8 * 2 * kBN * 4);  // per consumer warp: its target's ŷ and r_in columns
   L.total = off + 1024;  // slack to align the dynamic shared memory base to 1024 bytes
   return L;
 }
@@ -208,8 +218,7 @@ template <int K, bool SILU>
 __global__ void __launch_bounds__(kThreads, 1)
     wgmma_tile_kernel(TileFactors f, const __nv_bfloat16* __restrict__ Wk, int nstages, int64_t i0,
                       int64_t ni, int64_t j0, int64_t nj, int ncb, bool want_hattn, float* __restrict__ partial,
-                      float* __restrict__ hattn, double* __restrict__ contrib, __nv_bfloat16* __restrict__ uscratch,
-                      int dbg) {
+                      float* __restrict__ hattn, double* __restrict__ contrib, __nv_bfloat16* __restrict__ uscratch) {
 #ifdef LATIM_WGMMA_DEVICE
   extern __shared__ unsigned char smem_raw[];
   unsigned char* const smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
@@ -428,7 +437,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
           if (build) {
             if (slab + 1 < nslab) fetch_inputs(ib, jb, slab + 1, slot ^ 1);
-            if (!(dbg & 1)) build_u(jb, slab, slot, su);
+            build_u(jb, slab, slot, su);
             cp_async_wait_all();  // the next slab's inputs
             fence_proxy_async();  // u (st.shared) -> visible to the async proxy (wgmma, bulk store)
             bar_arrive(full(s));
@@ -465,7 +474,6 @@ __global__ void __launch_bounds__(kThreads, 1)
           const unsigned sw = stages + static_cast<unsigned>(s * kStage + kStageU);
           fence_acc(acc);
           wgmma_fence();
-          if (!(dbg & 4))
 #pragma unroll
           for (int kk = 0; kk < kBK / 16; ++kk)
             wgmma_m64n256k16(acc, sw128_desc(su + 32u * kk), sw128_desc(sw + 32u * kk), slab > 0 || kk > 0);
@@ -480,24 +488,29 @@ __global__ void __launch_bounds__(kThreads, 1)
         fence_acc(acc);
         bar_arrive(empty(prev));
 
-        if (dbg & 2) continue;
         // Epilogue: rows g and g + 8 of warp w are pairs (target 4c + w, sources g and g + 8);
         // acc[4jn + {0, 1}] are columns 8jn + 2q + {0, 1} of row g, acc[4jn + {2, 3}] of row g + 8.
         const int ii = 4 * c + w;
         const int64_t i = ib + ii, ja = jb + g, jz = jb + g + 8;
         const bool da = i == ja, dz = i == jz, irow = i < T;
+        // The warp's target row of ŷ (and of r_in when the diagonal is in the warp's sources)
+        // for the block's 256 columns, staged in shared memory with one round trip.
+        float* const yrow = reinterpret_cast<float*>(smem + L.rows) + (4 * c + w) * 2 * kBN;
+        const bool wdiag = i >= jb && i < jb + kBJ;
+        for (int k = lane; k < kBN; k += 32) {
+          const int64_t n = n0 + k;
+          const bool ok = irow && n < d;
+          yrow[k] = ok ? f.yhat[i * d + n] : 0.0f;
+          if (wdiag) yrow[kBN + k] = ok ? f.r_in[i * d + n] : 0.0f;
+        }
+        __syncwarp();
         float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, z0 = 0.0f, z1 = 0.0f, z2 = 0.0f;
 #pragma unroll
         for (int jn = 0; jn < 32; ++jn) {
           const int64_t n = n0 + 8 * jn + 2 * q;
-          float y[2] = {0.0f, 0.0f}, r[2] = {0.0f, 0.0f};
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            if (irow && n + e < d) {
-              y[e] = f.yhat[i * d + n + e];
-              if (da || dz) r[e] = f.r_in[i * d + n + e];
-            }
-          }
+          const float2 yv = *reinterpret_cast<const float2*>(yrow + 8 * jn + 2 * q);
+          const float2 rv = wdiag ? *reinterpret_cast<const float2*>(yrow + kBN + 8 * jn + 2 * q) : make_float2(0.0f, 0.0f);
+          const float y[2] = {yv.x, yv.y}, r[2] = {rv.x, rv.y};
           float col[2];
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
@@ -532,6 +545,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           z1 += __shfl_xor_sync(0xffffffffu, z1, o);
           z2 += __shfl_xor_sync(0xffffffffu, z2, o);
         }
+        __syncwarp();  // yrow is rewritten by the next pass
         if (q == 0 && i < iend) {
           if (ja < jend && ja <= i) {
             const int64_t idx = (i - i0) * nj + (ja - j0);
@@ -611,8 +625,7 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
   const int64_t grid = npb < sms ? npb : sms;
   __nv_bfloat16* const us = u_scratch(dev, grid * (f.D / kBK) * (kStageU / 2), layer);
   kernel<<<static_cast<unsigned>(grid), kThreads, L.total, stream>>>(
-      f, Wk, nstages, i0, ni, j0, nj, ncb, hidden_attn, partial, hattn, contrib, us,
-      std::getenv("LATIM_WGMMA_DEBUG") && ni >= 2048 ? std::atoi(std::getenv("LATIM_WGMMA_DEBUG")) : 0);
+      f, Wk, nstages, i0, ni, j0, nj, ncb, hidden_attn, partial, hattn, contrib, us);
   check_launch("latim_tile_wgmma", layer, stream);
   ++g_launches;
   return true;
