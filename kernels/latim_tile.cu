@@ -127,6 +127,20 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 
+// 2^x for Mamba-1's M (x <= 0): exp2f in the fp32 mode; in tf32/bf16 the bare MUFU.EX2
+// (ex2.approx.ftz, 2 ulp, results below 2^-126 flushed to zero), whose error is far below
+// the operands' rounding and which saves exp2f's range handling on the kernel's hottest loop.
+template <int PREC>
+__device__ __forceinline__ float exp2_mode(float x) {
+  if constexpr (PREC == 0) {
+    return exp2f(x);
+  } else {
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+    return r;
+  }
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
@@ -568,7 +582,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           const float* cbq = CB + q * NS;
           float sum = 0.0f;
 #pragma unroll
-          for (int n = 0; n < NS; ++n) sum += cbq[n] * exp2f(a2[n] * gap);
+          for (int n = 0; n < NS; ++n) sum += cbq[n] * exp2_mode<PREC>(a2[n] * gap);
           m = sum * Dl[ll * kBK + lane];
         }
         if (want_hattn && cbk == 0 && ll < kBJ) {
