@@ -22,6 +22,7 @@
 #include "cuda_check.hpp"
 #include "device_buffer.hpp"
 #include "latim_tile.hpp"
+#include "latim_tile_common.cuh"
 #include "latim_tile_wgmma.hpp"
 
 namespace latim::cuda {
@@ -29,14 +30,12 @@ namespace latim::cuda {
 namespace {
 
 using namespace nvcuda;
+using namespace tile_common;
 
-constexpr int kBI = 8, kBJ = 16, kBM = kBI * kBJ;  // targets, sources, pairs per block
 constexpr int kBN = 256;                           // output columns per block
 constexpr int kBK = 32;                            // inner channels per slab (= warp size)
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
-constexpr int kKMax = 4;                 // largest conv width supported
-constexpr int kNL = kBJ + kKMax - 1;     // positions l a block's sources reach
 constexpr int kScrLd = 68;               // epilogue scratch row stride (floats)
 
 // Operand types and shared-memory strides per precision: 0 fp32 (FFMA), 1 tf32, 2 bf16.
@@ -63,7 +62,7 @@ __device__ __forceinline__ typename Prec<PREC>::T to_operand(float x) {
 struct SmemLayout {
   int64_t as, bs, zs, vs, cw, cbias, ms, cb, dsk, si, sl, dl, a2, hat, scr, part, yr, total;
   // Mamba-2 prologue staging: C_i, B_l, S_i, S_l, Δ_l rows, the C·B dots, unfolded M_{i,i}
-  int64_t pc, pb, psi, psl, pdl, pdot, pdiag;
+  M2Offsets m2;
 };
 
 __host__ __device__ inline int64_t take(int64_t& off, int64_t bytes) {
@@ -74,7 +73,6 @@ __host__ __device__ inline int64_t take(int64_t& off, int64_t bytes) {
 
 // Buffers with two slots (bs, zs, vs, cw, cbias, dsk, si, sl, dl, a2) hold the current and
 // the next slab; `scr`, the epilogue scratch, reuses the operand buffers.
-__host__ __device__ inline int64_t round4(int64_t n) { return (n + 3) / 4 * 4; }
 
 __host__ __device__ inline SmemLayout smem_layout(int prec, bool mamba2, int ns, int64_t H, int64_t GN = 0,
                                                   int64_t G = 1) {
@@ -95,13 +93,8 @@ __host__ __device__ inline SmemLayout smem_layout(int prec, bool mamba2, int ns,
   if (mamba2) {
     L.ms = take(off, H * kBI * kNL * 4);
     L.cb = L.dsk = L.si = L.sl = L.dl = L.a2 = off;
-    L.pc = take(off, kBI * round4(GN) * 4);
-    L.pb = take(off, kNL * round4(GN) * 4);
-    L.psi = take(off, kBI * round4(H) * 8);
-    L.psl = take(off, kNL * round4(H) * 8);
-    L.pdl = take(off, kNL * round4(H) * 4);
-    L.pdot = take(off, kBI * kNL * G * 4);
-    L.pdiag = take(off, kBI * H * 4);
+    L.m2 = m2_staging_layout(off, H, GN, G);
+    off = (off + 127) / 128 * 128;
   } else {
     L.ms = take(off, int64_t{kBI} * kNL * kBK * 4);
     L.cb = take(off, int64_t{kBI} * kNL * ns * 4);
@@ -118,13 +111,6 @@ __host__ __device__ inline SmemLayout smem_layout(int prec, bool mamba2, int ns,
   return L;
 }
 
-__device__ __forceinline__ void cp_async16(void* smem_ptr, const void* gptr) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem_ptr));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gptr));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
-
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 
 // 2^x for Mamba-1's M (x <= 0): exp2f in the fp32 mode; in tf32/bf16 the bare MUFU.EX2
@@ -139,11 +125,6 @@ __device__ __forceinline__ float exp2_mode(float x) {
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
     return r;
   }
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
 }
 
 // tf32 tensor-core product of a warp's 32 x 64 region with mma.sync m16n8k8, fp32 accumulators.
@@ -340,21 +321,6 @@ struct FfmaTile {
   }
 };
 
-// Stages `n` elements of a row (src) into shared memory (dst), the first `avail` valid and
-// the rest zero: 16-byte cp.async where the chunk is whole and aligned, else plain copies.
-// Work item `w` of `nw` of the block; chunks of 16 bytes.
-template <class T>
-__device__ __forceinline__ void stage_chunk(T* dst, const T* src, int chunk, int64_t avail) {
-  constexpr int per = 16 / sizeof(T);
-  const int e0 = chunk * per;
-  if (e0 + per <= avail && ((reinterpret_cast<uintptr_t>(src + e0) | reinterpret_cast<uintptr_t>(dst + e0)) & 15) == 0) {
-    cp_async16(dst + e0, src + e0);
-  } else {
-#pragma unroll
-    for (int e = 0; e < per; ++e) dst[e0 + e] = e0 + e < avail ? src[e0 + e] : T(0);
-  }
-}
-
 template <int PREC, bool M2, int NS>
 __global__ void __launch_bounds__(kThreads, 1)
     latim_tile_kernel(TileFactors f, int64_t i0, int64_t ni, int64_t j0, int64_t nj, int ncb, bool want_hattn,
@@ -473,73 +439,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   // Prologue: Mamba-2's M for every head (it does not depend on the channel slab), with the
   // skip term D[h] folded into M_{i,i}, and the hidden attention; Mamba-1's C_i[n] B_l[n].
   if constexpr (M2) {
-    // Stage the rows the block needs, then compute from shared memory.
-    const int64_t H = f.H, G = f.G, hpg = H / G, GN = G * N, GNp = round4(GN), Hp = round4(H);
-    float* Cst = reinterpret_cast<float*>(smem + L.pc);
-    float* Bst = reinterpret_cast<float*>(smem + L.pb);
-    double* Sist = reinterpret_cast<double*>(smem + L.psi);
-    double* Slst = reinterpret_cast<double*>(smem + L.psl);
-    float* Dlst = reinterpret_cast<float*>(smem + L.pdl);
-    float* dots = reinterpret_cast<float*>(smem + L.pdot);
-    float* diag = reinterpret_cast<float*>(smem + L.pdiag);
-    const int gc = static_cast<int>(GNp / 4), hc4 = static_cast<int>(Hp / 4), hc2 = static_cast<int>(Hp / 2);
-    for (int idx = tid; idx < (kBI + kNL) * gc; idx += kThreads) {
-      const int row = idx / gc, ch = idx % gc;
-      if (row < kBI) {
-        const int64_t i = ib + row;
-        stage_chunk(Cst + row * GNp, f.C + i * f.ldbc, ch, i < T ? GN : 0);
-      } else {
-        const int64_t l = jb + row - kBI;
-        stage_chunk(Bst + (row - kBI) * GNp, f.B + l * f.ldbc, ch, l < T ? GN : 0);
-      }
-    }
-    for (int idx = tid; idx < (kBI + kNL) * hc2; idx += kThreads) {
-      const int row = idx / hc2, ch = idx % hc2;
-      if (row < kBI) {
-        const int64_t i = ib + row;
-        stage_chunk(Sist + row * Hp, f.S + i * H, ch, i < T ? H : 0);
-      } else {
-        const int64_t l = jb + row - kBI;
-        stage_chunk(Slst + (row - kBI) * Hp, f.S + l * H, ch, l < T ? H : 0);
-      }
-    }
-    for (int idx = tid; idx < kNL * hc4; idx += kThreads) {
-      const int row = idx / hc4, ch = idx % hc4;
-      const int64_t l = jb + row;
-      stage_chunk(Dlst + row * Hp, f.delta + l * H, ch, l < T ? H : 0);
-    }
-    cp_async_commit();
-    cp_async_wait_all();  // (slab 0 too)
-    __syncthreads();
-    for (int q = warp; q < kBI * kNL; q += kWarps) {
-      const int ii = q / kNL, ll = q % kNL;
-      for (int g = 0; g < static_cast<int>(G); ++g) {
-        float dot = 0.0f;
-        const float* cr = Cst + ii * GNp + g * N;
-        const float* br = Bst + ll * GNp + g * N;
-        for (int n = lane; n < static_cast<int>(N); n += 32) dot += cr[n] * br[n];
-        dot = warp_sum(dot);
-        if (lane == 0) dots[q * G + g] = dot;
-      }
-    }
-    __syncthreads();
-    const int H32 = static_cast<int>(H), hpg32 = static_cast<int>(hpg);  // 32-bit: no 64-bit division
-    for (int idx = tid; idx < kBI * kNL * H32; idx += kThreads) {
-      const int h = idx % H32;
-      const int q = idx / H32, ii = q / kNL, ll = q % kNL;
-      const int64_t i = ib + ii, l = jb + ll;
-      const bool ok = i < T && l < T && l <= i;
-      float m = 0.0f;
-      if (ok) {
-        const float gap = static_cast<float>(Sist[ii * Hp + h] - Slst[ll * Hp + h]);
-        m = dots[q * G + h / hpg32] * exp2f(f.A2[h] * gap) * Dlst[ll * Hp + h];
-      }
-      if (ok && l == i) {
-        diag[ii * H + h] = m;  // unfolded, for the hidden attention
-        m += f.Dskip[h];
-      }
-      Ms[(h * kBI + ii) * kNL + ll] = m;
-    }
+    // Stage the rows the block needs, then compute from shared memory (waits for slab 0 too).
+    mamba2_block_m(f, ib, jb, T, m2_staging(smem, L.m2), Ms, tid, kThreads, [] { __syncthreads(); });
   } else {
     for (int idx = tid; idx < kBM; idx += kThreads) hat[idx] = 0.0f;  // summed over the slabs
     for (int idx = tid; idx < kBI * kNL * NS; idx += kThreads) {
@@ -716,7 +617,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (want_hattn && cbk == 0) {
         float hv;
         if constexpr (M2) {
-          const float* diag = reinterpret_cast<const float*>(smem + L.pdiag);
+          const float* diag = m2_staging(smem, L.m2).diag;
           float sum = 0.0f;
           for (int64_t hh = 0; hh < f.H; ++hh) sum += i == j ? diag[ii * f.H + hh] : Ms[(hh * kBI + ii) * kNL + jj];
           hv = sum / static_cast<float>(f.H);

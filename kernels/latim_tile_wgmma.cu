@@ -36,24 +36,25 @@
 #include "cuda_check.hpp"
 #include "device_buffer.hpp"
 #include "latim_tile.hpp"
+#include "latim_tile_common.cuh"
 #include "latim_tile_wgmma.hpp"
 
 namespace latim::cuda {
 
 namespace {
 
-constexpr int kBI = 8, kBJ = 16, kBM = kBI * kBJ;  // targets, sources, pairs per block
+using namespace tile_common;
+
 constexpr int kBN = 256;                           // W_out columns per pass (one wgmma N)
 constexpr int kBK = 64;                            // inner channels per slab (128 bytes of bf16)
-constexpr int kKMax = 4;
-constexpr int kNL = kBJ + kKMax - 1;
 constexpr int kThreads = 384;                      // producer + two consumer warpgroups
 constexpr int kStageU = kBM * kBK * 2;             // 16 KiB
 constexpr int kStageW = kBN * kBK * 2;             // 32 KiB
 constexpr int kStage = kStageU + kStageW;
 
 struct Layout {
-  int64_t bars, stages, z, v, cw, cb, ms, pc, pb, psi, psl, pdl, pdot, pdiag, rows, total;
+  int64_t bars, stages, z, v, cw, cb, ms, rows, total;
+  M2Offsets m2;
   int nstages;
 };
 
@@ -63,7 +64,6 @@ __host__ __device__ inline int64_t take(int64_t& off, int64_t bytes, int64_t ali
   off += bytes;
   return o;
 }
-__host__ __device__ inline int64_t round4(int64_t n) { return (n + 3) / 4 * 4; }
 
 // Shared memory: the barriers, `nstages` pipeline stages (1024-byte aligned for the swizzle),
 // the producer's two slots of slab inputs (Z, v, conv weights and bias) and its M prologue.
@@ -78,13 +78,7 @@ __host__ __device__ inline Layout layout(int nstages, int64_t H, int64_t GN, int
   L.cw = take(off, 2 * kBK * kKMax * 4);
   L.cb = take(off, 2 * kBK * 4);
   L.ms = take(off, H * kBI * kNL * 4);
-  L.pc = take(off, kBI * round4(GN) * 4);
-  L.pb = take(off, kNL * round4(GN) * 4);
-  L.psi = take(off, kBI * round4(H) * 8);
-  L.psl = take(off, kNL * round4(H) * 8);
-  L.pdl = take(off, kNL * round4(H) * 4);
-  L.pdot = take(off, kBI * kNL * G * 4);
-  L.pdiag = take(off, kBI * H * 4);
+  L.m2 = m2_staging_layout(off, H, GN, G);
   L.rows = take(off, 8 * 2 * kBN * 4);  // per consumer warp: its target's ŷ and r_in columns
   L.total = off + 1024;  // slack to align the dynamic shared memory base to 1024 bytes
   return L;
@@ -98,11 +92,6 @@ __host__ __device__ inline Layout layout(int nstages, int64_t H, int64_t GN, int
 __device__ __forceinline__ unsigned smem_u32(const void* p) {
   return static_cast<unsigned>(__cvta_generic_to_shared(p));
 }
-__device__ __forceinline__ void cp_async16(unsigned dst, const void* src) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 __device__ __forceinline__ void producer_sync() { asm volatile("bar.sync 1, 128;\n" ::: "memory"); }
 
 __device__ __forceinline__ void bar_init(unsigned bar, unsigned count) {
@@ -163,10 +152,6 @@ __device__ __forceinline__ float silu_fast(float x) {
   asm("tanh.approx.f32 %0, %1;" : "=f"(t) : "f"(h));
   return fmaf(h, t, h);
 }
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
 __device__ __forceinline__ unsigned pack_bf16(float a, float b) {
   const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
   unsigned u;
@@ -174,25 +159,6 @@ __device__ __forceinline__ unsigned pack_bf16(float a, float b) {
   return u;
 }
 
-// Copies n floats (the first `avail` real, the rest zero) in 16-byte chunks: chunk `ch`.
-__device__ __forceinline__ void stage_f32(float* dst, const float* src, int ch, int64_t avail) {
-  const int e0 = ch * 4;
-  if (e0 + 4 <= avail && ((reinterpret_cast<uintptr_t>(src + e0) | reinterpret_cast<uintptr_t>(dst + e0)) & 15) == 0) {
-    cp_async16(smem_u32(dst + e0), src + e0);
-  } else {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) dst[e0 + e] = e0 + e < avail ? src[e0 + e] : 0.0f;
-  }
-}
-__device__ __forceinline__ void stage_f64(double* dst, const double* src, int ch, int64_t avail) {
-  const int e0 = ch * 2;
-  if (e0 + 2 <= avail && ((reinterpret_cast<uintptr_t>(src + e0) | reinterpret_cast<uintptr_t>(dst + e0)) & 15) == 0) {
-    cp_async16(smem_u32(dst + e0), src + e0);
-  } else {
-#pragma unroll
-    for (int e = 0; e < 2; ++e) dst[e0 + e] = e0 + e < avail ? src[e0 + e] : 0.0;
-  }
-}
 __device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t da, uint64_t db, int scale_d) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
@@ -262,86 +228,24 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int row = idx / 16, ch = idx % 16;
         if (row < kBI) {
           const int64_t i = ib + row;
-          stage_f32(Zs + (slot * kBI + row) * kBK, f.Z + (i < T ? i : 0) * D + c0, ch, i < T ? kBK : 0);
+          stage_chunk(Zs + (slot * kBI + row) * kBK, f.Z + (i < T ? i : 0) * D + c0, ch, i < T ? kBK : 0);
         } else {
           const int64_t j = jb + row - kBI;
-          stage_f32(Vs + (slot * kBJ + row - kBI) * kBK, f.v + (j < T ? j : 0) * f.ldv + c0, ch, j < T ? kBK : 0);
+          stage_chunk(Vs + (slot * kBJ + row - kBI) * kBK, f.v + (j < T ? j : 0) * f.ldv + c0, ch, j < T ? kBK : 0);
         }
       }
-      for (int ch = t; ch < K * 16; ch += 128) stage_f32(CWs + slot * kBK * kKMax, f.conv_w + c0 * K, ch, kBK * K);
-      if (t < 16) stage_f32(CBs + slot * kBK, f.conv_b ? f.conv_b + c0 : f.Z, t, f.conv_b ? kBK : 0);
+      for (int ch = t; ch < K * 16; ch += 128) stage_chunk(CWs + slot * kBK * kKMax, f.conv_w + c0 * K, ch, kBK * K);
+      if (t < 16) stage_chunk(CBs + slot * kBK, f.conv_b ? f.conv_b + c0 : f.Z, t, f.conv_b ? kBK : 0);
       cp_async_commit();
     };
 
     // M_{i,l} for every head of the block's (i, l), D[h] folded into M_{i,i}; the hidden attention.
     auto prologue = [&](int64_t ib, int64_t jb) {
-      const int64_t H = f.H, G = f.G, N = f.N, GN = G * N, GNp = round4(GN), Hp = round4(H);
-      float* Cst = reinterpret_cast<float*>(smem + L.pc);
-      float* Bst = reinterpret_cast<float*>(smem + L.pb);
-      double* Sist = reinterpret_cast<double*>(smem + L.psi);
-      double* Slst = reinterpret_cast<double*>(smem + L.psl);
-      float* Dlst = reinterpret_cast<float*>(smem + L.pdl);
-      float* dots = reinterpret_cast<float*>(smem + L.pdot);
-      float* diag = reinterpret_cast<float*>(smem + L.pdiag);
-      const int gc = static_cast<int>(GNp / 4), hc4 = static_cast<int>(Hp / 4), hc2 = static_cast<int>(Hp / 2);
-      for (int idx = t; idx < (kBI + kNL) * gc; idx += 128) {
-        const int row = idx / gc, ch = idx % gc;
-        if (row < kBI) {
-          const int64_t i = ib + row;
-          stage_f32(Cst + row * GNp, f.C + (i < T ? i : 0) * f.ldbc, ch, i < T ? GN : 0);
-        } else {
-          const int64_t l = jb + row - kBI;
-          stage_f32(Bst + (row - kBI) * GNp, f.B + (l < T ? l : 0) * f.ldbc, ch, l < T ? GN : 0);
-        }
-      }
-      for (int idx = t; idx < (kBI + kNL) * hc2; idx += 128) {
-        const int row = idx / hc2, ch = idx % hc2;
-        if (row < kBI) {
-          const int64_t i = ib + row;
-          stage_f64(Sist + row * Hp, f.S + (i < T ? i : 0) * H, ch, i < T ? H : 0);
-        } else {
-          const int64_t l = jb + row - kBI;
-          stage_f64(Slst + (row - kBI) * Hp, f.S + (l < T ? l : 0) * H, ch, l < T ? H : 0);
-        }
-      }
-      for (int idx = t; idx < kNL * hc4; idx += 128) {
-        const int row = idx / hc4, ch = idx % hc4;
-        const int64_t l = jb + row;
-        stage_f32(Dlst + row * Hp, f.delta + (l < T ? l : 0) * H, ch, l < T ? H : 0);
-      }
-      cp_async_commit();
-      cp_async_wait_all();
-      producer_sync();
-      const int warp = t / 32, lane = t % 32;
-      for (int q = warp; q < kBI * kNL; q += 4) {
-        const int ii = q / kNL, ll = q % kNL;
-        for (int g = 0; g < static_cast<int>(G); ++g) {
-          float dot = 0.0f;
-          const float* cr = Cst + ii * GNp + g * N;
-          const float* br = Bst + ll * GNp + g * N;
-          for (int n = lane; n < static_cast<int>(N); n += 32) dot += cr[n] * br[n];
-          dot = warp_sum(dot);
-          if (lane == 0) dots[q * G + g] = dot;
-        }
-      }
-      producer_sync();
-      const int hpg32 = static_cast<int>(H / G);
-      for (int idx = t; idx < kBI * kNL * H32; idx += 128) {
-        const int h = idx % H32;
-        const int q = idx / H32, ii = q / kNL, ll = q % kNL;
-        const int64_t i = ib + ii, l = jb + ll;
-        const bool ok = i < iend && l < T && l <= i;  // (iend <= T) a target outside the tile: M = 0
-        float m = 0.0f;
-        if (ok) {
-          const float gap = static_cast<float>(Sist[ii * Hp + h] - Slst[ll * Hp + h]);
-          m = dots[q * G + h / hpg32] * exp2f(f.A2[h] * gap) * Dlst[ll * Hp + h];
-        }
-        if (ok && l == i) {
-          diag[ii * H + h] = m;  // unfolded, for the hidden attention
-          m += f.Dskip[h];
-        }
-        Ms[(h * kBI + ii) * kNL + ll] = m;
-      }
+      const int64_t H = f.H;
+      const M2Staging st = m2_staging(smem, L.m2);
+      const float* diag = st.diag;
+      // (iend <= T) a target outside the tile gets M = 0, so u needs no test for it
+      mamba2_block_m(f, ib, jb, iend, st, Ms, t, 128, [] { producer_sync(); });
       producer_sync();
       if (want_hattn) {
         for (int p = t; p < kBM; p += 128) {
