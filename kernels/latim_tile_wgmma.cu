@@ -67,7 +67,7 @@ __host__ __device__ inline int64_t take(int64_t& off, int64_t bytes, int64_t ali
 
 // Shared memory: the barriers, `nstages` pipeline stages (1024-byte aligned for the swizzle),
 // the producer's two slots of slab inputs (Z, v, conv weights and bias) and its M prologue.
-__host__ __device__ inline Layout layout(int nstages, int64_t H, int64_t GN, int64_t G) {
+[[maybe_unused]] __host__ __device__ inline Layout layout(int nstages, int64_t H, int64_t GN, int64_t G) {
   Layout L{};
   int64_t off = 0;
   L.nstages = nstages;
@@ -473,7 +473,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 std::atomic<int64_t> g_launches{0};
 
 // The blocks' u scratch on device `dev`: grow-only, kept for the life of the process.
-__nv_bfloat16* u_scratch(int dev, int64_t elems, int layer) {
+[[maybe_unused]] __nv_bfloat16* u_scratch(int dev, int64_t elems, int layer) {
   static DeviceArray<__nv_bfloat16>* buffers[64] = {};
   if (dev < 0 || dev >= 64) fail("latim_tile_wgmma (layer ", layer, "): device index ", dev, " out of range");
   if (!buffers[dev]) buffers[dev] = new DeviceArray<__nv_bfloat16>();  // never freed: outlives static teardown

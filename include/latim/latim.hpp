@@ -53,6 +53,21 @@ class TileBackend {
   virtual ~TileBackend() = default;
   virtual const char* name() const = 0;
   virtual void compute_tile(const LayerFactors& f, const ScoreSet& which, TileScores& out) = 0;
+  // The tiles at `where` (only i0, ni, j0, nj are read), in order, handing each result to
+  // `done` in that order. A backend may compute a tile while `done` handles the one before
+  // it (the CUDA backend does); this default computes them one after the other.
+  virtual void compute_tiles(const LayerFactors& f, const ScoreSet& which, const std::vector<TileScores>& where,
+                             const std::function<void(const TileScores&)>& done) {
+    TileScores t;
+    for (const TileScores& w : where) {
+      t.i0 = w.i0;
+      t.ni = w.ni;
+      t.j0 = w.j0;
+      t.nj = w.nj;
+      compute_tile(f, which, t);
+      done(t);
+    }
+  }
 };
 std::unique_ptr<TileBackend> make_cpu_tile_backend();
 

@@ -1,7 +1,9 @@
 // The CUDA tile backend: uploads a layer's factors once and computes each tile with the
 // fused kernel, returning host scores.
 #include <cmath>
+#include <algorithm>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "backend/cuda_backend.hpp"
@@ -155,12 +157,156 @@ class CudaTileBackend final : public TileBackend {
     cuda::check(cudaMemcpy(out.contrib_sum.data(), contrib, ni * d * sizeof(double), cudaMemcpyDeviceToHost),
                 "LaTIM tile download", layer);
   }
+  // Two tiles in flight: while the host hands tile k to `done`, the device computes tile
+  // k + 1 and a copy stream brings it to page-locked memory. The tile kernel and finalize
+  // run on one stream (they share the partial sums); each slot's scores and contribution
+  // sums are reused only after the copy that read them has finished.
+  void compute_tiles(const LayerFactors& f, const ScoreSet& which, const std::vector<TileScores>& where,
+                     const std::function<void(const TileScores&)>& done) override {
+    const int layer = layer_of_ ? layer_of_(f.weights) : -1;
+    const int64_t d = f.config->d_model;
+    int64_t nn_max = 0, ni_max = 0;
+    for (const TileScores& w : where) {
+      nn_max = std::max(nn_max, w.ni * w.nj);
+      ni_max = std::max(ni_max, w.ni);
+    }
+    const int nscores = int{which.l2} + int{which.l1} + int{which.alti} + int{which.hidden_attn};
+    const std::size_t host_bytes = static_cast<std::size_t>(nscores * nn_max) * sizeof(float) +
+                                   static_cast<std::size_t>(ni_max * d) * sizeof(double);
+    if (where.size() < 2 || !pipeline_.ready(host_bytes)) return TileBackend::compute_tiles(f, which, where, done);
+    factors_.upload(f, layer);
+    float* partial = partial_.reserve(cuda::latim_tile_partial_size(ni_max, nj_of(where), d), "LaTIM tile partial sums");
+    float* hattn = hattn_.reserve(nn_max, "LaTIM tile hidden attention");
+    float* scores[2] = {slot_scores_[0].reserve(nscores * nn_max, "LaTIM tile scores"),
+                        slot_scores_[1].reserve(nscores * nn_max, "LaTIM tile scores")};
+    double* contrib[2] = {slot_contrib_[0].reserve(ni_max * d, "LaTIM tile contribution sums"),
+                          slot_contrib_[1].reserve(ni_max * d, "LaTIM tile contribution sums")};
+    cudaStream_t cs = pipeline_.compute, xs = pipeline_.copy;
+    auto launch = [&](std::size_t k) {
+      const int s = static_cast<int>(k & 1);
+      const TileScores& w = where[k];
+      const int64_t ni = w.ni, nj = w.nj, nn = ni * nj;
+      cuda::check(cudaStreamWaitEvent(cs, pipeline_.copied[s], 0), "LaTIM tile pipeline", layer);
+      cuda::check(cudaMemsetAsync(contrib[s], 0, static_cast<std::size_t>(ni * d) * sizeof(double), cs), "cudaMemset",
+                  layer);
+      cuda::latim_tile(factors_.get(), factors_.precision(), w.i0, ni, w.j0, nj, which.hidden_attn, partial, hattn,
+                       contrib[s], cs, layer);
+      // The requested scores, packed in the order l2, l1, alti, hidden attention.
+      float* sc = scores[s];
+      float* next = sc;
+      auto part = [&](bool on) { return on ? std::exchange(next, next + nn) : nullptr; };
+      float* l2 = part(which.l2);
+      float* l1 = part(which.l1);
+      float* al = part(which.alti);
+      float* ha = part(which.hidden_attn);
+      cuda::latim_tile_finalize(w.i0, ni, w.j0, nj, d, partial, hattn, l2, l1, al, ha, cs, layer);
+      cuda::check(cudaEventRecord(pipeline_.computed[s], cs), "LaTIM tile pipeline", layer);
+      cuda::check(cudaStreamWaitEvent(xs, pipeline_.computed[s], 0), "LaTIM tile pipeline", layer);
+      char* host = pipeline_.host[s];
+      cuda::check(cudaMemcpyAsync(host, sc, (next - sc) * sizeof(float), cudaMemcpyDeviceToHost, xs),
+                  "LaTIM tile download", layer);
+      cuda::check(cudaMemcpyAsync(host + (next - sc) * sizeof(float), contrib[s], ni * d * sizeof(double),
+                                  cudaMemcpyDeviceToHost, xs),
+                  "LaTIM tile download", layer);
+      cuda::check(cudaEventRecord(pipeline_.copied[s], xs), "LaTIM tile pipeline", layer);
+    };
+    TileScores out[2];
+    auto finish = [&](std::size_t k) {
+      const int s = static_cast<int>(k & 1);
+      const TileScores& w = where[k];
+      cuda::check(cudaEventSynchronize(pipeline_.copied[s]), "LaTIM tile (pipeline wait)", layer);
+      TileScores& t = out[s];
+      t.i0 = w.i0;
+      t.ni = w.ni;
+      t.j0 = w.j0;
+      t.nj = w.nj;
+      const int64_t nn = w.ni * w.nj;
+      const char* host = pipeline_.host[s];
+      auto take = [&](bool on, std::vector<float>& v) {
+        if (!on) return v.clear();
+        v.resize(nn);
+        std::memcpy(v.data(), host, nn * sizeof(float));
+        host += nn * sizeof(float);
+      };
+      take(which.l2, t.l2);
+      take(which.l1, t.l1);
+      take(which.alti, t.alti);
+      take(which.hidden_attn, t.hidden_attn);
+      t.contrib_sum.resize(w.ni * d);
+      std::memcpy(t.contrib_sum.data(), host, w.ni * d * sizeof(double));
+      done(t);
+    };
+    launch(0);
+    for (std::size_t k = 1; k < where.size(); ++k) {
+      launch(k);
+      finish(k - 1);
+    }
+    finish(where.size() - 1);
+  }
   std::function<int(const LayerWeights*)> layer_of_;
 
  private:
+  static int64_t nj_of(const std::vector<TileScores>& where) {
+    int64_t m = 0;
+    for (const TileScores& w : where) m = std::max(m, w.nj);
+    return m;
+  }
+  // Streams, events and two page-locked host slots for compute_tiles, made on first use;
+  // ready() is false when page-locked memory cannot be had (then tiles run one at a time).
+  struct Pipeline {
+    cudaStream_t compute = nullptr, copy = nullptr;
+    cudaEvent_t computed[2] = {}, copied[2] = {};
+    char* host[2] = {};
+    std::size_t host_bytes = 0;
+    bool ready(std::size_t bytes) {
+      if (!compute) {
+        // Blocking streams: they wait for the forward's work on the default stream.
+        cuda::check(cudaStreamCreate(&compute), "cudaStreamCreate", -1);
+        cuda::check(cudaStreamCreate(&copy), "cudaStreamCreate", -1);
+        for (int s = 0; s < 2; ++s) {
+          cuda::check(cudaEventCreateWithFlags(&computed[s], cudaEventDisableTiming), "cudaEventCreate", -1);
+          cuda::check(cudaEventCreateWithFlags(&copied[s], cudaEventDisableTiming), "cudaEventCreate", -1);
+        }
+      }
+      if (bytes <= host_bytes) return true;
+      cudaStreamSynchronize(copy);
+      release_host();
+      for (int s = 0; s < 2; ++s)
+        if (cudaMallocHost(reinterpret_cast<void**>(&host[s]), bytes) != cudaSuccess) {
+          cudaGetLastError();
+          release_host();
+          return false;
+        }
+      host_bytes = bytes;
+      return true;
+    }
+    void release_host() {
+      for (char*& h : host) {
+        if (h) cudaFreeHost(h);
+        h = nullptr;
+      }
+      host_bytes = 0;
+    }
+    ~Pipeline() {
+      if (!compute) return;
+      cudaStreamSynchronize(compute);
+      cudaStreamSynchronize(copy);
+      release_host();
+      for (int s = 0; s < 2; ++s) {
+        cudaEventDestroy(computed[s]);
+        cudaEventDestroy(copied[s]);
+      }
+      cudaStreamDestroy(compute);
+      cudaStreamDestroy(copy);
+    }
+  };
+
   DeviceLayerFactors factors_;
   DeviceArray<float> partial_, hattn_, scores_;
   DeviceArray<double> contrib_;
+  DeviceArray<float> slot_scores_[2];
+  DeviceArray<double> slot_contrib_[2];
+  Pipeline pipeline_;
 };
 
 }  // namespace

@@ -135,7 +135,6 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
   std::vector<float> rollout_next;
   if (rollout) rollout_next.assign(static_cast<std::size_t>(T * T), 0.0f);
   const float nan = std::numeric_limits<float>::quiet_NaN();
-  TileScores tile;
   std::future<void> pending;  // the previous panel's outputs
   for (int64_t p0 = 0; p0 < T; p0 += B) {
     if (!owns(opt, p0 / B)) continue;
@@ -156,32 +155,35 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
     alloc(which.alti, alti);
     alloc(which.hidden_attn, hattn);
     std::vector<double> contrib(nbuf * d, 0.0);
-    for (const auto& [ra, rb] : runs) {
-      const int64_t rcols = rb;  // sources of the run's last row
-      const int64_t s0 = slot[ra - p0];
-      for (int64_t j0 = jlo; j0 < rcols; j0 += B) {
-        tile.i0 = ra;
-        tile.ni = rb - ra;
-        tile.j0 = j0;
-        tile.nj = std::min(B, rcols - j0);
-        backend.compute_tile(f, which, tile);
-        auto place = [&](const std::vector<float>& src, std::vector<float>& dst) {
-          if (dst.empty()) return;
-          for (int64_t r = 0; r < tile.ni; ++r)
-            std::copy_n(src.data() + r * tile.nj, tile.nj, dst.data() + (s0 + r) * ncols + j0);
-        };
-        place(tile.l2, l2);
-        place(tile.l1, l1);
-        place(tile.alti, alti);
-        place(tile.hidden_attn, hattn);
-        for (int64_t k = 0; k < tile.ni * d; ++k) contrib[s0 * d + k] += tile.contrib_sum[k];
-        if (opt.progress_line) {
-          int64_t pairs = 0;
-          for (int64_t i = ra; i < rb; ++i) pairs += std::max<int64_t>(0, std::min(i + 1, j0 + tile.nj) - j0);
-          opt.progress_line->add(1, pairs);
-        }
+    std::vector<TileScores> where;
+    for (const auto& [ra, rb] : runs)
+      for (int64_t j0 = jlo; j0 < rb; j0 += B) {  // rb: the sources of the run's last row
+        TileScores w;
+        w.i0 = ra;
+        w.ni = rb - ra;
+        w.j0 = j0;
+        w.nj = std::min(B, rb - j0);
+        where.push_back(std::move(w));
       }
-    }
+    backend.compute_tiles(f, which, where, [&](const TileScores& tile) {
+      const int64_t s0 = slot[tile.i0 - p0], j0 = tile.j0;
+      auto place = [&](const std::vector<float>& src, std::vector<float>& dst) {
+        if (dst.empty()) return;
+        for (int64_t r = 0; r < tile.ni; ++r)
+          std::copy_n(src.data() + r * tile.nj, tile.nj, dst.data() + (s0 + r) * ncols + j0);
+      };
+      place(tile.l2, l2);
+      place(tile.l1, l1);
+      place(tile.alti, alti);
+      place(tile.hidden_attn, hattn);
+      for (int64_t k = 0; k < tile.ni * d; ++k) contrib[s0 * d + k] += tile.contrib_sum[k];
+      if (opt.progress_line) {
+        int64_t pairs = 0;
+        for (int64_t i = tile.i0; i < tile.i0 + tile.ni; ++i)
+          pairs += std::max<int64_t>(0, std::min(i + 1, j0 + tile.nj) - j0);
+        opt.progress_line->add(1, pairs);
+      }
+    });
     // ALTI rows are normalised to sum to 1 over j <= i (spec §4).
     if (which.alti) {
       for (const auto& [ra, rb] : runs)
