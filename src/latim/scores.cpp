@@ -136,6 +136,31 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
   if (rollout) rollout_next.assign(static_cast<std::size_t>(T * T), 0.0f);
   const float nan = std::numeric_limits<float>::quiet_NaN();
   std::future<void> pending;  // the previous panel's outputs
+  // Two sets of panel buffers, used in turn: the worker thread reads one while the next
+  // panel fills the other. They are reserved for the largest panel, so that memory is
+  // touched once per set rather than once per panel (first touch of fresh pages is slow on
+  // some hosts, and the GPU idles meanwhile).
+  struct PanelScores {
+    std::vector<float> l2, l1, alti, hattn;
+  };
+  PanelScores sets[2];
+  {
+    int64_t most = 0;
+    for (int64_t p0 = 0; p0 < T; p0 += B) {
+      if (!owns(opt, p0 / B)) continue;
+      const int64_t pn = std::min(B, T - p0);
+      int64_t rows = 0;
+      for (const auto& [ra, rb] : panel_rows(p0, pn, plan)) rows += rb - ra;
+      most = std::max(most, rows * (p0 + pn));
+    }
+    for (PanelScores& ps : sets) {
+      if (which.l2) ps.l2.reserve(most);
+      if (which.l1) ps.l1.reserve(most);
+      if (which.alti) ps.alti.reserve(most);
+      if (which.hidden_attn) ps.hattn.reserve(most);
+    }
+  }
+  int64_t npanels = 0;
   for (int64_t p0 = 0; p0 < T; p0 += B) {
     if (!owns(opt, p0 / B)) continue;
     if (opt.stop_requested && opt.stop_requested()) break;
@@ -148,7 +173,8 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
     int64_t nbuf = 0;
     for (const auto& [ra, rb] : runs)
       for (int64_t i = ra; i < rb; ++i) slot[i - p0] = nbuf++;
-    std::vector<float> l2, l1, alti, hattn;
+    PanelScores& ps = sets[npanels++ % 2];  // free: the worker that read it (two panels ago) is done
+    std::vector<float>&l2 = ps.l2, &l1 = ps.l1, &alti = ps.alti, &hattn = ps.hattn;
     auto alloc = [&](bool on, std::vector<float>& v) { if (on) v.assign(nbuf * ncols, nan); };
     alloc(which.l2, l2);
     alloc(which.l1, l1);
@@ -217,9 +243,8 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
     // tiles compute. One panel at a time, so the sink sees panels in order, each ending with
     // on_panel_done.
     if (pending.valid()) pending.get();
-    pending = std::async(std::launch::async, [&, p0, pn, ncols, l2 = std::move(l2), l1 = std::move(l1),
-                                              alti = std::move(alti), hattn = std::move(hattn), eps = std::move(eps),
-                                              slot = std::move(slot)]() {
+    pending = std::async(std::launch::async, [&, &l2 = ps.l2, &l1 = ps.l1, &alti = ps.alti, &hattn = ps.hattn, p0, pn,
+                                              ncols, eps = std::move(eps), slot = std::move(slot)]() {
       std::vector<float> rollout_panel;
       if (rollout) {
         // R^(l)[i, :] = sum_k S^(l)[i, k] R^(l-1)[k, :], with R^(0) = S^(0).
@@ -264,6 +289,7 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
           const int64_t P = (T + plan.pool - 1) / plan.pool, b0 = p0 / plan.pool;
           const int64_t nb = (pn + plan.pool - 1) / plan.pool;
           std::vector<float> sum(static_cast<std::size_t>(nb * P), nan), mx(static_cast<std::size_t>(nb * P), nan);
+#pragma omp parallel for schedule(dynamic)
           for (int64_t b = 0; b < nb; ++b)
             for (int64_t q = 0; q <= b0 + b; ++q) {
               double acc = 0.0;
