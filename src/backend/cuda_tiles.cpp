@@ -210,7 +210,7 @@ class CudaTileBackend final : public TileBackend {
                   "LaTIM tile download", layer);
       cuda::check(cudaEventRecord(pipeline_.copied[s], xs), "LaTIM tile pipeline", layer);
     };
-    TileScores out[2];
+    TileScores* out = slot_out_;  // kept across calls: their pages are touched once
     auto finish = [&](std::size_t k) {
       const int s = static_cast<int>(k & 1);
       const TileScores& w = where[k];
@@ -305,6 +305,7 @@ class CudaTileBackend final : public TileBackend {
   DeviceArray<float> partial_, hattn_, scores_;
   DeviceArray<double> contrib_;
   DeviceArray<float> slot_scores_[2];
+  TileScores slot_out_[2];
   DeviceArray<double> slot_contrib_[2];
   Pipeline pipeline_;
 };
