@@ -366,8 +366,10 @@ class CudaBackend final : public ComputeBackend {
 
   // In the bf16 mode in_proj and out_proj take bf16 operands: copies of their weights made at
   // upload, and inputs that the kernels before them write in bf16 (only in bf16: nothing
-  // else reads the normed input or the gated output). cuBLAS rounds fp32 operands to bf16
-  // in that mode anyway; this saves reading them in fp32 and converting them per product.
+  // else reads the normed input or the gated output). These are plain bf16 products
+  // (operands rounded to bf16, fp32 sums). Before, this mode passed fp32 operands with
+  // COMPUTE_32F_FAST_16BF, for which cuBLAS chose tf32 kernels on the H100: more accurate,
+  // and half as fast.
   bool bf16_operands() const { return mode_ == cuda::MathMode::BF16; }
   static void bf16_copy(const DeviceArray<float>& a, DeviceArray<uint16_t>& b, const char* what, int layer) {
     cuda::to_bf16(a.get(), a.size(), b.reserve(a.size(), what, layer), nullptr, what, layer);
