@@ -31,8 +31,8 @@ void linear(Blas& blas, MathMode mode, const float* in, int64_t rows, int64_t in
             int layer);
 
 // The same product on bf16 operands (bit patterns of __nv_bfloat16: the input and a bf16 copy
-// of W), with fp32 sums and output: what MathMode::BF16 computes from fp32 operands, which
-// cuBLAS rounds to bf16 itself, without reading 4-byte operands and converting them.
+// of W), with fp32 sums and output: a plain bf16 product. (MathMode::BF16 on fp32 operands
+// is not the same thing: for it cuBLAS chose tf32 kernels on the H100.)
 void linear_bf16(Blas& blas, const uint16_t* in, int64_t rows, int64_t in_dim, int64_t lda, const uint16_t* W,
                  int64_t out_dim, const float* bias, float* out, int64_t ldo, cudaStream_t stream, const char* what,
                  int layer);
