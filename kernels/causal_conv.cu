@@ -2,6 +2,7 @@
 // the K-1 previous inputs in registers, so each input is read about once. 64-bit indexing.
 #include "causal_conv.hpp"
 #include "cuda_check.hpp"
+#include "device_math.cuh"
 
 namespace latim::cuda {
 
@@ -13,7 +14,7 @@ constexpr int kThreads = 128;
 
 template <int KM>
 __global__ void causal_conv_kernel(const float* __restrict__ in, int64_t T, int64_t channels, int64_t lda,
-                                   const float* __restrict__ w, int K, const float* __restrict__ b, bool silu,
+                                   const float* __restrict__ w, int K, const float* __restrict__ b, bool act,
                                    const float* __restrict__ halo, float* __restrict__ out) {
   const int64_t c = blockIdx.x * int64_t{kThreads} + threadIdx.x;
   if (c >= channels) return;
@@ -41,7 +42,7 @@ __global__ void causal_conv_kernel(const float* __restrict__ in, int64_t T, int6
       float acc = bias;
 #pragma unroll
       for (int s = 0; s < KM; ++s) acc += tap[s] * win[s];
-      if (silu) acc = acc / (1.0f + expf(-acc));
+      if (act) acc = silu(acc);
       out[t * channels + c] = acc;
 #pragma unroll
       for (int s = KM - 1; s > 0; --s) win[s] = win[s - 1];

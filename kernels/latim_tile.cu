@@ -20,6 +20,7 @@
 #include <type_traits>
 
 #include "cuda_check.hpp"
+#include "device_math.cuh"
 #include "device_buffer.hpp"
 #include "latim_tile.hpp"
 #include "latim_tile_common.cuh"
@@ -65,11 +66,6 @@ struct SmemLayout {
   M2Offsets m2;
 };
 
-__host__ __device__ inline int64_t take(int64_t& off, int64_t bytes) {
-  const int64_t o = off;
-  off += (bytes + 127) / 128 * 128;
-  return o;
-}
 
 // Buffers with two slots (bs, zs, vs, cw, cbias, dsk, si, sl, dl, a2) hold the current and
 // the next slab; `scr`, the epilogue scratch, reuses the operand buffers.
@@ -92,9 +88,8 @@ __host__ __device__ inline SmemLayout smem_layout(int prec, bool mamba2, int ns,
   L.cbias = take(off, 2 * kBK * 4);
   if (mamba2) {
     L.ms = take(off, H * kBI * kNL * 4);
-    L.cb = L.dsk = L.si = L.sl = L.dl = L.a2 = off;
+    L.cb = L.dsk = L.si = L.sl = L.dl = L.a2 = take(off, 0);  // Mamba-1 only
     L.m2 = m2_staging_layout(off, H, GN, G);
-    off = (off + 127) / 128 * 128;
   } else {
     L.ms = take(off, int64_t{kBI} * kNL * kBK * 4);
     L.cb = take(off, int64_t{kBI} * kNL * ns * 4);
@@ -110,8 +105,6 @@ __host__ __device__ inline SmemLayout smem_layout(int prec, bool mamba2, int ns,
   L.total = off;
   return L;
 }
-
-__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 
 // 2^x for Mamba-1's M (x <= 0): exp2f in the fp32 mode; in tf32/bf16 the bare MUFU.EX2
 // (ex2.approx.ftz, 2 ulp, results below 2^-126 flushed to zero), whose error is far below
@@ -706,14 +699,6 @@ __global__ void gate_factor_kernel(const float* gate, const float* gamma, int64_
 unsigned blocks_for(int64_t n) {
   const int64_t b = (n + 255) / 256;
   return static_cast<unsigned>(b < 4096 * 132 ? (b > 0 ? b : 1) : 4096 * 132);
-}
-
-// The tile kernel's u scratch on device `dev`: grow-only, kept for the life of the process.
-void* tile_scratch(int dev, int64_t bytes, int layer) {
-  static DeviceArray<unsigned char>* buffers[64] = {};
-  if (dev < 0 || dev >= 64) fail("latim_tile (layer ", layer, "): device index ", dev, " out of range");
-  if (!buffers[dev]) buffers[dev] = new DeviceArray<unsigned char>();  // never freed: outlives static teardown
-  return buffers[dev]->reserve(bytes, "LaTIM tile scratch (u of the resident blocks)", layer);
 }
 
 template <int PREC, bool M2, int NS>

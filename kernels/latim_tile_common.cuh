@@ -4,6 +4,8 @@
 #pragma once
 #include <cstdint>
 
+#include "cuda_check.hpp"
+#include "device_buffer.hpp"
 #include "latim_tile.hpp"
 
 namespace latim::cuda::tile_common {
@@ -13,6 +15,23 @@ constexpr int kKMax = 4;                           // largest conv width support
 constexpr int kNL = kBJ + kKMax - 1;               // positions l a block's sources reach
 
 __host__ __device__ inline int64_t round4(int64_t n) { return (n + 3) / 4 * 4; }
+
+// Shared-memory layouts: the next piece of `bytes` at `off` rounded up to `align`; `off`
+// moves past it.
+__host__ __device__ inline int64_t take(int64_t& off, int64_t bytes, int64_t align = 128) {
+  const int64_t o = (off + align - 1) / align * align;
+  off = o + bytes;
+  return o;
+}
+
+// The tile kernels' u scratch on device `dev` (both kernels use the same one; a stream runs
+// one tile at a time): grow-only, kept for the life of the process.
+inline void* tile_scratch(int dev, int64_t bytes, int layer) {
+  static DeviceArray<unsigned char>* buffers[64] = {};
+  if (dev < 0 || dev >= 64) fail("latim_tile (layer ", layer, "): device index ", dev, " out of range");
+  if (!buffers[dev]) buffers[dev] = new DeviceArray<unsigned char>();  // never freed: outlives static teardown
+  return buffers[dev]->reserve(bytes, "LaTIM tile scratch (u of the resident blocks)", layer);
+}
 
 __device__ __forceinline__ void cp_async16(void* smem_ptr, const void* gptr) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem_ptr));
@@ -58,20 +77,15 @@ struct M2Staging {
 struct M2Offsets {
   int64_t c, b, si, sl, dl, dots, diag;
 };
-__host__ __device__ inline int64_t take128(int64_t& off, int64_t bytes) {
-  const int64_t o = (off + 127) / 128 * 128;
-  off = o + bytes;
-  return o;
-}
 __host__ __device__ inline M2Offsets m2_staging_layout(int64_t& off, int64_t H, int64_t GN, int64_t G) {
   M2Offsets o;
-  o.c = take128(off, kBI * round4(GN) * 4);
-  o.b = take128(off, kNL * round4(GN) * 4);
-  o.si = take128(off, kBI * round4(H) * 8);
-  o.sl = take128(off, kNL * round4(H) * 8);
-  o.dl = take128(off, kNL * round4(H) * 4);
-  o.dots = take128(off, kBI * kNL * G * 4);
-  o.diag = take128(off, kBI * H * 4);
+  o.c = take(off, kBI * round4(GN) * 4);
+  o.b = take(off, kNL * round4(GN) * 4);
+  o.si = take(off, kBI * round4(H) * 8);
+  o.sl = take(off, kNL * round4(H) * 8);
+  o.dl = take(off, kNL * round4(H) * 4);
+  o.dots = take(off, kBI * kNL * G * 4);
+  o.diag = take(off, kBI * H * 4);
   return o;
 }
 __device__ inline M2Staging m2_staging(unsigned char* smem, const M2Offsets& o) {

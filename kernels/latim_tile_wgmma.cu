@@ -58,13 +58,6 @@ struct Layout {
   int nstages;
 };
 
-__host__ __device__ inline int64_t take(int64_t& off, int64_t bytes, int64_t align = 128) {
-  off = (off + align - 1) / align * align;
-  const int64_t o = off;
-  off += bytes;
-  return o;
-}
-
 // Shared memory: the barriers, `nstages` pipeline stages (1024-byte aligned for the swizzle),
 // the producer's two slots of slab inputs (Z, v, conv weights and bias) and its M prologue.
 [[maybe_unused]] __host__ __device__ inline Layout layout(int nstages, int64_t H, int64_t GN, int64_t G) {
@@ -480,14 +473,6 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 std::atomic<int64_t> g_launches{0};
 
-// The blocks' u scratch on device `dev`: grow-only, kept for the life of the process.
-[[maybe_unused]] __nv_bfloat16* u_scratch(int dev, int64_t elems, int layer) {
-  static DeviceArray<__nv_bfloat16>* buffers[64] = {};
-  if (dev < 0 || dev >= 64) fail("latim_tile_wgmma (layer ", layer, "): device index ", dev, " out of range");
-  if (!buffers[dev]) buffers[dev] = new DeviceArray<__nv_bfloat16>();  // never freed: outlives static teardown
-  return buffers[dev]->reserve(elems, "LaTIM tile scratch (u of the resident blocks)", layer);
-}
-
 }  // namespace
 
 bool latim_tile_wgmma_supported() {
@@ -535,7 +520,7 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
                              static_cast<int>(L.total)),
         "latim_tile_wgmma (shared memory attribute)", layer);
   const int64_t grid = npb < sms ? npb : sms;
-  __nv_bfloat16* const us = u_scratch(dev, grid * (f.D / kBK) * (kStageU / 2), layer);
+  auto* const us = static_cast<__nv_bfloat16*>(tile_scratch(dev, grid * (f.D / kBK) * kStageU, layer));
   kernel<<<static_cast<unsigned>(grid), kThreads, L.total, stream>>>(
       f, Wk, nstages, i0, ni, j0, nj, ncb, hidden_attn, partial, hattn, contrib, us);
   check_launch("latim_tile_wgmma", layer, stream);

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "cuda_check.hpp"
+#include "device_math.cuh"
 #include "pointwise.hpp"
 
 namespace latim::cuda {
@@ -36,7 +37,6 @@ unsigned grid_for(int64_t n) {
   return static_cast<unsigned>(b < 65536 * 8 ? b : 65536 * 8);  // grid-stride loops cover the rest
 }
 
-__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 __device__ __forceinline__ float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 
 __global__ void add_bias_kernel(float* out, int64_t rows, int64_t cols, int64_t ld, const float* bias) {
@@ -62,8 +62,6 @@ __global__ void mamba2_delta_kernel(const float* dt, int64_t ld, int64_t T, int6
     delta[k] = static_cast<float>(fmin(fmax(v, dt_min), dt_max));
   }
 }
-
-__device__ __forceinline__ uint16_t bf16_bits(float x) { return __bfloat16_as_ushort(__float2bfloat16_rn(x)); }
 
 __global__ void silu_gate_kernel(float* y, const float* z, int64_t ldz, int64_t T, int64_t D, float* gate_out,
                                  uint16_t* y16) {

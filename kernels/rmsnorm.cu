@@ -10,6 +10,7 @@
 #include <cuda_bf16.h>
 
 #include "cuda_check.hpp"
+#include "device_math.cuh"
 #include "rmsnorm.hpp"
 
 namespace latim::cuda {
@@ -62,8 +63,6 @@ __device__ __forceinline__ void store4(float* p, int64_t k, int64_t end, float4 
     if (k + 3 < end) p[k + 3] = v.w;
   }
 }
-
-__device__ __forceinline__ uint16_t bf16_bits(float x) { return __bfloat16_as_ushort(__float2bfloat16_rn(x)); }
 
 template <bool Vec>
 __device__ __forceinline__ void store4_bf16(uint16_t* p, int64_t k, int64_t end, float4 v) {
@@ -156,8 +155,6 @@ __global__ void rmsnorm_kernel(float* r, const float* __restrict__ o, int64_t ro
     if (k < dim) emit(k, load4<Vec>(x, k, dim));  // this thread's own values, already added
   }
 }
-
-__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 
 __device__ __forceinline__ float4 silu4(const float4& z) { return make_float4(silu(z.x), silu(z.y), silu(z.z), silu(z.w)); }
 

@@ -128,34 +128,13 @@ class CudaTileBackend final : public TileBackend {
   void compute_tile(const LayerFactors& f, const ScoreSet& which, TileScores& out) override {
     const int layer = layer_of_ ? layer_of_(f.weights) : -1;
     factors_.upload(f, layer);
-    const int64_t ni = out.ni, nj = out.nj, d = f.config->d_model, nn = ni * nj;
-    float* partial = partial_.reserve(cuda::latim_tile_partial_size(ni, nj, d), "LaTIM tile partial sums");
-    float* hattn = hattn_.reserve(nn, "LaTIM tile hidden attention");
+    const int64_t ni = out.ni, nn = ni * out.nj, d = f.config->d_model;
+    float* scores = scores_.reserve(score_count(which) * nn, "LaTIM tile scores");
     double* contrib = contrib_.reserve(ni * d, "LaTIM tile contribution sums");
-    float* scores = scores_.reserve(4 * nn, "LaTIM tile scores");
-    cuda::check(cudaMemsetAsync(contrib, 0, static_cast<std::size_t>(ni * d) * sizeof(double)), "cudaMemset", layer);
-    cuda::latim_tile(factors_.get(), factors_.precision(), out.i0, ni, out.j0, nj, which.hidden_attn, partial, hattn,
-                     contrib, nullptr, layer);
-    float* l2 = which.l2 ? scores : nullptr;
-    float* l1 = which.l1 ? scores + nn : nullptr;
-    float* alti = which.alti ? scores + 2 * nn : nullptr;
-    float* ha = which.hidden_attn ? scores + 3 * nn : nullptr;
-    cuda::latim_tile_finalize(out.i0, ni, out.j0, nj, d, partial, hattn, l2, l1, alti, ha, nullptr, layer);
-    auto fetch = [&](const float* src, std::vector<float>& dst) {
-      if (!src) {
-        dst.clear();
-        return;
-      }
-      dst.resize(nn);
-      cuda::check(cudaMemcpy(dst.data(), src, nn * sizeof(float), cudaMemcpyDeviceToHost), "LaTIM tile download", layer);
-    };
-    fetch(l2, out.l2);
-    fetch(l1, out.l1);
-    fetch(alti, out.alti);
-    fetch(ha, out.hidden_attn);
-    out.contrib_sum.resize(ni * d);
-    cuda::check(cudaMemcpy(out.contrib_sum.data(), contrib, ni * d * sizeof(double), cudaMemcpyDeviceToHost),
-                "LaTIM tile download", layer);
+    run_tile(which, out, d, scores, contrib, nullptr, layer);
+    unpack(which, d, scores, contrib, out, [&](void* dst, const void* src, std::size_t bytes) {
+      cuda::check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "LaTIM tile download", layer);
+    });
   }
   // Two tiles in flight: while the host hands tile k to `done`, the device computes tile
   // k + 1 and a copy stream brings it to page-locked memory. The tile kernel and finalize
@@ -165,18 +144,20 @@ class CudaTileBackend final : public TileBackend {
                      const std::function<void(const TileScores&)>& done) override {
     const int layer = layer_of_ ? layer_of_(f.weights) : -1;
     const int64_t d = f.config->d_model;
-    int64_t nn_max = 0, ni_max = 0;
+    int64_t nn_max = 0, ni_max = 0, nj_max = 0;
     for (const TileScores& w : where) {
       nn_max = std::max(nn_max, w.ni * w.nj);
       ni_max = std::max(ni_max, w.ni);
+      nj_max = std::max(nj_max, w.nj);
     }
-    const int nscores = int{which.l2} + int{which.l1} + int{which.alti} + int{which.hidden_attn};
-    const std::size_t host_bytes = static_cast<std::size_t>(nscores * nn_max) * sizeof(float) +
-                                   static_cast<std::size_t>(ni_max * d) * sizeof(double);
-    if (where.size() < 2 || !pipeline_.ready(host_bytes)) return TileBackend::compute_tiles(f, which, where, done);
+    const int64_t nscores = score_count(which);
+    const std::size_t score_bytes = static_cast<std::size_t>(nscores * nn_max) * sizeof(float);
+    if (where.size() < 2 || !pipeline_.ready(score_bytes + static_cast<std::size_t>(ni_max * d) * sizeof(double)))
+      return TileBackend::compute_tiles(f, which, where, done);
     factors_.upload(f, layer);
-    float* partial = partial_.reserve(cuda::latim_tile_partial_size(ni_max, nj_of(where), d), "LaTIM tile partial sums");
-    float* hattn = hattn_.reserve(nn_max, "LaTIM tile hidden attention");
+    // Reserved for the largest tile up front: nothing is reallocated while tiles are in flight.
+    partial_.reserve(cuda::latim_tile_partial_size(ni_max, nj_max, d), "LaTIM tile partial sums");
+    hattn_.reserve(nn_max, "LaTIM tile hidden attention");
     float* scores[2] = {slot_scores_[0].reserve(nscores * nn_max, "LaTIM tile scores"),
                         slot_scores_[1].reserve(nscores * nn_max, "LaTIM tile scores")};
     double* contrib[2] = {slot_contrib_[0].reserve(ni_max * d, "LaTIM tile contribution sums"),
@@ -185,55 +166,28 @@ class CudaTileBackend final : public TileBackend {
     auto launch = [&](std::size_t k) {
       const int s = static_cast<int>(k & 1);
       const TileScores& w = where[k];
-      const int64_t ni = w.ni, nj = w.nj, nn = ni * nj;
       cuda::check(cudaStreamWaitEvent(cs, pipeline_.copied[s], 0), "LaTIM tile pipeline", layer);
-      cuda::check(cudaMemsetAsync(contrib[s], 0, static_cast<std::size_t>(ni * d) * sizeof(double), cs), "cudaMemset",
-                  layer);
-      cuda::latim_tile(factors_.get(), factors_.precision(), w.i0, ni, w.j0, nj, which.hidden_attn, partial, hattn,
-                       contrib[s], cs, layer);
-      // The requested scores, packed in the order l2, l1, alti, hidden attention.
-      float* sc = scores[s];
-      float* next = sc;
-      auto part = [&](bool on) { return on ? std::exchange(next, next + nn) : nullptr; };
-      float* l2 = part(which.l2);
-      float* l1 = part(which.l1);
-      float* al = part(which.alti);
-      float* ha = part(which.hidden_attn);
-      cuda::latim_tile_finalize(w.i0, ni, w.j0, nj, d, partial, hattn, l2, l1, al, ha, cs, layer);
+      const int64_t n = run_tile(which, w, d, scores[s], contrib[s], cs, layer);
       cuda::check(cudaEventRecord(pipeline_.computed[s], cs), "LaTIM tile pipeline", layer);
       cuda::check(cudaStreamWaitEvent(xs, pipeline_.computed[s], 0), "LaTIM tile pipeline", layer);
       char* host = pipeline_.host[s];
-      cuda::check(cudaMemcpyAsync(host, sc, (next - sc) * sizeof(float), cudaMemcpyDeviceToHost, xs),
+      cuda::check(cudaMemcpyAsync(host, scores[s], n * sizeof(float), cudaMemcpyDeviceToHost, xs),
                   "LaTIM tile download", layer);
-      cuda::check(cudaMemcpyAsync(host + (next - sc) * sizeof(float), contrib[s], ni * d * sizeof(double),
-                                  cudaMemcpyDeviceToHost, xs),
+      cuda::check(cudaMemcpyAsync(host + score_bytes, contrib[s], w.ni * d * sizeof(double), cudaMemcpyDeviceToHost, xs),
                   "LaTIM tile download", layer);
       cuda::check(cudaEventRecord(pipeline_.copied[s], xs), "LaTIM tile pipeline", layer);
     };
-    TileScores* out = slot_out_;  // kept across calls: their pages are touched once
     auto finish = [&](std::size_t k) {
       const int s = static_cast<int>(k & 1);
-      const TileScores& w = where[k];
       cuda::check(cudaEventSynchronize(pipeline_.copied[s]), "LaTIM tile (pipeline wait)", layer);
-      TileScores& t = out[s];
-      t.i0 = w.i0;
-      t.ni = w.ni;
-      t.j0 = w.j0;
-      t.nj = w.nj;
-      const int64_t nn = w.ni * w.nj;
+      TileScores& t = slot_out_[s];  // kept across calls: their pages are touched once
+      t.i0 = where[k].i0;
+      t.ni = where[k].ni;
+      t.j0 = where[k].j0;
+      t.nj = where[k].nj;
       const char* host = pipeline_.host[s];
-      auto take = [&](bool on, std::vector<float>& v) {
-        if (!on) return v.clear();
-        v.resize(nn);
-        std::memcpy(v.data(), host, nn * sizeof(float));
-        host += nn * sizeof(float);
-      };
-      take(which.l2, t.l2);
-      take(which.l1, t.l1);
-      take(which.alti, t.alti);
-      take(which.hidden_attn, t.hidden_attn);
-      t.contrib_sum.resize(w.ni * d);
-      std::memcpy(t.contrib_sum.data(), host, w.ni * d * sizeof(double));
+      unpack(which, d, host, host + score_bytes, t,
+             [](void* dst, const void* src, std::size_t bytes) { std::memcpy(dst, src, bytes); });
       done(t);
     };
     launch(0);
@@ -246,10 +200,49 @@ class CudaTileBackend final : public TileBackend {
   std::function<int(const LayerWeights*)> layer_of_;
 
  private:
-  static int64_t nj_of(const std::vector<TileScores>& where) {
-    int64_t m = 0;
-    for (const TileScores& w : where) m = std::max(m, w.nj);
-    return m;
+  static int64_t score_count(const ScoreSet& which) {
+    return int64_t{which.l2} + int64_t{which.l1} + int64_t{which.alti} + int64_t{which.hidden_attn};
+  }
+  // The tile kernel and finalize for tile w on `stream`: Σ_j T_i(x_j) into contrib, the
+  // requested scores packed into `scores` in the order l2, l1, alti, hidden attention.
+  // Returns the number of score values written.
+  int64_t run_tile(const ScoreSet& which, const TileScores& w, int64_t d, float* scores, double* contrib,
+                   cudaStream_t stream, int layer) {
+    const int64_t ni = w.ni, nj = w.nj, nn = ni * nj;
+    float* partial = partial_.reserve(cuda::latim_tile_partial_size(ni, nj, d), "LaTIM tile partial sums");
+    float* hattn = hattn_.reserve(nn, "LaTIM tile hidden attention");
+    cuda::check(cudaMemsetAsync(contrib, 0, static_cast<std::size_t>(ni * d) * sizeof(double), stream), "cudaMemset",
+                layer);
+    cuda::latim_tile(factors_.get(), factors_.precision(), w.i0, ni, w.j0, nj, which.hidden_attn, partial, hattn,
+                     contrib, stream, layer);
+    float* next = scores;
+    auto part = [&](bool on) { return on ? std::exchange(next, next + nn) : nullptr; };
+    float* l2 = part(which.l2);
+    float* l1 = part(which.l1);
+    float* al = part(which.alti);
+    float* ha = part(which.hidden_attn);
+    cuda::latim_tile_finalize(w.i0, ni, w.j0, nj, d, partial, hattn, l2, l1, al, ha, stream, layer);
+    return next - scores;
+  }
+  // Fills t's vectors (its geometry already set) from a tile's packed scores at `scores` and
+  // its contribution sums at `contrib`, with copy(dst, src, bytes).
+  template <class Copy>
+  static void unpack(const ScoreSet& which, int64_t d, const void* scores, const void* contrib, TileScores& t,
+                     Copy copy) {
+    const int64_t nn = t.ni * t.nj;
+    const char* src = static_cast<const char*>(scores);
+    auto take = [&](bool on, std::vector<float>& v) {
+      if (!on) return v.clear();
+      v.resize(nn);
+      copy(v.data(), src, nn * sizeof(float));
+      src += nn * sizeof(float);
+    };
+    take(which.l2, t.l2);
+    take(which.l1, t.l1);
+    take(which.alti, t.alti);
+    take(which.hidden_attn, t.hidden_attn);
+    t.contrib_sum.resize(t.ni * d);
+    copy(t.contrib_sum.data(), contrib, t.ni * d * sizeof(double));
   }
   // Streams, events and two page-locked host slots for compute_tiles, made on first use;
   // ready() is false when page-locked memory cannot be had (then tiles run one at a time).
