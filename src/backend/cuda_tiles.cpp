@@ -2,6 +2,7 @@
 // fused kernel, returning host scores.
 #include <cmath>
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -152,7 +153,13 @@ class CudaTileBackend final : public TileBackend {
     }
     const int64_t nscores = score_count(which);
     const std::size_t score_bytes = static_cast<std::size_t>(nscores * nn_max) * sizeof(float);
-    if (where.size() < 2 || !pipeline_.ready(score_bytes + static_cast<std::size_t>(ni_max * d) * sizeof(double)))
+    // LATIM_TILE_PIPELINE=0 computes the tiles one after the other (for diagnosis).
+    static const bool off = [] {
+      const char* e = std::getenv("LATIM_TILE_PIPELINE");
+      return e && std::strcmp(e, "0") == 0;
+    }();
+    if (off || where.size() < 2 ||
+        !pipeline_.ready(score_bytes + static_cast<std::size_t>(ni_max * d) * sizeof(double)))
       return TileBackend::compute_tiles(f, which, where, done);
     factors_.upload(f, layer);
     // Reserved for the largest tile up front: nothing is reallocated while tiles are in flight.

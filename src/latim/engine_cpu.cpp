@@ -40,12 +40,13 @@ class CpuTileBackend final : public TileBackend {
     init(which.alti, out.alti);
     init(which.hidden_attn, out.hidden_attn);
     out.contrib_sum.assign(ni * d, 0.0);
-    if (c.family == Family::Mamba1 && At_owner_ != w.A.data()) {
+    // A transposed to [N, D], per tile: D·N copies, nothing beside the tile's work. (It was
+    // cached by the address of A, which a later model can reuse with other values.)
+    if (c.family == Family::Mamba1) {
       const int64_t N = c.d_state;
       At_.resize(D * N);
       for (int64_t ch = 0; ch < D; ++ch)
         for (int64_t n = 0; n < N; ++n) At_[n * D + ch] = w.A[ch * N + n];
-      At_owner_ = w.A.data();
     }
 
     const int64_t nrb = (ni + kRowBlock - 1) / kRowBlock;
@@ -238,8 +239,7 @@ class CpuTileBackend final : public TileBackend {
     }
   }
 
-  std::vector<float> At_;           // A transposed to [N, D] for the layer last seen
-  const float* At_owner_ = nullptr;
+  std::vector<float> At_;  // A transposed to [N, D] for the current tile
 
   static void add_skip(const ModelConfig& c, const LayerWeights& w, const float* xs, float* u) {
     const int64_t D = c.d_inner;
