@@ -19,7 +19,7 @@ def close(a, b):
     return rel_error(a, b, floor=1e-30) <= TOL
 
 
-def check_plan_file(full_path, plan_path, rows, pool, topk, window, label):
+def check_plan_file(full_path, plan_path, rows, pool, topk, window, label, scores=SCORES):
     problems = []
     with h5py.File(full_path, "r") as F, h5py.File(plan_path, "r") as P:
         if P.attrs["complete"] != 1:
@@ -32,7 +32,7 @@ def check_plan_file(full_path, plan_path, rows, pool, topk, window, label):
                     problems.append("/rows positions differ")
                 if not close(h["rows/approx_error"][()], g["approx_error"][()][rows]):
                     problems.append(f"{layer}: rows/approx_error")
-            for s in SCORES.split(","):
+            for s in scores.split(","):
                 m = g[s][()]
                 if rows is not None and not close(h[f"rows/{s}"][()], m[rows]):
                     problems.append(f"{layer}: rows/{s}")
@@ -72,13 +72,15 @@ def check_plan_file(full_path, plan_path, rows, pool, topk, window, label):
 
 
 def main():
-    args = parse_args(__doc__)
+    args = parse_args(__doc__, lambda ap: ap.add_argument("--extra", default="", help="more latim run flags, e.g. "
+                                                                "'--backend cuda'"))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     failures = []
     for fixture in ("mamba2_f32", "mamba1_bias_f16"):
         model = os.path.join(args.data, fixture)
-        base = [args.latim, "run", "--model", model, "--tokens", os.path.join(model, "tokens.txt"), "--scores", SCORES,
-                "--tile", "32", "--quiet"]
+        plain = [args.latim, "run", "--model", model, "--tokens", os.path.join(model, "tokens.txt"), "--tile", "32",
+                 "--quiet"] + args.extra.split()
+        base = plain + ["--scores", SCORES]
         w = lambda name: os.path.join(args.work, f"{fixture}.{name}.h5")
         subprocess.run(base + ["--out", w("full")], check=True, env=env)
         rows = np.array([5, 17] + list(range(100, 111)) + [299])
@@ -91,6 +93,15 @@ def main():
         failures += check_plan_file(w("full"), w("band"), None, 0, 0, 9, f"{fixture}: window alone")
         subprocess.run(mpiexec(2) + base + ["--out", w("combo2")] + combo, check=True, env=env)
         failures += check_plan_file(w("full"), w("combo2"), rows, 16, 5, 7, f"{fixture}: the combined plan on 2 ranks")
+        # Reductions only (no rows, no ALTI): tiles are reduced where they are computed, and
+        # the panel merges the tiles' reductions.
+        red = ["--scores", "l2,hidden-attn", "--pool", "16", "--topk", "5", "--window", "40"]
+        subprocess.run(plain + ["--out", w("reduced")] + red, check=True, env=env)
+        failures += check_plan_file(w("full"), w("reduced"), None, 16, 5, 40, f"{fixture}: pool + topk + window, reduced tiles",
+                                    scores="l2,hidden-attn")
+        subprocess.run(mpiexec(2) + plain + ["--out", w("reduced2")] + red, check=True, env=env)
+        failures += check_plan_file(w("full"), w("reduced2"), None, 16, 5, 40, f"{fixture}: reduced tiles on 2 ranks",
+                                    scores="l2,hidden-attn")
     return 1 if failures else 0
 
 

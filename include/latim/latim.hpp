@@ -37,12 +37,43 @@ struct LayerFactors {
 };
 LayerFactors make_layer_factors(const ModelConfig& c, const LayerWeights& w, const LayerTrace& tr);
 
+// Reductions of a tile's scores that a backend can compute where the scores are, so that only
+// they leave it (the driver asks for them when the plan needs no whole rows: --pool, --topk,
+// --window without --full, --rows or ALTI). Pairs with j > i take no part.
+struct TileReduce {
+  int64_t pool = 0;    // sums and maxima over pool x pool blocks (tile origins are multiples of pool)
+  int64_t topk = 0;    // the K best sources of each row within the tile
+  int64_t window = 0;  // the scores of sources i - w, w < W, that lie in the tile
+  bool any() const { return pool > 0 || topk > 0 || window > 0; }
+};
+
+// One score's reductions of one tile.
+struct TileReduced {
+  // [ceil(ni / pool), ceil(nj / pool)]: the fp64-accumulated sum and the maximum of each
+  // block's pairs j <= i; NaN for a block without such pairs.
+  std::vector<float> pool_sum, pool_max;
+  // [ni, K]: the row's best sources in the tile, in no particular order; "best" is the
+  // larger score, then the larger source index. Rows with fewer than K sources in the tile
+  // end in index -1 (value NaN).
+  std::vector<int64_t> top_index;
+  std::vector<float> top_value;
+  // [ni, W]: column w holds source i - w where it lies in the tile; other entries are
+  // unspecified.
+  std::vector<float> window;
+};
+
 // Raw per-tile results, row-major [ni, nj]; entries with j > i are NaN.
 struct TileScores {
   int64_t i0 = 0, j0 = 0, ni = 0, nj = 0;
   std::vector<float> l2, l1, alti, hidden_attn;  // only the requested ones are filled
   std::vector<double> contrib_sum;               // [ni, d] sum over the tile's j of T_i(x_j)
+  // With a TileReduce: the reductions of l2, l1, alti, hidden_attn (in that order, the
+  // requested ones filled) instead of the matrices above, which are then empty.
+  TileReduced reduced[4];
 };
+// Fills t.reduced from t's score matrices and empties the matrices (the host reduction,
+// which backends that reduce on the device must match).
+void reduce_tile(const TileReduce& r, TileScores& t);
 
 struct ScoreSet {
   bool l2 = false, l1 = false, alti = false, hidden_attn = false;
@@ -54,9 +85,12 @@ class TileBackend {
   virtual const char* name() const = 0;
   virtual void compute_tile(const LayerFactors& f, const ScoreSet& which, TileScores& out) = 0;
   // The tiles at `where` (only i0, ni, j0, nj are read), in order, handing each result to
-  // `done` in that order. A backend may compute a tile while `done` handles the one before
-  // it (the CUDA backend does); this default computes them one after the other.
-  virtual void compute_tiles(const LayerFactors& f, const ScoreSet& which, const std::vector<TileScores>& where,
+  // `done` in that order; with reduce.any(), each as its reductions (TileScores::reduced).
+  // A backend may compute a tile while `done` handles the one before it (the CUDA backend
+  // does, and reduces on the device); this default computes them one after the other and
+  // reduces on the host.
+  virtual void compute_tiles(const LayerFactors& f, const ScoreSet& which, const TileReduce& reduce,
+                             const std::vector<TileScores>& where,
                              const std::function<void(const TileScores&)>& done) {
     TileScores t;
     for (const TileScores& w : where) {
@@ -65,6 +99,7 @@ class TileBackend {
       t.j0 = w.j0;
       t.nj = w.nj;
       compute_tile(f, which, t);
+      if (reduce.any()) reduce_tile(reduce, t);
       done(t);
     }
   }

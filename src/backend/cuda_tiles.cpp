@@ -141,7 +141,8 @@ class CudaTileBackend final : public TileBackend {
   // k + 1 and a copy stream brings it to page-locked memory. The tile kernel and finalize
   // run on one stream (they share the partial sums); each slot's scores and contribution
   // sums are reused only after the copy that read them has finished.
-  void compute_tiles(const LayerFactors& f, const ScoreSet& which, const std::vector<TileScores>& where,
+  void compute_tiles(const LayerFactors& f, const ScoreSet& which, const TileReduce& reduce,
+                     const std::vector<TileScores>& where,
                      const std::function<void(const TileScores&)>& done) override {
     const int layer = layer_of_ ? layer_of_(f.weights) : -1;
     const int64_t d = f.config->d_model;
@@ -160,7 +161,7 @@ class CudaTileBackend final : public TileBackend {
     }();
     if (off || where.size() < 2 ||
         !pipeline_.ready(score_bytes + static_cast<std::size_t>(ni_max * d) * sizeof(double)))
-      return TileBackend::compute_tiles(f, which, where, done);
+      return TileBackend::compute_tiles(f, which, reduce, where, done);
     factors_.upload(f, layer);
     // Reserved for the largest tile up front: nothing is reallocated while tiles are in flight.
     partial_.reserve(cuda::latim_tile_partial_size(ni_max, nj_max, d), "LaTIM tile partial sums");
@@ -195,6 +196,7 @@ class CudaTileBackend final : public TileBackend {
       const char* host = pipeline_.host[s];
       unpack(which, d, host, host + score_bytes, t,
              [](void* dst, const void* src, std::size_t bytes) { std::memcpy(dst, src, bytes); });
+      if (reduce.any()) reduce_tile(reduce, t);
       done(t);
     };
     launch(0);

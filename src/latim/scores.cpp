@@ -101,7 +101,114 @@ std::vector<std::pair<int64_t, int64_t>> panel_rows(int64_t p0, int64_t pn, cons
 
 bool owns(const EngineOptions& opt, int64_t p) { return !opt.owns_panel || opt.owns_panel(p); }
 
+// The order of --topk: the larger score first; ties go to the nearer (larger) source index,
+// so that the result does not depend on how a row was split into tiles.
+inline bool better(float va, int64_t a, float vb, int64_t b) { return va > vb || (va == vb && a > b); }
+
+// The fp64 sum and the maximum of m's rows [ra, rb) x columns [ca, cb) (row stride ld), row r
+// taking columns below cols(r) only; false when no entry qualifies.
+template <class Cols>
+bool pool_block(const float* m, int64_t ld, int64_t ra, int64_t rb, int64_t ca, int64_t cb, Cols cols, float& sum,
+                float& mx) {
+  double acc = 0.0;
+  float best = -std::numeric_limits<float>::infinity();
+  bool any = false;
+  for (int64_t r = ra; r < rb; ++r)
+    for (int64_t c = ca; c < std::min(cb, cols(r)); ++c) {
+      const float v = m[r * ld + c];
+      acc += v;
+      best = std::max(best, v);
+      any = true;
+    }
+  if (any) {
+    sum = static_cast<float>(acc);
+    mx = best;
+  }
+  return any;
+}
+
+// The n best entries of row[0, len) under better(), best first, as indices j0 + c and values.
+void row_topk(const float* row, int64_t len, int64_t n, int64_t j0, int64_t* idx, float* val) {
+  auto cmp = [row](int64_t a, int64_t b) { return better(row[a], a, row[b], b); };
+  // One pass with the n best so far in a heap whose top is the worst of them.
+  std::vector<int64_t> best;
+  best.reserve(static_cast<std::size_t>(n));
+  for (int64_t c = 0; c < len; ++c) {
+    if (static_cast<int64_t>(best.size()) < n) {
+      best.push_back(c);
+      std::push_heap(best.begin(), best.end(), cmp);
+    } else if (cmp(c, best.front())) {
+      std::pop_heap(best.begin(), best.end(), cmp);
+      best.back() = c;
+      std::push_heap(best.begin(), best.end(), cmp);
+    }
+  }
+  std::sort(best.begin(), best.end(), cmp);
+  for (std::size_t k = 0; k < best.size(); ++k) {
+    idx[k] = j0 + best[k];
+    val[k] = row[best[k]];
+  }
+}
+
+int score_slot(Score s) {
+  switch (s) {
+    case Score::L2: return 0;
+    case Score::L1: return 1;
+    case Score::Alti: return 2;
+    case Score::HiddenAttn: return 3;
+    case Score::AltiRollout: break;
+  }
+  return -1;
+}
+
 }  // namespace
+
+void reduce_tile(const TileReduce& red, TileScores& t) {
+  std::vector<float>* mats[4] = {&t.l2, &t.l1, &t.alti, &t.hidden_attn};
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const int64_t ni = t.ni, nj = t.nj;
+  // Sources of row r in the tile: columns [0, nvalid(r)).
+  auto nvalid = [&](int64_t r) { return std::clamp<int64_t>(t.i0 + r - t.j0 + 1, 0, nj); };
+  for (int s = 0; s < 4; ++s) {
+    std::vector<float>& m = *mats[s];
+    TileReduced& out = t.reduced[s];
+    out.pool_sum.clear();
+    out.pool_max.clear();
+    out.top_index.clear();
+    out.top_value.clear();
+    out.window.clear();
+    if (m.empty()) continue;
+    if (red.pool > 0) {
+      const int64_t P = red.pool, nb = (ni + P - 1) / P, nq = (nj + P - 1) / P;
+      out.pool_sum.assign(nb * nq, nan);
+      out.pool_max.assign(nb * nq, nan);
+#pragma omp parallel for schedule(dynamic)
+      for (int64_t b = 0; b < nb; ++b)
+        for (int64_t q = 0; q < nq; ++q)
+          pool_block(m.data(), nj, b * P, std::min(ni, (b + 1) * P), q * P, std::min(nj, (q + 1) * P), nvalid,
+                     out.pool_sum[b * nq + q], out.pool_max[b * nq + q]);
+    }
+    if (red.topk > 0) {
+      const int64_t K = red.topk;
+      out.top_index.assign(ni * K, -1);
+      out.top_value.assign(ni * K, nan);
+#pragma omp parallel for schedule(dynamic)
+      for (int64_t r = 0; r < ni; ++r)
+        row_topk(m.data() + r * nj, nvalid(r), std::min(K, nvalid(r)), t.j0, out.top_index.data() + r * K,
+                 out.top_value.data() + r * K);
+    }
+    if (red.window > 0) {
+      const int64_t W = red.window;
+      out.window.assign(ni * W, nan);
+      for (int64_t r = 0; r < ni; ++r)
+        for (int64_t w = 0; w < W; ++w) {
+          const int64_t c = t.i0 + r - w - t.j0;
+          if (c >= 0 && c < nvalid(r)) out.window[r * W + w] = m[r * nj + c];
+        }
+    }
+    m.clear();
+  }
+}
 
 int64_t planned_tiles(int64_t T, const EngineOptions& opt) {
   const int64_t B = std::max<int64_t>(1, opt.panel);
@@ -131,6 +238,16 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
   which.alti = wants(Score::Alti) || rollout;
   which.hidden_attn = wants(Score::HiddenAttn);
   const bool whole_rows = which.alti;  // ALTI rows are normalised over every source
+  // A plan of reductions only (no whole rows wanted anywhere): the backend reduces each tile
+  // where it computed it, and the panel keeps only the reductions.
+  TileReduce reduce;
+  if (!plan.full && plan.rows.empty() && !whole_rows) {
+    reduce.pool = plan.pool;
+    reduce.topk = plan.topk;
+    reduce.window = plan.window;
+  }
+  const bool reduced = reduce.any();
+  const int64_t P = plan.pool > 0 ? (T + plan.pool - 1) / plan.pool : 0;  // pooled map side
 
   std::vector<float> rollout_next;
   if (rollout) rollout_next.assign(static_cast<std::size_t>(T * T), 0.0f);
@@ -140,11 +257,18 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
   // panel fills the other. They are reserved for the largest panel, so that memory is
   // touched once per set rather than once per panel (first touch of fresh pages is slow on
   // some hosts, and the GPU idles meanwhile).
+  struct PanelReduced {  // one score's reductions of a panel, filled tile by tile
+    std::vector<float> sum, mx;         // [nb, P] pooled rows
+    std::vector<float> top_value;       // [pn, K], best first (merged as tiles arrive)
+    std::vector<int64_t> top_index;
+    std::vector<float> window;          // [pn, W]
+  };
   struct PanelScores {
     std::vector<float> l2, l1, alti, hattn;
+    PanelReduced red[4];  // by score_slot(); with `reduced` instead of the matrices
   };
   PanelScores sets[2];
-  {
+  if (!reduced) {
     int64_t most = 0;
     for (int64_t p0 = 0; p0 < T; p0 += B) {
       if (!owns(opt, p0 / B)) continue;
@@ -176,10 +300,23 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
     PanelScores& ps = sets[npanels++ % 2];  // free: the worker that read it (two panels ago) is done
     std::vector<float>&l2 = ps.l2, &l1 = ps.l1, &alti = ps.alti, &hattn = ps.hattn;
     auto alloc = [&](bool on, std::vector<float>& v) { if (on) v.assign(nbuf * ncols, nan); };
-    alloc(which.l2, l2);
-    alloc(which.l1, l1);
-    alloc(which.alti, alti);
-    alloc(which.hidden_attn, hattn);
+    const bool on[4] = {which.l2, which.l1, which.alti, which.hidden_attn};
+    if (!reduced) {
+      alloc(on[0], l2);
+      alloc(on[1], l1);
+      alloc(on[2], alti);
+      alloc(on[3], hattn);
+    } else {
+      for (int k = 0; k < 4; ++k) {
+        PanelReduced& pr = ps.red[k];
+        const int64_t nb = plan.pool > 0 ? (pn + plan.pool - 1) / plan.pool : 0;
+        pr.sum.assign(on[k] ? nb * P : 0, nan);
+        pr.mx.assign(on[k] ? nb * P : 0, nan);
+        pr.top_value.assign(on[k] ? pn * plan.topk : 0, nan);
+        pr.top_index.assign(on[k] ? pn * plan.topk : 0, -1);
+        pr.window.assign(on[k] ? pn * plan.window : 0, nan);
+      }
+    }
     std::vector<double> contrib(nbuf * d, 0.0);
     std::vector<TileScores> where;
     for (const auto& [ra, rb] : runs)
@@ -191,17 +328,73 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
         w.nj = std::min(B, rb - j0);
         where.push_back(std::move(w));
       }
-    backend.compute_tiles(f, which, where, [&](const TileScores& tile) {
+    // A tile's reductions into the panel's: pooled blocks lie in one tile each; a row's top-k
+    // is merged with the tile's candidates; the window takes the sources in the tile.
+    auto merge = [&](const TileScores& tile) {
+      const int64_t r0 = tile.i0 - p0;
+      for (int k = 0; k < 4; ++k) {
+        if (!on[k]) continue;
+        const TileReduced& tr = tile.reduced[k];
+        PanelReduced& pr = ps.red[k];
+        if (plan.pool > 0) {
+          const int64_t pb = plan.pool, nb = (tile.ni + pb - 1) / pb, nq = (tile.nj + pb - 1) / pb;
+          for (int64_t b = 0; b < nb; ++b)
+            for (int64_t q = 0; q < nq; ++q) {
+              const int64_t at = (r0 / pb + b) * P + tile.j0 / pb + q;
+              pr.sum[at] = tr.pool_sum[b * nq + q];
+              pr.mx[at] = tr.pool_max[b * nq + q];
+            }
+        }
+        if (plan.topk > 0) {
+          const int64_t K = plan.topk;
+#pragma omp parallel for schedule(static) if (tile.ni >= 256)
+          for (int64_t r = 0; r < tile.ni; ++r) {
+            float* bv = pr.top_value.data() + (r0 + r) * K;
+            int64_t* bi = pr.top_index.data() + (r0 + r) * K;
+            const float* tv = tr.top_value.data() + r * K;
+            const int64_t* ti = tr.top_index.data() + r * K;
+            // Both lists' valid entries, the best K of them, best first.
+            std::vector<std::pair<float, int64_t>> c;
+            c.reserve(static_cast<std::size_t>(2 * K));
+            for (int64_t k2 = 0; k2 < K; ++k2) {
+              if (bi[k2] >= 0) c.push_back({bv[k2], bi[k2]});
+              if (ti[k2] >= 0) c.push_back({tv[k2], ti[k2]});
+            }
+            const auto by = [](const auto& a, const auto& b) { return better(a.first, a.second, b.first, b.second); };
+            const std::size_t keep = std::min<std::size_t>(c.size(), static_cast<std::size_t>(K));
+            std::partial_sort(c.begin(), c.begin() + keep, c.end(), by);
+            for (std::size_t k2 = 0; k2 < keep; ++k2) {
+              bv[k2] = c[k2].first;
+              bi[k2] = c[k2].second;
+            }
+          }
+        }
+        if (plan.window > 0) {
+          const int64_t W = plan.window;
+          for (int64_t r = 0; r < tile.ni; ++r)
+            for (int64_t w = 0; w < W; ++w) {
+              const int64_t j = tile.i0 + r - w;
+              if (j >= tile.j0 && j < tile.j0 + tile.nj)
+                pr.window[(r0 + r) * W + w] = tr.window[r * W + w];
+            }
+        }
+      }
+    };
+    backend.compute_tiles(f, which, reduce, where, [&](const TileScores& tile) {
       const int64_t s0 = slot[tile.i0 - p0], j0 = tile.j0;
       auto place = [&](const std::vector<float>& src, std::vector<float>& dst) {
         if (dst.empty()) return;
         for (int64_t r = 0; r < tile.ni; ++r)
           std::copy_n(src.data() + r * tile.nj, tile.nj, dst.data() + (s0 + r) * ncols + j0);
       };
-      place(tile.l2, l2);
-      place(tile.l1, l1);
-      place(tile.alti, alti);
-      place(tile.hidden_attn, hattn);
+      if (reduced) {
+        merge(tile);
+      } else {
+        place(tile.l2, l2);
+        place(tile.l1, l1);
+        place(tile.alti, alti);
+        place(tile.hidden_attn, hattn);
+      }
       for (int64_t k = 0; k < tile.ni * d; ++k) contrib[s0 * d + k] += tile.contrib_sum[k];
       if (opt.progress_line) {
         int64_t pairs = 0;
@@ -243,8 +436,9 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
     // tiles compute. One panel at a time, so the sink sees panels in order, each ending with
     // on_panel_done.
     if (pending.valid()) pending.get();
-    pending = std::async(std::launch::async, [&, &l2 = ps.l2, &l1 = ps.l1, &alti = ps.alti, &hattn = ps.hattn, p0, pn,
-                                              ncols, eps = std::move(eps), slot = std::move(slot)]() {
+    pending = std::async(std::launch::async, [&, &l2 = ps.l2, &l1 = ps.l1, &alti = ps.alti, &hattn = ps.hattn,
+                                              &red = ps.red, p0, pn, ncols, eps = std::move(eps),
+                                              slot = std::move(slot)]() {
       std::vector<float> rollout_panel;
       if (rollout) {
         // R^(l)[i, :] = sum_k S^(l)[i, k] R^(l-1)[k, :], with R^(0) = S^(0).
@@ -286,24 +480,15 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
           }
         }
         if (plan.pool > 0) {
-          const int64_t P = (T + plan.pool - 1) / plan.pool, b0 = p0 / plan.pool;
+          const int64_t b0 = p0 / plan.pool;
           const int64_t nb = (pn + plan.pool - 1) / plan.pool;
           std::vector<float> sum(static_cast<std::size_t>(nb * P), nan), mx(static_cast<std::size_t>(nb * P), nan);
 #pragma omp parallel for schedule(dynamic)
           for (int64_t b = 0; b < nb; ++b)
-            for (int64_t q = 0; q <= b0 + b; ++q) {
-              double acc = 0.0;
-              float best = -std::numeric_limits<float>::infinity();
-              const int64_t r_end = std::min(pn, (b + 1) * plan.pool), j_end = std::min(ncols, (q + 1) * plan.pool);
-              for (int64_t r = b * plan.pool; r < r_end; ++r)
-                for (int64_t j = q * plan.pool; j < std::min(j_end, p0 + r + 1); ++j) {
-                  const float v = m[r * ncols + j];
-                  acc += v;
-                  best = std::max(best, v);
-                }
-              sum[b * P + q] = static_cast<float>(acc);
-              mx[b * P + q] = best;
-            }
+            for (int64_t q = 0; q <= b0 + b; ++q)
+              pool_block(m.data(), ncols, b * plan.pool, std::min(pn, (b + 1) * plan.pool), q * plan.pool,
+                         std::min(ncols, (q + 1) * plan.pool), [p0](int64_t r) { return p0 + r + 1; }, sum[b * P + q],
+                         mx[b * P + q]);
           sink.on_pool(layer, s, b0, nb, P, sum.data(), mx.data());
         }
         if (plan.topk > 0) {
@@ -311,30 +496,9 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
           std::vector<int64_t> idx(static_cast<std::size_t>(pn * K), -1);
           std::vector<float> val(static_cast<std::size_t>(pn * K), nan);
 #pragma omp parallel for schedule(dynamic)
-          for (int64_t r = 0; r < pn; ++r) {
-            const int64_t i = p0 + r, n = std::min(K, i + 1);
-            const float* row = m.data() + r * ncols;
-            // Largest first; ties go to the nearer (larger) source index, deterministically.
-            auto better = [row](int64_t a, int64_t b) { return row[a] > row[b] || (row[a] == row[b] && a > b); };
-            // One pass over the row with the n best so far in a heap whose top is the worst of them.
-            std::vector<int64_t> best;
-            best.reserve(static_cast<std::size_t>(n));
-            for (int64_t j = 0; j <= i; ++j) {
-              if (static_cast<int64_t>(best.size()) < n) {
-                best.push_back(j);
-                std::push_heap(best.begin(), best.end(), better);
-              } else if (better(j, best.front())) {
-                std::pop_heap(best.begin(), best.end(), better);
-                best.back() = j;
-                std::push_heap(best.begin(), best.end(), better);
-              }
-            }
-            std::sort(best.begin(), best.end(), better);
-            for (int64_t k = 0; k < n; ++k) {
-              idx[r * K + k] = best[k];
-              val[r * K + k] = row[best[k]];
-            }
-          }
+          for (int64_t r = 0; r < pn; ++r)
+            row_topk(m.data() + r * ncols, p0 + r + 1, std::min(K, p0 + r + 1), 0, idx.data() + r * K,
+                     val.data() + r * K);
           sink.on_topk(layer, s, p0, pn, K, idx.data(), val.data());
         }
         if (plan.window > 0) {
@@ -345,11 +509,24 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
           sink.on_window(layer, s, p0, pn, W, win.data());
         }
       };
-      if (wants(Score::L2)) emit(Score::L2, l2);
-      if (wants(Score::L1)) emit(Score::L1, l1);
-      if (wants(Score::Alti)) emit(Score::Alti, alti);
-      if (rollout && wants(Score::AltiRollout)) emit(Score::AltiRollout, rollout_panel);
-      if (wants(Score::HiddenAttn)) emit(Score::HiddenAttn, hattn);
+      // The same outputs from the reductions of the panel's tiles.
+      auto emit_reduced = [&](Score s) {
+        const PanelReduced& pr = red[score_slot(s)];
+        if (plan.pool > 0) sink.on_pool(layer, s, p0 / plan.pool, (pn + plan.pool - 1) / plan.pool, P, pr.sum.data(),
+                                        pr.mx.data());
+        if (plan.topk > 0) sink.on_topk(layer, s, p0, pn, plan.topk, pr.top_index.data(), pr.top_value.data());
+        if (plan.window > 0) sink.on_window(layer, s, p0, pn, plan.window, pr.window.data());
+      };
+      if (reduced) {
+        for (Score s : {Score::L2, Score::L1, Score::HiddenAttn})
+          if (wants(s)) emit_reduced(s);
+      } else {
+        if (wants(Score::L2)) emit(Score::L2, l2);
+        if (wants(Score::L1)) emit(Score::L1, l1);
+        if (wants(Score::Alti)) emit(Score::Alti, alti);
+        if (rollout && wants(Score::AltiRollout)) emit(Score::AltiRollout, rollout_panel);
+        if (wants(Score::HiddenAttn)) emit(Score::HiddenAttn, hattn);
+      }
       if (plan.needs_every_row()) {
         sink.on_approx_error(layer, p0, pn, eps.data());
       }
