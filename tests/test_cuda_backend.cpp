@@ -216,6 +216,75 @@ TEST_P(BackendTest, MapsMatchCpuTileBackend) {
   }
 }
 
+// Plans of reductions only: the CUDA backend reduces each tile on the device (tile_reduce.cu)
+// and returns only the reductions; they must equal the host reduction of the same backend's
+// full tiles (pool sums up to fp64 summation order).
+TEST_P(BackendTest, DeviceTileReductionsMatchHostReductions) {
+  auto backend = backend_for(GetParam());
+  const ModelWeights m = load_model(cudatest::data_dir() + "/mamba2_f32");
+  const int64_t T = 150, B = 32;
+  Recorder rec;
+  rec.trace_layers = 1;
+  backend_for("cpu")->forward(m, fixture_tokens(cudatest::data_dir() + "/mamba2_f32", m, T), &rec);
+  const LayerFactors f = make_layer_factors(m.config, m.layers[0], rec.trace[0]);
+  ScoreSet which;
+  which.l2 = which.l1 = which.hidden_attn = true;
+  std::vector<TileScores> where;
+  for (int64_t i0 : {64, 128})
+    for (int64_t j0 = 0; j0 <= i0; j0 += B) {
+      TileScores w;
+      w.i0 = i0;
+      w.ni = std::min(B, T - i0);
+      w.j0 = j0;
+      w.nj = B;
+      where.push_back(w);
+    }
+  TileReduce red;
+  red.pool = 16;
+  red.topk = 6;
+  red.window = 40;
+  std::vector<TileScores> full, reduced;
+  backend->tiles().compute_tiles(f, which, TileReduce{}, where, [&](const TileScores& t) { full.push_back(t); });
+  backend->tiles().compute_tiles(f, which, red, where, [&](const TileScores& t) { reduced.push_back(t); });
+  ASSERT_EQ(full.size(), where.size());
+  ASSERT_EQ(reduced.size(), where.size());
+  for (std::size_t n = 0; n < where.size(); ++n) {
+    TileScores want = full[n];
+    reduce_tile(red, want);
+    const TileScores& got = reduced[n];
+    EXPECT_TRUE(got.l2.empty() && got.hidden_attn.empty()) << "tile " << n << ": reduced tiles carry their scores";
+    EXPECT_EQ(got.contrib_sum, want.contrib_sum) << "tile " << n;
+    for (int k : {0, 1, 3}) {
+      const TileReduced &a = got.reduced[k], &b = want.reduced[k];
+      const std::string at = "tile " + std::to_string(n) + " score " + std::to_string(k);
+      ASSERT_EQ(a.pool_sum.size(), b.pool_sum.size()) << at;
+      for (std::size_t e = 0; e < b.pool_sum.size(); ++e) {
+        ASSERT_EQ(std::isnan(a.pool_sum[e]), std::isnan(b.pool_sum[e])) << at << " pool block " << e;
+        if (std::isnan(b.pool_sum[e])) continue;
+        EXPECT_NEAR(a.pool_sum[e], b.pool_sum[e], 1e-6 * std::abs(b.pool_sum[e]) + 1e-30) << at << " pool block " << e;
+        EXPECT_EQ(a.pool_max[e], b.pool_max[e]) << at << " pool block " << e;
+      }
+      // Same K best per row; the device gives them in any order.
+      const int64_t K = red.topk;
+      for (int64_t r = 0; r < got.ni; ++r) {
+        std::vector<std::pair<float, int64_t>> x, y;
+        for (int64_t e = r * K; e < (r + 1) * K; ++e) {
+          if (a.top_index[e] >= 0) x.push_back({a.top_value[e], a.top_index[e]});
+          if (b.top_index[e] >= 0) y.push_back({b.top_value[e], b.top_index[e]});
+        }
+        std::sort(x.rbegin(), x.rend());
+        std::sort(y.rbegin(), y.rend());
+        ASSERT_EQ(x, y) << at << " top-k of row " << r;
+        for (int64_t w = 0; w < red.window; ++w) {
+          const int64_t j = got.i0 + r - w;
+          if (j >= got.j0 && j < got.j0 + got.nj)
+            EXPECT_EQ(a.window[r * red.window + w], b.window[r * red.window + w]) << at << " window row " << r;
+        }
+      }
+    }
+  }
+}
+
 // Identity activation: the decomposition reproduces the mixer output on this backend too.
 TEST_P(BackendTest, IdentityModelsAreExact) {
   auto backend = backend_for(GetParam());

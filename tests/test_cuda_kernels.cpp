@@ -3,7 +3,9 @@
 // Outputs are poisoned with NaN before each launch, so an unwritten element fails.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstdint>
 #include <cstring>
 #include <random>
@@ -18,6 +20,8 @@
 #include "rmsnorm.hpp"
 #include "selective_scan.hpp"
 #include "ssd_scan.hpp"
+#include "tile_reduce.hpp"
+#include "latim/latim.hpp"
 #include "test_cuda_util.hpp"
 
 namespace latim {
@@ -468,6 +472,79 @@ TEST_F(CudaKernels, LinearOnBf16OperandsIsPlainBf16) {
     // truncation) would show as ~1e-3.
     EXPECT_LE(norm_error(a, want), 5e-5) << at;
   }
+}
+
+
+// The device reductions of the query plans against latim::reduce_tile on the same scores:
+// tiles on, below and across the diagonal, ragged block edges, K above a row's sources, many
+// ties (values on a coarse grid, so the index tie-break decides) and negative scores.
+TEST_F(CudaKernels, TileReductionsMatchTheHostReduction) {
+  struct Case {
+    int64_t i0, ni, j0, nj, pool, K, W;
+  };
+  const Case cases[] = {{64, 96, 64, 96, 16, 5, 7},     // diagonal tile
+                        {200, 77, 0, 130, 16, 9, 40},   // below the diagonal, ragged blocks
+                        {96, 64, 32, 200, 32, 300, 3},  // crosses it; K above every row's sources
+                        {512, 40, 0, 3000, 64, 33, 1}};  // long rows: several passes per thread
+  for (const Case& c : cases)
+    for (int grid : {4, 0}) {  // values on a grid of 4 levels (ties), or continuous
+      std::vector<float> m = random_vector(rng, c.ni * c.nj, -1.0f, 1.0f);
+      if (grid > 0)
+        for (float& v : m) v = std::round(v * grid) / grid;
+      for (int64_t r = 0; r < c.ni; ++r)  // the tile kernels' NaN above the diagonal
+        for (int64_t j = 0; j < c.nj; ++j)
+          if (c.j0 + j > c.i0 + r) m[r * c.nj + j] = std::numeric_limits<float>::quiet_NaN();
+      TileScores host;
+      host.i0 = c.i0;
+      host.ni = c.ni;
+      host.j0 = c.j0;
+      host.nj = c.nj;
+      host.l2 = m;
+      TileReduce red;
+      red.pool = c.pool;
+      red.topk = c.K;
+      red.window = c.W;
+      reduce_tile(red, host);
+      const TileReduced& want = host.reduced[0];
+
+      auto dm = to_device(m);
+      const int64_t nbq = static_cast<int64_t>(want.pool_sum.size());
+      auto sum = poisoned<float>(nbq), mx = poisoned<float>(nbq), val = poisoned<float>(c.ni * c.K),
+           win = poisoned<float>(c.ni * c.W);
+      auto col = poisoned<int32_t>(c.ni * c.K);
+      cuda::tile_pool(dm.get(), c.i0, c.ni, c.j0, c.nj, c.pool, sum.get(), mx.get(), nullptr, 0);
+      cuda::tile_topk(dm.get(), c.i0, c.ni, c.j0, c.nj, c.K, val.get(), col.get(), nullptr, 0);
+      cuda::tile_window(dm.get(), c.i0, c.ni, c.j0, c.nj, c.W, win.get(), nullptr, 0);
+      const std::string at = "tile " + std::to_string(c.i0) + "+" + std::to_string(c.ni) + " x " +
+                             std::to_string(c.j0) + "+" + std::to_string(c.nj) + (grid ? " with ties" : "");
+      const auto gs = to_host(sum, nbq), gm = to_host(mx, nbq), gv = to_host(val, c.ni * c.K),
+                 gw = to_host(win, c.ni * c.W);
+      const auto gc = to_host(col, c.ni * c.K);
+      for (int64_t b = 0; b < nbq; ++b) {
+        ASSERT_EQ(std::isnan(gs[b]), std::isnan(want.pool_sum[b])) << at << " pool block " << b;
+        if (std::isnan(gs[b])) continue;
+        EXPECT_NEAR(gs[b], want.pool_sum[b], 1e-6 * std::max(1.0f, std::abs(want.pool_sum[b]))) << at << " block " << b;
+        EXPECT_EQ(gm[b], want.pool_max[b]) << at << " pool max, block " << b;
+      }
+      for (int64_t r = 0; r < c.ni; ++r) {
+        // The device's K in any order; the host's best first. Same set, same order once sorted.
+        std::vector<std::pair<float, int64_t>> got;
+        for (int64_t k = 0; k < c.K; ++k)
+          if (gc[r * c.K + k] >= 0) got.push_back({gv[r * c.K + k], c.j0 + gc[r * c.K + k]});
+        std::sort(got.begin(), got.end(), [](const auto& a, const auto& b) {
+          return a.first > b.first || (a.first == b.first && a.second > b.second);
+        });
+        std::vector<std::pair<float, int64_t>> exp;
+        for (int64_t k = 0; k < c.K; ++k)
+          if (want.top_index[r * c.K + k] >= 0) exp.push_back({want.top_value[r * c.K + k], want.top_index[r * c.K + k]});
+        ASSERT_EQ(got, exp) << at << " top-k of row " << r;
+        for (int64_t w = 0; w < c.W; ++w) {
+          const int64_t j = c.i0 + r - w;
+          if (j < c.j0 || j >= c.j0 + c.nj) continue;  // unspecified outside the tile
+          EXPECT_EQ(gw[r * c.W + w], want.window[r * c.W + w]) << at << " window row " << r << " w " << w;
+        }
+      }
+    }
 }
 
 }  // namespace

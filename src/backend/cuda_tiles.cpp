@@ -9,6 +9,7 @@
 
 #include "backend/cuda_backend.hpp"
 #include "latim/error.hpp"
+#include "tile_reduce.hpp"
 
 namespace latim {
 
@@ -153,13 +154,18 @@ class CudaTileBackend final : public TileBackend {
       nj_max = std::max(nj_max, w.nj);
     }
     const int64_t nscores = score_count(which);
-    const std::size_t score_bytes = static_cast<std::size_t>(nscores * nn_max) * sizeof(float);
+    // Per slot: the packed scores, or with `reduce` their reductions (4-byte values).
+    int64_t red_max = 0;
+    if (reduce.any())
+      for (const TileScores& w : where) red_max = std::max(red_max, reduced_count(reduce, w.ni, w.nj));
+    const int64_t out_max = reduce.any() ? nscores * red_max : nscores * nn_max;
+    const std::size_t score_bytes = static_cast<std::size_t>(out_max) * sizeof(float);
     // LATIM_TILE_PIPELINE=0 computes the tiles one after the other (for diagnosis).
     static const bool off = [] {
       const char* e = std::getenv("LATIM_TILE_PIPELINE");
       return e && std::strcmp(e, "0") == 0;
     }();
-    if (off || where.size() < 2 ||
+    if (off || (where.size() < 2 && !reduce.any()) ||
         !pipeline_.ready(score_bytes + static_cast<std::size_t>(ni_max * d) * sizeof(double)))
       return TileBackend::compute_tiles(f, which, reduce, where, done);
     factors_.upload(f, layer);
@@ -170,16 +176,21 @@ class CudaTileBackend final : public TileBackend {
                         slot_scores_[1].reserve(nscores * nn_max, "LaTIM tile scores")};
     double* contrib[2] = {slot_contrib_[0].reserve(ni_max * d, "LaTIM tile contribution sums"),
                           slot_contrib_[1].reserve(ni_max * d, "LaTIM tile contribution sums")};
+    float* red[2] = {nullptr, nullptr};
+    if (reduce.any())
+      for (int s = 0; s < 2; ++s) red[s] = slot_reduced_[s].reserve(out_max, "LaTIM tile reductions");
     cudaStream_t cs = pipeline_.compute, xs = pipeline_.copy;
     auto launch = [&](std::size_t k) {
       const int s = static_cast<int>(k & 1);
       const TileScores& w = where[k];
       cuda::check(cudaStreamWaitEvent(cs, pipeline_.copied[s], 0), "LaTIM tile pipeline", layer);
       const int64_t n = run_tile(which, w, d, scores[s], contrib[s], cs, layer);
+      const int64_t nout = reduce.any() ? reduce_on_device(reduce, w, n / (w.ni * w.nj), scores[s], red[s], cs, layer) : n;
       cuda::check(cudaEventRecord(pipeline_.computed[s], cs), "LaTIM tile pipeline", layer);
       cuda::check(cudaStreamWaitEvent(xs, pipeline_.computed[s], 0), "LaTIM tile pipeline", layer);
       char* host = pipeline_.host[s];
-      cuda::check(cudaMemcpyAsync(host, scores[s], n * sizeof(float), cudaMemcpyDeviceToHost, xs),
+      cuda::check(cudaMemcpyAsync(host, reduce.any() ? red[s] : scores[s], nout * sizeof(float),
+                                  cudaMemcpyDeviceToHost, xs),
                   "LaTIM tile download", layer);
       cuda::check(cudaMemcpyAsync(host + score_bytes, contrib[s], w.ni * d * sizeof(double), cudaMemcpyDeviceToHost, xs),
                   "LaTIM tile download", layer);
@@ -194,9 +205,11 @@ class CudaTileBackend final : public TileBackend {
       t.j0 = where[k].j0;
       t.nj = where[k].nj;
       const char* host = pipeline_.host[s];
-      unpack(which, d, host, host + score_bytes, t,
-             [](void* dst, const void* src, std::size_t bytes) { std::memcpy(dst, src, bytes); });
-      if (reduce.any()) reduce_tile(reduce, t);
+      auto copy = [](void* dst, const void* src, std::size_t bytes) { std::memcpy(dst, src, bytes); };
+      if (reduce.any())
+        unpack_reduced(which, reduce, d, host, host + score_bytes, t);
+      else
+        unpack(which, d, host, host + score_bytes, t, copy);
       done(t);
     };
     launch(0);
@@ -232,6 +245,62 @@ class CudaTileBackend final : public TileBackend {
     float* ha = part(which.hidden_attn);
     cuda::latim_tile_finalize(w.i0, ni, w.j0, nj, d, partial, hattn, l2, l1, al, ha, stream, layer);
     return next - scores;
+  }
+  // 4-byte values of one score's reductions of an ni x nj tile: pooled sums and maxima, the
+  // top-k values and columns, the window.
+  static int64_t reduced_count(const TileReduce& r, int64_t ni, int64_t nj) {
+    const int64_t nbq = r.pool > 0 ? ((ni + r.pool - 1) / r.pool) * ((nj + r.pool - 1) / r.pool) : 0;
+    return 2 * nbq + 2 * ni * r.topk + ni * r.window;
+  }
+  // The reductions of the tile's nscores packed score matrices at `scores` into `out`, packed
+  // per score as reduced_count() lays them out. Returns the number of values written.
+  static int64_t reduce_on_device(const TileReduce& r, const TileScores& w, int64_t nscores, const float* scores,
+                                  float* out, cudaStream_t stream, int layer) {
+    const int64_t nbq = r.pool > 0 ? ((w.ni + r.pool - 1) / r.pool) * ((w.nj + r.pool - 1) / r.pool) : 0;
+    float* o = out;
+    for (int64_t k = 0; k < nscores; ++k) {
+      const float* sc = scores + k * w.ni * w.nj;
+      if (r.pool > 0) cuda::tile_pool(sc, w.i0, w.ni, w.j0, w.nj, r.pool, o, o + nbq, stream, layer);
+      o += 2 * nbq;
+      if (r.topk > 0)
+        cuda::tile_topk(sc, w.i0, w.ni, w.j0, w.nj, r.topk, o, reinterpret_cast<int32_t*>(o + w.ni * r.topk), stream,
+                        layer);
+      o += 2 * w.ni * r.topk;
+      if (r.window > 0) cuda::tile_window(sc, w.i0, w.ni, w.j0, w.nj, r.window, o, stream, layer);
+      o += w.ni * r.window;
+    }
+    return o - out;
+  }
+  // Fills t.reduced (its geometry already set) from reductions packed by reduce_on_device at
+  // `values` and the contribution sums at `contrib` (host memory); the score matrices are
+  // left empty.
+  static void unpack_reduced(const ScoreSet& which, const TileReduce& r, int64_t d, const char* values,
+                             const char* contrib, TileScores& t) {
+    const int64_t nbq = r.pool > 0 ? ((t.ni + r.pool - 1) / r.pool) * ((t.nj + r.pool - 1) / r.pool) : 0;
+    const float* src = reinterpret_cast<const float*>(values);
+    const bool on[4] = {which.l2, which.l1, which.alti, which.hidden_attn};
+    for (std::vector<float>* m : {&t.l2, &t.l1, &t.alti, &t.hidden_attn}) m->clear();
+    for (int k = 0; k < 4; ++k) {
+      TileReduced& out = t.reduced[k];
+      auto take = [&](std::vector<float>& v, int64_t n) {
+        v.assign(src, src + n);
+        src += n;
+      };
+      if (!on[k]) {
+        out = TileReduced{};
+        continue;
+      }
+      take(out.pool_sum, nbq);
+      take(out.pool_max, nbq);
+      take(out.top_value, t.ni * r.topk);
+      const auto* c = reinterpret_cast<const int32_t*>(src);
+      out.top_index.resize(t.ni * r.topk);
+      for (int64_t e = 0; e < t.ni * r.topk; ++e) out.top_index[e] = c[e] < 0 ? -1 : t.j0 + c[e];
+      src += t.ni * r.topk;
+      take(out.window, t.ni * r.window);
+    }
+    t.contrib_sum.resize(t.ni * d);
+    std::memcpy(t.contrib_sum.data(), contrib, t.ni * d * sizeof(double));
   }
   // Fills t's vectors (its geometry already set) from a tile's packed scores at `scores` and
   // its contribution sums at `contrib`, with copy(dst, src, bytes).
@@ -306,7 +375,7 @@ class CudaTileBackend final : public TileBackend {
   DeviceLayerFactors factors_;
   DeviceArray<float> partial_, hattn_, scores_;
   DeviceArray<double> contrib_;
-  DeviceArray<float> slot_scores_[2];
+  DeviceArray<float> slot_scores_[2], slot_reduced_[2];
   TileScores slot_out_[2];
   DeviceArray<double> slot_contrib_[2];
   Pipeline pipeline_;
