@@ -236,7 +236,7 @@ TEST_P(BackendTest, DeviceTileReductionsMatchHostReductions) {
       w.i0 = i0;
       w.ni = std::min(B, T - i0);
       w.j0 = j0;
-      w.nj = B;
+      w.nj = std::min(B, w.i0 + w.ni - j0);  // sources up to the tile's last row
       where.push_back(w);
     }
   TileReduce red;

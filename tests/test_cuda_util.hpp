@@ -12,13 +12,11 @@
 
 #include "latim/backend.hpp"
 #include "reference_fp64.hpp"
+#include "test_util.hpp"
 
 namespace latim::cudatest {
 
-inline std::string data_dir() {
-  const char* env = std::getenv("LATIM_TEST_DATA_DIR");
-  return env && *env ? std::string(env) : std::string(LATIM_TEST_DATA_DIR);
-}
+using test::data_dir;
 
 #define LATIM_SKIP_WITHOUT_GPU()                                              \
   do {                                                                        \

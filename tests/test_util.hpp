@@ -3,6 +3,7 @@
 #pragma once
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -20,7 +21,12 @@ namespace latim::test {
 
 namespace fs = std::filesystem;
 
-inline std::string data_dir() { return LATIM_TEST_DATA_DIR; }
+// The fixtures: LATIM_TEST_DATA_DIR from the environment (a binary run on another machine),
+// else the source tree's tests/data.
+inline std::string data_dir() {
+  const char* env = std::getenv("LATIM_TEST_DATA_DIR");
+  return env && *env ? std::string(env) : std::string(LATIM_TEST_DATA_DIR);
+}
 
 struct TempDir {
   fs::path path;
