@@ -643,8 +643,8 @@ __global__ void finalize_kernel(int64_t i0, int64_t ni, int64_t j0, int64_t nj, 
     double s0 = 0.0, s1 = 0.0, s2 = 0.0;
     for (int cb = 0; cb < ncb; ++cb) {
       s0 += partial[(0 * int64_t{ncb} + cb) * nn + idx];
-      s1 += partial[(1 * int64_t{ncb} + cb) * nn + idx];
-      s2 += partial[(2 * int64_t{ncb} + cb) * nn + idx];
+      if (l1) s1 += partial[(1 * int64_t{ncb} + cb) * nn + idx];
+      if (alti) s2 += partial[(2 * int64_t{ncb} + cb) * nn + idx];
     }
     if (l2) l2[idx] = static_cast<float>(sqrt(s0));
     if (l1) l1[idx] = static_cast<float>(s1);
@@ -777,7 +777,8 @@ void latim_gate_factor(const float* gate, const float* gamma, int64_t n, float* 
 }
 
 void latim_tile(const TileFactors& f, TilePrecision p, int64_t i0, int64_t ni, int64_t j0, int64_t nj,
-                bool hidden_attn, float* partial, float* hattn, double* contrib, cudaStream_t stream, int layer) {
+                bool hidden_attn, bool l1_alti, float* partial, float* hattn, double* contrib, cudaStream_t stream,
+                int layer) {
   if (ni <= 0 || nj <= 0) return;
   if (f.K > kKMax) fail("latim_tile (layer ", layer, "): conv width ", f.K, " is above the CUDA kernel's limit of ", kKMax);
   if (f.ldv < f.D || f.ldbc < (f.mamba2 ? f.G * f.N : f.N))
@@ -789,7 +790,7 @@ void latim_tile(const TileFactors& f, TilePrecision p, int64_t i0, int64_t ni, i
     case TilePrecision::FP32: return dispatch<0>(f, i0, ni, j0, nj, hidden_attn, partial, hattn, contrib, stream, layer);
     case TilePrecision::TF32: return dispatch<1>(f, i0, ni, j0, nj, hidden_attn, partial, hattn, contrib, stream, layer);
     case TilePrecision::BF16:
-      if (latim_tile_wgmma(f, i0, ni, j0, nj, hidden_attn, partial, hattn, contrib, stream, layer)) return;
+      if (latim_tile_wgmma(f, i0, ni, j0, nj, hidden_attn, l1_alti, partial, hattn, contrib, stream, layer)) return;
       return dispatch<2>(f, i0, ni, j0, nj, hidden_attn, partial, hattn, contrib, stream, layer);
   }
 }

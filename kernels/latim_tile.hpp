@@ -58,10 +58,15 @@ void latim_gate_factor(const float* gate, const float* gamma, int64_t n, float* 
 // Pair scores of rows [i0, i0+ni) x columns [j0, j0+nj): per column block the partial sums
 // of ‖T‖², ‖T‖₁ and ‖ŷ‖₁ − ‖ŷ − T̂‖₁ into `partial`, hidden attention into `hattn`
 // ([ni, nj], when wanted), and Σ_j T_i(x_j) added into contrib ([ni, d], zeroed by the caller).
+// With l1_alti false a kernel may leave the ‖T‖₁ and ALTI partials unwritten (the wgmma
+// kernel does: its epilogue then runs without them); finalize must then not be asked for l1
+// or alti.
 void latim_tile(const TileFactors& f, TilePrecision p, int64_t i0, int64_t ni, int64_t j0, int64_t nj,
-                bool hidden_attn, float* partial, float* hattn, double* contrib, cudaStream_t stream, int layer);
+                bool hidden_attn, bool l1_alti, float* partial, float* hattn, double* contrib, cudaStream_t stream,
+                int layer);
 // Turns the partial sums into l2, l1, raw alti and hidden attention ([ni, nj] each, NaN for
-// j > i); any output pointer may be null.
+// j > i); any output pointer may be null, and only the partials of the requested outputs are
+// read.
 void latim_tile_finalize(int64_t i0, int64_t ni, int64_t j0, int64_t nj, int64_t d, const float* partial,
                          const float* hattn, float* l2, float* l1, float* alti, float* hattn_out, cudaStream_t stream,
                          int layer);

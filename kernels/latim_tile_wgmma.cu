@@ -173,7 +173,9 @@ __device__ __forceinline__ void fence_acc(float (&d)[128]) {
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 #endif  // LATIM_WGMMA_DEVICE
 
-template <int K, bool SILU>
+// ALL: the epilogue also sums the l1 and ALTI partials (else only ‖T‖², which is all that
+// l2 and the plans on it need; the l1/ALTI partials are then left unwritten).
+template <int K, bool SILU, bool ALL>
 __global__ void __launch_bounds__(kThreads, 1)
     wgmma_tile_kernel(TileFactors f, const __nv_bfloat16* __restrict__ Wk, int nstages, int64_t i0,
                       int64_t ni, int64_t j0, int64_t nj, int ncb, bool want_hattn, float* __restrict__ partial,
@@ -394,6 +396,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         // for the block's 256 columns, staged in shared memory with one round trip.
         float* const yrow = reinterpret_cast<float*>(smem + L.rows) + (4 * c + w) * 2 * kBN;
         const bool wdiag = i >= jb && i < jb + kBJ;
+        if (ALL)
         for (int k = lane; k < kBN; k += 32) {
           const int64_t n = n0 + k;
           const bool ok = irow && n < d;
@@ -405,18 +408,21 @@ __global__ void __launch_bounds__(kThreads, 1)
         float cs[16];  // column sums of 8 column groups (2 per group), before the reduction
 #pragma unroll
         for (int jn = 0; jn < 32; ++jn) {
-          const float2 yv = *reinterpret_cast<const float2*>(yrow + 8 * jn + 2 * q);
-          const float2 rv = wdiag ? *reinterpret_cast<const float2*>(yrow + kBN + 8 * jn + 2 * q) : make_float2(0.0f, 0.0f);
+          const float2 yv = ALL ? *reinterpret_cast<const float2*>(yrow + 8 * jn + 2 * q) : make_float2(0.0f, 0.0f);
+          const float2 rv =
+              ALL && wdiag ? *reinterpret_cast<const float2*>(yrow + kBN + 8 * jn + 2 * q) : make_float2(0.0f, 0.0f);
           const float y[2] = {yv.x, yv.y}, r[2] = {rv.x, rv.y};
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
             const float ta = acc[4 * jn + e], tz = acc[4 * jn + 2 + e];
             a0 += ta * ta;
-            a1 += fabsf(ta);
-            a2 += fabsf(y[e]) - fabsf(y[e] - (da ? ta + r[e] : ta));
             z0 += tz * tz;
-            z1 += fabsf(tz);
-            z2 += fabsf(y[e]) - fabsf(y[e] - (dz ? tz + r[e] : tz));
+            if (ALL) {
+              a1 += fabsf(ta);
+              a2 += fabsf(y[e]) - fabsf(y[e] - (da ? ta + r[e] : ta));
+              z1 += fabsf(tz);
+              z2 += fabsf(y[e]) - fabsf(y[e] - (dz ? tz + r[e] : tz));
+            }
             cs[2 * (jn % 8) + e] = ta + tz;
           }
           // Σ over the warp's 16 sources of T_i(x_j), for Σ_j T_i(x_j) (the approximation
@@ -444,25 +450,31 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
         for (int o = 1; o <= 2; o <<= 1) {
           a0 += __shfl_xor_sync(0xffffffffu, a0, o);
-          a1 += __shfl_xor_sync(0xffffffffu, a1, o);
-          a2 += __shfl_xor_sync(0xffffffffu, a2, o);
           z0 += __shfl_xor_sync(0xffffffffu, z0, o);
-          z1 += __shfl_xor_sync(0xffffffffu, z1, o);
-          z2 += __shfl_xor_sync(0xffffffffu, z2, o);
+          if (ALL) {
+            a1 += __shfl_xor_sync(0xffffffffu, a1, o);
+            a2 += __shfl_xor_sync(0xffffffffu, a2, o);
+            z1 += __shfl_xor_sync(0xffffffffu, z1, o);
+            z2 += __shfl_xor_sync(0xffffffffu, z2, o);
+          }
         }
         __syncwarp();  // yrow is rewritten by the next pass
         if (q == 0 && i < iend) {
           if (ja < jend && ja <= i) {
             const int64_t idx = (i - i0) * nj + (ja - j0);
             partial[(0 * int64_t{ncb} + cbk) * nn + idx] = a0;
-            partial[(1 * int64_t{ncb} + cbk) * nn + idx] = a1;
-            partial[(2 * int64_t{ncb} + cbk) * nn + idx] = a2;
+            if (ALL) {
+              partial[(1 * int64_t{ncb} + cbk) * nn + idx] = a1;
+              partial[(2 * int64_t{ncb} + cbk) * nn + idx] = a2;
+            }
           }
           if (jz < jend && jz <= i) {
             const int64_t idx = (i - i0) * nj + (jz - j0);
             partial[(0 * int64_t{ncb} + cbk) * nn + idx] = z0;
-            partial[(1 * int64_t{ncb} + cbk) * nn + idx] = z1;
-            partial[(2 * int64_t{ncb} + cbk) * nn + idx] = z2;
+            if (ALL) {
+              partial[(1 * int64_t{ncb} + cbk) * nn + idx] = z1;
+              partial[(2 * int64_t{ncb} + cbk) * nn + idx] = z2;
+            }
           }
         }
       }
@@ -491,10 +503,10 @@ bool latim_tile_wgmma_supported() {
 int64_t latim_tile_wgmma_launches() { return g_launches.load(); }
 
 bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, int64_t nj, bool hidden_attn,
-                      float* partial, float* hattn, double* contrib, cudaStream_t stream, int layer) {
+                      bool l1_alti, float* partial, float* hattn, double* contrib, cudaStream_t stream, int layer) {
 #ifndef LATIM_SM90A
-  (void)f, (void)i0, (void)ni, (void)j0, (void)nj, (void)hidden_attn, (void)partial, (void)hattn, (void)contrib,
-      (void)stream, (void)layer;
+  (void)f, (void)i0, (void)ni, (void)j0, (void)nj, (void)hidden_attn, (void)l1_alti, (void)partial, (void)hattn,
+      (void)contrib, (void)stream, (void)layer;
   return false;
 #else
   if (!f.mamba2 || f.D % kBK != 0 || f.P <= 0 || f.P % 8 != 0 || f.K != 4) return false;
@@ -515,7 +527,8 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
   const int64_t npb = ((ni + kBI - 1) / kBI) * ((nj + kBJ - 1) / kBJ);
   const int64_t Dpad = latim_tile_Dpad(f.D), dpad = latim_tile_dpad(f.d);
   const auto* Wk = static_cast<const __nv_bfloat16*>(f.WoutT) + Dpad * dpad;  // the swizzled image
-  auto kernel = f.silu ? wgmma_tile_kernel<4, true> : wgmma_tile_kernel<4, false>;
+  auto kernel = f.silu ? (l1_alti ? wgmma_tile_kernel<4, true, true> : wgmma_tile_kernel<4, true, false>)
+                       : (l1_alti ? wgmma_tile_kernel<4, false, true> : wgmma_tile_kernel<4, false, false>);
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              static_cast<int>(L.total)),
         "latim_tile_wgmma (shared memory attribute)", layer);

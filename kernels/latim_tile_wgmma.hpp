@@ -14,8 +14,9 @@ namespace latim::cuda {
 // take (d_inner not a multiple of 64, head size not a multiple of 8, conv width above 4, M
 // for all heads too large for shared memory), or LATIM_TILE_KERNEL=mma in the environment.
 // f.WoutT must hold both layouts that latim_prepare_wout writes in bf16.
+// With l1_alti false it writes only the ‖T‖² partials (see latim_tile).
 bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, int64_t nj, bool hidden_attn,
-                      float* partial, float* hattn, double* contrib, cudaStream_t stream, int layer);
+                      bool l1_alti, float* partial, float* hattn, double* contrib, cudaStream_t stream, int layer);
 // Whether this build has the kernel and the current GPU can run it (for tests and reports).
 bool latim_tile_wgmma_supported();
 // Launches of the kernel in this process (so that a test can tell which kernel ran).

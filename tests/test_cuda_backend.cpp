@@ -393,7 +393,7 @@ TEST_P(CudaTilePrecision, WgmmaKernelMatchesMmaKernelAndFp64) {
   const LayerFactors f = make_layer_factors(m.config, m.layers[0], rec.trace[0]);
   ScoreSet which;
   which.l2 = which.l1 = which.alti = which.hidden_attn = true;
-  auto run = [&](bool mma) {
+  auto run = [&](bool mma, const ScoreSet& want) {
     setenv("LATIM_TILE_KERNEL", mma ? "mma" : "wgmma", 1);
     auto tiles = make_cuda_tile_backend(Precision::BF16);
     TileScores t;
@@ -401,15 +401,27 @@ TEST_P(CudaTilePrecision, WgmmaKernelMatchesMmaKernelAndFp64) {
     t.ni = 203;
     t.j0 = 5;
     t.nj = 235;
-    tiles->compute_tile(f, which, t);
+    tiles->compute_tile(f, want, t);
     unsetenv("LATIM_TILE_KERNEL");
     return t;
   };
   const int64_t before = cuda::latim_tile_wgmma_launches();
-  const TileScores w = run(false);
+  const TileScores w = run(false, which);
   if (cuda::latim_tile_wgmma_supported()) EXPECT_GT(cuda::latim_tile_wgmma_launches(), before) << "wgmma kernel did not run";
+  {
+    // l2 alone runs the epilogue without the l1 and ALTI sums: the same ‖T‖² bits.
+    ScoreSet l2_only;
+    l2_only.l2 = true;
+    const TileScores o = run(false, l2_only);
+    EXPECT_TRUE(o.l1.empty() && o.alti.empty());
+    ASSERT_EQ(o.l2.size(), w.l2.size());
+    for (std::size_t k = 0; k < w.l2.size(); ++k)
+      ASSERT_TRUE(o.l2[k] == w.l2[k] || (std::isnan(o.l2[k]) && std::isnan(w.l2[k]))) << "l2 alone, pair " << k;
+    // (fp64 atomics: the order of the additions may differ between launches)
+    EXPECT_LE(norm_error(o.contrib_sum, w.contrib_sum), 1e-12) << "l2 alone: Σ_j T_i(x_j) differs";
+  }
   const int64_t mid = cuda::latim_tile_wgmma_launches();
-  const TileScores s = run(true);
+  const TileScores s = run(true, which);
   EXPECT_EQ(cuda::latim_tile_wgmma_launches(), mid) << "LATIM_TILE_KERNEL=mma still ran the wgmma kernel";
   auto as_double = [](const auto& v) { return std::vector<double>(v.begin(), v.end()); };
   // The same products up to fp32 sum order and the wgmma kernel's SiLU through tanh.approx

@@ -235,7 +235,8 @@ class CudaTileBackend final : public TileBackend {
     float* hattn = hattn_.reserve(nn, "LaTIM tile hidden attention");
     cuda::check(cudaMemsetAsync(contrib, 0, static_cast<std::size_t>(ni * d) * sizeof(double), stream), "cudaMemset",
                 layer);
-    cuda::latim_tile(factors_.get(), factors_.precision(), w.i0, ni, w.j0, nj, which.hidden_attn, partial, hattn,
+    cuda::latim_tile(factors_.get(), factors_.precision(), w.i0, ni, w.j0, nj, which.hidden_attn,
+                     which.l1 || which.alti, partial, hattn,
                      contrib, stream, layer);
     float* next = scores;
     auto part = [&](bool on) { return on ? std::exchange(next, next + nn) : nullptr; };
