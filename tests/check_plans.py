@@ -91,6 +91,18 @@ def main():
         failures += check_plan_file(w("full"), w("last"), np.arange(290, 300), 0, 0, 0, f"{fixture}: rows last:10 alone")
         subprocess.run(base + ["--out", w("band")] + ["--window", "9"], check=True, env=env)
         failures += check_plan_file(w("full"), w("band"), None, 0, 0, 9, f"{fixture}: window alone")
+        subprocess.run(plain + ["--out", w("band_l2")] + ["--scores", "l2", "--window", "9"], check=True, env=env)
+        failures += check_plan_file(w("full"), w("band_l2"), None, 0, 0, 9, f"{fixture}: window alone, l2 only",
+                                    scores="l2")
+        with h5py.File(w("full"), "r") as F, h5py.File(w("band_l2"), "r") as P:
+            # Without ALTI a band alone skips the sources before it: ε is NaN where a panel's
+            # tiles do not start at source 0, and equal to the full run's where they do.
+            for layer in F["layers"]:
+                full_eps, band_eps = F["layers"][layer]["approx_error"][()], P["layers"][layer]["approx_error"][()]
+                known = ~np.isnan(band_eps)
+                if not known[:32].all() or known[-32:].any() or not close(band_eps[known], full_eps[known]):
+                    failures.append(f"{fixture}: window alone, approx_error of layer {layer}")
+                    print(f"FAIL {fixture}: window alone, approx_error of layer {layer}")
         subprocess.run(mpiexec(2) + base + ["--out", w("combo2")] + combo, check=True, env=env)
         failures += check_plan_file(w("full"), w("combo2"), rows, 16, 5, 7, f"{fixture}: the combined plan on 2 ranks")
         # Reductions only (no rows, no ALTI): tiles are reduced where they are computed, and

@@ -415,9 +415,12 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
         }
     }
     // Approximation error of the decomposition, per computed target row: ‖o_i − b − Σ_j T_i(x_j)‖ / ‖o_i − b‖.
+    // It needs every source's T_i(x_j): where the panel's tiles start after source 0 (a plan of
+    // only --window skips the sources before the band), it stays NaN.
     std::vector<float> eps(static_cast<std::size_t>(pn), nan);
     const auto& bout = f.weights->out_proj_b;
     for (const auto& [ra, rb] : runs) {
+      if (jlo > 0) break;
       std::vector<float> o(static_cast<std::size_t>((rb - ra) * d));
       f.read_o(ra, rb - ra, o.data());
       for (int64_t i = ra; i < rb; ++i) {
