@@ -6,7 +6,9 @@
 #   3. cuda_bench parity: every stage against the CPU backend (fixtures and random
 #      130m-shaped layers), tf32/bf16 tiles against fp64,
 #   4. `latim run --backend cpu` against `--backend cuda` on every golden fixture, all
-#      scores and the logits, comparing every dataset of the two HDF5 files.
+#      scores and the logits, comparing every dataset of the two HDF5 files,
+#   5. every query plan on the GPU (tests/check_plans.py --extra "--backend cuda": the
+#      tile reductions on the device, 1 and 2 ranks) against the full map's reductions.
 # Usage: tools/device_check.sh [OUTDIR]   (needs python3 with h5py and numpy for step 4)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -80,6 +82,12 @@ for cpu in sorted(glob.glob(os.path.join(out, "*.cpu.h5"))):
             print(f"{fx:24s} {prec:9s} {kind:16s} {e:16.2e} {('-' if bound is None else f'{bound:.0e}'):>8s} {flag}")
 sys.exit(1 if bad else 0)
 PY
+
+echo "== query plans on the GPU (tests/check_plans.py)"
+python3 "$root/tests/check_plans.py" --latim "$build/latim" --data "$data" --work "$out/plans" \
+  --extra "--backend cuda" >"$out/plans.log" 2>&1 || status=1
+grep -c '^ok' "$out/plans.log" | sed 's/$/ plans match the full map/'
+grep -A3 '^FAIL' "$out/plans.log" | head -20
 
 echo "== parity table"
 grep -vE '^check ' "$out/parity.log" | tail -n 80
