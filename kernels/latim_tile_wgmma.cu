@@ -51,6 +51,10 @@ constexpr int kThreads = 384;                      // producer + two consumer wa
 constexpr int kStageU = kBM * kBK * 2;             // 16 KiB
 constexpr int kStageW = kBN * kBK * 2;             // 32 KiB
 constexpr int kStage = kStageU + kStageW;
+// Slots of slab inputs: the producer stages slab k + 2 while it builds slab k, and a slot is
+// refilled only after every producer thread has built from it (its `free` barrier), so the
+// producer's warps never wait for each other within a slab.
+constexpr int kSlots = 3;
 
 struct Layout {
   int64_t bars, stages, z, v, cw, cb, ms, rows, total;
@@ -59,17 +63,17 @@ struct Layout {
 };
 
 // Shared memory: the barriers, `nstages` pipeline stages (1024-byte aligned for the swizzle),
-// the producer's two slots of slab inputs (Z, v, conv weights and bias) and its M prologue.
+// the producer's kSlots slots of slab inputs (Z, v, conv weights and bias) and its M prologue.
 [[maybe_unused]] __host__ __device__ inline Layout layout(int nstages, int64_t H, int64_t GN, int64_t G) {
   Layout L{};
   int64_t off = 0;
   L.nstages = nstages;
-  L.bars = take(off, 2 * 8 * nstages, 8);
+  L.bars = take(off, 8 * (2 * nstages + 2 * kSlots), 8);  // full, empty; inputs full, inputs free
   L.stages = take(off, int64_t{kStage} * nstages, 1024);
-  L.z = take(off, 2 * kBI * kBK * 4);
-  L.v = take(off, 2 * kBJ * kBK * 4);
-  L.cw = take(off, 2 * kBK * kKMax * 4);
-  L.cb = take(off, 2 * kBK * 4);
+  L.z = take(off, kSlots * kBI * kBK * 4);
+  L.v = take(off, kSlots * kBJ * kBK * 4);
+  L.cw = take(off, kSlots * kBK * kKMax * 4);
+  L.cb = take(off, kSlots * kBK * 4);
   L.ms = take(off, H * kBI * kNL * 4);
   L.m2 = m2_staging_layout(off, H, GN, G);
   L.rows = take(off, 8 * 2 * kBN * 4);  // per consumer warp: its target's ŷ and r_in columns
@@ -106,17 +110,25 @@ __device__ __forceinline__ void bulk_copy(unsigned dst, const void* src, unsigne
 // sleep in the barrier instead of spinning: spinning consumer warps took most of the issue
 // slots of the producer warps on the same scheduler (Nsight Compute: 4.9e9 executed
 // instructions in the retry loop, the producer at 0.08 instructions per cycle).
-// u slab -> this block's scratch in device memory (bulk store, its own completion group).
-__device__ __forceinline__ void bulk_store(void* dst, unsigned src, unsigned bytes) {
-  asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;\n"
-               "cp.async.bulk.commit_group;\n" ::"l"(dst),
-               "r"(src), "r"(bytes)
-               : "memory");
-}
 __device__ __forceinline__ void bulk_wait_read_all_but_last() {
   asm volatile("cp.async.bulk.wait_group.read 1;\n" ::: "memory");
 }
 __device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
+// u rows -> scratch, without committing (the caller commits a group of them).
+__device__ __forceinline__ void bulk_store_part(void* dst, unsigned src, unsigned bytes) {
+  asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;\n" ::"l"(dst), "r"(src), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+// 16 bytes global -> shared, or 16 zero bytes when !ok (src is then not read).
+__device__ __forceinline__ void cp16_or_zero(void* dst, const void* src, bool ok) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(ok ? 16 : 0)
+               : "memory");
+}
+// The barrier's next arrival happens when this thread's earlier cp.async copies have landed.
+__device__ __forceinline__ void cp_async_arrive(unsigned bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
 __device__ __forceinline__ void bar_wait(unsigned bar, unsigned parity) {
   asm volatile(
       "{\n.reg .pred done;\n"
@@ -188,11 +200,17 @@ __global__ void __launch_bounds__(kThreads, 1)
   const unsigned stages = smem_u32(smem + L.stages);
   auto full = [&](int s) { return bars + 8u * static_cast<unsigned>(s); };
   auto empty = [&](int s) { return bars + 8u * static_cast<unsigned>(nstages + s); };
+  auto in_full = [&](int s) { return bars + 8u * static_cast<unsigned>(2 * nstages + s); };
+  auto in_free = [&](int s) { return bars + 8u * static_cast<unsigned>(2 * nstages + kSlots + s); };
   const int tid = threadIdx.x, wg = tid / 128, t = tid % 128;
   if (tid == 0) {
     for (int s = 0; s < nstages; ++s) {
       bar_init(full(s), 129);  // the producer's 128 threads, and the W copy's expect_tx
       bar_init(empty(s), 256);
+    }
+    for (int s = 0; s < kSlots; ++s) {
+      bar_init(in_full(s), 128);  // each producer thread's copies into the slot
+      bar_init(in_free(s), 128);  // each producer thread done building from it
     }
   }
   __syncthreads();
@@ -216,22 +234,29 @@ __global__ void __launch_bounds__(kThreads, 1)
     __nv_bfloat16* const ublk = uscratch + int64_t{blockIdx.x} * nslab * (kStageU / 2);  // this block's u
     const int H32 = static_cast<int>(f.H), P32 = static_cast<int>(f.P);
 
-    // Inputs of slab `slab` (Z and v rows of the block, conv taps and bias) into `slot`.
-    auto fetch_inputs = [&](int64_t ib, int64_t jb, int slab, int slot) {
+    // Fetch number n (slab `slab` of the block): its Z and v rows, conv taps and bias into
+    // slot n % kSlots, once every thread has built from the slot's previous fetch. The slot's
+    // `in_full` barrier completes when every thread's copies have landed (the launcher
+    // checks the 16-byte alignment that the copies need).
+    auto fetch_inputs = [&](int64_t ib, int64_t jb, int slab, unsigned n) {
+      const int slot = static_cast<int>(n % kSlots);
+      bar_wait(in_free(slot), ((n / kSlots) & 1u) ^ 1u);
       const int64_t c0 = int64_t{slab} * kBK;
       for (int idx = t; idx < (kBI + kBJ) * 16; idx += 128) {
         const int row = idx / 16, ch = idx % 16;
         if (row < kBI) {
           const int64_t i = ib + row;
-          stage_chunk(Zs + (slot * kBI + row) * kBK, f.Z + (i < T ? i : 0) * D + c0, ch, i < T ? kBK : 0);
+          cp16_or_zero(Zs + (slot * kBI + row) * kBK + 4 * ch, f.Z + (i < T ? i : 0) * D + c0 + 4 * ch, i < T);
         } else {
           const int64_t j = jb + row - kBI;
-          stage_chunk(Vs + (slot * kBJ + row - kBI) * kBK, f.v + (j < T ? j : 0) * f.ldv + c0, ch, j < T ? kBK : 0);
+          cp16_or_zero(Vs + (slot * kBJ + row - kBI) * kBK + 4 * ch, f.v + (j < T ? j : 0) * f.ldv + c0 + 4 * ch,
+                       j < T);
         }
       }
-      for (int ch = t; ch < K * 16; ch += 128) stage_chunk(CWs + slot * kBK * kKMax, f.conv_w + c0 * K, ch, kBK * K);
-      if (t < 16) stage_chunk(CBs + slot * kBK, f.conv_b ? f.conv_b + c0 : f.Z, t, f.conv_b ? kBK : 0);
-      cp_async_commit();
+      for (int ch = t; ch < K * 16; ch += 128)
+        cp16_or_zero(CWs + slot * kBK * kKMax + 4 * ch, f.conv_w + c0 * K + 4 * ch, true);
+      if (t < 16) cp16_or_zero(CBs + slot * kBK + 4 * t, f.conv_b ? f.conv_b + c0 + 4 * t : f.Z, f.conv_b != nullptr);
+      cp_async_arrive(in_full(slot));
     };
 
     // M_{i,l} for every head of the block's (i, l), D[h] folded into M_{i,i}; the hidden attention.
@@ -309,19 +334,23 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     };
 
+    const int lane = t % 32, pw = t / 32;  // producer warp pw owns u rows 16 ii + 4 pw .. + 3
+    unsigned nfetch = 0;                   // slab fetches so far (slot = index % kSlots)
     for (int64_t pb = blockIdx.x; pb < npb; pb += gridDim.x) {
       const int64_t ib = i0 + (pb / njb) * kBI, jb = j0 + (pb % njb) * kBJ;
       if (jb > ib + kBI - 1) continue;  // every pair of the block has j > i
+      producer_sync();  // every warp is done with the last block's M before the prologue rewrites it
       prologue(ib, jb);
-      int slot = 0;
-      fetch_inputs(ib, jb, 0, slot);
-      cp_async_wait_all();
-      producer_sync();
+      const unsigned first = nfetch;  // fetch number of this block's slab 0
+      for (int k = 0; k < 2 && k < nslab; ++k) fetch_inputs(ib, jb, k, nfetch++);
       for (int cbk = 0; cbk < ncb; ++cbk) {
         // The first column block builds u and stores each slab to this block's scratch; the
         // others copy it back with the W_out slab, so u is built once per pair.
         const bool build = cbk == 0;
-        if (cbk == 1 && t == 0) bulk_wait_all();  // the stores are complete before they are read
+        if (cbk == 1) {  // every warp's stores are complete before they are read back
+          if (lane == 0) bulk_wait_all();
+          producer_sync();
+        }
         for (int slab = 0; slab < nslab; ++slab) {
           const int s = stage;
           bar_wait(empty(s), phase ^ 1u);
@@ -335,17 +364,25 @@ __global__ void __launch_bounds__(kThreads, 1)
             if (!build) bulk_copy(su, ublk + int64_t{sl} * (kStageU / 2), kStageU, full(s));
           }
           if (build) {
-            if (slab + 1 < nslab) fetch_inputs(ib, jb, slab + 1, slot ^ 1);
+            const unsigned n = first + static_cast<unsigned>(slab);
+            const int slot = static_cast<int>(n % kSlots);
+            bar_wait(in_full(slot), (n / kSlots) & 1u);  // every thread's copies have landed
             build_u(jb, slab, slot, su);
-            cp_async_wait_all();  // the next slab's inputs
             fence_proxy_async();  // u (st.shared) -> visible to the async proxy (wgmma, bulk store)
             bar_arrive(full(s));
-            producer_sync();      // all of u is written; the next slot's inputs are visible
-            if (t == 0 && ncb > 1) {
-              bulk_store(ublk + int64_t{slab} * (kStageU / 2), su, kStageU);
-              bulk_wait_read_all_but_last();  // the stage of the previous store may be refilled
+            bar_arrive(in_free(slot));
+            if (ncb > 1) {  // this warp's u rows to the block's scratch, for the later passes
+              __syncwarp();
+              if (lane == 0) {
+                for (int ii = 0; ii < kBI; ++ii) {
+                  const unsigned row = static_cast<unsigned>(ii * kBJ + 4 * pw);
+                  bulk_store_part(ublk + int64_t{slab} * (kStageU / 2) + row * (128 / 2), su + row * 128u, 4 * 128);
+                }
+                bulk_commit();
+                bulk_wait_read_all_but_last();  // this warp's rows of an older stage may be rewritten
+              }
             }
-            slot ^= 1;
+            if (slab + 2 < nslab) fetch_inputs(ib, jb, slab + 2, nfetch++);
           } else {
             bar_arrive(full(s));
           }
@@ -510,6 +547,9 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
   return false;
 #else
   if (!f.mamba2 || f.D % kBK != 0 || f.P <= 0 || f.P % 8 != 0 || f.K != 4) return false;
+  // The producer stages rows with 16-byte copies.
+  const auto addr = [](const void* p) { return reinterpret_cast<uintptr_t>(p); };
+  if (f.ldv % 4 != 0 || ((addr(f.Z) | addr(f.v) | addr(f.conv_w) | addr(f.conv_b)) & 15) != 0) return false;
   if (const char* e = std::getenv("LATIM_TILE_KERNEL"); e && std::strcmp(e, "mma") == 0) return false;
   int dev = 0, major = 0, minor = 0, max_smem = 0, sms = 0;
   check(cudaGetDevice(&dev), "cudaGetDevice", layer);

@@ -12,7 +12,8 @@ namespace latim::cuda {
 // returns true, or returns false without doing anything when that kernel does not apply:
 // not built for sm_90a, a GPU other than compute capability 9.0, a layer shape it does not
 // take (d_inner not a multiple of 64, head size not a multiple of 8, conv width above 4, M
-// for all heads too large for shared memory), or LATIM_TILE_KERNEL=mma in the environment.
+// for all heads too large for shared memory, Z/v/conv rows not 16-byte aligned), or
+// LATIM_TILE_KERNEL=mma in the environment.
 // f.WoutT must hold both layouts that latim_prepare_wout writes in bf16.
 // With l1_alti false it writes only the ‖T‖² partials (see latim_tile).
 bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, int64_t nj, bool hidden_attn,
