@@ -73,9 +73,9 @@ bool fast_path(int64_t P, int64_t N) { return P >= 1 && P <= kPP && N >= 1 && N 
 
 // Inclusive prefix sums of Δ a2 over a chunk (Δ in dts[0..kQ), zero past the chunk's end),
 // computed by one warp: lane l returns positions 2l (L0) and 2l + 1 (L1).
-__device__ __forceinline__ void chunk_cumsum(const float* dts, float a2, int lane, float& L0, float& L1) {
-  const float2 d = reinterpret_cast<const float2*>(dts)[lane];
-  const float v0 = d.x * a2, v1 = d.y * a2;
+// Inclusive prefix sums over a warp's 64 values, lane l holding v0 (position 2l) and v1
+// (position 2l + 1): L0 and L1 are the sums up to and including each.
+__device__ __forceinline__ void warp_pair_cumsum(float v0, float v1, int lane, float& L0, float& L1) {
   float s = v0 + v1;
 #pragma unroll
   for (int o = 1; o < 32; o <<= 1) {
@@ -86,6 +86,10 @@ __device__ __forceinline__ void chunk_cumsum(const float* dts, float a2, int lan
   if (lane == 0) excl = 0.0f;
   L0 = excl + v0;
   L1 = L0 + v1;
+}
+__device__ __forceinline__ void chunk_cumsum(const float* dts, float a2, int lane, float& L0, float& L1) {
+  const float2 d = reinterpret_cast<const float2*>(dts)[lane];
+  warp_pair_cumsum(d.x * a2, d.y * a2, lane, L0, L1);
 }
 
 // The value of position q from a per-lane pair (positions 2l, 2l + 1); all lanes must call.
@@ -636,16 +640,8 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
     if (!kOut || warp == 0) {
       const int j0 = 2 * lane, j1 = 2 * lane + 1;
       const float d0 = j0 < len ? delta[(t0 + j0) * H + h] : 0.0f, d1 = j1 < len ? delta[(t0 + j1) * H + h] : 0.0f;
-      const float v0 = d0 * a2, v1 = d1 * a2;
-      float s = v0 + v1;
-#pragma unroll
-      for (int o = 1; o < 32; o <<= 1) {
-        const float t = __shfl_up_sync(kFull, s, o);
-        if (lane >= o) s += t;
-      }
-      float excl = __shfl_up_sync(kFull, s, 1);
-      if (lane == 0) excl = 0.0f;
-      const float L0 = excl + v0, L1 = L0 + v1;
+      float L0, L1;
+      warp_pair_cumsum(d0 * a2, d1 * a2, lane, L0, L1);
       Llast = __shfl_sync(kFull, L1, 31);
       w0 = exp2f(fminf(Llast - L0, 0.0f)) * d0;
       w1 = exp2f(fminf(Llast - L1, 0.0f)) * d1;

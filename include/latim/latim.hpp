@@ -77,6 +77,11 @@ void reduce_tile(const TileReduce& r, TileScores& t);
 
 struct ScoreSet {
   bool l2 = false, l1 = false, alti = false, hidden_attn = false;
+  // By slot: 0 l2, 1 l1, 2 alti, 3 hidden_attn (the order of TileScores::reduced).
+  bool at(int slot) const {
+    const bool v[4] = {l2, l1, alti, hidden_attn};
+    return v[slot];
+  }
 };
 
 class TileBackend {

@@ -185,7 +185,7 @@ class CudaTileBackend final : public TileBackend {
       const TileScores& w = where[k];
       cuda::check(cudaStreamWaitEvent(cs, pipeline_.copied[s], 0), "LaTIM tile pipeline", layer);
       const int64_t n = run_tile(which, w, d, scores[s], contrib[s], cs, layer);
-      const int64_t nout = reduce.any() ? reduce_on_device(reduce, w, n / (w.ni * w.nj), scores[s], red[s], cs, layer) : n;
+      const int64_t nout = reduce.any() ? reduce_on_device(reduce, w, nscores, scores[s], red[s], cs, layer) : n;
       cuda::check(cudaEventRecord(pipeline_.computed[s], cs), "LaTIM tile pipeline", layer);
       cuda::check(cudaStreamWaitEvent(xs, pipeline_.computed[s], 0), "LaTIM tile pipeline", layer);
       char* host = pipeline_.host[s];
@@ -249,15 +249,17 @@ class CudaTileBackend final : public TileBackend {
   }
   // 4-byte values of one score's reductions of an ni x nj tile: pooled sums and maxima, the
   // top-k values and columns, the window.
+  static int64_t pooled_blocks(const TileReduce& r, int64_t ni, int64_t nj) {
+    return r.pool > 0 ? ((ni + r.pool - 1) / r.pool) * ((nj + r.pool - 1) / r.pool) : 0;
+  }
   static int64_t reduced_count(const TileReduce& r, int64_t ni, int64_t nj) {
-    const int64_t nbq = r.pool > 0 ? ((ni + r.pool - 1) / r.pool) * ((nj + r.pool - 1) / r.pool) : 0;
-    return 2 * nbq + 2 * ni * r.topk + ni * r.window;
+    return 2 * pooled_blocks(r, ni, nj) + 2 * ni * r.topk + ni * r.window;
   }
   // The reductions of the tile's nscores packed score matrices at `scores` into `out`, packed
   // per score as reduced_count() lays them out. Returns the number of values written.
   static int64_t reduce_on_device(const TileReduce& r, const TileScores& w, int64_t nscores, const float* scores,
                                   float* out, cudaStream_t stream, int layer) {
-    const int64_t nbq = r.pool > 0 ? ((w.ni + r.pool - 1) / r.pool) * ((w.nj + r.pool - 1) / r.pool) : 0;
+    const int64_t nbq = pooled_blocks(r, w.ni, w.nj);
     float* o = out;
     for (int64_t k = 0; k < nscores; ++k) {
       const float* sc = scores + k * w.ni * w.nj;
@@ -277,9 +279,8 @@ class CudaTileBackend final : public TileBackend {
   // left empty.
   static void unpack_reduced(const ScoreSet& which, const TileReduce& r, int64_t d, const char* values,
                              const char* contrib, TileScores& t) {
-    const int64_t nbq = r.pool > 0 ? ((t.ni + r.pool - 1) / r.pool) * ((t.nj + r.pool - 1) / r.pool) : 0;
+    const int64_t nbq = pooled_blocks(r, t.ni, t.nj);
     const float* src = reinterpret_cast<const float*>(values);
-    const bool on[4] = {which.l2, which.l1, which.alti, which.hidden_attn};
     for (std::vector<float>* m : {&t.l2, &t.l1, &t.alti, &t.hidden_attn}) m->clear();
     for (int k = 0; k < 4; ++k) {
       TileReduced& out = t.reduced[k];
@@ -287,7 +288,7 @@ class CudaTileBackend final : public TileBackend {
         v.assign(src, src + n);
         src += n;
       };
-      if (!on[k]) {
+      if (!which.at(k)) {
         out = TileReduced{};
         continue;
       }

@@ -300,21 +300,20 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
     PanelScores& ps = sets[npanels++ % 2];  // free: the worker that read it (two panels ago) is done
     std::vector<float>&l2 = ps.l2, &l1 = ps.l1, &alti = ps.alti, &hattn = ps.hattn;
     auto alloc = [&](bool on, std::vector<float>& v) { if (on) v.assign(nbuf * ncols, nan); };
-    const bool on[4] = {which.l2, which.l1, which.alti, which.hidden_attn};
     if (!reduced) {
-      alloc(on[0], l2);
-      alloc(on[1], l1);
-      alloc(on[2], alti);
-      alloc(on[3], hattn);
+      alloc(which.l2, l2);
+      alloc(which.l1, l1);
+      alloc(which.alti, alti);
+      alloc(which.hidden_attn, hattn);
     } else {
       for (int k = 0; k < 4; ++k) {
         PanelReduced& pr = ps.red[k];
         const int64_t nb = plan.pool > 0 ? (pn + plan.pool - 1) / plan.pool : 0;
-        pr.sum.assign(on[k] ? nb * P : 0, nan);
-        pr.mx.assign(on[k] ? nb * P : 0, nan);
-        pr.top_value.assign(on[k] ? pn * plan.topk : 0, nan);
-        pr.top_index.assign(on[k] ? pn * plan.topk : 0, -1);
-        pr.window.assign(on[k] ? pn * plan.window : 0, nan);
+        pr.sum.assign(which.at(k) ? nb * P : 0, nan);
+        pr.mx.assign(which.at(k) ? nb * P : 0, nan);
+        pr.top_value.assign(which.at(k) ? pn * plan.topk : 0, nan);
+        pr.top_index.assign(which.at(k) ? pn * plan.topk : 0, -1);
+        pr.window.assign(which.at(k) ? pn * plan.window : 0, nan);
       }
     }
     std::vector<double> contrib(nbuf * d, 0.0);
@@ -333,7 +332,7 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
     auto merge = [&](const TileScores& tile) {
       const int64_t r0 = tile.i0 - p0;
       for (int k = 0; k < 4; ++k) {
-        if (!on[k]) continue;
+        if (!which.at(k)) continue;
         const TileReduced& tr = tile.reduced[k];
         PanelReduced& pr = ps.red[k];
         if (plan.pool > 0) {
@@ -347,25 +346,29 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
         }
         if (plan.topk > 0) {
           const int64_t K = plan.topk;
-#pragma omp parallel for schedule(static) if (tile.ni >= 256)
-          for (int64_t r = 0; r < tile.ni; ++r) {
-            float* bv = pr.top_value.data() + (r0 + r) * K;
-            int64_t* bi = pr.top_index.data() + (r0 + r) * K;
-            const float* tv = tr.top_value.data() + r * K;
-            const int64_t* ti = tr.top_index.data() + r * K;
-            // Both lists' valid entries, the best K of them, best first.
-            std::vector<std::pair<float, int64_t>> c;
+#pragma omp parallel if (tile.ni >= 256)
+          {
+            std::vector<std::pair<float, int64_t>> c;  // one candidate list per thread, reused
             c.reserve(static_cast<std::size_t>(2 * K));
-            for (int64_t k2 = 0; k2 < K; ++k2) {
-              if (bi[k2] >= 0) c.push_back({bv[k2], bi[k2]});
-              if (ti[k2] >= 0) c.push_back({tv[k2], ti[k2]});
-            }
-            const auto by = [](const auto& a, const auto& b) { return better(a.first, a.second, b.first, b.second); };
-            const std::size_t keep = std::min<std::size_t>(c.size(), static_cast<std::size_t>(K));
-            std::partial_sort(c.begin(), c.begin() + keep, c.end(), by);
-            for (std::size_t k2 = 0; k2 < keep; ++k2) {
-              bv[k2] = c[k2].first;
-              bi[k2] = c[k2].second;
+#pragma omp for schedule(static)
+            for (int64_t r = 0; r < tile.ni; ++r) {
+              float* bv = pr.top_value.data() + (r0 + r) * K;
+              int64_t* bi = pr.top_index.data() + (r0 + r) * K;
+              const float* tv = tr.top_value.data() + r * K;
+              const int64_t* ti = tr.top_index.data() + r * K;
+              // Both lists' valid entries, the best K of them, best first.
+              c.clear();
+              for (int64_t k2 = 0; k2 < K; ++k2) {
+                if (bi[k2] >= 0) c.push_back({bv[k2], bi[k2]});
+                if (ti[k2] >= 0) c.push_back({tv[k2], ti[k2]});
+              }
+              const auto by = [](const auto& a, const auto& b) { return better(a.first, a.second, b.first, b.second); };
+              const std::size_t keep = std::min<std::size_t>(c.size(), static_cast<std::size_t>(K));
+              std::partial_sort(c.begin(), c.begin() + keep, c.end(), by);
+              for (std::size_t k2 = 0; k2 < keep; ++k2) {
+                bv[k2] = c[k2].first;
+                bi[k2] = c[k2].second;
+              }
             }
           }
         }
@@ -419,22 +422,22 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
     // only --window skips the sources before the band), it stays NaN.
     std::vector<float> eps(static_cast<std::size_t>(pn), nan);
     const auto& bout = f.weights->out_proj_b;
-    for (const auto& [ra, rb] : runs) {
-      if (jlo > 0) break;
-      std::vector<float> o(static_cast<std::size_t>((rb - ra) * d));
-      f.read_o(ra, rb - ra, o.data());
-      for (int64_t i = ra; i < rb; ++i) {
-        const int64_t r = i - p0, s = slot[r];
-        double ss = 0.0, norm = 0.0;
-        for (int64_t k = 0; k < d; ++k) {
-          const double target = static_cast<double>(o[(i - ra) * d + k]) - (bout.empty() ? 0.0 : bout[k]);
-          const double diff = target - contrib[s * d + k];
-          ss += diff * diff;
-          norm += target * target;
+    if (jlo == 0)
+      for (const auto& [ra, rb] : runs) {
+        std::vector<float> o(static_cast<std::size_t>((rb - ra) * d));
+        f.read_o(ra, rb - ra, o.data());
+        for (int64_t i = ra; i < rb; ++i) {
+          const int64_t r = i - p0, s = slot[r];
+          double ss = 0.0, norm = 0.0;
+          for (int64_t k = 0; k < d; ++k) {
+            const double target = static_cast<double>(o[(i - ra) * d + k]) - (bout.empty() ? 0.0 : bout[k]);
+            const double diff = target - contrib[s * d + k];
+            ss += diff * diff;
+            norm += target * target;
+          }
+          eps[r] = norm > 0 ? static_cast<float>(std::sqrt(ss / norm)) : 0.0f;
         }
-        eps[r] = norm > 0 ? static_cast<float>(std::sqrt(ss / norm)) : 0.0f;
       }
-    }
     // The panel's host reductions and outputs run on a worker thread while the next panel's
     // tiles compute. One panel at a time, so the sink sees panels in order, each ending with
     // on_panel_done.
