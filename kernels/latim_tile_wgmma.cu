@@ -4,28 +4,28 @@
 // stays the kernel for every other case (fp32/tf32, Mamba-1, other GPUs, conv width ≠ 4).
 //
 // A block has three warpgroups and stays resident (one per SM, persistent over pair blocks):
-//   - warpgroup 0, the producer: per pair block it computes M for every head (prologue).
-//     Then, for each column block of W_out (256 columns) and each slab of 64 inner channels,
-//     it fills a pipeline stage: the W_out slab (256 x 64 bf16) with one bulk copy of a
-//     pre-swizzled image, and the u slab (128 pairs x 64 channels, bf16). In the first column
-//     block it builds u on CUDA cores and bulk-stores each slab to the block's scratch in
-//     device memory; the other column blocks bulk-load it back. A stage is marked full by
-//     an mbarrier that counts the producer threads and the bytes of the copies.
-//   - warpgroups 1 and 2, the consumers: each multiplies its 64 pairs of the stage's u by the
-//     W_out slab with four wgmma.m64n256k16 (both operands from shared memory, fp32
-//     accumulators in registers), frees the stage, and after the last slab reduces its
-//     64 x 256 block of T_i(x_j) to the partial scores, as the mma.sync kernel does.
+//   - warpgroup 0, the producer (88 registers, the consumers 208): per pair block it computes
+//     M for every head (prologue) and stages each slab's Z and v rows, conv taps and
+//     bias in one of three input slots, two slabs ahead. For each column block of W_out (256
+//     columns) and each slab of 64 inner channels it fills a pipeline stage with the W_out slab
+//     (256 x 64 bf16, one bulk copy of a pre-swizzled image); in the later column blocks also
+//     with the u slab (128 pairs x 64 channels, bf16), copied back from the block's scratch.
+//   - warpgroups 1 and 2, the consumers: each owns 64 pairs (4 targets x 16 sources). In the
+//     first column block each builds its own u rows of the slab on CUDA cores, while the
+//     tensor cores run its products of the slab before, and bulk-stores them to the block's
+//     scratch. Each multiplies its 64 pairs of the stage's u by the W_out slab with four
+//     wgmma.m64n256k16 (both operands from shared memory, fp32 accumulators in registers),
+//     frees the stage, and after the last slab reduces its 64 x 256 block of T_i(x_j) to the
+//     partial scores, as the mma.sync kernel does.
 // Both operands use the 128-byte swizzled K-major layout (rows of 64 bf16 = 128 B, 16-byte
 // chunk c of row r stored at chunk c ^ (r % 8)), which is what the descriptors say.
 //
-// Measured on the H100 (T = 16K, 4096-token tiles): 1.1e8 pairs/s against 6.4e7 for the
-// mma.sync kernel. What bounds it (Nsight Compute and switches that removed one part at a
-// time): the u build in the first column block (a single producer warpgroup issues at
-// about 0.25 instructions per cycle), the epilogue, during which the tensor cores idle,
-// and the copies in flight (three 48 KiB stages). Tried and dropped: two producer
-// warpgroups (ptxas keeps the launch bound's 128 registers after setmaxnreg.inc, and the
-// consumers need 168), and clusters of two blocks multicasting W_out (7.7e7: the blocks
-// wait for each other).
+// Measured on the H100 (T = 16K, 4096-token tiles, l2 only), the steps that got it here:
+// 1.1e8 pairs/s with one producer warpgroup building u; 1.44e8 once the producer's warps no
+// longer waited for each other within a slab; the consumers building their own u (this
+// version) is in docs/performance-cuda.md. Tried and dropped: two producer warpgroups (the
+// consumers need the registers), and clusters of two blocks multicasting W_out (7.7e7: the
+// blocks wait for each other).
 #include <cuda_bf16.h>
 
 #include <atomic>
@@ -55,6 +55,10 @@ constexpr int kStage = kStageU + kStageW;
 // refilled only after every producer thread has built from it (its `free` barrier), so the
 // producer's warps never wait for each other within a slab.
 constexpr int kSlots = 3;
+// A consumer warp signals that its u rows of slab k are in the scratch when it stores those of
+// slab k + kStoreLag (and all the last ones at the end of the pass): waiting for a bulk store's
+// writes to land right after issuing it stalled the warp.
+constexpr int kStoreLag = 4;
 
 struct Layout {
   int64_t bars, stages, z, v, cw, cb, ms, rows, total;
@@ -64,11 +68,13 @@ struct Layout {
 
 // Shared memory: the barriers, `nstages` pipeline stages (1024-byte aligned for the swizzle),
 // the producer's kSlots slots of slab inputs (Z, v, conv weights and bias) and its M prologue.
-[[maybe_unused]] __host__ __device__ inline Layout layout(int nstages, int64_t H, int64_t GN, int64_t G) {
+[[maybe_unused]] __host__ __device__ inline Layout layout(int nstages, int64_t H, int64_t GN, int64_t G,
+                                                          int64_t nslab) {
   Layout L{};
   int64_t off = 0;
   L.nstages = nstages;
-  L.bars = take(off, 8 * (2 * nstages + 2 * kSlots), 8);  // full, empty; inputs full, inputs free
+  // full, empty; inputs full, inputs free; M free; one `stored` per slab
+  L.bars = take(off, 8 * (2 * nstages + 2 * kSlots + 1 + nslab), 8);
   L.stages = take(off, int64_t{kStage} * nstages, 1024);
   L.z = take(off, kSlots * kBI * kBK * 4);
   L.v = take(off, kSlots * kBJ * kBK * 4);
@@ -90,6 +96,13 @@ __device__ __forceinline__ unsigned smem_u32(const void* p) {
   return static_cast<unsigned>(__cvta_generic_to_shared(p));
 }
 __device__ __forceinline__ void producer_sync() { asm volatile("bar.sync 1, 128;\n" ::: "memory"); }
+// The 128 threads of consumer warpgroup c (named barriers 2 and 3).
+__device__ __forceinline__ void consumer_sync(int c) {
+  if (c == 0)
+    asm volatile("bar.sync 2, 128;\n" ::: "memory");
+  else
+    asm volatile("bar.sync 3, 128;\n" ::: "memory");
+}
 
 __device__ __forceinline__ void bar_init(unsigned bar, unsigned count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
@@ -106,12 +119,14 @@ __device__ __forceinline__ void bulk_copy(unsigned dst, const void* src, unsigne
                "l"(src), "r"(bytes), "r"(bar)
                : "memory");
 }
-// Waits for the phase with the given parity. The suspend-time hint lets the waiting warp
-// sleep in the barrier instead of spinning: spinning consumer warps took most of the issue
-// slots of the producer warps on the same scheduler (Nsight Compute: 4.9e9 executed
-// instructions in the retry loop, the producer at 0.08 instructions per cycle).
+// Every bulk group but the newest has been read from shared memory.
 __device__ __forceinline__ void bulk_wait_read_all_but_last() {
   asm volatile("cp.async.bulk.wait_group.read 1;\n" ::: "memory");
+}
+// Every bulk group but the newest N is complete: its writes are done.
+template <int N>
+__device__ __forceinline__ void bulk_wait_all_but() {
+  asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(N) : "memory");
 }
 __device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
 // u rows -> scratch, without committing (the caller commits a group of them).
@@ -129,6 +144,10 @@ __device__ __forceinline__ void cp16_or_zero(void* dst, const void* src, bool ok
 __device__ __forceinline__ void cp_async_arrive(unsigned bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
 }
+// Waits for the phase with the given parity. The suspend-time hint lets the waiting warp
+// sleep in the barrier instead of spinning: spinning consumer warps took most of the issue
+// slots of the producer warps on the same scheduler (Nsight Compute: 4.9e9 executed
+// instructions in the retry loop, the producer at 0.08 instructions per cycle).
 __device__ __forceinline__ void bar_wait(unsigned bar, unsigned parity) {
   asm volatile(
       "{\n.reg .pred done;\n"
@@ -148,6 +167,16 @@ __device__ __forceinline__ uint64_t sw128_desc(unsigned addr) {
 __device__ __forceinline__ unsigned sw128(int row, int ch) {
   return static_cast<unsigned>(row * 128 + ((ch ^ (row & 7)) << 4));
 }
+
+// Where the input slots keep 16-byte chunk `ch` of a slab's row (64 fp32 = 16 chunks): a
+// consumer thread reads chunks 2 (t % 8) and 2 (t % 8) + 1 of one Z row and of the bias, of
+// the v rows of sources 4w .. 4w + 3, and the taps of channels 8 (t % 8) .. + 7. Stored as
+// is, threads t % 8 and t % 8 + 4 (and the four sources) read the same banks; swizzled,
+// each load of a warp touches every bank equally often (Nsight Compute counted 6.5-way
+// conflicts on the unswizzled loads).
+__device__ __forceinline__ int row_chunk(int ch) { return ch ^ ((ch >> 3) & 1); }
+__device__ __forceinline__ int v_chunk(int ch, int row) { return ch ^ (row & 7); }
+__device__ __forceinline__ int tap_chunk(int ch) { return (ch & ~7) | ((ch ^ (ch >> 3)) & 7); }
 
 // SiLU through the hardware tanh: x σ(x) = h + h tanh(h), h = x / 2. tanh.approx's relative
 // error (2^-11) is a quarter of the bf16 rounding that u gets right after.
@@ -195,49 +224,55 @@ __global__ void __launch_bounds__(kThreads, 1)
 #ifdef LATIM_WGMMA_DEVICE
   extern __shared__ unsigned char smem_raw[];
   unsigned char* const smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
-  const Layout L = layout(nstages, f.H, f.G * f.N, f.G);
+  const Layout L = layout(nstages, f.H, f.G * f.N, f.G, f.D / kBK);
   const unsigned bars = smem_u32(smem + L.bars);
   const unsigned stages = smem_u32(smem + L.stages);
   auto full = [&](int s) { return bars + 8u * static_cast<unsigned>(s); };
   auto empty = [&](int s) { return bars + 8u * static_cast<unsigned>(nstages + s); };
   auto in_full = [&](int s) { return bars + 8u * static_cast<unsigned>(2 * nstages + s); };
   auto in_free = [&](int s) { return bars + 8u * static_cast<unsigned>(2 * nstages + kSlots + s); };
+  const unsigned m_free = bars + 8u * static_cast<unsigned>(2 * nstages + 2 * kSlots);
+  auto stored = [&](int slab) { return m_free + 8u + 8u * static_cast<unsigned>(slab); };
   const int tid = threadIdx.x, wg = tid / 128, t = tid % 128;
+  const int64_t T = f.T, D = f.D, d = f.d;
+  const int nslab = static_cast<int>(D / kBK);
   if (tid == 0) {
     for (int s = 0; s < nstages; ++s) {
-      bar_init(full(s), 129);  // the producer's 128 threads, and the W copy's expect_tx
+      bar_init(full(s), 1);  // the producer's expect_tx for the copies into the stage
       bar_init(empty(s), 256);
     }
     for (int s = 0; s < kSlots; ++s) {
       bar_init(in_full(s), 128);  // each producer thread's copies into the slot
-      bar_init(in_free(s), 128);  // each producer thread done building from it
+      bar_init(in_free(s), 2);    // each consumer warpgroup done building from it
     }
+    bar_init(m_free, 2);  // each consumer warpgroup done with the block's M
+    for (int k = 0; k < nslab; ++k) bar_init(stored(k), 8);  // each consumer warp's u rows stored
   }
   __syncthreads();
 
   const int64_t njb = (nj + kBJ - 1) / kBJ;
   const int64_t npb = ((ni + kBI - 1) / kBI) * njb;
-  const int64_t T = f.T, D = f.D, d = f.d;
-  const int nslab = static_cast<int>(D / kBK);
   const int64_t iend = i0 + ni, jend = j0 + nj;
   const int64_t nn = ni * nj;
   int stage = 0;        // pipeline stage of the current step, and the parity of its use:
   unsigned phase = 0;   // counted alike by the producer and the consumers
+  float* const Zs = reinterpret_cast<float*>(smem + L.z);
+  float* const Vs = reinterpret_cast<float*>(smem + L.v);
+  float* const CWs = reinterpret_cast<float*>(smem + L.cw);
+  float* const CBs = reinterpret_cast<float*>(smem + L.cb);
+  float* const Ms = reinterpret_cast<float*>(smem + L.ms);
+  __nv_bfloat16* const ublk = uscratch + int64_t{blockIdx.x} * nslab * (kStageU / 2);  // this block's u
+  const int H32 = static_cast<int>(f.H), P32 = static_cast<int>(f.P);
 
   if (wg == 0) {
     // ---------------- producer ----------------
-    float* const Zs = reinterpret_cast<float*>(smem + L.z);
-    float* const Vs = reinterpret_cast<float*>(smem + L.v);
-    float* const CWs = reinterpret_cast<float*>(smem + L.cw);
-    float* const CBs = reinterpret_cast<float*>(smem + L.cb);
-    float* const Ms = reinterpret_cast<float*>(smem + L.ms);
-    __nv_bfloat16* const ublk = uscratch + int64_t{blockIdx.x} * nslab * (kStageU / 2);  // this block's u
-    const int H32 = static_cast<int>(f.H), P32 = static_cast<int>(f.P);
-
+    // 88 + 2 x 208 registers per thread fill the register file (3 x 128 threads): the consumers'
+    // 128 accumulators stay live while they build u, and nothing spills at these counts.
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 88;\n");
     // Fetch number n (slab `slab` of the block): its Z and v rows, conv taps and bias into
-    // slot n % kSlots, once every thread has built from the slot's previous fetch. The slot's
-    // `in_full` barrier completes when every thread's copies have landed (the launcher
-    // checks the 16-byte alignment that the copies need).
+    // slot n % kSlots, once both consumer warpgroups have built from the slot's previous fetch.
+    // The slot's `in_full` barrier completes when every thread's copies have landed (the
+    // launcher checks the 16-byte alignment that the copies need).
     auto fetch_inputs = [&](int64_t ib, int64_t jb, int slab, unsigned n) {
       const int slot = static_cast<int>(n % kSlots);
       bar_wait(in_free(slot), ((n / kSlots) & 1u) ^ 1u);
@@ -246,16 +281,19 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int row = idx / 16, ch = idx % 16;
         if (row < kBI) {
           const int64_t i = ib + row;
-          cp16_or_zero(Zs + (slot * kBI + row) * kBK + 4 * ch, f.Z + (i < T ? i : 0) * D + c0 + 4 * ch, i < T);
+          cp16_or_zero(Zs + (slot * kBI + row) * kBK + 4 * row_chunk(ch), f.Z + (i < T ? i : 0) * D + c0 + 4 * ch,
+                       i < T);
         } else {
           const int64_t j = jb + row - kBI;
-          cp16_or_zero(Vs + (slot * kBJ + row - kBI) * kBK + 4 * ch, f.v + (j < T ? j : 0) * f.ldv + c0 + 4 * ch,
-                       j < T);
+          cp16_or_zero(Vs + (slot * kBJ + row - kBI) * kBK + 4 * v_chunk(ch, row - kBI),
+                       f.v + (j < T ? j : 0) * f.ldv + c0 + 4 * ch, j < T);
         }
       }
-      for (int ch = t; ch < K * 16; ch += 128)
-        cp16_or_zero(CWs + slot * kBK * kKMax + 4 * ch, f.conv_w + c0 * K + 4 * ch, true);
-      if (t < 16) cp16_or_zero(CBs + slot * kBK + 4 * t, f.conv_b ? f.conv_b + c0 + 4 * t : f.Z, f.conv_b != nullptr);
+      for (int ch = t; ch < K * 16; ch += 128)  // (K = 4: chunk ch holds the taps of channel ch)
+        cp16_or_zero(CWs + slot * kBK * kKMax + 4 * tap_chunk(ch), f.conv_w + c0 * K + 4 * ch, true);
+      if (t < 16)
+        cp16_or_zero(CBs + slot * kBK + 4 * row_chunk(t), f.conv_b ? f.conv_b + c0 + 4 * t : f.Z,
+                     f.conv_b != nullptr);
       cp_async_arrive(in_full(slot));
     };
 
@@ -279,78 +317,19 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     };
 
-    // u of slab `slab` into the stage at `su`: thread t owns source jj = t / 8 and channels
-    // 8 (t % 8) .. + 7 of the slab, for all 8 targets (one 16-byte store per target). Targets
-    // outside the tile have M = 0 (prologue), so only a source outside it needs a test.
-    auto build_u = [&](int64_t jb, int slab, int slot, unsigned su) {
-      const int jj = t >> 3, cc = t & 7;
-      const unsigned dst = su + sw128(jj, cc);  // row jj; target ii's row is 16 ii further on
-      if (jb + jj >= jend) {
-#pragma unroll
-        for (int ii = 0; ii < kBI; ++ii)
-          asm volatile("st.shared.v4.b32 [%0], {%1, %1, %1, %1};\n" ::"r"(dst + static_cast<unsigned>(ii * kBJ * 128)),
-                       "r"(0u));
-        return;
-      }
-      const float4 v0 = *reinterpret_cast<const float4*>(Vs + (slot * kBJ + jj) * kBK + cc * 8);
-      const float4 v1 = *reinterpret_cast<const float4*>(Vs + (slot * kBJ + jj) * kBK + cc * 8 + 4);
-      const float4 b0 = *reinterpret_cast<const float4*>(CBs + slot * kBK + cc * 8);
-      const float4 b1 = *reinterpret_cast<const float4*>(CBs + slot * kBK + cc * 8 + 4);
-      const float vj[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
-      const float bias[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
-      const float4* CW = reinterpret_cast<const float4*>(CWs + slot * kBK * kKMax + cc * 8 * K);
-      const int h = (slab * kBK + cc * 8) / P32;
-      float tap[K][8];
-#pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        const float4 w = CW[e];  // taps of channel e, oldest first (K = 4)
-        const float wk[4] = {w.w, w.z, w.y, w.x};
-#pragma unroll
-        for (int kk = 0; kk < K; ++kk) {
-          const float pre = wk[kk] * vj[e] + (kk == 0 ? bias[e] : 0.0f);
-          tap[kk][e] = SILU ? silu_fast(pre) : pre;
-        }
-      }
-      const float* Mh = Ms + h * kBI * kNL + jj;
-#pragma unroll
-      for (int ii = 0; ii < kBI; ++ii) {
-        float m[K];
-#pragma unroll
-        for (int kk = 0; kk < K; ++kk) m[kk] = Mh[ii * kNL + kk];
-        const float4 z0 = *reinterpret_cast<const float4*>(Zs + (slot * kBI + ii) * kBK + cc * 8);
-        const float4 z1 = *reinterpret_cast<const float4*>(Zs + (slot * kBI + ii) * kBK + cc * 8 + 4);
-        const float z[8] = {z0.x, z0.y, z0.z, z0.w, z1.x, z1.y, z1.z, z1.w};
-        float u[8];
-#pragma unroll
-        for (int e = 0; e < 8; ++e) {
-          float sum = m[0] * tap[0][e];
-#pragma unroll
-          for (int kk = 1; kk < K; ++kk) sum += m[kk] * tap[kk][e];
-          u[e] = z[e] * sum;
-        }
-        asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(dst + static_cast<unsigned>(ii * kBJ * 128)),
-                     "r"(pack_bf16(u[0], u[1])), "r"(pack_bf16(u[2], u[3])), "r"(pack_bf16(u[4], u[5])),
-                     "r"(pack_bf16(u[6], u[7])));
-      }
-    };
-
-    const int lane = t % 32, pw = t / 32;  // producer warp pw owns u rows 16 ii + 4 pw .. + 3
-    unsigned nfetch = 0;                   // slab fetches so far (slot = index % kSlots)
+    unsigned nfetch = 0;  // slab fetches so far (slot = index % kSlots)
+    unsigned nblk = 0;    // pair blocks so far (the parity of the `m_free` and `stored` phases)
     for (int64_t pb = blockIdx.x; pb < npb; pb += gridDim.x) {
       const int64_t ib = i0 + (pb / njb) * kBI, jb = j0 + (pb % njb) * kBJ;
       if (jb > ib + kBI - 1) continue;  // every pair of the block has j > i
+      bar_wait(m_free, (nblk & 1u) ^ 1u);  // the consumers are done with the last block's M
       producer_sync();  // every warp is done with the last block's M before the prologue rewrites it
       prologue(ib, jb);
-      const unsigned first = nfetch;  // fetch number of this block's slab 0
       for (int k = 0; k < 2 && k < nslab; ++k) fetch_inputs(ib, jb, k, nfetch++);
       for (int cbk = 0; cbk < ncb; ++cbk) {
-        // The first column block builds u and stores each slab to this block's scratch; the
-        // others copy it back with the W_out slab, so u is built once per pair.
+        // The consumers build u in the first column block and store each slab to this block's
+        // scratch; in the others it is copied back with the W_out slab, so u is built once per pair.
         const bool build = cbk == 0;
-        if (cbk == 1) {  // every warp's stores are complete before they are read back
-          if (lane == 0) bulk_wait_all();
-          producer_sync();
-        }
         for (int slab = 0; slab < nslab; ++slab) {
           const int s = stage;
           bar_wait(empty(s), phase ^ 1u);
@@ -361,39 +340,87 @@ __global__ void __launch_bounds__(kThreads, 1)
           if (t == 0) {  // the W_out slab: one bulk copy of its pre-swizzled image (and u)
             bar_arrive_expect_tx(full(s), build ? kStageW : kStageW + kStageU);
             bulk_copy(sw, Wk + (int64_t{cbk} * nslab + sl) * (kStageW / 2), kStageW, full(s));
-            if (!build) bulk_copy(su, ublk + int64_t{sl} * (kStageU / 2), kStageU, full(s));
-          }
-          if (build) {
-            const unsigned n = first + static_cast<unsigned>(slab);
-            const int slot = static_cast<int>(n % kSlots);
-            bar_wait(in_full(slot), (n / kSlots) & 1u);  // every thread's copies have landed
-            build_u(jb, slab, slot, su);
-            fence_proxy_async();  // u (st.shared) -> visible to the async proxy (wgmma, bulk store)
-            bar_arrive(full(s));
-            bar_arrive(in_free(slot));
-            if (ncb > 1) {  // this warp's u rows to the block's scratch, for the later passes
-              __syncwarp();
-              if (lane == 0) {
-                for (int ii = 0; ii < kBI; ++ii) {
-                  const unsigned row = static_cast<unsigned>(ii * kBJ + 4 * pw);
-                  bulk_store_part(ublk + int64_t{slab} * (kStageU / 2) + row * (128 / 2), su + row * 128u, 4 * 128);
-                }
-                bulk_commit();
-                bulk_wait_read_all_but_last();  // this warp's rows of an older stage may be rewritten
-              }
+            if (!build) {
+              bar_wait(stored(sl), nblk & 1u);  // every consumer warp's rows of the slab are stored
+              bulk_copy(su, ublk + int64_t{sl} * (kStageU / 2), kStageU, full(s));
             }
-            if (slab + 2 < nslab) fetch_inputs(ib, jb, slab + 2, nfetch++);
-          } else {
-            bar_arrive(full(s));
           }
+          if (build && slab + 2 < nslab) fetch_inputs(ib, jb, slab + 2, nfetch++);
           if (++stage == nstages) stage = 0, phase ^= 1u;
         }
       }
+      ++nblk;
     }
   } else {
     // ---------------- consumers ----------------
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 208;\n");
     const int c = wg - 1;  // pairs 64c .. 64c + 63 of the block: targets 4c .. 4c + 3
     const int w = t / 32, lane = t % 32, g = lane >> 2, q = lane & 3;
+
+    // This warpgroup's u rows of slab `slab` into the stage at `sst`: thread t owns source
+    // jj = t / 8 and channels 8 (t % 8) .. + 7 of the slab, for the warpgroup's 4 targets (one
+    // 16-byte store each). The slot's rows are stored swizzled (see fetch_inputs), so that
+    // these loads hit every bank once. Targets outside the tile have M = 0 (prologue), so
+    // only a source outside it needs a test.
+    auto build_u = [&](int64_t jb, int slab, int slot, unsigned sst) {
+      const int jj = t >> 3, cc = t & 7;
+      const unsigned dst = sst + sw128(jj, cc);  // row jj; target ii's row is 16 ii further on
+      if (jb + jj >= jend) {
+#pragma unroll
+        for (int i4 = 0; i4 < 4; ++i4)
+          asm volatile("st.shared.v4.b32 [%0], {%1, %1, %1, %1};\n" ::"r"(
+                           dst + static_cast<unsigned>((4 * c + i4) * kBJ * 128)),
+                       "r"(0u));
+        return;
+      }
+      const float* vrow = Vs + (slot * kBJ + jj) * kBK;
+      const float* brow = CBs + slot * kBK;
+      const float4 v0 = *reinterpret_cast<const float4*>(vrow + 4 * v_chunk(2 * cc, jj));
+      const float4 v1 = *reinterpret_cast<const float4*>(vrow + 4 * v_chunk(2 * cc + 1, jj));
+      const float4 b0 = *reinterpret_cast<const float4*>(brow + 4 * row_chunk(2 * cc));
+      const float4 b1 = *reinterpret_cast<const float4*>(brow + 4 * row_chunk(2 * cc + 1));
+      const float vj[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
+      const float bias[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+      const float4* CW = reinterpret_cast<const float4*>(CWs + slot * kBK * kKMax);
+      const int h = (slab * kBK + cc * 8) / P32;
+      float tap[K][8];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const float4 w = CW[tap_chunk(cc * 8 + e)];  // taps of channel 8 cc + e, oldest first (K = 4)
+        const float wk[4] = {w.w, w.z, w.y, w.x};
+#pragma unroll
+        for (int kk = 0; kk < K; ++kk) {
+          const float pre = wk[kk] * vj[e] + (kk == 0 ? bias[e] : 0.0f);
+          tap[kk][e] = SILU ? silu_fast(pre) : pre;
+        }
+      }
+      const float* Mh = Ms + h * kBI * kNL + jj;
+#pragma unroll
+      for (int i4 = 0; i4 < 4; ++i4) {
+        const int ii = 4 * c + i4;
+        float m[K];
+#pragma unroll
+        for (int kk = 0; kk < K; ++kk) m[kk] = Mh[ii * kNL + kk];
+        const float* zrow = Zs + (slot * kBI + ii) * kBK;
+        const float4 z0 = *reinterpret_cast<const float4*>(zrow + 4 * row_chunk(2 * cc));
+        const float4 z1 = *reinterpret_cast<const float4*>(zrow + 4 * row_chunk(2 * cc + 1));
+        const float z[8] = {z0.x, z0.y, z0.z, z0.w, z1.x, z1.y, z1.z, z1.w};
+        float u[8];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          float sum = m[0] * tap[0][e];
+#pragma unroll
+          for (int kk = 1; kk < K; ++kk) sum += m[kk] * tap[kk][e];
+          u[e] = z[e] * sum;
+        }
+        asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(
+                         dst + static_cast<unsigned>(ii * kBJ * 128)),
+                     "r"(pack_bf16(u[0], u[1])), "r"(pack_bf16(u[2], u[3])), "r"(pack_bf16(u[4], u[5])),
+                     "r"(pack_bf16(u[6], u[7])));
+      }
+    };
+
+    unsigned nbuilt = 0;  // slab fetches built from so far (the producer's fetch numbers)
     float acc[128];
 #pragma unroll
     for (int k = 0; k < 128; ++k) acc[k] = 0.0f;
@@ -402,12 +429,27 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (jb > ib + kBI - 1) continue;
       for (int cbk = 0; cbk < ncb; ++cbk) {
         const int64_t n0 = int64_t{cbk} * kBN;
+        const bool build = cbk == 0;
         int prev = -1;
         for (int slab = 0; slab < nslab; ++slab) {
           const int s = stage;
+          const unsigned sst = stages + static_cast<unsigned>(s * kStage);
+          const unsigned su = sst + static_cast<unsigned>(c * 64 * 128), sw = sst + kStageU;
+          if (build) {
+            // Builds while the tensor cores run the last slab's products. The stage's u rows of
+            // this warpgroup were last read by its own products nstages slabs ago (waited for).
+            const unsigned n = nbuilt++;
+            const int slot = static_cast<int>(n % kSlots);
+            bar_wait(in_full(slot), (n / kSlots) & 1u);  // the producer's copies have landed
+            build_u(jb, slab, slot, sst);
+            fence_proxy_async();  // u (st.shared) -> visible to the async proxy (wgmma, bulk store)
+            consumer_sync(c);  // the warpgroup's rows are built
+            if (t == 0) {
+              bar_arrive(in_free(slot));
+              if (slab == nslab - 1) bar_arrive(m_free);
+            }
+          }
           bar_wait(full(s), phase);
-          const unsigned su = stages + static_cast<unsigned>(s * kStage) + static_cast<unsigned>(c * 64 * 128);
-          const unsigned sw = stages + static_cast<unsigned>(s * kStage + kStageU);
           fence_acc(acc);
           wgmma_fence();
 #pragma unroll
@@ -416,6 +458,30 @@ __global__ void __launch_bounds__(kThreads, 1)
           wgmma_commit();
           fence_acc(acc);
           wgmma_wait<1>();
+          if (build && ncb > 1) {
+            // This warp's u rows (targets 4c .. 4c + 3, sources 4w .. 4w + 3) to the block's
+            // scratch for the later passes. A slab's `stored` barrier completes once every
+            // warp's rows have been written; the stage is released only after they were read.
+            if (lane == 0) {
+#pragma unroll
+              for (int i4 = 0; i4 < 4; ++i4) {
+                const unsigned row = static_cast<unsigned>((4 * c + i4) * kBJ + 4 * w);
+                bulk_store_part(ublk + int64_t{slab} * (kStageU / 2) + row * (128 / 2), sst + row * 128u, 4 * 128);
+              }
+              bulk_commit();
+              bulk_wait_read_all_but_last();  // the last slab's rows are read: its stage may be released
+              if (slab >= kStoreLag) {  // long written by now: waiting for it costs nothing
+                bulk_wait_all_but<kStoreLag>();
+                bar_arrive(stored(slab - kStoreLag));
+              }
+              if (slab == nslab - 1) {
+                bulk_wait_all();
+                for (int k = slab - kStoreLag + 1 > 0 ? slab - kStoreLag + 1 : 0; k <= slab; ++k)
+                  bar_arrive(stored(k));
+              }
+            }
+            __syncwarp();
+          }
           if (prev >= 0) bar_arrive(empty(prev));
           prev = s;
           if (++stage == nstages) stage = 0, phase ^= 1u;
@@ -560,9 +626,9 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
         layer);
   check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute", layer);
   int nstages = 4;
-  while (nstages >= 2 && layout(nstages, f.H, f.G * f.N, f.G).total > max_smem) --nstages;
+  while (nstages >= 2 && layout(nstages, f.H, f.G * f.N, f.G, f.D / kBK).total > max_smem) --nstages;
   if (nstages < 2) return false;  // too many heads or too wide B/C for the shared memory
-  const Layout L = layout(nstages, f.H, f.G * f.N, f.G);
+  const Layout L = layout(nstages, f.H, f.G * f.N, f.G, f.D / kBK);
   const int ncb = static_cast<int>(latim_tile_column_blocks(f.d));
   const int64_t npb = ((ni + kBI - 1) / kBI) * ((nj + kBJ - 1) / kBJ);
   const int64_t Dpad = latim_tile_Dpad(f.D), dpad = latim_tile_dpad(f.d);
