@@ -87,7 +87,7 @@ __host__ __device__ inline SmemLayout smem_layout(int prec, bool mamba2, int ns,
   L.cw = take(off, 2 * kBK * kKMax * 4);
   L.cbias = take(off, 2 * kBK * 4);
   if (mamba2) {
-    L.ms = take(off, H * kBI * kNL * 4);
+    L.ms = take(off, H * kMsHead * 4);
     L.cb = L.dsk = L.si = L.sl = L.dl = L.a2 = take(off, 0);  // Mamba-1 only
     L.m2 = m2_staging_layout(off, H, GN, G);
   } else {
@@ -516,7 +516,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int ii = 0; ii < kBI; ++ii) {
           float u = 0.0f;
           if (jok && ib + ii < iend) {
-            const float* Mrow = M2 ? Ms + (h * kBI + ii) * kNL + jj : Ms + (ii * kNL + jj) * kBK + lane;
+            const float* Mrow = M2 ? Ms + h * kMsHead + ii * kNL + jj : Ms + (ii * kNL + jj) * kBK + lane;
             constexpr int step = M2 ? 1 : kBK;
             float sum = 0.0f;
 #pragma unroll
@@ -612,7 +612,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         if constexpr (M2) {
           const float* diag = m2_staging(smem, L.m2).diag;
           float sum = 0.0f;
-          for (int64_t hh = 0; hh < f.H; ++hh) sum += i == j ? diag[ii * f.H + hh] : Ms[(hh * kBI + ii) * kNL + jj];
+          for (int64_t hh = 0; hh < f.H; ++hh) sum += i == j ? diag[ii * f.H + hh] : Ms[hh * kMsHead + ii * kNL + jj];
           hv = sum / static_cast<float>(f.H);
         } else {
           hv = hat[tid] / static_cast<float>(D);

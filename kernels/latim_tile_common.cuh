@@ -13,6 +13,10 @@ namespace latim::cuda::tile_common {
 constexpr int kBI = 8, kBJ = 16, kBM = kBI * kBJ;  // targets, sources, pairs per block
 constexpr int kKMax = 4;                           // largest conv width supported
 constexpr int kNL = kBJ + kKMax - 1;               // positions l a block's sources reach
+// Floats between two heads of Mamba-2's M in shared memory ([H][kBI][kNL], one float of
+// padding per head): the prologue's threads write consecutive heads, which an even stride
+// (152) put on the same banks (8-way conflicts).
+constexpr int kMsHead = kBI * kNL + 1;
 
 __host__ __device__ inline int64_t round4(int64_t n) { return (n + 3) / 4 * 4; }
 
@@ -95,8 +99,9 @@ __device__ inline M2Staging m2_staging(unsigned char* smem, const M2Offsets& o) 
           reinterpret_cast<float*>(smem + o.diag)};
 }
 
-// Mamba-2's M_{i,l} for every head of the pair block at (ib, jb), into Ms [H][kBI][kNL], with
-// the skip term D[h] folded into M_{i,i} (unfolded in s.diag, for the hidden attention).
+// Mamba-2's M_{i,l} for every head of the pair block at (ib, jb), into Ms (head h, target ii,
+// position ll at h kMsHead + ii kNL + ll), with the skip term D[h] folded into M_{i,i}
+// (unfolded in s.diag, for the hidden attention).
 // Rows i >= i_end get M = 0. Run by `nthreads` threads (thread `tid`, warps of 32), which
 // `sync()` synchronises; it waits for every cp.async of those threads, its own and earlier.
 template <class Sync>
@@ -160,7 +165,7 @@ __device__ void mamba2_block_m(const TileFactors& f, int64_t ib, int64_t jb, int
       s.diag[ii * H + h] = m;
       m += f.Dskip[h];
     }
-    Ms[(h * kBI + ii) * kNL + ll] = m;
+    Ms[h * kMsHead + ii * kNL + ll] = m;
   }
 }
 

@@ -73,14 +73,14 @@ struct Layout {
   Layout L{};
   int64_t off = 0;
   L.nstages = nstages;
-  // full, empty; inputs full, inputs free; M free; one `stored` per slab
-  L.bars = take(off, 8 * (2 * nstages + 2 * kSlots + 1 + nslab), 8);
+  // full, empty; inputs full, inputs free; M free, M ready; one `stored` per slab
+  L.bars = take(off, 8 * (2 * nstages + 2 * kSlots + 2 + nslab), 8);
   L.stages = take(off, int64_t{kStage} * nstages, 1024);
   L.z = take(off, kSlots * kBI * kBK * 4);
   L.v = take(off, kSlots * kBJ * kBK * 4);
   L.cw = take(off, kSlots * kBK * kKMax * 4);
   L.cb = take(off, kSlots * kBK * 4);
-  L.ms = take(off, H * kBI * kNL * 4);
+  L.ms = take(off, H * kMsHead * 4);
   L.m2 = m2_staging_layout(off, H, GN, G);
   L.rows = take(off, 8 * 2 * kBN * 4);  // per consumer warp: its target's ŷ and r_in columns
   L.total = off + 1024;  // slack to align the dynamic shared memory base to 1024 bytes
@@ -186,6 +186,19 @@ __device__ __forceinline__ float silu_fast(float x) {
   asm("tanh.approx.f32 %0, %1;" : "=f"(t) : "f"(h));
   return fmaf(h, t, h);
 }
+// One step of a reduce-scatter over the lanes that differ in lane bit M: cs[0 .. C) with
+// C = M / 2 keeps the half of cs[0 .. 2C) that this lane's side owns, plus the other lane's
+// copy of it. Written with compile-time indices (a loop over M kept cs in local memory).
+template <int M>
+__device__ __forceinline__ void reduce_scatter_step(float (&cs)[16], int lane) {
+  constexpr int C = M / 2;
+  const bool hi = (lane & M) != 0;
+#pragma unroll
+  for (int k = 0; k < C; ++k) {
+    const float send = hi ? cs[k] : cs[k + C], keep = hi ? cs[k + C] : cs[k];
+    cs[k] = keep + __shfl_xor_sync(0xffffffffu, send, M);
+  }
+}
 __device__ __forceinline__ unsigned pack_bf16(float a, float b) {
   const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
   unsigned u;
@@ -232,7 +245,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto in_full = [&](int s) { return bars + 8u * static_cast<unsigned>(2 * nstages + s); };
   auto in_free = [&](int s) { return bars + 8u * static_cast<unsigned>(2 * nstages + kSlots + s); };
   const unsigned m_free = bars + 8u * static_cast<unsigned>(2 * nstages + 2 * kSlots);
-  auto stored = [&](int slab) { return m_free + 8u + 8u * static_cast<unsigned>(slab); };
+  const unsigned m_ready = m_free + 8u;
+  auto stored = [&](int slab) { return m_free + 16u + 8u * static_cast<unsigned>(slab); };
   const int tid = threadIdx.x, wg = tid / 128, t = tid % 128;
   const int64_t T = f.T, D = f.D, d = f.d;
   const int nslab = static_cast<int>(D / kBK);
@@ -245,7 +259,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       bar_init(in_full(s), 128);  // each producer thread's copies into the slot
       bar_init(in_free(s), 2);    // each consumer warpgroup done building from it
     }
-    bar_init(m_free, 2);  // each consumer warpgroup done with the block's M
+    bar_init(m_free, 2);   // each consumer warpgroup done with the block's M
+    bar_init(m_ready, 1);  // the producer's prologue has written the block's M
     for (int k = 0; k < nslab; ++k) bar_init(stored(k), 8);  // each consumer warp's u rows stored
   }
   __syncthreads();
@@ -311,7 +326,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           const int64_t i = ib + ii, j = jb + jj;
           if (!(i < iend && j < jend && j <= i)) continue;
           float sum = 0.0f;
-          for (int h = 0; h < H32; ++h) sum += i == j ? diag[ii * H + h] : Ms[(h * kBI + ii) * kNL + jj];
+          for (int h = 0; h < H32; ++h) sum += i == j ? diag[ii * H + h] : Ms[h * kMsHead + ii * kNL + jj];
           hattn[(i - i0) * nj + (j - j0)] = sum / static_cast<float>(H);
         }
       }
@@ -325,6 +340,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       bar_wait(m_free, (nblk & 1u) ^ 1u);  // the consumers are done with the last block's M
       producer_sync();  // every warp is done with the last block's M before the prologue rewrites it
       prologue(ib, jb);
+      // Every producer thread's M is written (the prologue's last sync): the consumers may read it.
+      if (t == 0) bar_arrive(m_ready);
       for (int k = 0; k < 2 && k < nslab; ++k) fetch_inputs(ib, jb, k, nfetch++);
       for (int cbk = 0; cbk < ncb; ++cbk) {
         // The consumers build u in the first column block and store each slab to this block's
@@ -394,7 +411,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           tap[kk][e] = SILU ? silu_fast(pre) : pre;
         }
       }
-      const float* Mh = Ms + h * kBI * kNL + jj;
+      const float* Mh = Ms + h * kMsHead + jj;
 #pragma unroll
       for (int i4 = 0; i4 < 4; ++i4) {
         const int ii = 4 * c + i4;
@@ -424,9 +441,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     float acc[128];
 #pragma unroll
     for (int k = 0; k < 128; ++k) acc[k] = 0.0f;
+    unsigned nblk = 0;  // pair blocks so far (the parity of the `m_ready` phases)
     for (int64_t pb = blockIdx.x; pb < npb; pb += gridDim.x) {
       const int64_t ib = i0 + (pb / njb) * kBI, jb = j0 + (pb % njb) * kBJ;
       if (jb > ib + kBI - 1) continue;
+      bar_wait(m_ready, nblk++ & 1u);  // the block's M (the inputs' barrier orders only the copies)
       for (int cbk = 0; cbk < ncb; ++cbk) {
         const int64_t n0 = int64_t{cbk} * kBN;
         const bool build = cbk == 0;
@@ -533,15 +552,9 @@ __global__ void __launch_bounds__(kThreads, 1)
           // bits 4, 3, 2) leaves lane (g, q) the sums of columns 8 (8 jc + g) + 2q + {0, 1},
           // so all 32 lanes add to `contrib` (56 shuffles per lane and pass instead of 192).
           if (jn % 8 == 7) {
-#pragma unroll
-            for (int m = 16, c2 = 8; m >= 4; m >>= 1, c2 >>= 1) {
-              const bool hi = lane & m;
-#pragma unroll
-              for (int k = 0; k < c2; ++k) {
-                const float send = hi ? cs[k] : cs[k + c2], keep = hi ? cs[k + c2] : cs[k];
-                cs[k] = keep + __shfl_xor_sync(0xffffffffu, send, m);
-              }
-            }
+            reduce_scatter_step<16>(cs, lane);
+            reduce_scatter_step<8>(cs, lane);
+            reduce_scatter_step<4>(cs, lane);
             const int64_t nc = n0 + 8 * (jn - 7 + g) + 2 * q;
             if (i < iend) {
 #pragma unroll
