@@ -37,6 +37,7 @@
 #include "device_buffer.hpp"
 #include "latim_tile.hpp"
 #include "latim_tile_common.cuh"
+#include "latim_tile_swizzle.hpp"
 #include "latim_tile_wgmma.hpp"
 
 namespace latim::cuda {
@@ -44,6 +45,7 @@ namespace latim::cuda {
 namespace {
 
 using namespace tile_common;
+using namespace slot_swizzle;
 
 constexpr int kBN = 256;                           // W_out columns per pass (one wgmma N)
 constexpr int kBK = 64;                            // inner channels per slab (128 bytes of bf16)
@@ -167,16 +169,6 @@ __device__ __forceinline__ uint64_t sw128_desc(unsigned addr) {
 __device__ __forceinline__ unsigned sw128(int row, int ch) {
   return static_cast<unsigned>(row * 128 + ((ch ^ (row & 7)) << 4));
 }
-
-// Where the input slots keep 16-byte chunk `ch` of a slab's row (64 fp32 = 16 chunks): a
-// consumer thread reads chunks 2 (t % 8) and 2 (t % 8) + 1 of one Z row and of the bias, of
-// the v rows of sources 4w .. 4w + 3, and the taps of channels 8 (t % 8) .. + 7. Stored as
-// is, threads t % 8 and t % 8 + 4 (and the four sources) read the same banks; swizzled,
-// each load of a warp touches every bank equally often (Nsight Compute counted 6.5-way
-// conflicts on the unswizzled loads).
-__device__ __forceinline__ int row_chunk(int ch) { return ch ^ ((ch >> 3) & 1); }
-__device__ __forceinline__ int v_chunk(int ch, int row) { return ch ^ (row & 7); }
-__device__ __forceinline__ int tap_chunk(int ch) { return (ch & ~7) | ((ch ^ (ch >> 3)) & 7); }
 
 // SiLU through the hardware tanh: x σ(x) = h + h tanh(h), h = x / 2. tanh.approx's relative
 // error (2^-11) is a quarter of the bf16 rounding that u gets right after.

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
+#include <set>
 #include <cstdint>
 #include <cstring>
 #include <random>
@@ -20,6 +22,7 @@
 #include "rmsnorm.hpp"
 #include "selective_scan.hpp"
 #include "ssd_scan.hpp"
+#include "latim_tile_swizzle.hpp"
 #include "tile_reduce.hpp"
 #include "latim/latim.hpp"
 #include "test_cuda_util.hpp"
@@ -545,6 +548,61 @@ TEST_F(CudaKernels, TileReductionsMatchTheHostReduction) {
         }
       }
     }
+}
+
+// The wgmma kernel's input-slot swizzles (host arithmetic, no GPU needed): each is a
+// permutation of a row's chunks, and every 16-byte shared load a consumer warp issues in
+// the u build takes the fewest wavefronts its distinct addresses allow.
+TEST(WgmmaSlotSwizzle, PermutesChunksAndSpreadsEachWarpLoadOverAllBanks) {
+  using namespace cuda::slot_swizzle;
+  const auto is_permutation = [](auto f, int n) {
+    std::vector<int> seen(static_cast<size_t>(n), 0);
+    for (int i = 0; i < n; ++i) {
+      const int v = f(i);
+      if (v < 0 || v >= n || seen[static_cast<size_t>(v)]++) return false;
+    }
+    return true;
+  };
+  EXPECT_TRUE(is_permutation(row_chunk, 16));
+  for (int row = 0; row < 16; ++row)
+    EXPECT_TRUE(is_permutation([row](int ch) { return v_chunk(ch, row); }, 16)) << "v row " << row;
+  EXPECT_TRUE(is_permutation(tap_chunk, 64));
+
+  // A 16-byte chunk at index a (from a 128-byte aligned base) lies on banks 4 (a % 8) ..
+  // + 3. Lanes reading the same address share it; the load takes as many wavefronts as the
+  // most distinct addresses that fall on one group of banks.
+  const auto wavefronts = [](const std::vector<int>& chunks) {
+    std::map<int, std::set<int>> by_group;
+    for (const int a : chunks) by_group[a % 8].insert(a);
+    size_t most = 0;
+    for (const auto& [group, addrs] : by_group) most = std::max(most, addrs.size());
+    return most;
+  };
+  for (int w = 0; w < 4; ++w) {
+    for (int half = 0; half < 2; ++half) {
+      std::vector<int> z, z_plain, v, v_plain;
+      for (int lane = 0; lane < 32; ++lane) {
+        const int t = 32 * w + lane, jj = t >> 3, cc = t & 7, ch = 2 * cc + half;
+        z.push_back(row_chunk(ch));  // one Z row, or the bias
+        z_plain.push_back(ch);
+        v.push_back(16 * jj + v_chunk(ch, jj));  // v rows are 16 chunks long
+        v_plain.push_back(16 * jj + ch);
+      }
+      EXPECT_EQ(wavefronts(z), 1u) << "warp " << w;  // 8 distinct addresses: one wavefront
+      EXPECT_EQ(wavefronts(v), 4u) << "warp " << w;  // 32 distinct addresses: four
+      EXPECT_EQ(wavefronts(z_plain), 2u);  // unswizzled, t % 8 and t % 8 + 4 collide
+      EXPECT_EQ(wavefronts(v_plain), 8u);
+    }
+  }
+  for (int e = 0; e < 8; ++e) {
+    std::vector<int> taps, taps_plain;
+    for (int cc = 0; cc < 8; ++cc) {
+      taps.push_back(tap_chunk(8 * cc + e));
+      taps_plain.push_back(8 * cc + e);
+    }
+    EXPECT_EQ(wavefronts(taps), 1u) << "tap chunk " << e;
+    EXPECT_EQ(wavefronts(taps_plain), 8u);
+  }
 }
 
 }  // namespace
