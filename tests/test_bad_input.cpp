@@ -4,6 +4,8 @@
 #include <sched.h>
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "latim/safetensors.hpp"
 #include "test_util.hpp"
@@ -98,6 +100,24 @@ TEST_F(BadInput, TruncatedSafetensors) {
   const auto size = fs::file_size(src_ + "/model.safetensors");
   save(-1, static_cast<std::size_t>(size / 2));
   expect_failure(args(), {"model.safetensors", "truncated"});
+}
+
+// A corrupt byte in the header: the parser's message quotes it, and the error line shows it
+// escaped instead of writing the raw byte to the terminal.
+TEST_F(BadInput, CorruptHeaderByteIsEscaped) {
+  auto node = tensors_.extract("backbone.norm_f.weight");
+  node.key() = "backbone.norm_f@";
+  tensors_.insert(std::move(node));
+  save();
+  std::fstream f(model_ + "/model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const auto at = bytes.find("norm_f@");
+  ASSERT_NE(at, std::string::npos);
+  f.seekp(static_cast<std::streamoff>(at + 6));
+  f.put('\xc1');  // not valid UTF-8 inside the header's JSON
+  f.close();
+  expect_failure(args(), {"model.safetensors", "\\xc1"});
+  EXPECT_EQ(test::run_latim(args()).output.find('\xc1'), std::string::npos);
 }
 
 TEST_F(BadInput, HeaderLengthLargerThanFile) {

@@ -9,6 +9,16 @@
 namespace latim {
 namespace {
 
+TEST(ErrorMessages, PrintableKeepsUtf8AndEscapesTheRest) {
+  EXPECT_EQ(printable("T\xc2\xb2 \xe2\x89\xa5 1 \xf0\x9f\x99\x82"), "T\xc2\xb2 \xe2\x89\xa5 1 \xf0\x9f\x99\x82");  // ², ≥, 🙂
+  EXPECT_EQ(printable("a\nb\tc\x7f"), "a\\x0ab\\x09c\\x7f");
+  EXPECT_EQ(printable("key\xc1\""), "key\\xc1\"");                  // not a lead byte
+  EXPECT_EQ(printable("x\xe2\x82"), "x\\xe2\\x82");                 // cut short
+  EXPECT_EQ(printable("\xe0\x80\x80"), "\\xe0\\x80\\x80");          // overlong
+  EXPECT_EQ(printable("\xed\xa0\x80"), "\\xed\\xa0\\x80");          // a surrogate
+  EXPECT_EQ(printable(std::string("a\0b", 3)), "a\\x00b");
+}
+
 TEST(Tokens, ReadsWhitespaceSeparatedIds) {
   test::TempDir tmp;
   test::write_text(tmp / "t.txt", " 3 1\n4\t1  5\n");

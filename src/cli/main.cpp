@@ -45,16 +45,17 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "latim: unknown command '%s' (see latim --help)\n", cmd.c_str());
     return 2;
   } catch (const boost::program_options::error& e) {
-    std::fprintf(stderr, "latim %s: %s (see latim %s --help)\n", cmd.c_str(), e.what(), cmd.c_str());
+    std::fprintf(stderr, "latim %s: %s (see latim %s --help)\n", cmd.c_str(), latim::printable(e.what()).c_str(),
+                 cmd.c_str());
     return 2;
   } catch (const latim::Error& e) {
-    std::fprintf(stderr, "latim: error: %s\n", e.what());
+    std::fprintf(stderr, "latim: error: %s\n", latim::printable(e.what()).c_str());
     return 1;
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "latim: error: out of host memory (try fewer tokens, fewer layers or more ranks)\n");
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "latim: error: %s\n", e.what());
+    std::fprintf(stderr, "latim: error: %s\n", latim::printable(e.what()).c_str());
     return 1;
   }
 }

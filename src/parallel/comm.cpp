@@ -233,7 +233,7 @@ Comm::~Comm() {
 }
 
 void Comm::abort(int code, const std::string& message) const {
-  std::fprintf(stderr, "latim: error (rank %d of %d): %s\n", rank(), size(), message.c_str());
+  std::fprintf(stderr, "latim: error (rank %d of %d): %s\n", rank(), size(), printable(message).c_str());
   std::fflush(stderr);
 #ifdef LATIM_HAVE_MPI
   if (size() > 1) MPI_Abort(MPI_COMM_WORLD, code);
