@@ -10,8 +10,10 @@ message that is printable UTF-8 and no output file left behind. Two families of 
 - an unfinished output file (`complete` = 0) given to --resume after a mutation: flipped
   bytes, truncation, a deleted dataset, changed or removed attributes, changed values.
 
+- odd command-line values (0, negative, huge, malformed) for every option of `latim run`.
+
 A corrupted input may still be valid, so success is allowed; what is checked is how
-latim fails."""
+latim fails. Warning lines (`latim run: warning: ...`) may precede the error line."""
 import json
 import os
 import random
@@ -138,6 +140,7 @@ def judge(cmd, out, fresh_output):
     except subprocess.TimeoutExpired:
         return "no answer within 120 s"
     text = (p.stdout + p.stderr).decode("utf-8", "backslashreplace").strip()
+    text = "\n".join(l for l in text.split("\n") if not l.startswith("latim run: warning:"))
     if p.returncode < 0 or p.returncode >= 128:
         return f"crashed (exit {p.returncode}): {text[:500]}"
     if p.returncode == 0:
@@ -199,9 +202,33 @@ def main():
         if problem:
             failures.append(f"resume case {case} ({what}): {problem}")
 
+    numbers = ["0", "-1", "1", "3", "17", "256", "300", "301", "1000000", "99999999999999999999", "2147483648",
+               "-2147483649", "1.5", "x", "", "1e3", "0x10", "+5", "nan"]
+    values = {"--scores": ["l1,alti", "alti-rollout", "hidden-attn", "l2,l2", ",", "l2,", "all", ""],
+              "--layers": ["0-2", "2-0", "0,0", "-1", "1-", "-", "0-99999999999", "0,1,2,", "a", ""],
+              "--rows": ["last:0", "last:-1", "last:", "last:300", "last:301", "299-0", "5,,9", "@/nonexistent",
+                         "@/dev/null", "1000-1100", "x"],
+              "--forward": ["sharded", "replicated", "x"], "--precision": ["tf32", "bf16", "fp16"],
+              "--backend": ["cuda", "gpu"]}
+    for opt in ["--pool", "--topk", "--window", "--tile", "--threads", "--seq-shards", "--layer-shards",
+                "--chunk-tokens"]:
+        values[opt] = numbers
+    for case in range(args.cases // 2):
+        out = os.path.join(args.work, "cli.h5")
+        if os.path.exists(out):
+            os.remove(out)
+        cmd = [args.latim, "run", "--model", fixture, "--tokens", os.path.join(fixture, "tokens.txt"), "--out", out,
+               "--backend", "cpu", "--quiet"]
+        for _ in range(rng.choice([1, 2, 3])):
+            opt = rng.choice(sorted(values))
+            cmd += [opt, rng.choice(values[opt])]
+        problem = judge(cmd, out, fresh_output=True)
+        if problem:
+            failures.append(f"command-line case {case} ({' '.join(cmd[9:])}): {problem}")
+
     for f in failures:
         print("FAIL", f)
-    print(f"{2 * args.cases} corrupted inputs, {len(failures)} handled badly")
+    print(f"{2 * args.cases + args.cases // 2} corrupted inputs, {len(failures)} handled badly")
     raise SystemExit(1 if failures else 0)
 
 

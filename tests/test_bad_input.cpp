@@ -205,6 +205,8 @@ TEST_F(BadInput, WarnsWhenThreadsOutnumberCores) {
   EXPECT_EQ(free.output.find("warning"), std::string::npos) << free.output;
 }
 
+TEST_F(BadInput, TooManyThreads) { expect_failure(args("--threads 100000"), {"--threads", "100000"}); }
+
 TEST_F(BadInput, UnknownForwardMode) { expect_failure(args("--forward mirrored"), {"--forward", "mirrored"}); }
 
 TEST_F(BadInput, ReplicatedForwardWithChunks) {

@@ -242,12 +242,13 @@ int run_command(int argc, char** argv) {
   Comm comm(&argc, &argv);
   check_launcher(comm);
   if (o.tile < 16 || o.tile > 8192) fail("--tile: ", o.tile, " is outside [16, 8192]");
-  if (o.threads < 0) fail("--threads: must be >= 0");
+  // The OpenMP runtime crashes when it cannot create the threads asked for (100,000 did).
+  constexpr int kMaxThreads = 4096;
+  if (o.threads < 0 || o.threads > kMaxThreads) fail("--threads: ", o.threads, " is outside [0, ", kMaxThreads, "]");
   if (o.threads > 0) omp_set_num_threads(o.threads);
   // Threads made before main (by libraries) did not inherit the mode: set it on each.
 #pragma omp parallel
   cpu::flush_denormals_to_zero();
-  if (!o.quiet) check_affinity(comm);
 
   const auto t0 = std::chrono::steady_clock::now();
   // Every input is checked on every rank before the output file exists; the lowest failing
@@ -287,6 +288,8 @@ int run_command(int argc, char** argv) {
     }
     return 1;
   }
+  // After the inputs are checked, so that a bad argument gets its one error line alone.
+  if (!o.quiet) check_affinity(comm);
   const ModelConfig& c = model.config;
   const int64_t T = static_cast<int64_t>(tokens.size());
 
