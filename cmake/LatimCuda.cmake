@@ -34,6 +34,13 @@ if(LATIM_WITH_CUDA)
   if("90a" IN_LIST CMAKE_CUDA_ARCHITECTURES OR "90a-real" IN_LIST CMAKE_CUDA_ARCHITECTURES)
     target_compile_definitions(latim_kernels PRIVATE LATIM_SM90A=1)
   endif()
+  # For compute-sanitizer runs: instrumented code needs registers, and the wgmma kernel's
+  # register hand-over (setmaxnreg) can then wait forever. OFF keeps every warp at the
+  # launch bound's 168 registers (the consumers spill, so it is slower).
+  option(LATIM_WGMMA_SETMAXNREG "Let the wgmma tile kernel move registers from its producer to its consumers" ON)
+  if(NOT LATIM_WGMMA_SETMAXNREG)
+    target_compile_definitions(latim_kernels PRIVATE LATIM_NO_SETMAXNREG=1)
+  endif()
   # NCCL (shipped with the CUDA toolkit or as libnccl-dev) carries the device buffers of a
   # sequence-sharded GPU forward between ranks; it needs MPI for its bootstrap.
   set(LATIM_WITH_NCCL OFF)

@@ -275,7 +275,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     // ---------------- producer ----------------
     // 88 + 2 x 208 registers per thread fill the register file (3 x 128 threads): the consumers'
     // 128 accumulators stay live while they build u, and nothing spills at these counts.
+#ifndef LATIM_NO_SETMAXNREG
     asm volatile("setmaxnreg.dec.sync.aligned.u32 88;\n");
+#endif
     // Fetch number n (slab `slab` of the block): its Z and v rows, conv taps and bias into
     // slot n % kSlots, once both consumer warpgroups have built from the slot's previous fetch.
     // The slot's `in_full` barrier completes when every thread's copies have landed (the
@@ -362,7 +364,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   } else {
     // ---------------- consumers ----------------
+#ifndef LATIM_NO_SETMAXNREG  // (-DLATIM_WGMMA_SETMAXNREG=OFF, for sanitizer runs)
     asm volatile("setmaxnreg.inc.sync.aligned.u32 208;\n");
+#endif
     const int c = wg - 1;  // pairs 64c .. 64c + 63 of the block: targets 4c .. 4c + 3
     const int w = t / 32, lane = t % 32, g = lane >> 2, q = lane & 3;
 
