@@ -53,9 +53,9 @@ constexpr int kThreads = 384;                      // producer + two consumer wa
 constexpr int kStageU = kBM * kBK * 2;             // 16 KiB
 constexpr int kStageW = kBN * kBK * 2;             // 32 KiB
 constexpr int kStage = kStageU + kStageW;
-// Slots of slab inputs: the producer stages slab k + 2 while it builds slab k, and a slot is
-// refilled only after every producer thread has built from it (its `free` barrier), so the
-// producer's warps never wait for each other within a slab.
+// Slots of slab inputs: the producer stages slab k + 2 while the consumers build slab k, and
+// a slot is refilled only after both consumer warpgroups have built from it (its `free`
+// barrier).
 constexpr int kSlots = 3;
 // A consumer warp signals that its u rows of slab k are in the scratch when it stores those of
 // slab k + kStoreLag (and all the last ones at the end of the pass): waiting for a bulk store's
