@@ -210,8 +210,8 @@ def main():
                          "@/dev/null", "1000-1100", "x"],
               "--forward": ["sharded", "replicated", "x"], "--precision": ["tf32", "bf16", "fp16"],
               "--backend": ["cuda", "gpu"]}
-    for opt in ["--pool", "--topk", "--window", "--tile", "--threads", "--seq-shards", "--layer-shards",
-                "--chunk-tokens"]:
+    for opt in ["--pool", "--topk", "--window", "--tile", "--map-chunk", "--threads", "--seq-shards",
+                "--layer-shards", "--chunk-tokens"]:
         values[opt] = numbers
     for case in range(args.cases // 2):
         out = os.path.join(args.work, "cli.h5")

@@ -205,6 +205,10 @@ TEST_F(BadInput, WarnsWhenThreadsOutnumberCores) {
   EXPECT_EQ(free.output.find("warning"), std::string::npos) << free.output;
 }
 
+TEST_F(BadInput, MapChunkMustDivideTile) {
+  expect_failure(args("--tile 256 --map-chunk 96"), {"--map-chunk", "96", "--tile"});
+}
+
 TEST_F(BadInput, TooManyThreads) { expect_failure(args("--threads 100000"), {"--threads", "100000"}); }
 
 TEST_F(BadInput, UnknownForwardMode) { expect_failure(args("--forward mirrored"), {"--forward", "mirrored"}); }

@@ -39,12 +39,24 @@ struct RunOptions {
   std::string model, tokens, out, scores = "l2", layers = "all", backend = "auto", precision = "fp32";
   bool save_logits = false, no_maps = false, quiet = false, resume = false;
   int64_t tile = 256;
+  int64_t map_chunk = 0;  // 0: auto_map_chunk(tile)
   int threads = 0;
   GridPlan grid;
   std::string rows;
   int64_t pool = 0, topk = 0, window = 0;
   bool full = false;
 };
+
+// The [T, T] maps' chunk edge when --map-chunk is not given: the tile up to 512 (1 MiB
+// chunks, what a reader's default 1 MiB chunk cache holds), else the tile's largest divisor
+// in [128, 512]. Chunks of whole GPU-sized tiles (8192: 256 MiB) made every small read
+// decompress the whole chunk, again for each read.
+int64_t auto_map_chunk(int64_t tile) {
+  if (tile <= 512) return tile;
+  for (int64_t c = 512; c >= 128; --c)
+    if (tile % c == 0) return c;
+  return tile;
+}
 
 std::string join_command_line(int argc, char** argv) {
   std::string s = "latim";
@@ -219,7 +231,9 @@ int run_command(int argc, char** argv) {
       ("topk", po::value(&o.topk)->default_value(0), "the K strongest sources of every row: indices and scores")
       ("window", po::value(&o.window)->default_value(0), "the W most recent sources of every row [T, W]")
       ("save-logits", po::bool_switch(&o.save_logits), "also write /logits [T, vocab]")
-      ("tile", po::value(&o.tile)->default_value(256), "tile edge in tokens (also the HDF5 chunk edge)")
+      ("tile", po::value(&o.tile)->default_value(256), "tile edge in tokens (the unit of work; larger on GPUs)")
+      ("map-chunk", po::value(&o.map_chunk)->default_value(0),
+       "HDF5 chunk edge of the [T, T] maps, dividing --tile (0 = the tile up to 512)")
       ("backend", po::value(&o.backend)->default_value("auto"), "cpu, cuda, or auto (cuda when a GPU is present)")
       ("precision", po::value(&o.precision)->default_value("fp32"), "projection precision on cuda: fp32, tf32, bf16")
       ("threads", po::value(&o.threads)->default_value(0), "CPU threads per rank (0 = all cores)")
@@ -242,6 +256,9 @@ int run_command(int argc, char** argv) {
   Comm comm(&argc, &argv);
   check_launcher(comm);
   if (o.tile < 16 || o.tile > 8192) fail("--tile: ", o.tile, " is outside [16, 8192]");
+  if (o.map_chunk != 0 && (o.map_chunk < 16 || o.map_chunk > o.tile || o.tile % o.map_chunk != 0))
+    fail("--map-chunk ", o.map_chunk, " must divide --tile ", o.tile, " and be at least 16");
+  const int64_t map_chunk = o.map_chunk ? o.map_chunk : auto_map_chunk(o.tile);
   // The OpenMP runtime crashes when it cannot create the threads asked for (100,000 did).
   constexpr int kMaxThreads = 4096;
   if (o.threads < 0 || o.threads > kMaxThreads) fail("--threads: ", o.threads, " is outside [0, ", kMaxThreads, "]");
@@ -306,6 +323,9 @@ int run_command(int argc, char** argv) {
         already_complete = 1;
       } else {
         if (writer->read_tokens() != tokens) fail("--resume: ", o.out, " was computed for other tokens");
+        if (plan.full && writer->map_chunk() != std::min(map_chunk, T))
+          fail("--resume: ", o.out, " has map chunks of ", writer->map_chunk(), "; resume with --map-chunk ",
+               writer->map_chunk());
         if (writer->get_string_attribute("model_config") != c.to_json())
           fail("--resume: ", o.out, " was computed with another model configuration");
         if (writer->get_string_attribute("resume_key") != resume_key(o, scores, layers, plan))
@@ -329,7 +349,7 @@ int run_command(int argc, char** argv) {
       writer.reset();
     }
   } else if (comm.is_root()) {
-    writer = std::make_unique<Hdf5InteractionWriter>(o.out, T, o.tile);
+    writer = std::make_unique<Hdf5InteractionWriter>(o.out, T, map_chunk);
     try {
       writer->set_string_attribute("program", "latim");
       writer->set_string_attribute("program_version", kVersion);
@@ -386,6 +406,7 @@ int run_command(int argc, char** argv) {
     req.layers = layers;
     req.engine.scores = scores;
     req.engine.panel = std::min<int64_t>(o.tile, T);
+    req.map_chunk = std::min<int64_t>(map_chunk, T);
     req.engine.plan = plan;
     req.progress = !o.quiet;
     req.save_logits = o.save_logits;
