@@ -8,7 +8,11 @@
 #   4. `latim run --backend cpu` against `--backend cuda` on every golden fixture, all
 #      scores and the logits, comparing every dataset of the two HDF5 files,
 #   5. every query plan on the GPU (tests/check_plans.py --extra "--backend cuda": the
-#      tile reductions on the device, 1 and 2 ranks) against the full map's reductions.
+#      tile reductions on the device, 1 and 2 ranks) against the full map's reductions,
+#   6. with LATIM_SANITIZE=1: compute-sanitizer memcheck, synccheck and racecheck on the
+#      wgmma tile kernel's test, in a build configured with -DLATIM_WGMMA_SETMAXNREG=OFF
+#      (instrumented code needs registers that the kernel's register hand-over does not
+#      leave; LATIM_SANITIZE_BUILD_DIR names such a build made elsewhere).
 # Usage: tools/device_check.sh [OUTDIR]   (needs python3 with h5py and numpy for step 4)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -88,6 +92,26 @@ python3 "$root/tests/check_plans.py" --latim "$build/latim" --data "$data" --wor
   --extra "--backend cuda" >"$out/plans.log" 2>&1 || status=1
 grep -c '^ok' "$out/plans.log" | sed 's/$/ plans match the full map/'
 grep -A3 '^FAIL' "$out/plans.log" | head -20
+
+if [ "${LATIM_SANITIZE:-0}" = 1 ]; then
+  echo "== compute-sanitizer on the wgmma tile kernel (build without setmaxnreg)"
+  sbuild=${LATIM_SANITIZE_BUILD_DIR:-$root/build-cuda-sanitize}
+  if [ -z "${LATIM_SANITIZE_BUILD_DIR:-}" ]; then
+    cmake -S "$root" -B "$sbuild" -DLATIM_CUDA=ON -DCMAKE_BUILD_TYPE=Release -DLATIM_WGMMA_SETMAXNREG=OFF \
+      >"$out/sanitize-cmake.log" 2>&1 &&
+      cmake --build "$sbuild" -j "$(nproc)" --target latim_tests >>"$out/sanitize-cmake.log" 2>&1 ||
+      { tail -30 "$out/sanitize-cmake.log"; status=1; }
+  fi
+  cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  test=Precisions/CudaTilePrecision.WgmmaKernelMatchesMmaKernelAndFp64/bf16
+  for tool in memcheck synccheck racecheck; do
+    timeout 900 "$cs" --tool $tool --error-exitcode 3 "$sbuild/tests/latim_tests" --gtest_filter=$test \
+      >"$out/sanitize-$tool.log" 2>&1
+    rc=$?
+    [ $rc -eq 0 ] || status=1
+    echo "$tool: exit $rc, $(grep -hE 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitize-$tool.log" | tr '\n' ' ')"
+  done
+fi
 
 echo "== parity table"
 grep -vE '^check ' "$out/parity.log" | tail -n 80
