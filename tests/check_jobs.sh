@@ -17,6 +17,10 @@ export LATIM_DRY_RUN=1 SLURM_JOB_ID=42 SLURM_NTASKS=4 SLURM_JOB_NUM_NODES=2 SLUR
 out=$(MODEL=m TOKENS=t.txt OUT="$WORK/a.h5" bash "$ROOT/jobs/one_node_multi_gpu.sbatch")
 [[ "$out" == "srun --mpi=pmix --kill-on-bad-exit=1 latim run --out $WORK/a.h5 --model m --tokens t.txt --backend auto --seq-shards 4 --scores l2 --tile 1024" ]] \
   || fail "one_node: $out"
+out=$(ARGS="--precision bf16 --pool 256 --topk 32" MODEL=m TOKENS=t.txt OUT="$WORK/a2.h5" bash "$ROOT/jobs/one_node_multi_gpu.sbatch")
+[[ "$out" == *"--tile 1024 --precision bf16 --pool 256 --topk 32" ]] || fail "one_node with ARGS: $out"
+out=$(ARGS="--rows last:64" MODEL=m TOKENS=t.txt OUT="$WORK/b2.h5" bash "$ROOT/jobs/multi_node.sbatch")
+[[ "$out" == *"--tile 1024 --rows last:64" ]] || fail "multi_node with ARGS: $out"
 out=$(MODEL=m TOKENS=t.txt OUT="$WORK/b.h5" bash "$ROOT/jobs/multi_node.sbatch")
 [[ "$out" == *"--backend auto --forward replicated --scores l2"* ]] || fail "multi_node: $out"
 out=$(LAYOUT=sharded MODEL=m TOKENS=t.txt OUT="$WORK/b.h5" bash "$ROOT/jobs/multi_node.sbatch")
