@@ -198,6 +198,9 @@ def main():
         out = os.path.join(args.work, "resumed.h5")
         shutil.copy(finished, out)
         what = mutate_output(rng, out)
+        problem = judge([args.latim, "info", "--file", out], out, fresh_output=False)
+        if problem:
+            failures.append(f"info case {case} ({what}): {problem}")
         problem = judge([args.latim, "run", "--out", out, "--resume"] + run_args, out, fresh_output=False)
         if problem:
             failures.append(f"resume case {case} ({what}): {problem}")

@@ -209,6 +209,34 @@ TEST_F(BadInput, MapChunkMustDivideTile) {
   expect_failure(args("--tile 256 --map-chunk 96"), {"--map-chunk", "96", "--tile"});
 }
 
+// `latim info --file`: where an output file stands, complete or interrupted.
+TEST_F(BadInput, InfoReportsHowFarAnOutputGot) {
+  const test::RunResult done = test::run_latim(args("--tile 32"));
+  ASSERT_EQ(done.exit_code, 0) << done.output;
+  test::RunResult r = test::run_latim("info --file " + out_);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find(out_ + ": latim output, format_version 1, complete"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("tokens: 300"), std::string::npos) << r.output;
+  const test::RunResult stopped = test::run_latim_with("LATIM_TEST_STOP_AFTER=5", args("--tile 32"));
+  ASSERT_EQ(stopped.exit_code, 75) << stopped.output;
+  r = test::run_latim("info --file " + out_);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("incomplete: 4 of 30 row panels written"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("layer 0: 4 of 10 row panels written"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("layer 2: 0 of 10 row panels written"), std::string::npos) << r.output;
+}
+
+TEST_F(BadInput, InfoOnFilesThatAreNotOutputs) {
+  const std::string missing = tmp_ / "missing.h5";
+  for (const std::string& what : {"info --file " + tokens_, "info --file " + missing, std::string("info")}) {
+    const test::RunResult r = test::run_latim(what);
+    EXPECT_EQ(r.exit_code, 1) << what << ": " << r.output;
+    EXPECT_EQ(r.output.find('\n'), r.output.size() - 1) << what << ": expected one line, got " << r.output;
+  }
+  const test::RunResult plain = test::run_latim("info --file " + src_ + "/model.safetensors");
+  EXPECT_NE(plain.output.find("as an HDF5 file"), std::string::npos) << plain.output;
+}
+
 TEST_F(BadInput, TooManyThreads) { expect_failure(args("--threads 100000"), {"--threads", "100000"}); }
 
 TEST_F(BadInput, UnknownForwardMode) { expect_failure(args("--forward mirrored"), {"--forward", "mirrored"}); }

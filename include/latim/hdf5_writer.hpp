@@ -18,6 +18,10 @@ class Hdf5InteractionWriter {
   // Opens an incomplete file of an earlier run to resume it (datasets are opened, not created).
   struct ResumeTag {};
   Hdf5InteractionWriter(const std::string& path, ResumeTag);
+  // Opens a file read-only, to report on it (`latim info --file`); also one that a running
+  // job is still writing (HDF5 file locking off: what it shows may lag the writer).
+  struct ReadOnlyTag {};
+  Hdf5InteractionWriter(const std::string& path, ReadOnlyTag);
   ~Hdf5InteractionWriter();
   Hdf5InteractionWriter(const Hdf5InteractionWriter&) = delete;
   Hdf5InteractionWriter& operator=(const Hdf5InteractionWriter&) = delete;
@@ -37,6 +41,8 @@ class Hdf5InteractionWriter {
   void create_panel_flags(int layer, int64_t panels);
   void mark_panel_done(int layer, int64_t panel);
   std::vector<uint8_t> read_panel_flags(int layer) const;
+  // The layers that have a group /layers/NNN, in order.
+  std::vector<int> layers_in_file() const;
   // Opens the datasets of an existing layer for writing (resume).
   void open_layer_datasets(int layer, const std::vector<std::string>& names);
   void open_logits();

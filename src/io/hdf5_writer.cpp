@@ -3,8 +3,10 @@
 
 #include <hdf5.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <limits>
 
@@ -122,7 +124,39 @@ Hdf5InteractionWriter::Hdf5InteractionWriter(const std::string& path, ResumeTag)
   chunk_ = get_int_attribute("map_chunk");
 }
 
+Hdf5InteractionWriter::Hdf5InteractionWriter(const std::string& path, ReadOnlyTag) : path_(path), T_(0), chunk_(0) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  if (!std::filesystem::exists(path)) fail(path, " does not exist");
+  const hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+  H5Pset_file_locking(fapl, false, true);
+  file_ = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl);
+  H5Pclose(fapl);
+  if (file_ < 0) fail("cannot open ", path, " as an HDF5 file (not one, or damaged)");
+  if (get_string_attribute("format") != "latim-interactions") fail(path, " is not a latim output file");
+  T_ = get_int_attribute("n_tokens");
+  chunk_ = get_int_attribute("map_chunk");
+}
+
 Hdf5InteractionWriter::~Hdf5InteractionWriter() { close_all(); }
+
+std::vector<int> Hdf5InteractionWriter::layers_in_file() const {
+  std::vector<int> out;
+  if (H5Lexists(file_, "layers", H5P_DEFAULT) <= 0) return out;
+  const hid_t g = H5Gopen2(file_, "layers", H5P_DEFAULT);
+  if (g < 0) return out;
+  H5G_info_t info{};
+  if (H5Gget_info(g, &info) >= 0)
+    for (hsize_t k = 0; k < info.nlinks; ++k) {
+      char name[64] = {0};
+      if (H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, k, name, sizeof name, H5P_DEFAULT) <= 0) continue;
+      char* end = nullptr;
+      const long v = std::strtol(name, &end, 10);
+      if (end != name && *end == '\0' && v >= 0) out.push_back(static_cast<int>(v));
+    }
+  H5Gclose(g);
+  std::sort(out.begin(), out.end());
+  return out;
+}
 
 std::string Hdf5InteractionWriter::get_string_attribute(const std::string& name) const {
   if (H5Aexists(file_, name.c_str()) <= 0) return "";
