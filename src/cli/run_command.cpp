@@ -307,6 +307,13 @@ int run_command(int argc, char** argv) {
   }
   // After the inputs are checked, so that a bad argument gets its one error line alone.
   if (!o.quiet) check_affinity(comm);
+  // A GPU left at the CPU's default tile: each launch and download covers only tile x tile
+  // pairs. The GPU measurements in docs/performance*.md all use tiles of 4096 or 8192.
+  if (!o.quiet && comm.is_root() && backend->name() != "cpu" && vm["tile"].defaulted() && !layers.empty())
+    std::fprintf(stderr,
+                 "latim run: note: --tile %lld is the CPU's default; GPU runs are measured with --tile 4096 to "
+                 "8192 (docs/performance.md)\n",
+                 static_cast<long long>(o.tile));
   const ModelConfig& c = model.config;
   const int64_t T = static_cast<int64_t>(tokens.size());
 
