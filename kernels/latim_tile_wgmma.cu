@@ -130,7 +130,6 @@ template <int N>
 __device__ __forceinline__ void bulk_wait_all_but() {
   asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(N) : "memory");
 }
-__device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
 // u rows -> scratch, without committing (the caller commits a group of them).
 __device__ __forceinline__ void bulk_store_part(void* dst, unsigned src, unsigned bytes) {
   asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;\n" ::"l"(dst), "r"(src), "r"(bytes)
@@ -490,7 +489,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                 bar_arrive(stored(slab - kStoreLag));
               }
               if (slab == nslab - 1) {
-                bulk_wait_all();
+                bulk_wait_all_but<0>();
                 for (int k = slab - kStoreLag + 1 > 0 ? slab - kStoreLag + 1 : 0; k <= slab; ++k)
                   bar_arrive(stored(k));
               }

@@ -86,6 +86,9 @@ class Hdf5InteractionWriter {
   int64_t ensure_layer_group(int layer);
   int64_t dataset(int layer, const std::string& name) const;
   void close_all();
+  // Checks the format attribute and reads T and the chunk edge of an opened file; `who`
+  // prefixes the error (the option that opened it).
+  void read_header(const std::string& who);
 
   std::string path_;
   int64_t T_;

@@ -70,6 +70,11 @@ struct TileScores {
   // With a TileReduce: the reductions of l2, l1, alti, hidden_attn (in that order, the
   // requested ones filled) instead of the matrices above, which are then empty.
   TileReduced reduced[4];
+  // The score matrix of a slot (ScoreSet::at's order: l2, l1, alti, hidden_attn).
+  std::vector<float>& matrix(int slot) {
+    std::vector<float>* m[4] = {&l2, &l1, &alti, &hidden_attn};
+    return *m[slot];
+  }
 };
 // Fills t.reduced from t's score matrices and empties the matrices (the host reduction,
 // which backends that reduce on the device must match).

@@ -281,8 +281,8 @@ class CudaTileBackend final : public TileBackend {
                              const char* contrib, TileScores& t) {
     const int64_t nbq = pooled_blocks(r, t.ni, t.nj);
     const float* src = reinterpret_cast<const float*>(values);
-    for (std::vector<float>* m : {&t.l2, &t.l1, &t.alti, &t.hidden_attn}) m->clear();
     for (int k = 0; k < 4; ++k) {
+      t.matrix(k).clear();
       TileReduced& out = t.reduced[k];
       auto take = [&](std::vector<float>& v, int64_t n) {
         v.assign(src, src + n);
@@ -317,10 +317,7 @@ class CudaTileBackend final : public TileBackend {
       copy(v.data(), src, nn * sizeof(float));
       src += nn * sizeof(float);
     };
-    take(which.l2, t.l2);
-    take(which.l1, t.l1);
-    take(which.alti, t.alti);
-    take(which.hidden_attn, t.hidden_attn);
+    for (int k = 0; k < 4; ++k) take(which.at(k), t.matrix(k));
     t.contrib_sum.resize(t.ni * d);
     copy(t.contrib_sum.data(), contrib, t.ni * d * sizeof(double));
   }

@@ -316,6 +316,7 @@ int run_command(int argc, char** argv) {
                  static_cast<long long>(o.tile));
   const ModelConfig& c = model.config;
   const int64_t T = static_cast<int64_t>(tokens.size());
+  const int64_t chunk = std::min(map_chunk, T);  // a sequence shorter than the edge is one chunk
 
   install_stop_handlers();
   const int64_t npanels = (T + std::min<int64_t>(o.tile, T) - 1) / std::min<int64_t>(o.tile, T);
@@ -330,7 +331,7 @@ int run_command(int argc, char** argv) {
         already_complete = 1;
       } else {
         if (writer->read_tokens() != tokens) fail("--resume: ", o.out, " was computed for other tokens");
-        if (plan.full && writer->map_chunk() != std::min(map_chunk, T))
+        if (plan.full && writer->map_chunk() != chunk)
           fail("--resume: ", o.out, " has map chunks of ", writer->map_chunk(), "; resume with --map-chunk ",
                writer->map_chunk());
         if (writer->get_string_attribute("model_config") != c.to_json())
@@ -356,7 +357,7 @@ int run_command(int argc, char** argv) {
       writer.reset();
     }
   } else if (comm.is_root()) {
-    writer = std::make_unique<Hdf5InteractionWriter>(o.out, T, map_chunk);
+    writer = std::make_unique<Hdf5InteractionWriter>(o.out, T, chunk);
     try {
       writer->set_string_attribute("program", "latim");
       writer->set_string_attribute("program_version", kVersion);
@@ -413,7 +414,7 @@ int run_command(int argc, char** argv) {
     req.layers = layers;
     req.engine.scores = scores;
     req.engine.panel = std::min<int64_t>(o.tile, T);
-    req.map_chunk = std::min<int64_t>(map_chunk, T);
+    req.map_chunk = chunk;
     req.engine.plan = plan;
     req.progress = !o.quiet;
     req.save_logits = o.save_logits;

@@ -117,9 +117,13 @@ Hdf5InteractionWriter::Hdf5InteractionWriter(const std::string& path, ResumeTag)
   if (!std::filesystem::exists(path)) fail("--resume: ", path, " does not exist (nothing to resume)");
   file_ = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
   if (file_ < 0) fail("--resume: cannot open ", path, " (damaged by a hard kill? remove it and start again)");
-  if (get_string_attribute("format") != "latim-interactions") fail("--resume: ", path, " is not a latim output file");
+  read_header("--resume: ");
   if (get_int_attribute("format_version") != kFormatVersion)
     fail("--resume: ", path, " has format_version ", get_int_attribute("format_version"), ", expected ", kFormatVersion);
+}
+
+void Hdf5InteractionWriter::read_header(const std::string& who) {
+  if (get_string_attribute("format") != "latim-interactions") fail(who, path_, " is not a latim output file");
   T_ = get_int_attribute("n_tokens");
   chunk_ = get_int_attribute("map_chunk");
 }
@@ -132,9 +136,7 @@ Hdf5InteractionWriter::Hdf5InteractionWriter(const std::string& path, ReadOnlyTa
   file_ = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl);
   H5Pclose(fapl);
   if (file_ < 0) fail("cannot open ", path, " as an HDF5 file (not one, or damaged)");
-  if (get_string_attribute("format") != "latim-interactions") fail(path, " is not a latim output file");
-  T_ = get_int_attribute("n_tokens");
-  chunk_ = get_int_attribute("map_chunk");
+  read_header("");
 }
 
 Hdf5InteractionWriter::~Hdf5InteractionWriter() { close_all(); }

@@ -164,13 +164,12 @@ int score_slot(Score s) {
 }  // namespace
 
 void reduce_tile(const TileReduce& red, TileScores& t) {
-  std::vector<float>* mats[4] = {&t.l2, &t.l1, &t.alti, &t.hidden_attn};
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const int64_t ni = t.ni, nj = t.nj;
   // Sources of row r in the tile: columns [0, nvalid(r)).
   auto nvalid = [&](int64_t r) { return std::clamp<int64_t>(t.i0 + r - t.j0 + 1, 0, nj); };
   for (int s = 0; s < 4; ++s) {
-    std::vector<float>& m = *mats[s];
+    std::vector<float>& m = t.matrix(s);
     TileReduced& out = t.reduced[s];
     out.pool_sum.clear();
     out.pool_max.clear();

@@ -182,8 +182,7 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
   if (rollout && g.L > 1) fail("--scores alti-rollout chains every layer and needs --layer-shards 1");
   auto wants_trace = [&](int l) { return selected.count(l) > 0 || (rollout && l <= last_selected); };
 
-  EncodingSink sink(out_, req.map_chunk > 0 ? req.map_chunk : req.engine.panel,
-                    static_cast<int64_t>(req.engine.plan.rows.size()));
+  EncodingSink sink(out_, req.map_chunk, static_cast<int64_t>(req.engine.plan.rows.size()));
   NullSink null_sink;
   std::vector<float> rollout_state;
   double map_time = 0;

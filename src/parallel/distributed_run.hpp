@@ -43,7 +43,7 @@ Grid plan_grid(const GridPlan& plan, int world_size, int world_rank, int64_t n_l
 struct RunRequest {
   std::vector<int> layers;  // layers to map (sorted)
   EngineOptions engine;
-  int64_t map_chunk = 0;  // the [T, T] maps' HDF5 chunk edge (divides engine.panel; 0: the panel)
+  int64_t map_chunk = 0;  // the [T, T] maps' HDF5 chunk edge, at most T (divides engine.panel)
   bool save_logits = false;
   bool progress = false;  // the progress line on world rank 0
   std::map<int, std::vector<uint8_t>> done_panels;  // from --resume: panels already in the file
