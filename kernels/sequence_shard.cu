@@ -31,9 +31,9 @@ __global__ void chain_state_kernel(const float* all, int S, int r, int64_t n, in
   }
 }
 
-__global__ void sum_prefix_kernel(const double* all, int r, int64_t n, double* offset) {
+__global__ void sum_prefix_kernel(const double* all, int r, int64_t n, const double* base, double* offset) {
   for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < n; k += int64_t{gridDim.x} * blockDim.x) {
-    double s = 0.0;
+    double s = base ? base[k] : 0.0;
     for (int q = 0; q < r; ++q) s += all[n * q + k];
     offset[k] = s;
   }
@@ -134,9 +134,10 @@ void chain_state_prefix(const float* all, int S, int r, int64_t n, int64_t per, 
   check_launch("chain_state_prefix", layer, stream);
 }
 
-void sum_prefix(const double* all, int S, int r, int64_t n, double* offset, cudaStream_t stream, int layer) {
+void sum_prefix(const double* all, int S, int r, int64_t n, const double* base, double* offset, cudaStream_t stream,
+                int layer) {
   if (n == 0) return;
-  sum_prefix_kernel<<<blocks_for(n), kThreads, 0, stream>>>(all, r, n, offset);
+  sum_prefix_kernel<<<blocks_for(n), kThreads, 0, stream>>>(all, r, n, base, offset);
   check_launch("sum_prefix", layer, stream);
 }
 

@@ -12,11 +12,14 @@ namespace latim::cuda {
 
 // all = [S][n / per + n]: rank q's decays (one per `per` consecutive states) then its final
 // state from a zero start (n). h_in[k] = the state entering rank r: h <- decay_q[k / per] h +
-// state_q[k] over q < r, from `carry` (null: zero).
+// state_q[k] over q < r, from `carry` (null: zero). r = S gives the state after every rank
+// (the carry into the next sequence chunk); h_in may be carry (in place).
 void chain_state_prefix(const float* all, int S, int r, int64_t n, int64_t per, const float* carry, float* h_in,
                         cudaStream_t stream, int layer);
-// all = [S][n] doubles: offset[k] = sum over q < r of all[q][k].
-void sum_prefix(const double* all, int S, int r, int64_t n, double* offset, cudaStream_t stream, int layer);
+// all = [S][n] doubles: offset[k] = base[k] (null: 0) + the sum over q < r of all[q][k],
+// added in rank order. offset may be base (in place).
+void sum_prefix(const double* all, int S, int r, int64_t n, const double* base, double* offset, cudaStream_t stream,
+                int layer);
 // Mamba-1: decay[c, s] = exp(A[c, s] total[c]), A [D, N], total [D] (the slice's Δ sums).
 void scan_decay_mamba1(const float* A, const double* total, int64_t D, int64_t N, float* decay, cudaStream_t stream,
                        int layer);

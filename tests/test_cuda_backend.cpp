@@ -176,6 +176,7 @@ using test::MemorySink;
 
 MemorySink maps_from(const ModelWeights& model, const std::vector<LayerTrace>& traces, TileBackend& tiles,
                      int64_t panel) {
+  // (The scores and rollout of CudaStage.ChunkedDeviceForwardMatchesCpu's observer.)
   MemorySink sink;
   sink.T = traces.at(0).T;
   EngineOptions opt;
@@ -504,6 +505,78 @@ TEST_P(CudaLowPrecisionForward, MatchesCpuWithinTheRounding) {
 
 INSTANTIATE_TEST_SUITE_P(LowPrecision, CudaLowPrecisionForward, ::testing::Values(Precision::BF16, Precision::TF32),
                          [](const ::testing::TestParamInfo<Precision>& p) { return std::string(to_string(p.param)); });
+
+// The grid's device forward (forward_stage) on one rank: a sequence in uneven chunks, the
+// conv tails, scan states and Δ sums carried on the device, every layer traced and kept on
+// the device until the last chunk. Its final rows and the maps of the traces it hands over
+// (on the CUDA tile backend) against the CPU forward and CPU tile backend of the whole
+// sequence.
+TEST(CudaStage, ChunkedDeviceForwardMatchesCpu) {
+  LATIM_SKIP_WITHOUT_GPU();
+  auto backend = make_backend("cuda", Precision::FP32);
+  const Group one_rank;
+  if (!backend->has_device_grid(one_rank)) GTEST_SKIP() << "built without NCCL";
+  auto cpu = make_backend("cpu", Precision::FP32);
+  auto cpu_tiles = make_cpu_tile_backend();
+  EngineOptions opt;
+  opt.scores = {Score::L2, Score::L1, Score::Alti, Score::AltiRollout, Score::HiddenAttn};
+  opt.panel = 64;
+  for (const char* fx : kFixtures) {
+    const std::string dir = cudatest::data_dir() + "/" + fx;
+    const ModelWeights model = load_model(dir);
+    const int64_t T = 700, d = model.config.d_model, L = model.config.n_layer;
+    const std::vector<int64_t> tokens = fixture_tokens(dir, model, T);
+    Recorder whole;
+    whole.trace_layers = Recorder::kAll;
+    const ForwardOutput want = cpu->forward(model, tokens, &whole);
+    const test::MemorySink want_maps = maps_from(model, whole.trace, *cpu_tiles, opt.panel);
+
+    struct Maps final : LayerObserver {
+      const ModelWeights* model;
+      TileBackend* tiles;
+      EngineOptions opt;
+      test::MemorySink sink;
+      std::vector<float> rollout;
+      std::vector<int> seen;
+      bool wants_trace(int) const override { return true; }
+      bool accepts_device_trace(int) const override { return true; }
+      void on_layer(int l, const LayerWeights& w, const LayerTrace* tr, const std::vector<float>&) override {
+        ASSERT_TRUE(tr && tr->device);
+        seen.push_back(l);
+        compute_layer_maps(l, make_layer_factors(model->config, w, *tr), *tiles, opt, sink, &rollout);
+      }
+    } maps;
+    maps.model = &model;
+    maps.tiles = &backend->tiles();
+    maps.opt = opt;
+    maps.sink.T = T;
+    StagePlan plan;
+    plan.layer_begin = 0;
+    plan.layer_end = L;
+    plan.chunks = {0, 250, 251 + 240, T};  // uneven chunks
+    std::vector<float> hidden(static_cast<std::size_t>(T * d), std::numeric_limits<float>::quiet_NaN());
+    const StageOutput out = backend->forward_stage(model, tokens, plan, one_rank, one_rank, &maps,
+                                                   [&](const float* h, int64_t row0, int64_t n) {
+                                                     std::copy(h, h + n * d, hidden.begin() + row0 * d);
+                                                   });
+    const std::string at = fx;
+    EXPECT_EQ(out.residual_bytes, 0) << at;
+    EXPECT_LE(norm_error(hidden, want.final_hidden), 1e-5) << at << " final hidden";
+    std::vector<int> layers(static_cast<std::size_t>(L));
+    for (int64_t l = 0; l < L; ++l) layers[l] = static_cast<int>(l);
+    EXPECT_EQ(maps.seen, layers) << at << ": traced layers handed over once each, in order";
+    ASSERT_EQ(maps.sink.maps.size(), want_maps.maps.size()) << at;
+    for (const auto& [key, mb] : want_maps.maps)
+      EXPECT_LE(norm_error(maps.sink.maps.at(key), mb), 1e-5) << at << " layer " << key.first << " "
+                                                             << to_string(key.second);
+    for (const auto& [layer, eb] : want_maps.eps) {
+      double mx = 0.0;
+      for (std::size_t i = 0; i < eb.size(); ++i)
+        mx = std::max<double>(mx, std::abs(maps.sink.eps.at(layer)[i] - eb[i]));
+      EXPECT_LE(mx, 1e-5) << at << " layer " << layer << " approximation error";
+    }
+  }
+}
 
 TEST(CudaErrors, OutOfMemoryNamesTheBufferAndTheRemedy) {
   LATIM_SKIP_WITHOUT_GPU();

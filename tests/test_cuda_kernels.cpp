@@ -21,6 +21,7 @@
 #include "pointwise.hpp"
 #include "rmsnorm.hpp"
 #include "selective_scan.hpp"
+#include "sequence_shard.hpp"
 #include "ssd_scan.hpp"
 #include "latim_tile_swizzle.hpp"
 #include "tile_reduce.hpp"
@@ -132,6 +133,44 @@ TEST_F(CudaKernels, CumulativeSumIsFp64) {
   work.reserve(cuda::cumulative_sum_work(T, W), "work");
   cuda::cumulative_sum(dd.get(), T, W, S.get(), work.get(), nullptr, 0);
   EXPECT_LE(norm_error(to_host(S, T * W), want), 1e-12);
+}
+
+// The prefixes that join sequence slices, against host loops: the (decay, state) prefix
+// entering each rank from a carried state and the state after all ranks (in place, the
+// chunked forward's carry), and the Δ-sum offsets from a carried base, added in rank order.
+TEST_F(CudaKernels, SlicePrefixesStartFromTheCarry) {
+  const int S = 3;
+  const int64_t n = 96, per = 8, nd = n / per, W = 5;
+  const auto all = random_vector(rng, S * (nd + n), 0.1f, 0.9f);
+  const auto carry = random_vector(rng, n, -1, 1);
+  std::vector<double> totals(S * W), base(W);
+  for (auto& v : totals) v = std::uniform_real_distribution<double>(0, 100)(rng);
+  for (auto& v : base) v = std::uniform_real_distribution<double>(0, 1e4)(rng);
+  auto d_all = to_device(all);
+  auto d_tot = to_device(totals);
+  for (int r = 0; r <= S; ++r) {
+    for (const bool with_carry : {false, true}) {
+      std::vector<float> h(n);
+      for (int64_t k = 0; k < n; ++k) {
+        float x = with_carry ? carry[k] : 0.0f;
+        for (int q = 0; q < r; ++q) x = all[q * (nd + n) + k / per] * x + all[q * (nd + n) + nd + k];
+        h[k] = x;
+      }
+      std::vector<double> off(W);
+      for (int64_t k = 0; k < W; ++k) {
+        double x = with_carry ? base[k] : 0.0;
+        for (int q = 0; q < r; ++q) x += totals[q * W + k];
+        off[k] = x;
+      }
+      // In place on the carry, as the chunked forward leaves it for the next chunk.
+      auto state = with_carry ? to_device(carry) : poisoned<float>(n);
+      auto sums = with_carry ? to_device(base) : poisoned<double>(W);
+      cuda::chain_state_prefix(d_all.get(), S, r, n, per, with_carry ? state.get() : nullptr, state.get(), nullptr, 0);
+      cuda::sum_prefix(d_tot.get(), S, r, W, with_carry ? sums.get() : nullptr, sums.get(), nullptr, 0);
+      EXPECT_LE(norm_error(to_host(state, n), std::vector<double>(h.begin(), h.end())), 1e-6) << "r " << r;
+      EXPECT_EQ(to_host(sums, W), off) << "r " << r;  // the same additions in the same order
+    }
+  }
 }
 
 // Mamba-1 scan in fp64 on the host.

@@ -1,6 +1,7 @@
 // The compute backend seam: the forward pass and the LaTIM tile backend of one device kind.
 // The backend is chosen once, by make_backend(); the rest of the program only sees this API.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,6 +15,26 @@ namespace latim {
 enum class Precision { FP32, TF32, BF16 };
 const char* to_string(Precision p);
 Precision parse_precision(const std::string& s);  // throws naming --precision
+
+// One rank's part of the grid's forward (DistributedRun): the stage's layers over this rank's
+// slice of each sequence chunk in turn, chunks in sequence order.
+struct StagePlan {
+  int64_t layer_begin = 0, layer_end = 0;  // the stage's layers
+  std::vector<int64_t> chunks;             // chunk k is tokens [chunks[k], chunks[k + 1])
+  int S = 1, seq_rank = 0;                 // the stage's sequence shards (its group) and this rank's place
+  int prev_rank = -1, next_rank = -1;      // world ranks the residual comes from and goes to (-1: embed, final norm)
+  // Slice q of chunk k: [c0 + len q / S, c0 + len (q + 1) / S), as the host grid cuts it.
+  int64_t slice_begin(int64_t k, int q) const {
+    const int64_t c0 = chunks[k], len = chunks[k + 1] - c0;
+    return c0 + len * q / S;
+  }
+};
+
+// What forward_stage() moved: bytes received joining the slices (halos, state and Δ-sum
+// prefixes), gathering the traces, and passing the residual stream between stages.
+struct StageOutput {
+  int64_t link_bytes = 0, trace_bytes = 0, residual_bytes = 0;
+};
 
 class ComputeBackend {
  public:
@@ -48,6 +69,23 @@ class ComputeBackend {
   virtual ForwardOutput forward_shard(const ModelWeights& model, const std::vector<int64_t>& tokens,
                                       const std::vector<int64_t>& bounds, const Group& group,
                                       LayerObserver* observer);
+
+  // Whether forward_stage() runs here for this job: the grid's layouts (layer stages,
+  // sequence chunks) with the residual stream, the joins and the traces in device memory
+  // and the exchanges over NCCL. The CUDA backend with NCCL says yes when every rank of
+  // `world` has a GPU of its own. Collective: every rank of `world` calls it.
+  virtual bool has_device_grid(const Group& world);
+  // The grid's forward on this rank, every rank of `world` calling it together (`stage`: the
+  // ranks of this rank's stage, in sequence order). Stage 0 embeds its slices; later stages
+  // receive the residual stream from plan.prev_rank; all but the last pass it on to
+  // plan.next_rank; the last hands its rows of the final norm's output to `final_rows`
+  // (rows [row0, row0 + n) of the sequence, [n, d]; skipped when empty). After the last
+  // chunk the observer gets each traced layer's whole-sequence trace, in device memory,
+  // in layer order.
+  virtual StageOutput forward_stage(const ModelWeights& model, const std::vector<int64_t>& tokens,
+                                    const StagePlan& plan, const Group& world, const Group& stage,
+                                    LayerObserver* observer,
+                                    const std::function<void(const float*, int64_t, int64_t)>& final_rows);
 };
 
 // "cpu", "cuda" or "auto" (cuda when built with it and a GPU is present, else cpu).

@@ -241,7 +241,7 @@ class CudaBackend final : public ComputeBackend {
       check_one_gpu_per_rank(group);
       nccl_ = std::make_unique<NcclGroup>(group);
     }
-    Shard sh{nccl_.get(), bounds};
+    Shard sh{nccl_.get(), bounds, 0, bounds.back()};
     shard_ = &sh;
     const int64_t before = nccl_->bytes_received();
     link_bytes_ = 0;
@@ -252,6 +252,127 @@ class CudaBackend final : public ComputeBackend {
     ForwardOutput out = run(model, tokens.data() + a, b - a, a, obs);
     out.link_bytes = link_bytes_;
     out.trace_bytes = nccl_->bytes_received() - before - link_bytes_;
+    return out;
+  }
+
+  bool has_device_grid(const Group& world) override {
+    if (!nccl_available()) return false;
+    if (!device_grid_checked_ || device_grid_world_ != world.handle()) {
+      device_grid_ = shared_gpu(world).first < 0;
+      device_grid_world_ = world.handle();
+      device_grid_checked_ = true;
+    }
+    return device_grid_;
+  }
+
+  StageOutput forward_stage(const ModelWeights& model, const std::vector<int64_t>& tokens, const StagePlan& plan,
+                            const Group& world, const Group& stage, LayerObserver* obs,
+                            const std::function<void(const float*, int64_t, int64_t)>& final_rows) override {
+    const ModelConfig& c = model.config;
+    const int64_t d = c.d_model, T = static_cast<int64_t>(tokens.size());
+    const int64_t l0 = plan.layer_begin, l1 = plan.layer_end;
+    const int64_t n_chunks = static_cast<int64_t>(plan.chunks.size()) - 1;
+    if (plan.S != stage.size() || plan.seq_rank != stage.rank() || n_chunks < 1 || plan.chunks.front() != 0 ||
+        plan.chunks.back() != T || l0 < 0 || l1 > c.n_layer || l0 >= l1)
+      fail("internal: forward_stage got an inconsistent plan");
+    upload_model(model);
+    // The stage's group joins the slices; the world's passes the residual stream on.
+    if (!nccl_ || nccl_->group_handle() != stage.handle() || nccl_->size() != stage.size())
+      nccl_ = std::make_unique<NcclGroup>(stage);
+    const bool pipelined = plan.prev_rank >= 0 || plan.next_rank >= 0;
+    if (pipelined && (!world_nccl_ || world_nccl_->group_handle() != world.handle()))
+      world_nccl_ = std::make_unique<NcclGroup>(world);
+    // Traced layers keep their whole-sequence factors on the device until the last chunk:
+    // say so before starting when they cannot fit.
+    int n_traced = 0;
+    for (int64_t l = l0; l < l1; ++l) n_traced += obs && obs->wants_trace(static_cast<int>(l));
+    if (n_traced > 0) {
+      const cuda::TileFactors shape = tile_shape(c, T);
+      const int64_t W = shape.mamba2 ? c.n_heads : c.d_inner;
+      const double per_token = 4.0 * (2 * c.d_inner + 3 * W + 2 * shape.ldbc + 3 * d);  // v Z δ S(2) B C r_in o ŷ
+      const double need = per_token * static_cast<double>(T) * n_traced;
+      std::size_t free_b = 0, total_b = 0;
+      cuda::check(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
+      if (need > 0.85 * static_cast<double>(free_b))
+        fail("the ", n_traced, " traced layer(s) of this rank's stage keep ", need / (1 << 30),
+             " GiB of factors on the GPU until the last sequence chunk, and it has ", free_b / double(1 << 30),
+             " GiB free: use more --layer-shards, fewer --layers, or --forward replicated (no chunks)");
+    }
+    std::vector<LayerCarry> carry(static_cast<std::size_t>(c.n_layer));
+    std::map<int, GatheredTrace> keep;
+    StageOutput out;
+    const int64_t stage_before = nccl_->bytes_received();
+    const int64_t world_before = pipelined ? world_nccl_->bytes_received() : 0;
+    link_bytes_ = 0;
+    LayerTrace none_trace;
+    const std::vector<float> none;
+    std::vector<float> h_host;
+    cuda::check(cudaEventRecord(ev0_), "cudaEventRecord");
+    for (int64_t k = 0; k < n_chunks && !(obs && obs->stopped()); ++k) {
+      const int64_t c0 = plan.chunks[k];
+      std::vector<int64_t> bounds(static_cast<std::size_t>(plan.S) + 1);
+      for (int q = 0; q <= plan.S; ++q) bounds[q] = plan.slice_begin(k, q) - c0;
+      const int64_t a = c0 + bounds[plan.seq_rank], n = c0 + bounds[plan.seq_rank + 1] - a;
+      for (int q = 0; q < plan.S; ++q)
+        if (bounds[q + 1] - bounds[q] < std::max<int64_t>(1, c.d_conv - 1))
+          fail("sequence chunk ", k, " gives shard ", q, " ", bounds[q + 1] - bounds[q],
+               " tokens, fewer than the conv halo of ", std::max<int64_t>(1, c.d_conv - 1),
+               " (use a larger --chunk-tokens or fewer --seq-shards)");
+      float* r = r_.reserve(n * d, "residual stream");
+      if (plan.prev_rank < 0) {
+        for (int64_t t = a; t < a + n; ++t)
+          if (tokens[t] < 0 || tokens[t] >= c.vocab_size)
+            fail("forward: token id ", tokens[t], " at position ", t, " is outside [0, ", c.vocab_size, ")");
+        const int64_t* tok = tokens_.upload(tokens.data() + a, n, "token ids");
+        cuda::embed_rows(embedding_.get(), tok, n, d, r, nullptr);
+      } else {
+        world_nccl_->recv(r, static_cast<std::size_t>(n * d) * sizeof(float), plan.prev_rank, nullptr,
+                          "residual stream from the previous stage", static_cast<int>(l0));
+      }
+      Shard sh{nccl_.get(), bounds, c0, T, &carry, &keep};
+      shard_ = &sh;
+      struct Reset {
+        Shard*& p;
+        ~Reset() { p = nullptr; }
+      } reset{shard_};
+      const bool last_stage = plan.next_rank < 0;
+      for (int64_t l = l0; l < l1; ++l) {
+        const int li = static_cast<int>(l);
+        const bool want = obs && obs->wants_trace(li);
+        // The last stage's last layer norms the stream for the logits in its residual add.
+        const Chain chain{l > l0, l + 1 < l1    ? layer_input_target(c, layers_[l + 1], n, li + 1)
+                                  : last_stage ? NormTarget{norm_f_.get(), u_.reserve(n * d, "final norm output"),
+                                                            nullptr}
+                                               : NormTarget{}};
+        if (c.family == Family::Mamba1)
+          mamba1_layer(c, model.layers[l], layers_[l], li, n, r, want ? &none_trace : nullptr, want, chain);
+        else mamba2_layer(c, model.layers[l], layers_[l], li, n, r, want ? &none_trace : nullptr, want, chain);
+        none_trace.device.reset();
+      }
+      if (!last_stage) {
+        world_nccl_->send(r, static_cast<std::size_t>(n * d) * sizeof(float), plan.next_rank, nullptr,
+                          "residual stream to the next stage", static_cast<int>(l1 - 1));
+      } else if (final_rows) {
+        stage_.download(h_host, static_cast<const float*>(u_.get()), n, d, d, "final hidden download", -1);
+        final_rows(h_host.data(), a, n);
+      }
+    }
+    cuda::check(cudaEventRecord(ev1_), "cudaEventRecord");
+    cuda::check(cudaEventSynchronize(ev1_), "forward (grid stage)");
+    float ms = 0;
+    cudaEventElapsedTime(&ms, ev0_, ev1_);
+    last_device_seconds_ = ms * 1e-3;  // from the first chunk's embedding or receipt to the last chunk's end
+    out.link_bytes = link_bytes_;
+    out.trace_bytes = nccl_->bytes_received() - stage_before - link_bytes_;
+    out.residual_bytes = pipelined ? world_nccl_->bytes_received() - world_before : 0;
+    // The traced layers, whole, in layer order; each layer's buffers go once it is mapped.
+    for (auto it = keep.begin(); it != keep.end() && !(obs && obs->stopped()); it = keep.erase(it)) {
+      const int li = it->first;
+      LayerTrace tr;
+      tr.T = T;
+      tr.device = finish_gathered(c, model.layers[li], layers_[li], li, T, it->second);
+      obs->on_layer(li, model.layers[li], &tr, none);
+    }
     return out;
   }
 
@@ -547,6 +668,13 @@ class CudaBackend final : public ComputeBackend {
   // NCCL needs a GPU of its own for every rank of a communicator: fail clearly, on every
   // rank, when two ranks of the group share one.
   static void check_one_gpu_per_rank(const Group& group) {
+    const auto [p, q] = shared_gpu(group);
+    if (p >= 0)
+      fail("--forward sharded on GPUs needs one GPU per rank, but ranks ", p, " and ", q, " share a GPU (start at "
+           "most as many ranks per node as it has GPUs, or use --forward replicated)");
+  }
+  // The first two ranks of the group that share a GPU, or {-1, -1} (collective).
+  static std::pair<int, int> shared_gpu(const Group& group) {
     struct Id {
       char host[64];
       char bus[32];
@@ -560,18 +688,36 @@ class CudaBackend final : public ComputeBackend {
     group.allgather(&mine, sizeof mine, all);
     for (int p = 0; p < group.size(); ++p)
       for (int q = p + 1; q < group.size(); ++q)
-        if (std::strcmp(all[p].host, all[q].host) == 0 && std::strcmp(all[p].bus, all[q].bus) == 0)
-          fail("--forward sharded on GPUs needs one GPU per rank, but ranks ", p, " and ", q, " share GPU ",
-               all[p].bus, " on ", all[p].host, " (start at most as many ranks per node as it has GPUs, or use "
-               "--forward replicated)");
+        if (std::strcmp(all[p].host, all[q].host) == 0 && std::strcmp(all[p].bus, all[q].bus) == 0) return {p, q};
+    return {-1, -1};
   }
 
-  // A sequence-sharded forward's context (forward_shard): the NCCL group and the slices.
+  // What the sequence before a chunk leaves each layer (a chunked forward, forward_stage):
+  // the conv tail entering the chunk's first slice, the scan state and the Δ sums.
+  struct LayerCarry {
+    DeviceArray<float> tail[2];  // [parity]: enters this chunk; the other receives the next chunk's
+    int parity = 0;
+    DeviceArray<float> state;   // the scan state after every earlier chunk
+    DeviceArray<double> sum;    // Δ summed over every earlier chunk
+    bool live = false;          // an earlier chunk has passed this layer (else all of it is zero)
+  };
+  // A traced layer's factors over the whole sequence, in sequence order, filled slice by
+  // slice (a sharded forward's gather buffers, or a chunked forward's kept traces).
+  struct GatheredTrace {
+    DeviceArray<float> v, Z, delta, B, C, rin, o, yhat;
+    DeviceArray<double> S;
+  };
+  // A sequence-sharded forward's context (forward_shard, forward_stage): the NCCL group of
+  // the stage and this chunk's slices.
   struct Shard {
     NcclGroup* nccl;
-    std::vector<int64_t> bounds;  // rank q owns rows [bounds[q], bounds[q + 1])
-    int64_t a() const { return bounds[nccl->rank()]; }  // this rank's first row
-    int64_t T() const { return bounds.back(); }         // the whole sequence's length
+    std::vector<int64_t> bounds;  // rank q owns rows [bounds[q], bounds[q + 1]) of the chunk (bounds[0] = 0)
+    int64_t row0 = 0;             // the chunk's first position in the sequence
+    int64_t total = 0;            // the whole sequence's length
+    std::vector<LayerCarry>* carry = nullptr;        // a chunked forward: what the earlier chunks left
+    std::map<int, GatheredTrace>* keep = nullptr;    // a chunked forward: traces kept until the last chunk
+    int64_t a() const { return bounds[nccl->rank()]; }  // this rank's first row in the chunk
+    int64_t T() const { return total; }
   };
 
   // The K-1 conv inputs before this slice (from the previous rank; zeros on rank 0), or
@@ -592,13 +738,35 @@ class CudaBackend final : public ComputeBackend {
                   layer);
       return recv;
     }
-    if (shard_->nccl->rank() == 0)
-      cuda::check(cudaMemsetAsync(recv, 0, static_cast<std::size_t>(n) * sizeof(float)), "conv halo", layer);
-    const int64_t before = shard_->nccl->bytes_received();
-    shard_->nccl->shift_down(send, recv, static_cast<std::size_t>(n) * sizeof(float), nullptr, "conv halo exchange",
-                             layer);
-    link_bytes_ += shard_->nccl->bytes_received() - before;
-    return recv;
+    NcclGroup& g = *shard_->nccl;
+    const std::size_t bytes = static_cast<std::size_t>(n) * sizeof(float);
+    const int64_t before = g.bytes_received();
+    if (!shard_->carry) {  // one chunk: rank 0 starts from zeros
+      if (g.rank() == 0) cuda::check(cudaMemsetAsync(recv, 0, bytes), "conv halo", layer);
+      g.shift_down(send, recv, bytes, nullptr, "conv halo exchange", layer);
+      link_bytes_ += g.bytes_received() - before;
+      return recv;
+    }
+    // Chunks: rank 0 starts from the tail the last rank left in the chunk before (zeros at
+    // first) and receives this chunk's for the next one, in the same NCCL group.
+    LayerCarry& lc = (*shard_->carry)[layer];
+    float* cur = lc.tail[lc.parity].reserve(n, "conv halo (carried tail)", layer);
+    float* next = lc.tail[lc.parity ^ 1].reserve(n, "conv halo (carried tail)", layer);
+    if (!lc.live) cuda::check(cudaMemsetAsync(cur, 0, bytes), "conv halo", layer);
+    const int r = g.rank(), S = g.size();
+    if (S == 1) {
+      cuda::check(cudaMemcpyAsync(next, send, bytes, cudaMemcpyDeviceToDevice), "conv halo (carry)", layer);
+    } else {
+      g.begin();
+      if (r + 1 < S) g.send(send, bytes, r + 1, nullptr, "conv halo exchange", layer);
+      if (r > 0) g.recv(recv, bytes, r - 1, nullptr, "conv halo exchange", layer);
+      if (r == S - 1) g.send(send, bytes, 0, nullptr, "conv halo carry", layer);
+      if (r == 0) g.recv(next, bytes, S - 1, nullptr, "conv halo carry", layer);
+      g.end("conv halo exchange", layer);
+    }
+    lc.parity ^= 1;
+    link_bytes_ += g.bytes_received() - before;
+    return r == 0 ? cur : recv;
   }
 
   // Where a sharded scan leaves its final state from a zero start, after the state's decays
@@ -634,13 +802,30 @@ class CudaBackend final : public ComputeBackend {
     g.allgather(summary, all, static_cast<std::size_t>(nd + n) * sizeof(float), nullptr, "scan state prefix", layer);
     g.allgather(total, totals, static_cast<std::size_t>(W) * sizeof(double), nullptr, "delta sum prefix", layer);
     g.end("scan state and delta sum prefix", layer);
-    if (r > 0) {
+    // A chunked forward starts the prefixes from what the earlier chunks left.
+    LayerCarry* lc = shard_->carry ? &(*shard_->carry)[layer] : nullptr;
+    const float* carry_state = nullptr;
+    const double* carry_sum = nullptr;
+    if (lc) {
+      float* st = lc->state.reserve(n, "carried scan state", layer);
+      double* sum = lc->sum.reserve(W, "carried delta sums", layer);
+      if (lc->live) {
+        carry_state = st;
+        carry_sum = sum;
+      }
+    }
+    if (r > 0 || carry_state) {
       float* h_in = h_in_.reserve(n, "incoming scan state", layer);
-      cuda::chain_state_prefix(all, S, r, n, n / nd, nullptr, h_in, nullptr, layer);
+      cuda::chain_state_prefix(all, S, r, n, n / nd, carry_state, h_in, nullptr, layer);
       add_incoming_state(c, w, layer, T, Sl, W, h_in, y, C, ldc);
       double* offset = offset_.reserve(W, "delta sum offset", layer);
-      cuda::sum_prefix(totals, S, r, W, offset, nullptr, layer);
+      cuda::sum_prefix(totals, S, r, W, carry_sum, offset, nullptr, layer);
       cuda::add_row_offset(Sl, T, W, offset, nullptr, layer);
+    }
+    if (lc) {  // every rank carries the state and sums after the whole chunk (the same bits)
+      cuda::chain_state_prefix(all, S, S, n, n / nd, carry_state, lc->state.get(), nullptr, layer);
+      cuda::sum_prefix(totals, S, S, W, carry_sum, lc->sum.get(), nullptr, layer);
+      lc->live = true;
     }
     link_bytes_ += g.bytes_received() - before;
     return Sl;
@@ -768,18 +953,19 @@ class CudaBackend final : public ComputeBackend {
                                                   const TraceBuffers& b) {
     clock_.start("shard: trace gather");
     const Shard& sh = *shard_;
-    const int64_t T = sh.T(), a = sh.a(), d = c.d_model, D = c.d_inner;
+    // This rank's rows start at a; the chunk's slices at row0 + bounds[q].
+    const int64_t T = sh.T(), a = sh.row0 + sh.a(), d = c.d_model, D = c.d_inner;
     const cuda::TileFactors shape = tile_shape(c, T);
     const int64_t W = shape.mamba2 ? c.n_heads : D, BC = shape.ldbc;
-    float* v = g_v_.reserve(T * D, "gathered trace (v)", layer);
-    float* Z = g_z_.reserve(T * D, "gathered trace (Z)", layer);
-    double* S = g_s_.reserve(T * W, "gathered trace (S)", layer);
-    float* delta = g_delta_.reserve(T * W, "gathered trace (delta)", layer);
-    float* B = g_b_.reserve(T * BC, "gathered trace (B)", layer);
-    float* C = g_c_.reserve(T * BC, "gathered trace (C)", layer);
-    float* rin = g_rin_.reserve(T * d, "gathered trace (r_in)", layer);
-    float* go = g_o_.reserve(T * d, "gathered trace (o)", layer);
-    float* yhat = g_yhat_.reserve(T * d, "gathered trace (yhat)", layer);
+    GatheredTrace& dst = sh.keep ? (*sh.keep)[layer] : gathered_;
+    float* v = dst.v.reserve(T * D, "gathered trace (v)", layer);
+    float* Z = dst.Z.reserve(T * D, "gathered trace (Z)", layer);
+    double* S = dst.S.reserve(T * W, "gathered trace (S)", layer);
+    float* delta = dst.delta.reserve(T * W, "gathered trace (delta)", layer);
+    float* B = dst.B.reserve(T * BC, "gathered trace (B)", layer);
+    float* C = dst.C.reserve(T * BC, "gathered trace (C)", layer);
+    float* rin = dst.rin.reserve(T * d, "gathered trace (r_in)", layer);
+    float* go = dst.o.reserve(T * d, "gathered trace (o)", layer);
     auto own = [&](void* dst, const void* src, int64_t width, std::size_t elem) {
       cuda::check(cudaMemcpyAsync(static_cast<char*>(dst) + a * width * elem, src, Tl * width * elem,
                                   cudaMemcpyDeviceToDevice),
@@ -798,7 +984,7 @@ class CudaBackend final : public ComputeBackend {
     auto gather = [&](void* buf, int64_t width, std::size_t elem, const char* what) {
       std::vector<std::size_t> bytes(nr), offset(nr);
       for (int q = 0; q < nr; ++q) {
-        offset[q] = static_cast<std::size_t>(sh.bounds[q] * width) * elem;
+        offset[q] = static_cast<std::size_t>((sh.row0 + sh.bounds[q]) * width) * elem;
         bytes[q] = static_cast<std::size_t>((sh.bounds[q + 1] - sh.bounds[q]) * width) * elem;
       }
       char* own_rows = static_cast<char*>(buf) + offset[g.rank()];
@@ -814,10 +1000,23 @@ class CudaBackend final : public ComputeBackend {
     gather(rin, d, sizeof(float), "trace gather (r_in)");
     gather(go, d, sizeof(float), "trace gather (o)");
     g.end("trace gather", layer);
-    cuda::check(cudaMemcpyAsync(yhat, rin, static_cast<std::size_t>(T * d) * sizeof(float), cudaMemcpyDeviceToDevice),
+    if (sh.keep) return nullptr;  // handed over after the last chunk (forward_stage)
+    return finish_gathered(c, hw, w, layer, T, dst);
+  }
+
+  // The device trace over a whole-sequence GatheredTrace: yhat = r_in + o is formed here.
+  std::shared_ptr<CudaDeviceTrace> finish_gathered(const ModelConfig& c, const LayerWeights& hw, DeviceLayer& w,
+                                                   int layer, int64_t T, GatheredTrace& g) {
+    const int64_t d = c.d_model, D = c.d_inner;
+    const cuda::TileFactors shape = tile_shape(c, T);
+    const int64_t BC = shape.ldbc;
+    float* yhat = g.yhat.reserve(T * d, "gathered trace (yhat)", layer);
+    cuda::check(cudaMemcpyAsync(yhat, g.rin.get(), static_cast<std::size_t>(T * d) * sizeof(float),
+                                cudaMemcpyDeviceToDevice),
                 "gathered trace (yhat)", layer);
-    cuda::residual_add(yhat, go, T * d, nullptr, layer);
-    return make_trace(c, hw, w, layer, T, {v, D, Z, S, delta, B, C, BC}, rin, yhat, go);
+    cuda::residual_add(yhat, g.o.get(), T * d, nullptr, layer);
+    return make_trace(c, hw, w, layer, T, {g.v.get(), D, g.Z.get(), g.S.get(), g.delta.get(), g.B.get(), g.C.get(), BC},
+                      g.rin.get(), yhat, g.o.get());
   }
 
   Precision precision_;
@@ -843,11 +1042,13 @@ class CudaBackend final : public ComputeBackend {
   Shard* shard_ = nullptr;
   SequenceLink* host_link_ = nullptr;  // forward_layers()'s link
   LayerTrace slice_trace_;
-  int64_t link_bytes_ = 0;  // this forward_shard call's bytes joining slices
+  int64_t link_bytes_ = 0;  // this forward_shard or forward_stage call's bytes joining slices
+  bool device_grid_checked_ = false, device_grid_ = false;  // has_device_grid()'s answer for
+  std::intptr_t device_grid_world_ = 0;                       // this world group
   DeviceArray<float> halo_send_, halo_recv_, summary_, summary_all_, h_in_, join_work_;
   DeviceArray<double> totals_all_, offset_;
-  DeviceArray<float> g_v_, g_z_, g_delta_, g_b_, g_c_, g_rin_, g_o_, g_yhat_;
-  DeviceArray<double> g_s_;
+  GatheredTrace gathered_;
+  std::unique_ptr<NcclGroup> world_nccl_;  // forward_stage(): the residual stream between stages
 };
 
 }  // namespace

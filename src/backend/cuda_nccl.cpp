@@ -87,6 +87,17 @@ void NcclGroup::shift_down(const void* send, void* recv, std::size_t bytes, cuda
   end(what, layer);
 }
 
+void NcclGroup::send(const void* buf, std::size_t bytes, int peer, cudaStream_t stream, const char* what, int layer) {
+  if (bytes == 0) return;
+  check_nccl(ncclSend(buf, bytes, ncclUint8, peer, impl_->comm, stream), what, layer, rank_, impl_->comm);
+}
+
+void NcclGroup::recv(void* buf, std::size_t bytes, int peer, cudaStream_t stream, const char* what, int layer) {
+  if (bytes == 0) return;
+  check_nccl(ncclRecv(buf, bytes, ncclUint8, peer, impl_->comm, stream), what, layer, rank_, impl_->comm);
+  received_ += static_cast<int64_t>(bytes);
+}
+
 #else
 
 bool nccl_available() { return false; }
@@ -104,6 +115,8 @@ void NcclGroup::allgatherv(const void*, void*, const std::vector<std::size_t>&, 
                            cudaStream_t, const char*, int) {}
 void NcclGroup::allgather(const void*, void*, std::size_t, cudaStream_t, const char*, int) {}
 void NcclGroup::shift_down(const void*, void*, std::size_t, cudaStream_t, const char*, int) {}
+void NcclGroup::send(const void*, std::size_t, int, cudaStream_t, const char*, int) {}
+void NcclGroup::recv(void*, std::size_t, int, cudaStream_t, const char*, int) {}
 
 #endif
 

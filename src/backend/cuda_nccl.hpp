@@ -36,6 +36,9 @@ class NcclGroup {
   // Sends `bytes` to rank + 1 (the last rank sends nothing) and receives `bytes` from
   // rank - 1 into recv (rank 0 receives nothing).
   void shift_down(const void* send, void* recv, std::size_t bytes, cudaStream_t stream, const char* what, int layer);
+  // Point-to-point: `bytes` to or from rank `peer` (alone, or between begin() and end()).
+  void send(const void* buf, std::size_t bytes, int peer, cudaStream_t stream, const char* what, int layer);
+  void recv(void* buf, std::size_t bytes, int peer, cudaStream_t stream, const char* what, int layer);
 
   // Bytes this rank received from other ranks so far.
   int64_t bytes_received() const { return received_; }

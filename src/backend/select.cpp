@@ -75,6 +75,14 @@ ForwardOutput ComputeBackend::forward_shard(const ModelWeights&, const std::vect
   fail("internal: the ", name(), " backend has no sharded device forward");
 }
 
+bool ComputeBackend::has_device_grid(const Group&) { return false; }
+
+StageOutput ComputeBackend::forward_stage(const ModelWeights&, const std::vector<int64_t>&, const StagePlan&,
+                                          const Group&, const Group&, LayerObserver*,
+                                          const std::function<void(const float*, int64_t, int64_t)>&) {
+  fail("internal: the ", name(), " backend has no device grid forward");
+}
+
 std::unique_ptr<ComputeBackend> make_backend(const std::string& name, Precision precision, int local_rank) {
   if (name == "cpu") {
     if (precision != Precision::FP32) fail("--precision ", to_string(precision), " needs --backend cuda; the CPU computes in fp32");

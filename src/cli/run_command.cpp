@@ -446,6 +446,8 @@ int run_command(int argc, char** argv) {
   const int64_t comm_bytes = comm.world().allreduce_sum(stats.bytes_communicated);
   const int64_t link_bytes = comm.world().allreduce_sum(stats.link_bytes);
   const double device_secs = comm.world().allreduce_max(stats.forward_device_seconds);
+  // The slowest rank's forward (in a pipeline of stages, the last stage finishes last).
+  const double forward_secs = comm.world().allreduce_max(stats.forward_seconds);
   if (stats.interrupted) {
     if (comm.is_root())
       std::fprintf(stderr, "latim run: stopped by signal %d; %s is incomplete: rerun the same command with --resume\n",
@@ -462,7 +464,7 @@ int run_command(int argc, char** argv) {
                     ", %.1f MB exchanged between ranks, %.1f kB per layer of it joining sequence slices",
                     comm_bytes / 1e6, link_bytes / 1e3 / static_cast<double>(model.config.n_layer));
     std::fprintf(stderr, "latim run: %lld tokens, %zu layer(s) mapped, %d rank(s), %.2f s (forward %.2f s%s, maps %.2f s%s) -> %s\n",
-                 static_cast<long long>(T), layers.size(), comm.size(), secs, stats.forward_seconds, device,
+                 static_cast<long long>(T), layers.size(), comm.size(), secs, forward_secs, device,
                  stats.map_seconds, exchange, o.out.c_str());
   }
   return 0;

@@ -313,8 +313,34 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
     return finish(t0, fwd, a, a, bounds[g.seq_rank + 1]);
   }
 
-  // The grid: each stage runs its layers per slice on the backend (forward_layers), the
-  // slices joined across ranks and chunks by the host link.
+  // The grid on a backend that keeps it in device memory (CUDA over NCCL, one GPU per rank):
+  // the residual stream, the joins and the traces stay on the GPUs; the traced layers come
+  // back whole after the last chunk and are mapped then.
+  if (backend_.has_device_grid(comm_.world())) {
+    StagePlan plan;
+    plan.layer_begin = g.layer_begin;
+    plan.layer_end = g.layer_end;
+    for (int64_t k = 0; k <= g.n_chunks; ++k) plan.chunks.push_back(T * k / g.n_chunks);
+    plan.S = g.S;
+    plan.seq_rank = g.seq_rank;
+    plan.prev_rank = g.stage > 0 ? comm_.rank() - g.S : -1;
+    plan.next_rank = g.stage + 1 < g.L ? comm_.rank() + g.S : -1;
+    obs.take = map_layer;
+    std::function<void(const float*, int64_t, int64_t)> final_rows;
+    if (req.save_logits) final_rows = put_logits;
+    const double t0 = now();
+    const StageOutput so = backend_.forward_stage(model_, tokens, plan, comm_.world(), stage_group, &obs, final_rows);
+    stats.forward_seconds = now() - t0 - map_time;
+    stats.forward_device_seconds = backend_.forward_device_seconds();
+    stats.map_seconds = map_time;
+    stats.bytes_communicated += so.link_bytes + so.trace_bytes + so.residual_bytes;
+    stats.link_bytes = so.link_bytes;
+    if (progress) progress->finish();
+    return stats;
+  }
+
+  // The grid elsewhere: each stage runs its layers per slice on the backend (forward_layers),
+  // the slices joined across ranks and chunks by the host link.
   const bool immediate = g.L == 1 && g.n_chunks == 1;
   std::unique_ptr<ShardedSequenceLink> link = std::make_unique<ShardedSequenceLink>(stage_group, c.n_layer);
   std::map<int, LayerTrace> global_traces;
