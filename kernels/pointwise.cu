@@ -148,6 +148,14 @@ __global__ void chunk_offsets_kernel(double* totals, int64_t nchunks, int64_t W)
   }
 }
 
+__global__ void chunk_sum_kernel(const double* totals, int64_t nchunks, int64_t W, double* out) {
+  const int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (c >= W) return;
+  double acc = 0.0;
+  for (int64_t k = 0; k < nchunks; ++k) acc += totals[k * W + c];
+  out[c] = acc;
+}
+
 __global__ void chunk_scan_kernel(const float* delta, int64_t T, int64_t W, const double* offsets, double* S) {
   const int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x, chunk = blockIdx.y;
   if (c >= W) return;
@@ -231,6 +239,22 @@ void cumulative_sum(const float* delta, int64_t T, int64_t W, double* S, double*
   check_launch("cumulative_sum (chunk offsets)", layer, stream);
   chunk_scan_kernel<<<grid, 128, 0, stream>>>(delta, T, W, work, S);
   check_launch("cumulative_sum (chunk scan)", layer, stream);
+}
+
+void column_sums(const float* delta, int64_t T, int64_t W, double* total, double* work, cudaStream_t stream,
+                 int layer) {
+  if (W == 0) return;
+  if (T == 0) {
+    check(cudaMemsetAsync(total, 0, W * sizeof(double), stream), "column_sums", layer);
+    return;
+  }
+  const int64_t nchunks = (T + kChunk - 1) / kChunk;
+  if (nchunks > 65535) fail("column_sums: T = ", T, " exceeds the supported ", 65535 * kChunk, " tokens");
+  const dim3 grid(static_cast<unsigned>((W + 127) / 128), static_cast<unsigned>(nchunks));
+  chunk_totals_kernel<<<grid, 128, 0, stream>>>(delta, T, W, work);
+  check_launch("column_sums (chunk totals)", layer, stream);
+  chunk_sum_kernel<<<static_cast<unsigned>((W + 127) / 128), 128, 0, stream>>>(work, nchunks, W, total);
+  check_launch("column_sums", layer, stream);
 }
 
 }  // namespace latim::cuda

@@ -33,5 +33,9 @@ void to_bf16(const float* in, int64_t n, uint16_t* out, cudaStream_t stream, con
 int64_t cumulative_sum_work(int64_t T, int64_t W);
 void cumulative_sum(const float* delta, int64_t T, int64_t W, double* S, double* work, cudaStream_t stream,
                     int layer);
+// total[c] = sum_t delta[t, c] in fp64 (chunk sums added in order, as cumulative_sum makes
+// them), without writing the [T, W] sums; `work` as for cumulative_sum.
+void column_sums(const float* delta, int64_t T, int64_t W, double* total, double* work, cudaStream_t stream,
+                 int layer);
 
 }  // namespace latim::cuda

@@ -1,6 +1,4 @@
 // Device side of a sequence-sharded forward: prefix combinations and state corrections.
-#include <cublas_v2.h>
-
 #include <limits>
 #include <string>
 
@@ -80,14 +78,57 @@ __global__ void incoming_mamba1_kernel(float* y, const float* C, int64_t ldc, co
   }
 }
 
-__global__ void scale_add_kernel(float* y, const float* work, const double* S, const float* A, int64_t T, int64_t H,
-                                 int64_t P) {
-  const int64_t D = H * P;
-  for (int64_t t = blockIdx.y; t < T; t += gridDim.y)
-    for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < D; k += int64_t{gridDim.x} * blockDim.x) {
-      const int64_t h = k / P;
-      y[t * D + k] += expf(A[h] * static_cast<float>(S[t * H + h])) * work[t * D + k];
+// Mamba-2: one 64-row x 64-channel tile of head h per block, 16 x 16 threads of 4 x 4
+// outputs each: the tile's C rows and the head's state rows go through shared memory in
+// k-chunks of 32 states, then each output is scaled by its row's decay and added to y.
+constexpr int kIncRows = 64, kIncCols = 64, kIncK = 32;
+__global__ void __launch_bounds__(256) incoming_mamba2_kernel(float* y, const float* C, int64_t ldc, const double* S,
+                                                              const float* A, const float* h_in, int64_t T, int H,
+                                                              int P, int N, int heads_per_group) {
+  __shared__ float cs[kIncRows][kIncK + 1];
+  __shared__ float hs[kIncCols][kIncK + 1];
+  const int h = blockIdx.z, g = h / heads_per_group;
+  const int64_t t0 = blockIdx.x * int64_t{kIncRows};
+  const int p0 = blockIdx.y * kIncCols;
+  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+  const float* Cg = C + int64_t{g} * N;
+  const float* hh = h_in + int64_t{h} * P * N;
+  float acc[4][4] = {};
+  for (int k0 = 0; k0 < N; k0 += kIncK) {
+    for (int i = threadIdx.x; i < kIncRows * kIncK; i += blockDim.x) {
+      const int r = i / kIncK, k = i % kIncK;
+      const int64_t t = t0 + r;
+      cs[r][k] = t < T && k0 + k < N ? Cg[t * ldc + k0 + k] : 0.0f;
+      const int p = p0 + r;
+      hs[r][k] = p < P && k0 + k < N ? hh[int64_t{p} * N + k0 + k] : 0.0f;
     }
+    __syncthreads();
+#pragma unroll 8
+    for (int k = 0; k < kIncK; ++k) {
+      float a[4], b[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) a[i] = cs[ty * 4 + i][k];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) b[j] = hs[tx * 4 + j][k];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+  const int64_t D = int64_t{H} * P;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int64_t t = t0 + ty * 4 + i;
+    if (t >= T) continue;
+    const float decay = expf(A[h] * static_cast<float>(S[t * H + h]));
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int p = p0 + tx * 4 + j;
+      if (p < P) y[t * D + int64_t{h} * P + p] += decay * acc[i][j];
+    }
+  }
 }
 
 // Below this, expf underflows to exactly 0 (its smallest denormal result is near -103.97).
@@ -166,41 +207,27 @@ void add_incoming_state_mamba1(float* y, const float* C, int64_t ldc, const doub
   check_launch("add_incoming_state_mamba1", layer, stream);
 }
 
-void add_incoming_state_mamba2(Blas& blas, float* y, const float* C, int64_t ldc, const double* S, const float* A,
-                               const float* h_in, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, float* work,
+void add_incoming_state_mamba2(float* y, const float* C, int64_t ldc, const double* S, const float* A,
+                               const float* h_in, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G,
                                cudaStream_t stream, int layer) {
   if (T * H * P == 0) return;
-  constexpr int64_t kMax = std::numeric_limits<int>::max();
-  if (T > kMax || ldc > kMax || H * P > kMax)
-    fail("add_incoming_state_mamba2 (layer ", layer, "): matrix dimension above 2^31 - 1");
-  const int64_t hpg = H / G, D = H * P;
-  const float one = 1.0f, zero = 0.0f;
-  blas.set_stream(stream);
-  // Per group, batched over its heads, column-major:
-  // work^T[hP.., t] (P x T, ld D) = h_in[h] (P x N: the [P][N] block read transposed) * C_g^T (N x T, ld ldc).
-  for (int64_t g = 0; g < G; ++g) {
-    const cublasStatus_t st = cublasGemmStridedBatchedEx(
-        blas.handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(P), static_cast<int>(T), static_cast<int>(N), &one,
-        h_in + g * hpg * P * N, CUDA_R_32F, static_cast<int>(N), P * N, C + g * N, CUDA_R_32F, static_cast<int>(ldc),
-        0, &zero, work + g * hpg * P, CUDA_R_32F, static_cast<int>(D), P, static_cast<int>(hpg), CUBLAS_COMPUTE_32F,
-        CUBLAS_GEMM_DEFAULT);
-    if (st != CUBLAS_STATUS_SUCCESS)
-      fail("cuBLAS error in add_incoming_state_mamba2 (layer ", layer, "): ", cublasGetStatusString(st));
-  }
-  scale_add_kernel<<<rows_grid(T, D), kThreads, 0, stream>>>(y, work, S, A, T, H, P);
+  if (H > 65535 || G <= 0 || H % G != 0)
+    fail("add_incoming_state_mamba2 (layer ", layer, "): ", H, " heads in ", G, " groups");
+  const dim3 grid(static_cast<unsigned>((T + kIncRows - 1) / kIncRows), static_cast<unsigned>((P + kIncCols - 1) / kIncCols),
+                  static_cast<unsigned>(H));
+  incoming_mamba2_kernel<<<grid, 256, 0, stream>>>(y, C, ldc, S, A, h_in, T, static_cast<int>(H), static_cast<int>(P),
+                                                   static_cast<int>(N), static_cast<int>(H / G));
   check_launch("add_incoming_state_mamba2", layer, stream);
 }
 
-int64_t live_rows(const double* S, int64_t T, int64_t W, const float* A, int64_t per_a, cudaStream_t stream, int layer) {
+int64_t live_rows(const double* S, int64_t T, int64_t W, const float* A, int64_t per_a, unsigned long long* d,
+                  cudaStream_t stream, int layer) {
   if (T * W == 0) return 0;
-  unsigned long long* d = nullptr;
-  check(cudaMallocAsync(reinterpret_cast<void**>(&d), sizeof *d, stream), "live_rows (alloc)", layer);
   check(cudaMemsetAsync(d, 0, sizeof *d, stream), "live_rows", layer);
   live_rows_kernel<<<static_cast<unsigned>((W + 127) / 128), 128, 0, stream>>>(S, T, W, A, per_a, d);
   check_launch("live_rows", layer, stream);
   unsigned long long h = 0;
   check(cudaMemcpyAsync(&h, d, sizeof h, cudaMemcpyDeviceToHost, stream), "live_rows (download)", layer);
-  check(cudaFreeAsync(d, stream), "live_rows (free)", layer);
   check(cudaStreamSynchronize(stream), "live_rows", layer);
   return static_cast<int64_t>(h);
 }

@@ -6,7 +6,6 @@
 
 #include <cstdint>
 
-#include "linear.hpp"
 
 namespace latim::cuda {
 
@@ -29,17 +28,18 @@ void scan_decay_mamba2(const float* A, const double* total, int64_t H, float* de
 // own cumulative Δ (from its first token), C has leading dimension ldc.
 void add_incoming_state_mamba1(float* y, const float* C, int64_t ldc, const double* S, const float* A,
                                const float* h_in, int64_t T, int64_t D, int64_t N, cudaStream_t stream, int layer);
-// Mamba-2: y[t, hP + p] += exp(A[h] S[t, h]) sum_s C[t, g(h), s] h_in[h, p, s]. The sums are
-// fp32 cuBLAS products into `work` ([T, H P] floats); S [T, H] as above.
-void add_incoming_state_mamba2(Blas& blas, float* y, const float* C, int64_t ldc, const double* S, const float* A,
-                               const float* h_in, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, float* work,
+// Mamba-2: y[t, hP + p] += exp(A[h] S[t, h]) sum_s C[t, g(h), s] h_in[h, p, s], fp32 sums
+// (tiles of 64 rows x 64 channels per block); S [T, H] as above.
+void add_incoming_state_mamba2(float* y, const float* C, int64_t ldc, const double* S, const float* A,
+                               const float* h_in, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G,
                                cudaStream_t stream, int layer);
 // The rows of a slice where the incoming state still counts: S [T, W] is non-decreasing in
 // t (Δ >= 0) and A < 0, so exp(a S[t, w]) is exactly 0 in fp32 from some row on for each
 // column w, where a is the largest of the column's per_a values of A (A [W, per_a]). Returns
 // the number of leading rows where any column is not yet 0 (a binary search per column;
-// waits for the device). Work past that row would add exact zeros.
-int64_t live_rows(const double* S, int64_t T, int64_t W, const float* A, int64_t per_a, cudaStream_t stream, int layer);
+// waits for the device; `scratch`: one device word). Work past that row would add exact zeros.
+int64_t live_rows(const double* S, int64_t T, int64_t W, const float* A, int64_t per_a, unsigned long long* scratch,
+                  cudaStream_t stream, int layer);
 // S[t, c] += offset[c] for t < T, c < W.
 void add_row_offset(double* S, int64_t T, int64_t W, const double* offset, cudaStream_t stream, int layer);
 // out[t, c] = in[t * ld + c] for t < T, c < W (a strided slice made dense).

@@ -133,6 +133,10 @@ TEST_F(CudaKernels, CumulativeSumIsFp64) {
   work.reserve(cuda::cumulative_sum_work(T, W), "work");
   cuda::cumulative_sum(dd.get(), T, W, S.get(), work.get(), nullptr, 0);
   EXPECT_LE(norm_error(to_host(S, T * W), want), 1e-12);
+  // The column sums alone (a sharded forward's untraced layers): the last row.
+  auto total = poisoned<double>(W);
+  cuda::column_sums(dd.get(), T, W, total.get(), work.get(), nullptr, 0);
+  EXPECT_LE(norm_error(to_host(total, W), std::vector<double>(want.end() - W, want.end())), 1e-12);
 }
 
 // The prefixes that join sequence slices, against host loops: the (decay, state) prefix
@@ -170,6 +174,58 @@ TEST_F(CudaKernels, SlicePrefixesStartFromTheCarry) {
       EXPECT_LE(norm_error(to_host(state, n), std::vector<double>(h.begin(), h.end())), 1e-6) << "r " << r;
       EXPECT_EQ(to_host(sums, W), off) << "r " << r;  // the same additions in the same order
     }
+  }
+}
+
+// The incoming state's share of a slice's outputs, against fp64 host loops: Mamba-2
+// (heads in 2 groups, ragged row and channel tiles) and Mamba-1 (per channel and state).
+TEST_F(CudaKernels, IncomingStateMatchesHostLoop) {
+  {
+    const int64_t T = 150, H = 4, P = 72, N = 48, G = 2, ldc = G * N + 5, D = H * P;
+    const auto C = random_vector(rng, T * ldc, -1, 1);
+    const auto h_in = random_vector(rng, H * P * N, -1, 1);
+    const auto A = random_vector(rng, H, -2, -0.1f);
+    const auto y0 = random_vector(rng, T * D, -1, 1);
+    std::vector<double> S(T * H);
+    for (int64_t hh = 0; hh < H; ++hh)
+      for (int64_t t = 0; t < T; ++t) S[t * H + hh] = (t ? S[(t - 1) * H + hh] : 0.0) + 0.05 * (1 + (t + hh) % 3);
+    std::vector<double> want(y0.begin(), y0.end());
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t hh = 0; hh < H; ++hh) {
+        const double decay = std::exp(static_cast<double>(A[hh]) * S[t * H + hh]);
+        const int64_t g = hh / (H / G);
+        for (int64_t p = 0; p < P; ++p) {
+          double acc = 0;
+          for (int64_t k = 0; k < N; ++k) acc += static_cast<double>(C[t * ldc + g * N + k]) * h_in[(hh * P + p) * N + k];
+          want[t * D + hh * P + p] += decay * acc;
+        }
+      }
+    auto y = to_device(y0);
+    auto dC = to_device(C), dh = to_device(h_in), dA = to_device(A);
+    auto dS = to_device(S);
+    cuda::add_incoming_state_mamba2(y.get(), dC.get(), ldc, dS.get(), dA.get(), dh.get(), T, H, P, N, G, nullptr, 0);
+    EXPECT_LE(norm_error(to_host(y, T * D), want), 1e-5) << "Mamba-2";
+  }
+  {
+    const int64_t T = 100, D = 130, N = 16, ldc = N + 3;
+    const auto C = random_vector(rng, T * ldc, -1, 1);
+    const auto h_in = random_vector(rng, D * N, -1, 1);
+    const auto A = random_vector(rng, D * N, -2, -0.1f);
+    const auto y0 = random_vector(rng, T * D, -1, 1);
+    std::vector<double> S(T * D);
+    for (int64_t c = 0; c < D; ++c)
+      for (int64_t t = 0; t < T; ++t) S[t * D + c] = (t ? S[(t - 1) * D + c] : 0.0) + 0.02 * (1 + (t + c) % 5);
+    std::vector<double> want(y0.begin(), y0.end());
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t c = 0; c < D; ++c)
+        for (int64_t k = 0; k < N; ++k)
+          want[t * D + c] += static_cast<double>(C[t * ldc + k]) * std::exp(static_cast<double>(A[c * N + k]) * S[t * D + c]) *
+                             h_in[c * N + k];
+    auto y = to_device(y0);
+    auto dC = to_device(C), dh = to_device(h_in), dA = to_device(A);
+    auto dS = to_device(S);
+    cuda::add_incoming_state_mamba1(y.get(), dC.get(), ldc, dS.get(), dA.get(), dh.get(), T, D, N, nullptr, 0);
+    EXPECT_LE(norm_error(to_host(y, T * D), want), 1e-5) << "Mamba-1";
   }
 }
 

@@ -179,6 +179,9 @@ class CudaBackend final : public ComputeBackend {
     cuda::check(cudaEventCreate(&ev1_), "cudaEventCreate");
   }
   ~CudaBackend() override {
+    if (std::getenv("LATIM_CUDA_PROFILE") && live_rows_total_ > 0)
+      std::fprintf(stderr, "latim cuda forward profile: %lld rows took an incoming scan state\n",
+                   static_cast<long long>(live_rows_total_));
     cudaEventDestroy(ev0_);
     cudaEventDestroy(ev1_);
   }
@@ -575,7 +578,7 @@ class CudaBackend final : public ComputeBackend {
     cuda::selective_scan(x, delta, w.A.get(), xdbl + R, XR, xdbl + R + N, XR, w.D_skip.get(), T, D, N, y,
                          scan_summary(c, D * N, layer), work, nullptr, layer);
     const double* S =
-        shard_ || host_link_ ? join_slice(c, hw, w, layer, T, delta, D, D * N, y, xdbl + R + N, XR) : nullptr;
+        shard_ || host_link_ ? join_slice(c, hw, w, layer, T, delta, D, D * N, y, xdbl + R + N, XR, tr != nullptr) : nullptr;
     clock_.start("gate");
     float* gate = tr ? gate_.reserve(T * D, "forward workspace (gate)", layer) : nullptr;
     // Only out_proj reads the gated y (the trace keeps the gate): bf16 in the bf16 mode.
@@ -630,7 +633,7 @@ class CudaBackend final : public ComputeBackend {
     cuda::ssd_scan(conv, CC, delta, w.A.get(), conv + D, conv + D + GN, CC, w.D_skip.get(), T, H, P, N, G, y,
                    scan_summary(c, H * P * N, layer), work, mode_ != cuda::MathMode::FP32, nullptr, layer);
     const double* S =
-        shard_ || host_link_ ? join_slice(c, hw, w, layer, T, delta, H, H * P * N, y, conv + D + GN, CC) : nullptr;
+        shard_ || host_link_ ? join_slice(c, hw, w, layer, T, delta, H, H * P * N, y, conv + D + GN, CC, tr != nullptr) : nullptr;
     clock_.start("gated rmsnorm");
     float* gate = tr ? gate_.reserve(T * D, "forward workspace (gate)", layer) : nullptr;
     float* gamma = tr ? gamma_.reserve(T * D, "forward workspace (gamma)", layer) : nullptr;
@@ -738,35 +741,30 @@ class CudaBackend final : public ComputeBackend {
                   layer);
       return recv;
     }
+    // Every rank's tail, all-gathered (one collective, as for the scan's summaries): rank r
+    // takes rank r - 1's; rank 0 takes the tail the chunk before left (zeros at first) and
+    // keeps the last rank's for the next chunk.
     NcclGroup& g = *shard_->nccl;
+    const int r = g.rank(), S = g.size();
     const std::size_t bytes = static_cast<std::size_t>(n) * sizeof(float);
     const int64_t before = g.bytes_received();
-    if (!shard_->carry) {  // one chunk: rank 0 starts from zeros
-      if (g.rank() == 0) cuda::check(cudaMemsetAsync(recv, 0, bytes), "conv halo", layer);
-      g.shift_down(send, recv, bytes, nullptr, "conv halo exchange", layer);
-      link_bytes_ += g.bytes_received() - before;
+    float* tails = halo_all_.reserve(n * S, "conv halo (all tails)", layer);
+    if (S > 1) g.allgather(send, tails, bytes, nullptr, "conv halo exchange", layer);
+    else cuda::check(cudaMemcpyAsync(tails, send, bytes, cudaMemcpyDeviceToDevice), "conv halo", layer);
+    link_bytes_ += g.bytes_received() - before;
+    if (r > 0) return tails + (r - 1) * n;
+    LayerCarry* lc = shard_->carry ? &(*shard_->carry)[layer] : nullptr;
+    if (!lc) {
+      cuda::check(cudaMemsetAsync(recv, 0, bytes), "conv halo", layer);
       return recv;
     }
-    // Chunks: rank 0 starts from the tail the last rank left in the chunk before (zeros at
-    // first) and receives this chunk's for the next one, in the same NCCL group.
-    LayerCarry& lc = (*shard_->carry)[layer];
-    float* cur = lc.tail[lc.parity].reserve(n, "conv halo (carried tail)", layer);
-    float* next = lc.tail[lc.parity ^ 1].reserve(n, "conv halo (carried tail)", layer);
-    if (!lc.live) cuda::check(cudaMemsetAsync(cur, 0, bytes), "conv halo", layer);
-    const int r = g.rank(), S = g.size();
-    if (S == 1) {
-      cuda::check(cudaMemcpyAsync(next, send, bytes, cudaMemcpyDeviceToDevice), "conv halo (carry)", layer);
-    } else {
-      g.begin();
-      if (r + 1 < S) g.send(send, bytes, r + 1, nullptr, "conv halo exchange", layer);
-      if (r > 0) g.recv(recv, bytes, r - 1, nullptr, "conv halo exchange", layer);
-      if (r == S - 1) g.send(send, bytes, 0, nullptr, "conv halo carry", layer);
-      if (r == 0) g.recv(next, bytes, S - 1, nullptr, "conv halo carry", layer);
-      g.end("conv halo exchange", layer);
-    }
-    lc.parity ^= 1;
-    link_bytes_ += g.bytes_received() - before;
-    return r == 0 ? cur : recv;
+    float* cur = lc->tail[lc->parity].reserve(n, "conv halo (carried tail)", layer);
+    float* next = lc->tail[lc->parity ^ 1].reserve(n, "conv halo (carried tail)", layer);
+    if (!lc->live) cuda::check(cudaMemsetAsync(cur, 0, bytes), "conv halo", layer);
+    cuda::check(cudaMemcpyAsync(next, tails + (S - 1) * n, bytes, cudaMemcpyDeviceToDevice), "conv halo (carry)",
+                layer);
+    lc->parity ^= 1;
+    return cur;
   }
 
   // Where a sharded scan leaves its final state from a zero start, after the state's decays
@@ -784,14 +782,18 @@ class CudaBackend final : public ComputeBackend {
   // to y, and the Δ sums of earlier slices added to the slice's cumulative Δ, which is
   // returned ([T, W], the trace's S). n = the scan state's size; C with leading dim ldc.
   const double* join_slice(const ModelConfig& c, const LayerWeights& hw, DeviceLayer& w, int layer, int64_t T,
-                           const float* delta, int64_t W, int64_t n, float* y, const float* C, int64_t ldc) {
+                           const float* delta, int64_t W, int64_t n, float* y, const float* C, int64_t ldc,
+                           bool traced) {
     clock_.start("shard: scan join");
     if (host_link_) return join_slice_host(c, hw, w, layer, T, delta, W, n, y, C, ldc);
     NcclGroup& g = *shard_->nccl;
     const int S = g.size(), r = g.rank();
     const int64_t before = g.bytes_received();
-    double* Sl = cumulative_delta(delta, T, W, layer);  // from this slice's first token
-    const double* total = Sl + (T - 1) * W;
+    // A traced layer's trace holds the cumulative Δ of every row (from this slice's first
+    // token, then offset); otherwise only the slice's Δ sums are needed, and the cumulative
+    // Δ of the rows that the incoming state reaches (made below).
+    double* Sl = traced ? cumulative_delta(delta, T, W, layer) : nullptr;
+    const double* total = Sl ? Sl + (T - 1) * W : delta_sums(delta, T, W, layer);
     const int64_t nd = decays(c, n);
     float* summary = summary_.get();  // [decays (nd); state (n)]
     if (c.family == Family::Mamba1) cuda::scan_decay_mamba1(w.A.get(), total, W, c.d_state, summary, nullptr, layer);
@@ -817,10 +819,23 @@ class CudaBackend final : public ComputeBackend {
     if (r > 0 || carry_state) {
       float* h_in = h_in_.reserve(n, "incoming scan state", layer);
       cuda::chain_state_prefix(all, S, r, n, n / nd, carry_state, h_in, nullptr, layer);
-      add_incoming_state(c, w, layer, T, Sl, W, h_in, y, C, ldc);
-      double* offset = offset_.reserve(W, "delta sum offset", layer);
-      cuda::sum_prefix(totals, S, r, W, carry_sum, offset, nullptr, layer);
-      cuda::add_row_offset(Sl, T, W, offset, nullptr, layer);
+      if (Sl) {
+        add_incoming_state(c, w, layer, T, Sl, W, h_in, y, C, ldc);
+        double* offset = offset_.reserve(W, "delta sum offset", layer);
+        cuda::sum_prefix(totals, S, r, W, carry_sum, offset, nullptr, layer);
+        cuda::add_row_offset(Sl, T, W, offset, nullptr, layer);
+      } else {
+        // The incoming state decays along the slice: the cumulative Δ of its first rows, more
+        // of them until the state is dead within them (or they are the whole slice).
+        for (int64_t k = std::min<int64_t>(T, 8192);; k = std::min<int64_t>(T, 8 * k)) {
+          const double* Sk = cumulative_delta(delta, k, W, layer);
+          const int64_t live = incoming_live(c, w, layer, k, Sk, W);
+          if (k == T || live < k) {
+            add_incoming_state(c, w, layer, k, Sk, W, h_in, y, C, ldc, live);
+            break;
+          }
+        }
+      }
     }
     if (lc) {  // every rank carries the state and sums after the whole chunk (the same bits)
       cuda::chain_state_prefix(all, S, S, n, n / nd, carry_state, lc->state.get(), nullptr, layer);
@@ -829,6 +844,14 @@ class CudaBackend final : public ComputeBackend {
     }
     link_bytes_ += g.bytes_received() - before;
     return Sl;
+  }
+
+  // The slice's Δ summed over its T rows, per column (W), in fp64.
+  const double* delta_sums(const float* delta, int64_t T, int64_t W, int layer) {
+    double* total = totals_own_.reserve(W, "delta sums of the slice", layer);
+    double* work = cumsum_work_.reserve(cuda::cumulative_sum_work(T, W), "cumulative sum workspace", layer);
+    cuda::column_sums(delta, T, W, total, work, nullptr, layer);
+    return total;
   }
 
   // join_slice through a host SequenceLink (MPI between ranks, carried state between chunks):
@@ -856,19 +879,29 @@ class CudaBackend final : public ComputeBackend {
     return Sl;
   }
 
+  // The rows among the first T where the incoming state still counts (waits for the device).
+  int64_t incoming_live(const ModelConfig& c, DeviceLayer& w, int layer, int64_t T, const double* Sl, int64_t W) {
+    const bool m1 = c.family == Family::Mamba1;
+    return cuda::live_rows(Sl, T, W, w.A.get(), m1 ? c.d_state : 1,
+                           live_word_.reserve(1, "live rows (scratch)", layer), nullptr, layer);
+  }
+
   // y += the incoming state h_in's share, C_t · (exp(A S_t) ⊙ h_in), with Sl the slice's own
   // cumulative Δ. The state decays along the slice: past `live` rows its share is exactly 0.
+  // `live`: incoming_live() of Sl's rows (live = -1: find it here).
   void add_incoming_state(const ModelConfig& c, DeviceLayer& w, int layer, int64_t T, const double* Sl, int64_t W,
-                          const float* h_in, float* y, const float* C, int64_t ldc) {
+                          const float* h_in, float* y, const float* C, int64_t ldc, int64_t live = -1) {
     const bool m1 = c.family == Family::Mamba1;
-    const int64_t live = cuda::live_rows(Sl, T, W, w.A.get(), m1 ? c.d_state : 1, nullptr, layer);
+    clock_.start("shard: incoming state");
+    if (live < 0) live = incoming_live(c, w, layer, T, Sl, W);
+    live_rows_total_ += live;
     if (m1) {
       cuda::add_incoming_state_mamba1(y, C, ldc, Sl, w.A.get(), h_in, live, W, c.d_state, nullptr, layer);
     } else {
-      float* work = join_work_.reserve(live * c.d_inner, "incoming state products", layer);
-      cuda::add_incoming_state_mamba2(blas_, y, C, ldc, Sl, w.A.get(), h_in, live, c.n_heads, c.head_dim, c.d_state,
-                                      c.n_groups, work, nullptr, layer);
+      cuda::add_incoming_state_mamba2(y, C, ldc, Sl, w.A.get(), h_in, live, c.n_heads, c.head_dim, c.d_state,
+                                      c.n_groups, nullptr, layer);
     }
+    clock_.start("shard: scan join");
   }
 
   double* cumulative_delta(const float* delta, int64_t T, int64_t W, int layer) {
@@ -1043,10 +1076,12 @@ class CudaBackend final : public ComputeBackend {
   SequenceLink* host_link_ = nullptr;  // forward_layers()'s link
   LayerTrace slice_trace_;
   int64_t link_bytes_ = 0;  // this forward_shard or forward_stage call's bytes joining slices
+  int64_t live_rows_total_ = 0;  // rows that added an incoming state (LATIM_CUDA_PROFILE)
   bool device_grid_checked_ = false, device_grid_ = false;  // has_device_grid()'s answer for
   std::intptr_t device_grid_world_ = 0;                       // this world group
-  DeviceArray<float> halo_send_, halo_recv_, summary_, summary_all_, h_in_, join_work_;
-  DeviceArray<double> totals_all_, offset_;
+  DeviceArray<float> halo_send_, halo_recv_, halo_all_, summary_, summary_all_, h_in_;
+  DeviceArray<double> totals_all_, offset_, totals_own_;
+  DeviceArray<unsigned long long> live_word_;
   GatheredTrace gathered_;
   std::unique_ptr<NcclGroup> world_nccl_;  // forward_stage(): the residual stream between stages
 };
