@@ -176,7 +176,7 @@ using test::MemorySink;
 
 MemorySink maps_from(const ModelWeights& model, const std::vector<LayerTrace>& traces, TileBackend& tiles,
                      int64_t panel) {
-  // (The scores and rollout of CudaStage.ChunkedDeviceForwardMatchesCpu's observer.)
+  // (CudaStage.ChunkedDeviceForwardMatchesCpu's observer maps with the same scores and rollout.)
   MemorySink sink;
   sink.T = traces.at(0).T;
   EngineOptions opt;
