@@ -3,8 +3,9 @@
 layer (LATIM_TEST_FAIL_RANK=1) while rank 0 goes on into the next exchange. The job must
 end within the time limit (no rank left waiting), exit non-zero, print one error line
 naming the failing rank and the cause, and leave no file that looks complete. The
-layouts: sequence shards, layer stages, and (when the backend is CUDA on a host with two
-GPUs) the NCCL sharded forward; `--extra` adds flags to every run."""
+layouts: sequence shards, layer stages, sequence chunks, and (when the backend is CUDA on a
+host with two GPUs) the NCCL sharded forward and the device grid; `--extra` adds flags to
+every run."""
 import os
 import subprocess
 import sys
@@ -13,7 +14,8 @@ import h5py
 
 from latim_testlib import mpiexec, parse_args
 
-LAYOUTS = [[], ["--layer-shards", "2"], ["--forward", "sharded"], ["--forward", "replicated"]]
+LAYOUTS = [[], ["--layer-shards", "2"], ["--seq-shards", "2", "--chunk-tokens", "64"], ["--forward", "sharded"],
+           ["--forward", "replicated"]]
 
 
 def main():
