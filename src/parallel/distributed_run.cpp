@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -341,6 +342,10 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
 
   // The grid elsewhere: each stage runs its layers per slice on the backend (forward_layers),
   // the slices joined across ranks and chunks by the host link.
+  if (req.progress && comm_.is_root() && backend_.name() != "cpu")
+    std::fprintf(stderr, "latim run: note: %s, so the layer stages and sequence chunks join through host memory\n",
+                 backend_.has_sharded_forward() ? "ranks share a GPU (NCCL needs one GPU per rank)"
+                                                : "this build has no NCCL");
   const bool immediate = g.L == 1 && g.n_chunks == 1;
   std::unique_ptr<ShardedSequenceLink> link = std::make_unique<ShardedSequenceLink>(stage_group, c.n_layer);
   std::map<int, LayerTrace> global_traces;
