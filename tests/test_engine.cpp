@@ -34,7 +34,8 @@ struct MapRun : LayerObserver {
   std::vector<float> rollout;
 };
 
-MemorySink run_maps(const std::string& fixture, int64_t T, int64_t panel, std::vector<Score> scores) {
+MemorySink run_maps(const std::string& fixture, int64_t T, int64_t panel, std::vector<Score> scores,
+                    const MapPlan& plan = MapPlan{}) {
   const std::string dir = test::data_dir() + "/" + fixture;
   const ModelWeights model = load_model(dir);
   std::vector<int64_t> tokens = read_token_file(dir + "/tokens.txt", model.config.vocab_size);
@@ -42,6 +43,7 @@ MemorySink run_maps(const std::string& fixture, int64_t T, int64_t panel, std::v
   EngineOptions opt;
   opt.scores = scores;
   opt.panel = panel;
+  opt.plan = plan;
   MapRun run(model, opt);
   forward_cpu(model, tokens, &run);
   return run.sink;
@@ -66,6 +68,32 @@ TEST(Engine, SiluModelsHaveNonzeroError) {
     for (float v : e) mx = std::max<double>(mx, v);
   EXPECT_GT(mx, 1e-3);
 }
+
+// A band of sources alone (--window, no ALTI) computes only the tiles near the diagonal;
+// past the first panels ε comes from the surrogate's whole-sequence scan instead of the
+// tiles' sums. It must equal the full map's ε (the tiles' Σ_j T_i(x_j)) on every row.
+class BandError : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(BandError, SurrogateScanGivesTheFullMapsError) {
+  MapPlan band;
+  band.full = false;
+  band.window = 5;
+  const MemorySink full = run_maps(GetParam(), 150, 16, {Score::L2});
+  const MemorySink part = run_maps(GetParam(), 150, 16, {Score::L2}, band);
+  ASSERT_EQ(part.eps.size(), full.eps.size());
+  for (const auto& [layer, want] : full.eps) {
+    const std::vector<float>& got = part.eps.at(layer);
+    ASSERT_EQ(got.size(), want.size());
+    double scale = 0.0;
+    for (float v : want) scale = std::max<double>(scale, v);
+    for (std::size_t i = 0; i < want.size(); ++i)
+      EXPECT_NEAR(got[i], want[i], 1e-5 + 1e-3 * scale) << "layer " << layer << " row " << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, BandError,
+                         ::testing::Values("mamba1_f32", "mamba1_bias_f16", "mamba1_identity_f32", "mamba2_f32",
+                                           "mamba2_g2_f32", "mamba2_identity_f32"));
 
 class TileInvariance : public ::testing::TestWithParam<std::string> {};
 

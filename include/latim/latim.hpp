@@ -113,8 +113,17 @@ class TileBackend {
       done(t);
     }
   }
+  // ε of every row (eps [T]) from the surrogate's whole-sequence sum, for plans whose tiles
+  // skip sources (--window alone). false where the backend cannot (ε then stays NaN past the
+  // band); this default computes it on the host from a host trace.
+  virtual bool approx_error_all_rows(const LayerFactors& f, std::vector<float>& eps);
 };
 std::unique_ptr<TileBackend> make_cpu_tile_backend();
+
+// The approximation error ε_i of every row without the tiles: W_out (Z_i ⊙ ỹ_i), ỹ being the
+// layer's scan (frozen Δ, B, C) of the summed conv pieces x̃_l = Σ_j x_{l←j} plus the skip,
+// against o_i − b_out; fp64 on the host. false for a device-resident trace.
+bool surrogate_approx_error(const LayerFactors& f, std::vector<float>& eps);
 
 // What to compute from the maps in one pass over the tiles (latim run's query plans).
 struct MapPlan {

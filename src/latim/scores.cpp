@@ -284,6 +284,8 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
     }
   }
   int64_t npanels = 0;
+  std::vector<float> eps_all;  // ε of every row without the tiles (plans that skip sources)
+  int eps_all_state = 0;       // 0: not asked yet, 1: made, -1: the backend cannot
   for (int64_t p0 = 0; p0 < T; p0 += B) {
     if (!owns(opt, p0 / B)) continue;
     if (opt.stop_requested && opt.stop_requested()) break;
@@ -418,9 +420,16 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
     }
     // Approximation error of the decomposition, per computed target row: ‖o_i − b − Σ_j T_i(x_j)‖ / ‖o_i − b‖.
     // It needs every source's T_i(x_j): where the panel's tiles start after source 0 (a plan of
-    // only --window skips the sources before the band), it stays NaN.
+    // only --window skips the sources before the band), it comes from the surrogate's
+    // whole-sequence sum (once per layer), or stays NaN where the backend cannot make it.
     std::vector<float> eps(static_cast<std::size_t>(pn), nan);
     const auto& bout = f.weights->out_proj_b;
+    if (jlo > 0) {
+      if (eps_all_state == 0) eps_all_state = backend.approx_error_all_rows(f, eps_all) ? 1 : -1;
+      if (eps_all_state > 0)
+        for (const auto& [ra, rb] : runs)
+          for (int64_t i = ra; i < rb; ++i) eps[i - p0] = eps_all[i];
+    }
     if (jlo == 0)
       for (const auto& [ra, rb] : runs) {
         std::vector<float> o(static_cast<std::size_t>((rb - ra) * d));
