@@ -23,8 +23,9 @@ bool surrogate_approx_error(const LayerFactors& f, std::vector<float>& eps) {
   if (tr.device) return false;  // the factors are in an accelerator's memory
   const int64_t T = tr.T, D = c.d_inner, d = c.d_model, K = c.d_conv, N = c.d_state;
   const bool silu = c.activation == Activation::SiLU;
-  // x̃ [T, D]: each piece activated on its own, then summed (fp64 sums, like the tiles' Σ_j).
-  std::vector<double> xt(static_cast<std::size_t>(T * D));
+  // x̃ [T, D]: each piece activated on its own, then summed in fp64 and kept in fp32 (the
+  // trace's own width: T x D floats beside a trace of several times that).
+  std::vector<float> xt(static_cast<std::size_t>(T * D));
 #pragma omp parallel for schedule(static)
   for (int64_t l = 0; l < T; ++l)
     for (int64_t ch = 0; ch < D; ++ch) {
@@ -34,9 +35,9 @@ bool surrogate_approx_error(const LayerFactors& f, std::vector<float>& eps) {
         if (k == 0 && !w.conv_b.empty()) v += w.conv_b[ch];
         s += silu ? cpu::silu(v) : v;
       }
-      xt[l * D + ch] = s;
+      xt[l * D + ch] = static_cast<float>(s);
     }
-  // ỹ = scan(x̃) + D ⊙ x̃, in fp64, overwriting x̃ row by row; each channel (Mamba-1) or head
+  // ỹ = scan(x̃) + D ⊙ x̃ with an fp64 state, overwriting x̃ row by row; each channel (Mamba-1) or head
   // (Mamba-2) is independent.
   if (c.family == Family::Mamba1) {
 #pragma omp parallel for schedule(dynamic)
@@ -49,7 +50,7 @@ bool surrogate_approx_error(const LayerFactors& f, std::vector<float>& eps) {
           h[n] = std::exp(static_cast<double>(w.A[ch * N + n]) * dt) * h[n] + dt * tr.B[t * N + n] * x;
           y += static_cast<double>(tr.C[t * N + n]) * h[n];
         }
-        xt[t * D + ch] = y + static_cast<double>(w.D_skip[ch]) * x;
+        xt[t * D + ch] = static_cast<float>(y + static_cast<double>(w.D_skip[ch]) * x);
       }
     }
   } else {
@@ -70,7 +71,7 @@ bool surrogate_approx_error(const LayerFactors& f, std::vector<float>& eps) {
             hp[n] = decay * hp[n] + dt * x * B[n];
             y += static_cast<double>(C[n]) * hp[n];
           }
-          xt[t * D + hd * P + p] = y + static_cast<double>(w.D_skip[hd]) * x;
+          xt[t * D + hd * P + p] = static_cast<float>(y + static_cast<double>(w.D_skip[hd]) * x);
         }
       }
     }
@@ -86,7 +87,8 @@ bool surrogate_approx_error(const LayerFactors& f, std::vector<float>& eps) {
     for (int64_t r0 = 0; r0 < T; r0 += kRows) {
       const int64_t n = std::min(kRows, T - r0);
       for (int64_t r = 0; r < n; ++r)
-        for (int64_t k = 0; k < D; ++k) u[r * D + k] = f.Z[(r0 + r) * D + k] * xt[(r0 + r) * D + k];
+        for (int64_t k = 0; k < D; ++k)
+          u[r * D + k] = static_cast<double>(f.Z[(r0 + r) * D + k]) * xt[(r0 + r) * D + k];
       cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(d),
                   static_cast<int>(D), 1.0, u.data(), static_cast<int>(D), wout.data(), static_cast<int>(D), 0.0,
                   s.data(), static_cast<int>(d));
