@@ -9,7 +9,9 @@
 #      scores and the logits, comparing every dataset of the two HDF5 files,
 #   5. every query plan on the GPU (tests/check_plans.py --extra "--backend cuda": the
 #      tile reductions on the device, 1 and 2 ranks) against the full map's reductions,
-#   6. with LATIM_SANITIZE=1: compute-sanitizer memcheck (the wgmma kernel, then the others),
+#   6. on a host with two GPUs or more, the rank layouts against one process and a failing
+#      rank in each layout (NCCL; set NCCL_NVLS_ENABLE=0 where NVLink multicast is unusable),
+#   7. with LATIM_SANITIZE=1: compute-sanitizer memcheck (the wgmma kernel, then the others),
 #      synccheck and racecheck (the wgmma kernel) on the wgmma tile kernel's test, in a build
 #      configured with -DLATIM_WGMMA_SETMAXNREG=OFF
 #      (instrumented code needs registers that the kernel's register hand-over does not
@@ -94,6 +96,21 @@ python3 "$root/tests/check_plans.py" --latim "$build/latim" --data "$data" --wor
   --extra "--backend cuda" >"$out/plans.log" 2>&1 || status=1
 grep -c '^ok' "$out/plans.log" | sed 's/$/ plans match the full map/'
 grep -A3 '^FAIL' "$out/plans.log" | head -20
+
+# Two GPUs or more: the multi-rank layouts on the devices (NCCL sharded forward, the device
+# grid's layer stages and chunks) against one process, and a failing rank in each layout.
+ngpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | wc -l)
+if [ "$ngpu" -ge 2 ]; then
+  echo "== rank layouts on $ngpu GPUs (tests/check_rank_equality.py, tests/check_faults.py)"
+  python3 "$root/tests/check_rank_equality.py" --latim "$build/latim" --data "$data" --work "$out/ranks" \
+    >"$out/ranks.log" 2>&1 || status=1
+  echo "$(grep -c '^ok' "$out/ranks.log") layouts equal the single-process run"
+  grep -A3 '^FAIL' "$out/ranks.log" | head -20
+  python3 "$root/tests/check_faults.py" --latim "$build/latim" --data "$data" --work "$out/faults" \
+    --extra "--backend cuda" >"$out/faults.log" 2>&1 || status=1
+  echo "$(grep -c '^ok' "$out/faults.log") layouts end cleanly when a rank fails"
+  grep -A3 '^FAIL' "$out/faults.log" | head -20
+fi
 
 if [ "${LATIM_SANITIZE:-0}" = 1 ]; then
   echo "== compute-sanitizer on the wgmma tile kernel (build without setmaxnreg)"
