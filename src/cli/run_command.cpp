@@ -305,6 +305,17 @@ int run_command(int argc, char** argv) {
     }
     return 1;
   }
+  // Every rank must compute on the same kind of device: `--backend auto` on a job whose nodes
+  // differ (GPUs on some, none on others) would otherwise mix backends, and the layouts and
+  // collectives that follow depend on the backend.
+  const int64_t device_ranks = comm.world().allreduce_sum(int64_t{backend->name() != "cpu"});
+  if (device_ranks != 0 && device_ranks != comm.size()) {
+    if (comm.is_root())
+      throw Error("--backend " + o.backend + " chose a GPU on " + std::to_string(device_ranks) + " of " +
+                  std::to_string(comm.size()) + " ranks and the CPU on the others: pass --backend cpu, or run on "
+                  "nodes that all have GPUs");
+    return 1;
+  }
   // After the inputs are checked, so that a bad argument gets its one error line alone.
   if (!o.quiet) check_affinity(comm);
   // A GPU left at the CPU's default tile: each launch and download covers only tile x tile
