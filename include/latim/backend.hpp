@@ -16,14 +16,15 @@ enum class Precision { FP32, TF32, BF16 };
 const char* to_string(Precision p);
 Precision parse_precision(const std::string& s);  // throws naming --precision
 
-// One rank's part of the grid's forward (DistributedRun): the stage's layers over this rank's
-// slice of each sequence chunk in turn, chunks in sequence order.
+// One rank's part of the grid's forward (DistributedRun, on the host or through
+// forward_stage()): the stage's layers over this rank's slice of each sequence chunk in turn,
+// chunks in sequence order.
 struct StagePlan {
   int64_t layer_begin = 0, layer_end = 0;  // the stage's layers
   std::vector<int64_t> chunks;             // chunk k is tokens [chunks[k], chunks[k + 1])
   int S = 1, seq_rank = 0;                 // the stage's sequence shards (its group) and this rank's place
   int prev_rank = -1, next_rank = -1;      // world ranks the residual comes from and goes to (-1: embed, final norm)
-  // Slice q of chunk k: [c0 + len q / S, c0 + len (q + 1) / S), as the host grid cuts it.
+  // Slice q of chunk k: [c0 + len q / S, c0 + len (q + 1) / S) (q = S: the chunk's end).
   int64_t slice_begin(int64_t k, int q) const {
     const int64_t c0 = chunks[k], len = chunks[k + 1] - c0;
     return c0 + len * q / S;

@@ -124,6 +124,9 @@ std::unique_ptr<TileBackend> make_cpu_tile_backend();
 // layer's scan (frozen Δ, B, C) of the summed conv pieces x̃_l = Σ_j x_{l←j} plus the skip,
 // against o_i − b_out; fp64 on the host. false for a device-resident trace.
 bool surrogate_approx_error(const LayerFactors& f, std::vector<float>& eps);
+// ε of one row: ‖o − b_out − sum‖ / ‖o − b_out‖ (0 when o = b_out), o and sum [d]; b_out may
+// be empty.
+float approx_error_of_row(const float* o, const std::vector<float>& b_out, const double* sum, int64_t d);
 
 // What to compute from the maps in one pass over the tiles (latim run's query plans).
 struct MapPlan {

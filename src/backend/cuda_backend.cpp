@@ -236,10 +236,7 @@ class CudaBackend final : public ComputeBackend {
         bounds.back() != static_cast<int64_t>(tokens.size()))
       fail("internal: forward_shard got ", bounds.size(), " slice bounds for ", S, " ranks");
     const int64_t a = bounds[me], b = bounds[me + 1], K = model.config.d_conv;
-    for (int q = 0; q < S; ++q)
-      if (bounds[q + 1] - bounds[q] < std::max<int64_t>(1, K - 1))
-        fail("sequence shard ", q, " has ", bounds[q + 1] - bounds[q], " tokens, fewer than the conv halo of ",
-             std::max<int64_t>(1, K - 1), " (use fewer --seq-shards)");
+    check_slices(bounds, K, "", "use fewer --seq-shards");
     if (!nccl_ || nccl_->group_handle() != group.handle() || nccl_->size() != S) {
       check_one_gpu_per_rank(group);
       nccl_ = std::make_unique<NcclGroup>(group);
@@ -258,15 +255,7 @@ class CudaBackend final : public ComputeBackend {
     return out;
   }
 
-  bool has_device_grid(const Group& world) override {
-    if (!nccl_available()) return false;
-    if (!device_grid_checked_ || device_grid_world_ != world.handle()) {
-      device_grid_ = shared_gpu(world).first < 0;
-      device_grid_world_ = world.handle();
-      device_grid_checked_ = true;
-    }
-    return device_grid_;
-  }
+  bool has_device_grid(const Group& world) override { return nccl_available() && shared_gpu(world).first < 0; }
 
   StageOutput forward_stage(const ModelWeights& model, const std::vector<int64_t>& tokens, const StagePlan& plan,
                             const Group& world, const Group& stage, LayerObserver* obs,
@@ -316,11 +305,8 @@ class CudaBackend final : public ComputeBackend {
       std::vector<int64_t> bounds(static_cast<std::size_t>(plan.S) + 1);
       for (int q = 0; q <= plan.S; ++q) bounds[q] = plan.slice_begin(k, q) - c0;
       const int64_t a = c0 + bounds[plan.seq_rank], n = c0 + bounds[plan.seq_rank + 1] - a;
-      for (int q = 0; q < plan.S; ++q)
-        if (bounds[q + 1] - bounds[q] < std::max<int64_t>(1, c.d_conv - 1))
-          fail("sequence chunk ", k, " gives shard ", q, " ", bounds[q + 1] - bounds[q],
-               " tokens, fewer than the conv halo of ", std::max<int64_t>(1, c.d_conv - 1),
-               " (use a larger --chunk-tokens or fewer --seq-shards)");
+      check_slices(bounds, c.d_conv, "of sequence chunk " + std::to_string(k) + " ",
+                   "use a larger --chunk-tokens or fewer --seq-shards");
       float* r = r_.reserve(n * d, "residual stream");
       if (plan.prev_rank < 0) {
         for (int64_t t = a; t < a + n; ++t)
@@ -666,6 +652,17 @@ class CudaBackend final : public ComputeBackend {
       else download_S(tr, delta, T, H, layer);
     }
     residual(c, layer, T, r, o, chain);
+  }
+
+  // Every slice [bounds[q], bounds[q + 1]) must hold the K - 1 rows of the conv halo that the
+  // next slice takes from it.
+  static void check_slices(const std::vector<int64_t>& bounds, int64_t K, const std::string& where,
+                           const char* remedy) {
+    const int64_t halo = std::max<int64_t>(1, K - 1);
+    for (std::size_t q = 0; q + 1 < bounds.size(); ++q)
+      if (bounds[q + 1] - bounds[q] < halo)
+        fail("sequence shard ", q, " ", where, "has ", bounds[q + 1] - bounds[q],
+             " tokens, fewer than the conv halo of ", halo, " (", remedy, ")");
   }
 
   // NCCL needs a GPU of its own for every rank of a communicator: fail clearly, on every
@@ -1077,8 +1074,6 @@ class CudaBackend final : public ComputeBackend {
   LayerTrace slice_trace_;
   int64_t link_bytes_ = 0;  // this forward_shard or forward_stage call's bytes joining slices
   int64_t live_rows_total_ = 0;  // rows that added an incoming state (LATIM_CUDA_PROFILE)
-  bool device_grid_checked_ = false, device_grid_ = false;  // has_device_grid()'s answer for
-  std::intptr_t device_grid_world_ = 0;                       // this world group
   DeviceArray<float> halo_send_, halo_recv_, halo_all_, summary_, summary_all_, h_in_;
   DeviceArray<double> totals_all_, offset_, totals_own_;
   DeviceArray<unsigned long long> live_word_;

@@ -223,6 +223,17 @@ int64_t planned_tiles(int64_t T, const EngineOptions& opt) {
   return tiles;
 }
 
+float approx_error_of_row(const float* o, const std::vector<float>& b_out, const double* sum, int64_t d) {
+  double ss = 0.0, norm = 0.0;
+  for (int64_t k = 0; k < d; ++k) {
+    const double target = static_cast<double>(o[k]) - (b_out.empty() ? 0.0 : b_out[k]);
+    const double diff = target - sum[k];
+    ss += diff * diff;
+    norm += target * target;
+  }
+  return norm > 0 ? static_cast<float>(std::sqrt(ss / norm)) : 0.0f;
+}
+
 void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, const EngineOptions& opt,
                         MapSink& sink, std::vector<float>* rollout_prev) {
   const ModelConfig& c = *f.config;
@@ -434,17 +445,8 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
       for (const auto& [ra, rb] : runs) {
         std::vector<float> o(static_cast<std::size_t>((rb - ra) * d));
         f.read_o(ra, rb - ra, o.data());
-        for (int64_t i = ra; i < rb; ++i) {
-          const int64_t r = i - p0, s = slot[r];
-          double ss = 0.0, norm = 0.0;
-          for (int64_t k = 0; k < d; ++k) {
-            const double target = static_cast<double>(o[(i - ra) * d + k]) - (bout.empty() ? 0.0 : bout[k]);
-            const double diff = target - contrib[s * d + k];
-            ss += diff * diff;
-            norm += target * target;
-          }
-          eps[r] = norm > 0 ? static_cast<float>(std::sqrt(ss / norm)) : 0.0f;
-        }
+        for (int64_t i = ra; i < rb; ++i)
+          eps[i - p0] = approx_error_of_row(o.data() + (i - ra) * d, bout, contrib.data() + slot[i - p0] * d, d);
       }
     // The panel's host reductions and outputs run on a worker thread while the next panel's
     // tiles compute. One panel at a time, so the sink sees panels in order, each ending with

@@ -92,17 +92,8 @@ bool surrogate_approx_error(const LayerFactors& f, std::vector<float>& eps) {
       cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(d),
                   static_cast<int>(D), 1.0, u.data(), static_cast<int>(D), wout.data(), static_cast<int>(D), 0.0,
                   s.data(), static_cast<int>(d));
-      for (int64_t r = 0; r < n; ++r) {
-        const int64_t i = r0 + r;
-        double ss = 0.0, norm = 0.0;
-        for (int64_t k = 0; k < d; ++k) {
-          const double target = static_cast<double>(tr.o[i * d + k]) - (w.out_proj_b.empty() ? 0.0 : w.out_proj_b[k]);
-          const double diff = target - s[r * d + k];
-          ss += diff * diff;
-          norm += target * target;
-        }
-        eps[i] = norm > 0 ? static_cast<float>(std::sqrt(ss / norm)) : 0.0f;
-      }
+      for (int64_t r = 0; r < n; ++r)
+        eps[r0 + r] = approx_error_of_row(tr.o.data() + (r0 + r) * d, w.out_proj_b, s.data() + r * d, d);
     }
   }
   return true;

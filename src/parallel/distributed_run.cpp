@@ -314,18 +314,21 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
     return finish(t0, fwd, a, a, bounds[g.seq_rank + 1]);
   }
 
+  // This rank's part of the grid: its stage's layers over its slice of each chunk, the
+  // residual stream coming from the stage before and going to the stage after.
+  StagePlan plan;
+  plan.layer_begin = g.layer_begin;
+  plan.layer_end = g.layer_end;
+  for (int64_t k = 0; k <= g.n_chunks; ++k) plan.chunks.push_back(T * k / g.n_chunks);
+  plan.S = g.S;
+  plan.seq_rank = g.seq_rank;
+  plan.prev_rank = g.stage > 0 ? comm_.rank() - g.S : -1;
+  plan.next_rank = g.stage + 1 < g.L ? comm_.rank() + g.S : -1;
+
   // The grid on a backend that keeps it in device memory (CUDA over NCCL, one GPU per rank):
   // the residual stream, the joins and the traces stay on the GPUs; the traced layers come
   // back whole after the last chunk and are mapped then.
   if (backend_.has_device_grid(comm_.world())) {
-    StagePlan plan;
-    plan.layer_begin = g.layer_begin;
-    plan.layer_end = g.layer_end;
-    for (int64_t k = 0; k <= g.n_chunks; ++k) plan.chunks.push_back(T * k / g.n_chunks);
-    plan.S = g.S;
-    plan.seq_rank = g.seq_rank;
-    plan.prev_rank = g.stage > 0 ? comm_.rank() - g.S : -1;
-    plan.next_rank = g.stage + 1 < g.L ? comm_.rank() + g.S : -1;
     obs.take = map_layer;
     std::function<void(const float*, int64_t, int64_t)> final_rows;
     if (req.save_logits) final_rows = put_logits;
@@ -351,14 +354,14 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
   std::map<int, LayerTrace> global_traces;
   const double t_start = now();
   for (int64_t k = 0; k < g.n_chunks; ++k) {
-    const int64_t c0 = T * k / g.n_chunks, c1 = T * (k + 1) / g.n_chunks, len = c1 - c0;
-    const int64_t a = c0 + len * g.seq_rank / g.S, b = c0 + len * (g.seq_rank + 1) / g.S, n = b - a;
+    const int64_t c0 = plan.chunks[k];
+    const int64_t a = plan.slice_begin(k, g.seq_rank), b = plan.slice_begin(k, g.seq_rank + 1), n = b - a;
     std::vector<float> r;
-    if (g.stage == 0) {
+    if (plan.prev_rank < 0) {
       r = embed_tokens(model_, std::vector<int64_t>(tokens.begin() + a, tokens.begin() + b), a);
     } else {
       r.resize(static_cast<std::size_t>(n * d));
-      comm_.world().recv(r.data(), r.size() * sizeof(float), comm_.rank() - g.S, kTagResidual);
+      comm_.world().recv(r.data(), r.size() * sizeof(float), plan.prev_rank, kTagResidual);
     }
     // Each traced layer of the slice: mapped now (one stage, one chunk) or gathered for later.
     // (Only mapping sets stats.interrupted, so the stage stops early only in the first case.)
@@ -375,8 +378,8 @@ RunStats DistributedRun::run(const std::vector<int64_t>& tokens, const RunReques
     };
     backend_.forward_layers(model_, g.layer_begin, g.layer_end, n, r, link.get(), &obs);
     if (stats.interrupted) break;
-    if (g.stage + 1 < g.L) {
-      comm_.world().send(r.data(), r.size() * sizeof(float), comm_.rank() + g.S, kTagResidual);
+    if (plan.next_rank >= 0) {
+      comm_.world().send(r.data(), r.size() * sizeof(float), plan.next_rank, kTagResidual);
       stats.bytes_communicated += static_cast<int64_t>(r.size() * sizeof(float));
     } else if (req.save_logits) {
       put_logits(final_norm(model_, r).data(), a, n);
