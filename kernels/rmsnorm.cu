@@ -9,6 +9,8 @@
 // 16-byte aligned take the same path with scalar accesses.
 #include <cuda_bf16.h>
 
+#include <type_traits>
+
 #include "cuda_check.hpp"
 #include "device_math.cuh"
 #include "rmsnorm.hpp"
@@ -21,7 +23,6 @@ constexpr int kThreads = 256;                  // threads per block
 constexpr int kOrder = 256;                    // threads per row of the order the sums keep
 constexpr int kRowThreads = kOrder / 4;        // threads per row here: 4 values each
 constexpr int kRows = kThreads / kRowThreads;  // rows per block
-constexpr int kCache = 8;                      // 4-value steps a thread keeps in registers
 
 // The sum of the 4 virtual threads' partial sums s of every thread p < 64 of a row, in the
 // order of the original block_sum: virtual lane l = 4 (p % 8) + i adds lanes l ^ 16, l ^ 8,
@@ -100,8 +101,8 @@ __device__ __forceinline__ float4 scale4(const float* w, int64_t k, int64_t end,
 // Rows of r (x <- x + o first when o is not null), normed into out and/or out16. Thread p of
 // a row handles the values 4 p + 256 j + [0, 4) for j = 0, 1, ...; the first kCache steps
 // stay in registers between the sum and the output.
-template <bool Vec>
-__global__ void rmsnorm_kernel(float* r, const float* __restrict__ o, int64_t rows, int64_t dim,
+template <bool Vec, int kCache>
+__global__ void __launch_bounds__(kThreads, 4) rmsnorm_kernel(float* r, const float* __restrict__ o, int64_t rows, int64_t dim,
                                const float* __restrict__ w, double eps, float* __restrict__ out,
                                uint16_t* __restrict__ out16) {
   __shared__ double red[kRows][kOrder / 32];
@@ -161,8 +162,8 @@ __device__ __forceinline__ float4 silu4(const float4& z) { return make_float4(si
 // Rows of y, one group of D / G channels after the other; the layout of rmsnorm_kernel, with
 // y * SiLU(z) kept in registers for the first kCache steps of each group (the gate itself,
 // for the trace, is recomputed from z: the same bits, and only trace layers ask for it).
-template <bool Vec>
-__global__ void gated_rmsnorm_kernel(float* __restrict__ y, const float* __restrict__ z, int64_t ldz, int64_t T,
+template <bool Vec, int kCache>
+__global__ void __launch_bounds__(kThreads, 3) gated_rmsnorm_kernel(float* __restrict__ y, const float* __restrict__ z, int64_t ldz, int64_t T,
                                      int64_t D, int64_t G, const float* __restrict__ w, double eps,
                                      bool norm_before_gate, float* __restrict__ gate_out,
                                      float* __restrict__ gamma_out, uint16_t* __restrict__ y16) {
@@ -230,6 +231,22 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 bool aligned8(const void* p) { return reinterpret_cast<uintptr_t>(p) % 8 == 0; }
 unsigned row_blocks(int64_t rows) { return static_cast<unsigned>((rows + kRows - 1) / kRows); }
 
+// Calls launch(vec, cache) with compile-time constants: the register cache holds as many
+// 4-value steps as a row needs, up to 6 (rows of up to 1536 values stay in registers; longer
+// ones read their tail twice), so that 4 blocks of 256 threads fit on a multiprocessor.
+template <class F>
+void dispatch(bool vec, int64_t steps, const F& launch) {
+  using T = std::true_type;
+  using F0 = std::false_type;
+  const auto with = [&](auto vec_c) {
+    if (steps <= 2) launch(vec_c, std::integral_constant<int, 2>{});
+    else if (steps <= 4) launch(vec_c, std::integral_constant<int, 4>{});
+    else launch(vec_c, std::integral_constant<int, 6>{});
+  };
+  if (vec) with(T{});
+  else with(F0{});
+}
+
 }  // namespace
 
 void residual_rmsnorm(float* r, const float* o, int64_t rows, int64_t dim, const float* w, double eps, float* out,
@@ -237,8 +254,12 @@ void residual_rmsnorm(float* r, const float* o, int64_t rows, int64_t dim, const
   if (rows == 0 || dim == 0) return;
   const bool vec = dim % 4 == 0 && aligned16(r) && (!o || aligned16(o)) && (!out || aligned16(out)) &&
                    (!out16 || aligned8(out16));
-  if (vec) rmsnorm_kernel<true><<<row_blocks(rows), kThreads, 0, stream>>>(r, o, rows, dim, w, eps, out, out16);
-  else rmsnorm_kernel<false><<<row_blocks(rows), kThreads, 0, stream>>>(r, o, rows, dim, w, eps, out, out16);
+  const int64_t steps = (dim + kOrder - 1) / kOrder;
+  const auto launch = [&](auto vec_c, auto cache_c) {
+    rmsnorm_kernel<decltype(vec_c)::value, decltype(cache_c)::value>
+        <<<row_blocks(rows), kThreads, 0, stream>>>(r, o, rows, dim, w, eps, out, out16);
+  };
+  dispatch(vec, steps, launch);
   check_launch(o ? "residual_rmsnorm" : "rmsnorm_rows", layer, stream);
 }
 
@@ -254,12 +275,12 @@ void gated_rmsnorm(float* y, const float* z, int64_t ldz, int64_t T, int64_t D, 
   if (T == 0 || D == 0) return;
   const bool vec = (D / G) % 4 == 0 && D % 4 == 0 && ldz % 4 == 0 && aligned16(y) && aligned16(z) &&
                    (!gate_out || aligned16(gate_out)) && (!gamma_out || aligned16(gamma_out)) && (!y16 || aligned8(y16));
-  if (vec)
-    gated_rmsnorm_kernel<true><<<row_blocks(T), kThreads, 0, stream>>>(y, z, ldz, T, D, G, w, eps, norm_before_gate,
-                                                                       gate_out, gamma_out, y16);
-  else
-    gated_rmsnorm_kernel<false><<<row_blocks(T), kThreads, 0, stream>>>(y, z, ldz, T, D, G, w, eps, norm_before_gate,
-                                                                        gate_out, gamma_out, y16);
+  const int64_t steps = (D / G + kOrder - 1) / kOrder;
+  const auto launch = [&](auto vec_c, auto cache_c) {
+    gated_rmsnorm_kernel<decltype(vec_c)::value, decltype(cache_c)::value><<<row_blocks(T), kThreads, 0, stream>>>(
+        y, z, ldz, T, D, G, w, eps, norm_before_gate, gate_out, gamma_out, y16);
+  };
+  dispatch(vec, steps, launch);
   check_launch("gated_rmsnorm", layer, stream);
 }
 

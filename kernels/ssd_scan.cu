@@ -488,11 +488,12 @@ constexpr int kTcOutputSmem = kTcStateSmem + (kQ * kNP + kPP * kNP) * 4;      //
 //    group's last chunk into E (slot of that chunk, layout [n][p]) and the group's decay.
 //  - kOut = true (outputs): starts from the group's entering state Hg and per chunk computes
 //        y = exp(L_i) C_i H_cᵀ + Σ_{j<=i} C_i·B_j exp(L_i - L_j) Δ_j x_j + D x_i.
-//    Warp w computes the output rows i = 16 (w / 2) + [0, 16) and columns p = 32 (w % 2) + [0, 32):
+//    Warp w computes the output rows of the row tiles w % 2 and 3 - w % 2 (16 rows each: a
+//    short and a long share of the masked products) and the columns p = 16 (w / 2) + [0, 16):
 //    C H_cᵀ with k over n (k q -> n 8s + 2q, k q + 4 -> 8s + 2q + 1: 64-bit loads of C rows
-//    and of the state copy Hs rows) and, with the same C fragments, C Bᵀ for the columns j on
-//    or below its diagonal block, masked and decayed in the accumulators, which with the same
-//    k map over j are the A fragment of the product with x (c0, c2, c1, c3 -> a0, a1, a2, a3).
+//    and of the state copy Hs rows). The 20 tiles of C Bᵀ on or below the diagonal blocks are
+//    computed once per chunk, spread over the warps, masked and decayed, and stored over Hs as
+//    M; with the same k map over j its rows are the A fragment of M x.
 //    B and C are rounded to tf32 once in shared memory, x at use (the skip term takes it exact).
 template <bool kOut>
 __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
@@ -519,18 +520,12 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
   const int64_t c0 = grp * K, c1 = min(nch, c0 + K);
   const float a2 = A[h] * kLog2e;
   const int sp0 = 32 * (warp & 1), sn0 = 32 * (warp >> 1);  // state tile
-  const int i0 = 16 * (warp >> 1), yp0 = 32 * (warp & 1);   // output tile (kOut)
-  const int r0 = i0 + g, r1 = r0 + 8;
   const int64_t D = int64_t{H} * P;
   // Per-lane tile offsets in bytes: with the swizzle every fragment access below is
   // base ^ const + imm (one LOP3 and an immediate), e.g. 4 swz(r0, 8s + 2q) = o_c0 ^ 32s; the
   // forms were checked against swz for every lane and index.
   const int sr0 = tid >> 5, sc4 = (tid & 31) * 4, xr0 = tid >> 4, xc4 = (tid & 15) * 4;  // 16-byte staging
   // Rows 8 further on: (o ^ 64) + 8 rows (the swizzle's s(r) flips its bit 1).
-  int o_c0 = 4 * swz(r0, 2 * q, kNP);         // C rows r0 and (o_c1) r1
-  int o_h0 = 4 * swz(yp0 + g, 2 * q, kNP);    // Hs rows yp0 + 8pt + g
-  int o_b0 = 4 * swz(g, 2 * q, kNP);          // B rows 8jt + g
-  int o_x0 = 4 * swz(2 * q, yp0 + g, kPP);    // x rows 8jt + 2q
   int o_xa = 4 * swz(q, sp0 + 2 * g, kPP), o_bs = 4 * swz(q, sn0 + g, kNP);
   int o_hw = 4 * swz(sp0 + 2 * g, sn0 + 2 * q, kNP);
 
@@ -615,11 +610,9 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
     const bool update = !kOut || c + 1 < c1;  // the outputs pass needs no state after its group
     // Keeps the offsets derived from these (invariant over chunks) from being hoisted into registers.
     int tcopy = tid;
-    asm volatile("" : "+r"(tcopy), "+r"(o_c0), "+r"(o_h0), "+r"(o_b0), "+r"(o_x0));
+    asm volatile("" : "+r"(tcopy));
     const int o_st128 = 4 * swz(tcopy >> 5, (tcopy & 31) * 4, kNP), o_st64 = 4 * swz(tcopy >> 4, (tcopy & 15) * 4, kPP);
     asm volatile("" : "+r"(o_xa), "+r"(o_bs), "+r"(o_hw));
-    const int o_c1 = (o_c0 ^ 64) + 4 * 8 * kNP, o_h1 = (o_h0 ^ 64) + 4 * 8 * kNP, o_b1 = (o_b0 ^ 64) + 4 * 8 * kNP;
-    const int o_x1 = (o_x0 ^ 64) + 4 * 8 * kPP;
     __syncthreads();  // the previous chunk is done with every tile
     stage(xh, ldx, 0, P, len, t0, Xs, kPP, o_st64);
     stage(Bg, ldbc, 0, N, len, t0, Bs, kNP, o_st128);
@@ -673,85 +666,138 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
     __syncthreads();
 
     if (kOut) {
-      float acc[4][4];
+      // Warp w computes the outputs of the row tiles Ra = w % 2 and Rb = 3 - Ra (16 rows each)
+      // and the columns p = 16 (w / 2) + [0, 16): pairing a short and a long row tile gives
+      // every warp the same share of the masked products. The 20 tiles (16 rows x 8 columns) of
+      // C Bᵀ on or below the diagonal blocks are spread over the warps (tile t to warp t % 8),
+      // decayed and masked in registers, and go through shared memory (over the state copy,
+      // once every warp is done with it) to the warps that multiply them by x.
+      const int Ra = warp & 1, Rb = 3 - Ra, pq = warp >> 1;
+      // Byte offsets (see above): o_g is row g, column 2q of a tile 128 wide (C, B, Hs); a tile
+      // of 16 rows further on adds 8192, its rows + 8 are (o ^ 64) + 4096, columns + 8s are
+      // o ^ 32s. o_m is the same for the 64-wide M (16 rows: 4096; rows + 8: (o ^ 64) + 2048),
+      // o_x rows 2q, column g of x (rows + 8: (o ^ 64) + 2048, row + 1: (o ^ 32) + 256, columns
+      // + 8k: o ^ 32k).
+      const int o_g = 4 * swz(g, 2 * q, kNP), o_g8 = (o_g ^ 64) + 4096;
+      const int o_m = 4 * swz(g, 2 * q, kPP), o_m8 = (o_m ^ 64) + 2048;
+      const int o_x = 4 * swz(2 * q, g, kPP), o_x8 = (o_x ^ 64) + 2048;
+      const int nt_ok = (len + 7) >> 3;  // column tiles of j that hold positions of the chunk
+      float sc[3][4];
 #pragma unroll
-      for (int pt = 0; pt < 4; ++pt)
+      for (int k = 0; k < 3; ++k) {  // this warp's tiles of C Bᵀ: t = warp + 8k
+        const int t = warp + 8 * k;
+        const int rt = t < 2 ? 0 : t < 6 ? 1 : t < 12 ? 2 : 3;
+        const int jt = t - (rt == 0 ? 0 : rt == 1 ? 2 : rt == 2 ? 6 : 12);
 #pragma unroll
-        for (int e = 0; e < 4; ++e) acc[pt][e] = 0.0f;
-      const float Li0 = Ls[r0], Li1 = Ls[r1];
-      // C H_cᵀ and C Bᵀ share the C fragments (k over n, zero past N); C Bᵀ only for the column
-      // tiles on or below the diagonal block (jn tiles of 8 columns, a compile-time count); then
-      // the state share is scaled by exp(L_i) and the masked, decayed C Bᵀ multiplies x.
-      const auto products = [&](auto jn_c) {
-        constexpr int jn = decltype(jn_c)::value;
-        float sc[jn][4];
+        for (int e = 0; e < 4; ++e) sc[k][e] = 0.0f;
+        if (t >= 20 || 16 * rt >= len || jt >= nt_ok) continue;  // warp-uniform
+        const int oc = o_g + 8192 * rt, oc8 = o_g8 + 8192 * rt;
+        const int ob = (jt & 1 ? o_g8 : o_g) + 8192 * (jt >> 1);
+#pragma unroll 4
+        for (int s2 = 0; s2 < kNP / 8; ++s2) {
+          const float2 ca = lds2b(Cs, oc ^ (32 * s2)), cb = lds2b(Cs, oc8 ^ (32 * s2));
+          const float2 bb = lds2b(Bs, ob ^ (32 * s2));
+          mma_tf32(sc[k], __float_as_uint(ca.x), __float_as_uint(cb.x), __float_as_uint(ca.y), __float_as_uint(cb.y),
+                   __float_as_uint(bb.x), __float_as_uint(bb.y));
+        }
+      }
+      // C H_cᵀ for both row tiles; k over n as for C Bᵀ.
+      float acc[2][2][4];
 #pragma unroll
-        for (int jt = 0; jt < jn; ++jt)
+      for (int rr = 0; rr < 2; ++rr)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) sc[jt][e] = 0.0f;
+        for (int pt = 0; pt < 2; ++pt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[rr][pt][e] = 0.0f;
+      {
+        const int oa = o_g + 8192 * Ra, oa8 = o_g8 + 8192 * Ra, ob = o_g + 8192 * Rb, ob8 = o_g8 + 8192 * Rb;
+        const int oh = o_g + 8192 * pq, oh8 = o_g8 + 8192 * pq;
 #pragma unroll 2
-        for (int s = 0; s < kNP / 8; ++s) {
-          const float2 ca = lds2b(Cs, o_c0 ^ (32 * s)), cb = lds2b(Cs, o_c1 ^ (32 * s));
+        for (int s2 = 0; s2 < kNP / 8; ++s2) {
+          const float2 h0 = lds2b(Hs, oh ^ (32 * s2)), h1 = lds2b(Hs, oh8 ^ (32 * s2));
+          const float2 ca = lds2b(Cs, oa ^ (32 * s2)), ca8 = lds2b(Cs, oa8 ^ (32 * s2));
+          const float2 cb = lds2b(Cs, ob ^ (32 * s2)), cb8 = lds2b(Cs, ob8 ^ (32 * s2));
+          const uint32_t A0[4] = {__float_as_uint(ca.x), __float_as_uint(ca8.x), __float_as_uint(ca.y),
+                                  __float_as_uint(ca8.y)};
+          const uint32_t A1[4] = {__float_as_uint(cb.x), __float_as_uint(cb8.x), __float_as_uint(cb.y),
+                                  __float_as_uint(cb8.y)};
+          mma_tf32(acc[0][0], A0[0], A0[1], A0[2], A0[3], __float_as_uint(h0.x), __float_as_uint(h0.y));
+          mma_tf32(acc[0][1], A0[0], A0[1], A0[2], A0[3], __float_as_uint(h1.x), __float_as_uint(h1.y));
+          mma_tf32(acc[1][0], A1[0], A1[1], A1[2], A1[3], __float_as_uint(h0.x), __float_as_uint(h0.y));
+          mma_tf32(acc[1][1], A1[0], A1[1], A1[2], A1[3], __float_as_uint(h1.x), __float_as_uint(h1.y));
+        }
+      }
 #pragma unroll
-          for (int pt = 0; pt < 4; ++pt) {
-            const float2 hb = lds2b(Hs, ((pt & 1 ? o_h1 : o_h0) ^ (32 * s)) + 8192 * (pt >> 1));
-            mma_tf32(acc[pt], __float_as_uint(ca.x), __float_as_uint(cb.x), __float_as_uint(ca.y),
-                     __float_as_uint(cb.y), __float_as_uint(hb.x), __float_as_uint(hb.y));
+      for (int rr = 0; rr < 2; ++rr) {
+        const int R = rr ? Rb : Ra;
+        const float e0 = exp2_neg(Ls[16 * R + g]), e1 = exp2_neg(Ls[16 * R + g + 8]);
+#pragma unroll
+        for (int pt = 0; pt < 2; ++pt) {
+          acc[rr][pt][0] *= e0;
+          acc[rr][pt][1] *= e0;
+          acc[rr][pt][2] *= e1;
+          acc[rr][pt][3] *= e1;
+        }
+      }
+      __syncthreads();  // every warp is done with Hs: M goes over it
+      float* Ms = Hs;   // [kQ][kQ] M[i][j] = C_i·B_j exp(L_i - L_j) Δ_j (j <= i), tf32
+#pragma unroll
+      for (int k = 0; k < 3; ++k) {
+        const int t = warp + 8 * k;
+        const int rt = t < 2 ? 0 : t < 6 ? 1 : t < 12 ? 2 : 3;
+        const int jt = t - (rt == 0 ? 0 : rt == 1 ? 2 : rt == 2 ? 6 : 12);
+        if (t >= 20 || 16 * rt >= len || jt >= nt_ok) continue;
+        const int i0r = 16 * rt + g, i1r = i0r + 8, j0 = 8 * jt + 2 * q, j1 = j0 + 1;
+        const float Li0 = Ls[i0r], Li1 = Ls[i1r];
+        const float2 Lj = lds2(Ls, j0), dj = lds2(dts, j0);
+        const float m00 = j0 <= i0r ? sc[k][0] * exp2_neg(fminf(Li0 - Lj.x, 0.0f)) * dj.x : 0.0f;
+        const float m01 = j1 <= i0r ? sc[k][1] * exp2_neg(fminf(Li0 - Lj.y, 0.0f)) * dj.y : 0.0f;
+        const float m10 = j0 <= i1r ? sc[k][2] * exp2_neg(fminf(Li1 - Lj.x, 0.0f)) * dj.x : 0.0f;
+        const float m11 = j1 <= i1r ? sc[k][3] * exp2_neg(fminf(Li1 - Lj.y, 0.0f)) * dj.y : 0.0f;
+        *atb<float2>(Ms, (o_m ^ (32 * jt)) + 4096 * rt) = make_float2(tf32f(m00), tf32f(m01));
+        *atb<float2>(Ms, (o_m8 ^ (32 * jt)) + 4096 * rt) = make_float2(tf32f(m10), tf32f(m11));
+      }
+      __syncthreads();
+      // + M x over the column tiles of j on or below each row tile's diagonal block.
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        const int R = rr ? Rb : Ra;
+        const int jend = min(2 * R + 2, nt_ok);
+        const int om = o_m + 4096 * R, om8 = o_m8 + 4096 * R;
+#pragma unroll 2
+        for (int jt = 0; jt < jend; ++jt) {
+          const float2 ma = lds2b(Ms, om ^ (32 * jt)), mb = lds2b(Ms, om8 ^ (32 * jt));
+          const int ox = (jt & 1 ? o_x8 : o_x) + 4096 * (jt >> 1);
+#pragma unroll
+          for (int pt = 0; pt < 2; ++pt) {
+            const int oxp = ox ^ (32 * (2 * pq + pt));
+            mma_tf32(acc[rr][pt], __float_as_uint(ma.x), __float_as_uint(mb.x), __float_as_uint(ma.y),
+                     __float_as_uint(mb.y), to_tf32(ldsb(Xs, oxp)), to_tf32(ldsb(Xs, (oxp ^ 32) + 256)));
           }
-#pragma unroll
-          for (int jt = 0; jt < jn; ++jt) {
-            const float2 bb = lds2b(Bs, ((jt & 1 ? o_b1 : o_b0) ^ (32 * s)) + 8192 * (jt >> 1));
-            mma_tf32(sc[jt], __float_as_uint(ca.x), __float_as_uint(cb.x), __float_as_uint(ca.y),
-                     __float_as_uint(cb.y), __float_as_uint(bb.x), __float_as_uint(bb.y));
-          }
         }
-        const float e0 = exp2_neg(Li0), e1 = exp2_neg(Li1);
-#pragma unroll
-        for (int pt = 0; pt < 4; ++pt) {
-          acc[pt][0] *= e0;
-          acc[pt][1] *= e0;
-          acc[pt][2] *= e1;
-          acc[pt][3] *= e1;
-        }
-#pragma unroll
-        for (int jt = 0; jt < jn; ++jt) {
-          const int j0 = 8 * jt + 2 * q, j1 = j0 + 1;
-          const float2 Lj = lds2(Ls, j0), dj = lds2(dts, j0);
-          const float m00 = j0 <= r0 ? sc[jt][0] * exp2_neg(fminf(Li0 - Lj.x, 0.0f)) * dj.x : 0.0f;
-          const float m01 = j1 <= r0 ? sc[jt][1] * exp2_neg(fminf(Li0 - Lj.y, 0.0f)) * dj.y : 0.0f;
-          const float m10 = j0 <= r1 ? sc[jt][2] * exp2_neg(fminf(Li1 - Lj.x, 0.0f)) * dj.x : 0.0f;
-          const float m11 = j1 <= r1 ? sc[jt][3] * exp2_neg(fminf(Li1 - Lj.y, 0.0f)) * dj.y : 0.0f;
-          const uint32_t a0 = to_tf32(m00), a1 = to_tf32(m10), a2m = to_tf32(m01), a3 = to_tf32(m11);
-          const int ox = (jt & 1 ? o_x1 : o_x0) + 4096 * (jt >> 1);
-#pragma unroll
-          for (int pt = 0; pt < 4; ++pt)
-            mma_tf32(acc[pt], a0, a1, a2m, a3, to_tf32(ldsb(Xs, ox ^ (32 * pt))),
-                     to_tf32(ldsb(Xs, (ox ^ (32 * pt) ^ 32) + 256)));
-        }
-      };
-      switch (min(warp >> 1, (len - 1) >> 4)) {  // warp-uniform
-        case 0: products(std::integral_constant<int, 2>{}); break;
-        case 1: products(std::integral_constant<int, 4>{}); break;
-        case 2: products(std::integral_constant<int, 6>{}); break;
-        default: products(std::integral_constant<int, 8>{}); break;
       }
       // Skip term and the store.
       const float dskip = Dskip[h];
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int i = half ? r1 : r0;
-        if (i >= len) continue;
-        float* yt = y + (t0 + i) * D + int64_t{h} * P;
+      for (int rr = 0; rr < 2; ++rr) {
+        const int R = rr ? Rb : Ra;
 #pragma unroll
-        for (int pt = 0; pt < 4; ++pt) {
-          const int p = yp0 + 8 * pt + 2 * q;
-          const float2 xv = lds2(Xs, swz(i, p, kPP));
-          const float v0 = fmaf(dskip, xv.x, acc[pt][2 * half]), v1 = fmaf(dskip, xv.y, acc[pt][2 * half + 1]);
-          if (y_vec) {
-            if (p < P) *reinterpret_cast<float2*>(yt + p) = make_float2(v0, v1);
-          } else {
-            if (p < P) yt[p] = v0;
-            if (p + 1 < P) yt[p + 1] = v1;
+        for (int half = 0; half < 2; ++half) {
+          const int i = 16 * R + g + 8 * half;
+          if (i >= len) continue;
+          float* yt = y + (t0 + i) * D + int64_t{h} * P;
+#pragma unroll
+          for (int pt = 0; pt < 2; ++pt) {
+            const int p = 16 * pq + 8 * pt + 2 * q;
+            const float2 xv = lds2(Xs, swz(i, p, kPP));
+            const float v0 = fmaf(dskip, xv.x, acc[rr][pt][2 * half]);
+            const float v1 = fmaf(dskip, xv.y, acc[rr][pt][2 * half + 1]);
+            if (y_vec) {
+              if (p < P) *reinterpret_cast<float2*>(yt + p) = make_float2(v0, v1);
+            } else {
+              if (p < P) yt[p] = v0;
+              if (p + 1 < P) yt[p + 1] = v1;
+            }
           }
         }
       }
