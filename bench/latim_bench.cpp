@@ -2,6 +2,7 @@
 // mamba-130m / mamba2-130m, plus peak host memory. Prints a table and writes JSON.
 // With --check it first verifies the engine on an identity-activation copy of the shape
 // (the decomposition must then reproduce the mixer output) before timing anything.
+#include <omp.h>
 #include <sys/resource.h>
 
 #include <chrono>
@@ -52,6 +53,7 @@ struct LayerMaps : LayerObserver {
 
 int main(int argc, char** argv) {
   latim::cpu::flush_denormals_to_zero();
+  latim::cpu::choose_blas_kernels();
   int64_t fwd_T = 4096, layers = 24;
   std::vector<int64_t> map_T{512, 2048};
   std::string json = "latim_bench.json";
@@ -78,6 +80,7 @@ int main(int argc, char** argv) {
   std::ofstream js(json);
   js << "{\"results\": [\n";
   bool first = true;
+  std::printf("%s, %d threads\n", latim::cpu::blas_kernels().c_str(), omp_get_max_threads());
   std::printf("%-8s %-10s %8s %14s %14s %10s\n", "family", "what", "T", "tok/s", "pairs/s", "peak GiB");
   for (Family fam : {Family::Mamba1, Family::Mamba2}) {
     if (check) {

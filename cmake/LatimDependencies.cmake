@@ -16,7 +16,7 @@ if(NOT LATIM_CBLAS_INCLUDE OR NOT LATIM_OPENBLAS_LIB)
   message(FATAL_ERROR "OpenBLAS not found: install libopenblas-openmp-dev")
 endif()
 target_include_directories(latim_deps INTERFACE ${LATIM_CBLAS_INCLUDE})
-target_link_libraries(latim_deps INTERFACE ${LATIM_OPENBLAS_LIB})
+target_link_libraries(latim_deps INTERFACE ${LATIM_OPENBLAS_LIB} ${CMAKE_DL_LIBS})
 
 find_package(ZLIB REQUIRED)
 target_link_libraries(latim_deps INTERFACE ZLIB::ZLIB)

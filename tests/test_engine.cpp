@@ -3,12 +3,17 @@
 // tests/check_against_reference.py.)
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <limits>
 #include <map>
 
 #include "latim/latim.hpp"
 #include "latim/tokens.hpp"
+#include "model/cpu_ops.hpp"
 #include "reference_fp64.hpp"
 #include "test_util.hpp"
 
@@ -162,6 +167,28 @@ TEST(Engine, KeptTileBackendSeesWeightsChangedInPlace) {
     differs = std::max<double>(differs, std::abs(a.l2[k] - c.l2[k]));
   }
   EXPECT_GT(differs, 0.0) << "changing A did not change the scores: the test checks nothing";
+}
+
+// The test runner chose the BLAS kernels as latim does (test_main.cpp): on a CPU with AVX2 and
+// FMA, OpenBLAS must not run its SSE3-era kernels, which it falls back to for CPU models newer
+// than the library. A second call changes nothing.
+TEST(BlasKernels, NotTheSse3OnesOnACpuWithAvx2) {
+  const std::string k = cpu::blas_kernels();
+  if (k.rfind("OpenBLAS ", 0) != 0) GTEST_SKIP() << "not OpenBLAS: " << k;
+#if defined(__x86_64__)
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) GTEST_SKIP() << "no AVX2 and FMA";
+#else
+  GTEST_SKIP() << "not x86-64";
+#endif
+  const char* user = std::getenv("OPENBLAS_CORETYPE");
+  std::string core = k.substr(9);
+  std::transform(core.begin(), core.end(), core.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (user && std::string(user) != "SkylakeX" && std::string(user) != "Haswell")
+    GTEST_SKIP() << "OPENBLAS_CORETYPE=" << user << " chosen by the user";
+  for (const char* old : {"prescott", "core2", "penryn", "nehalem", "atom", "sandybridge", "unknown"})
+    EXPECT_NE(core, old) << k;
+  EXPECT_EQ(cpu::choose_blas_kernels(), "");
+  EXPECT_EQ(cpu::blas_kernels(), k);
 }
 
 }  // namespace

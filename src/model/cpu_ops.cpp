@@ -2,7 +2,12 @@
 #include "model/cpu_ops.hpp"
 
 #include <cblas.h>
+#include <dlfcn.h>
 
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -17,6 +22,55 @@ void flush_denormals_to_zero() {
   _MM_SET_FLUSH_ZERO_MODE(_MM_FLUSH_ZERO_ON);
   _MM_SET_DENORMALS_ZERO_MODE(_MM_DENORMALS_ZERO_ON);
 #endif
+}
+
+namespace {
+
+// An OpenBLAS function looked up at run time: absent from other BLAS libraries and from
+// OpenBLAS builds for one CPU, where there is nothing to choose.
+template <class F>
+F blas_symbol(const char* name) {
+  return reinterpret_cast<F>(dlsym(RTLD_DEFAULT, name));
+}
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+}  // namespace
+
+std::string blas_kernels() {
+  const auto name = blas_symbol<char* (*)()>("openblas_get_corename");
+  return name ? std::string("OpenBLAS ") + name() : std::string("BLAS");
+}
+
+std::string choose_blas_kernels() {
+  if (std::getenv("OPENBLAS_CORETYPE")) return {};  // the user's choice (or ours, made already)
+  const auto name = blas_symbol<char* (*)()>("openblas_get_corename");
+  const auto quit = blas_symbol<void (*)()>("gotoblas_dynamic_quit");
+  const auto init = blas_symbol<void (*)()>("gotoblas_dynamic_init");
+  if (!name || !quit || !init) return {};
+  const std::string before = name();
+  static const char* const kOlder[] = {"prescott", "core2",     "penryn",   "dunnington", "nehalem", "atom",
+                                       "sandybridge", "unknown", "katmai",   "coppermine", "northwood", "banias"};
+  if (std::find(std::begin(kOlder), std::end(kOlder), lower(before)) == std::end(kOlder)) return {};
+  const char* want = nullptr;
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512cd"))
+    want = "SkylakeX";
+  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    want = "Haswell";
+#endif
+  if (!want) return {};
+  // What OpenBLAS's own start-up does with OPENBLAS_CORETYPE set: forget the kernel table,
+  // pick the named one and initialise its parameters. No BLAS call has run yet, so no buffer
+  // was sized for the old table.
+  setenv("OPENBLAS_CORETYPE", want, 1);
+  quit();
+  init();
+  return before + " -> " + name();
 }
 
 void linear(const float* in, int64_t rows, int64_t in_dim, int64_t lda, const float* W,

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <string>
 
 namespace latim::cpu {
 
@@ -34,6 +35,18 @@ inline float exp_nonpositive(float x) {
 // reach the denormal range, where x86 cores can be 100x slower; such values are far below
 // any score's precision.
 void flush_denormals_to_zero();
+
+// OpenBLAS chooses its kernels from the CPU's model number. A model newer than the library
+// (a 5th-generation Xeon with Debian 12's OpenBLAS 0.3.21, say) falls back to the SSE3
+// "Prescott" kernels, 2-4x slower than the AVX-512 ones on the same core. When that happened
+// and the CPU has AVX-512 (or AVX2 and FMA), this switches to the SkylakeX (or Haswell)
+// kernels, as OPENBLAS_CORETYPE would at start-up, and returns "old -> new"; otherwise, or
+// when OPENBLAS_CORETYPE is set (the user's choice), it changes nothing and returns "".
+// Call it before any BLAS call and any thread.
+std::string choose_blas_kernels();
+
+// "OpenBLAS <kernel set>" (or "BLAS" for another library).
+std::string blas_kernels();
 
 inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
 // torch.nn.functional.softplus with beta = 1, threshold = 20.
