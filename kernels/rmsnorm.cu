@@ -236,15 +236,13 @@ unsigned row_blocks(int64_t rows) { return static_cast<unsigned>((rows + kRows -
 // ones read their tail twice), so that 4 blocks of 256 threads fit on a multiprocessor.
 template <class F>
 void dispatch(bool vec, int64_t steps, const F& launch) {
-  using T = std::true_type;
-  using F0 = std::false_type;
   const auto with = [&](auto vec_c) {
     if (steps <= 2) launch(vec_c, std::integral_constant<int, 2>{});
     else if (steps <= 4) launch(vec_c, std::integral_constant<int, 4>{});
     else launch(vec_c, std::integral_constant<int, 6>{});
   };
-  if (vec) with(T{});
-  else with(F0{});
+  if (vec) with(std::true_type{});
+  else with(std::false_type{});
 }
 
 }  // namespace

@@ -36,4 +36,5 @@ log=build/setup.log
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE="$PWD/.venv/bin/python" > "$log" 2>&1 \
   || { cat "$log"; exit 1; }
 cmake --build build -j"$(nproc)" >> "$log" 2>&1 || { tail -50 "$log"; exit 1; }
-echo "setup: built build/latim ($(build/latim --version | head -1); $(build/latim --version | sed -n 2p))"
+version=$(build/latim --version)
+echo "setup: built build/latim (${version//$'\n'/; })"

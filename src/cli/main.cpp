@@ -30,14 +30,14 @@ void print_usage() {
 
 int main(int argc, char** argv) {
   latim::cpu::flush_denormals_to_zero();  // before any thread exists, so all inherit it
-  const std::string blas_switch = latim::cpu::choose_blas_kernels();  // before any BLAS call
+  const std::string blas_fallback = latim::cpu::choose_blas_kernels();  // before any BLAS call
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     print_usage();
     return argc < 2 ? 2 : 0;
   }
   if (!std::strcmp(argv[1], "--version")) {
     std::string blas = latim::cpu::blas_kernels();
-    if (!blas_switch.empty()) blas += " (its own choice for this CPU was " + blas_switch.substr(0, blas_switch.find(' ')) + ")";
+    if (!blas_fallback.empty()) blas += " (its own choice for this CPU was " + blas_fallback + ")";
     std::printf("latim %s\n%s\n", latim::kVersion, blas.c_str());
     return 0;
   }

@@ -70,7 +70,7 @@ std::string choose_blas_kernels() {
   setenv("OPENBLAS_CORETYPE", want, 1);
   quit();
   init();
-  return before + " -> " + name();
+  return before;
 }
 
 void linear(const float* in, int64_t rows, int64_t in_dim, int64_t lda, const float* W,

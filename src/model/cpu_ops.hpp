@@ -40,8 +40,9 @@ void flush_denormals_to_zero();
 // (a 5th-generation Xeon with Debian 12's OpenBLAS 0.3.21, say) falls back to the SSE3
 // "Prescott" kernels, 2-4x slower than the AVX-512 ones on the same core. When that happened
 // and the CPU has AVX-512 (or AVX2 and FMA), this switches to the SkylakeX (or Haswell)
-// kernels, as OPENBLAS_CORETYPE would at start-up, and returns "old -> new"; otherwise, or
-// when OPENBLAS_CORETYPE is set (the user's choice), it changes nothing and returns "".
+// kernels, as OPENBLAS_CORETYPE would at start-up, and returns the name of the set OpenBLAS
+// had picked; otherwise, or when OPENBLAS_CORETYPE is set (the user's choice), it changes
+// nothing and returns "".
 // Call it before any BLAS call and any thread.
 std::string choose_blas_kernels();
 
