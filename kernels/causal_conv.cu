@@ -1,5 +1,7 @@
 // Causal depthwise conv: a thread owns one channel and a run of consecutive positions, keeping
 // the K-1 previous inputs in registers, so each input is read about once. 64-bit indexing.
+#include <type_traits>
+
 #include "causal_conv.hpp"
 #include "cuda_check.hpp"
 #include "device_math.cuh"
@@ -12,10 +14,13 @@ constexpr int kRun = 8;      // positions per thread
 constexpr int kMaxK = 8;     // widest conv kept in registers
 constexpr int kThreads = 128;
 
-template <int KM>
-__global__ void causal_conv_kernel(const float* __restrict__ in, int64_t T, int64_t channels, int64_t lda,
+__device__ __forceinline__ void put(float* p, float v) { *p = v; }
+__device__ __forceinline__ void put(uint16_t* p, float v) { *p = bf16_bits(v); }
+
+template <int KM, class In, class Out>
+__global__ void causal_conv_kernel(const In* __restrict__ in, int64_t T, int64_t channels, int64_t lda,
                                    const float* __restrict__ w, int K, const float* __restrict__ b, bool act,
-                                   const float* __restrict__ halo, float* __restrict__ out) {
+                                   const float* __restrict__ halo, Out* __restrict__ out) {
   const int64_t c = blockIdx.x * int64_t{kThreads} + threadIdx.x;
   if (c >= channels) return;
   float tap[KM];  // tap[s] multiplies the input s steps back
@@ -28,12 +33,12 @@ __global__ void causal_conv_kernel(const float* __restrict__ in, int64_t T, int6
     float win[KM];  // win[s] = in[t - s] for the current t
 #pragma unroll
     for (int s = 1; s < KM; ++s)
-      win[s] = !(s < K) ? 0.0f : t0 - s >= 0 ? in[(t0 - s) * lda + c] : halo ? halo[(K - 1 + t0 - s) * channels + c] : 0.0f;
+      win[s] = !(s < K) ? 0.0f : t0 - s >= 0 ? ld_act(in, (t0 - s) * lda + c) : halo ? halo[(K - 1 + t0 - s) * channels + c] : 0.0f;
     const int n = static_cast<int>(T - t0 < kRun ? T - t0 : kRun);
     // The run's inputs first, all loads in flight at once; then the same sums as before.
     float x[kRun];
 #pragma unroll
-    for (int q = 0; q < kRun; ++q) x[q] = q < n ? in[(t0 + q) * lda + c] : 0.0f;
+    for (int q = 0; q < kRun; ++q) x[q] = q < n ? ld_act(in, (t0 + q) * lda + c) : 0.0f;
 #pragma unroll
     for (int q = 0; q < kRun; ++q) {
       if (q >= n) break;
@@ -42,8 +47,10 @@ __global__ void causal_conv_kernel(const float* __restrict__ in, int64_t T, int6
       float acc = bias;
 #pragma unroll
       for (int s = 0; s < KM; ++s) acc += tap[s] * win[s];
-      if (act) acc = silu(acc);
-      out[t * channels + c] = acc;
+      // A bf16 output takes the fast SiLU (__expf, __fdividef: a few fp32 ulps, far below
+      // bf16's rounding); an fp32 output the CPU reference's formula.
+      if (act) acc = std::is_same_v<Out, float> ? silu(acc) : __fdividef(acc, 1.0f + __expf(-acc));
+      put(out + t * channels + c, acc);
 #pragma unroll
       for (int s = KM - 1; s > 0; --s) win[s] = win[s - 1];
     }
@@ -57,8 +64,10 @@ void causal_conv(const float* in, int64_t T, int64_t channels, int64_t lda, cons
   causal_conv_with_halo(in, T, channels, lda, w, K, b, silu, nullptr, out, stream, layer);
 }
 
-void causal_conv_with_halo(const float* in, int64_t T, int64_t channels, int64_t lda, const float* w, int K,
-                           const float* b, bool silu, const float* halo, float* out, cudaStream_t stream, int layer) {
+namespace {
+template <class In, class Out>
+void launch_conv(const In* in, int64_t T, int64_t channels, int64_t lda, const float* w, int K, const float* b,
+                 bool silu, const float* halo, Out* out, cudaStream_t stream, int layer) {
   if (T * channels == 0) return;
   if (K > kMaxK) fail("causal_conv (layer ", layer, "): conv width ", K, " is above the CUDA kernel's limit of ", kMaxK);
   const int64_t runs = (T + kRun - 1) / kRun;
@@ -67,6 +76,23 @@ void causal_conv_with_halo(const float* in, int64_t T, int64_t channels, int64_t
   if (K <= 4) causal_conv_kernel<4><<<grid, kThreads, 0, stream>>>(in, T, channels, lda, w, K, b, silu, halo, out);
   else causal_conv_kernel<kMaxK><<<grid, kThreads, 0, stream>>>(in, T, channels, lda, w, K, b, silu, halo, out);
   check_launch("causal_conv", layer, stream);
+}
+}  // namespace
+
+void causal_conv_with_halo(const float* in, int64_t T, int64_t channels, int64_t lda, const float* w, int K,
+                           const float* b, bool silu, const float* halo, float* out, cudaStream_t stream, int layer) {
+  launch_conv(in, T, channels, lda, w, K, b, silu, halo, out, stream, layer);
+}
+
+void causal_conv_with_halo(const uint16_t* in, int64_t T, int64_t channels, int64_t lda, const float* w, int K,
+                           const float* b, bool silu, const float* halo, float* out, cudaStream_t stream, int layer) {
+  launch_conv(in, T, channels, lda, w, K, b, silu, halo, out, stream, layer);
+}
+
+void causal_conv_with_halo(const uint16_t* in, int64_t T, int64_t channels, int64_t lda, const float* w, int K,
+                           const float* b, bool silu, const float* halo, uint16_t* out, cudaStream_t stream,
+                           int layer) {
+  launch_conv(in, T, channels, lda, w, K, b, silu, halo, out, stream, layer);
 }
 
 }  // namespace latim::cuda

@@ -10,7 +10,24 @@ namespace latim::cuda {
 // x σ(x), as the CPU reference computes it (expf, an IEEE division).
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 
+// softplus as torch computes it (threshold 20), the CPU reference's formula: Δ of Mamba-1
+// (softplus_rows, and the selective scan that applies it in its first pass) and Mamba-2.
+__device__ __forceinline__ float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+
 // The bits of x rounded to bf16 (to nearest even).
 __device__ __forceinline__ uint16_t bf16_bits(float x) { return __bfloat16_as_ushort(__float2bfloat16_rn(x)); }
+
+// An activation as a float: fp32 as it is, or the bits of a bf16 (exact: every bf16 is a float).
+__device__ __forceinline__ float bf16_float(uint16_t b) { return __uint_as_float(static_cast<uint32_t>(b) << 16); }
+__device__ __forceinline__ float ld_act(const float* p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float ld_act(const uint16_t* p, int64_t i) { return bf16_float(p[i]); }
+
+// 4 consecutive activations p[i..i+3] in one access (16 bytes of fp32, 8 of bf16; aligned).
+__device__ __forceinline__ float4 ld_act4(const float* p, int64_t i) { return *reinterpret_cast<const float4*>(p + i); }
+__device__ __forceinline__ float4 ld_act4(const uint16_t* p, int64_t i) {
+  const uint2 u = *reinterpret_cast<const uint2*>(p + i);
+  return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
+                     __uint_as_float(u.y & 0xffff0000u));
+}
 
 }  // namespace latim::cuda

@@ -36,5 +36,9 @@ void linear(Blas& blas, MathMode mode, const float* in, int64_t rows, int64_t in
 void linear_bf16(Blas& blas, const uint16_t* in, int64_t rows, int64_t in_dim, int64_t lda, const uint16_t* W,
                  int64_t out_dim, const float* bias, float* out, int64_t ldo, cudaStream_t stream, const char* what,
                  int layer);
+// The same with the output rounded to bf16 (fp32 sums; no bias): the bf16 mode's in_proj,
+// whose output only the kernels after it read.
+void linear_bf16(Blas& blas, const uint16_t* in, int64_t rows, int64_t in_dim, int64_t lda, const uint16_t* W,
+                 int64_t out_dim, uint16_t* out, int64_t ldo, cudaStream_t stream, const char* what, int layer);
 
 }  // namespace latim::cuda

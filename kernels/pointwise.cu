@@ -37,7 +37,6 @@ unsigned grid_for(int64_t n) {
   return static_cast<unsigned>(b < 65536 * 8 ? b : 65536 * 8);  // grid-stride loops cover the rest
 }
 
-__device__ __forceinline__ float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 
 __global__ void add_bias_kernel(float* out, int64_t rows, int64_t cols, int64_t ld, const float* bias) {
   const int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
@@ -53,22 +52,24 @@ __global__ void softplus_kernel(float* x, int64_t rows, int64_t cols, int64_t ld
   for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) x[r * ld + c] = softplus(x[r * ld + c] + bc);
 }
 
-__global__ void mamba2_delta_kernel(const float* dt, int64_t ld, int64_t T, int64_t H, const float* dt_bias,
+template <class In>
+__global__ void mamba2_delta_kernel(const In* dt, int64_t ld, int64_t T, int64_t H, const float* dt_bias,
                                     double dt_min, double dt_max, float* delta) {
   const int64_t n = T * H;
   for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < n; k += int64_t{gridDim.x} * blockDim.x) {
     const int64_t t = k / H, h = k % H;
-    const double v = softplus(dt[t * ld + h] + dt_bias[h]);
+    const double v = softplus(ld_act(dt, t * ld + h) + dt_bias[h]);
     delta[k] = static_cast<float>(fmin(fmax(v, dt_min), dt_max));
   }
 }
 
-__global__ void silu_gate_kernel(float* y, const float* z, int64_t ldz, int64_t T, int64_t D, float* gate_out,
+template <class Z>
+__global__ void silu_gate_kernel(float* y, const Z* z, int64_t ldz, int64_t T, int64_t D, float* gate_out,
                                  uint16_t* y16) {
   const int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
   if (c >= D) return;
   for (int64_t t = blockIdx.y; t < T; t += gridDim.y) {
-    const float g = silu(z[t * ldz + c]);
+    const float g = silu(ld_act(z, t * ldz + c));
     if (gate_out) gate_out[t * D + c] = g;
     if (y16) y16[t * D + c] = bf16_bits(y[t * D + c] * g);
     else y[t * D + c] *= g;
@@ -76,12 +77,13 @@ __global__ void silu_gate_kernel(float* y, const float* z, int64_t ldz, int64_t 
 }
 
 // The same with 4 columns per thread and 16-byte accesses (D, ldz multiples of 4, aligned rows).
-__global__ void silu_gate_vec_kernel(float* y, const float* z, int64_t ldz, int64_t T, int64_t D, float* gate_out,
+template <class Z>
+__global__ void silu_gate_vec_kernel(float* y, const Z* z, int64_t ldz, int64_t T, int64_t D, float* gate_out,
                                      uint16_t* y16) {
   const int64_t c = 4 * (blockIdx.x * int64_t{blockDim.x} + threadIdx.x);
   if (c >= D) return;
   for (int64_t t = blockIdx.y; t < T; t += gridDim.y) {
-    const float4 zv = *reinterpret_cast<const float4*>(z + t * ldz + c);
+    const float4 zv = ld_act4(z, t * ldz + c);
     const float4 g = make_float4(silu(zv.x), silu(zv.y), silu(zv.z), silu(zv.w));
     if (gate_out) *reinterpret_cast<float4*>(gate_out + t * D + c) = g;
     const float4 yv = *reinterpret_cast<const float4*>(y + t * D + c);
@@ -182,21 +184,43 @@ void softplus_rows(float* x, int64_t rows, int64_t cols, int64_t ld, const float
   check_launch("softplus_rows", layer, stream);
 }
 
-void mamba2_delta(const float* dt, int64_t ld, int64_t T, int64_t H, const float* dt_bias, double dt_min,
-                  double dt_max, float* delta, cudaStream_t stream, int layer) {
+namespace {
+template <class In>
+void launch_delta(const In* dt, int64_t ld, int64_t T, int64_t H, const float* dt_bias, double dt_min, double dt_max,
+                  float* delta, cudaStream_t stream, int layer) {
   if (T * H == 0) return;
   mamba2_delta_kernel<<<grid_for(T * H), kThreads, 0, stream>>>(dt, ld, T, H, dt_bias, dt_min, dt_max, delta);
   check_launch("mamba2_delta", layer, stream);
 }
-
-void silu_gate(float* y, const float* z, int64_t ldz, int64_t T, int64_t D, float* gate_out, uint16_t* y16,
-               cudaStream_t stream, int layer) {
+template <class Z>
+void launch_gate(float* y, const Z* z, int64_t ldz, int64_t T, int64_t D, float* gate_out, uint16_t* y16,
+                 cudaStream_t stream, int layer) {
   if (T * D == 0) return;
-  if (D % 4 == 0 && ldz % 4 == 0 && aligned(y, 16) && aligned(z, 16) && aligned(gate_out, 16) && aligned(y16, 8))
+  if (D % 4 == 0 && ldz % 4 == 0 && aligned(y, 16) && aligned(z, 4 * sizeof(Z)) && aligned(gate_out, 16) &&
+      aligned(y16, 8))
     silu_gate_vec_kernel<<<grid_rows(T, D / 4), kThreads, 0, stream>>>(y, z, ldz, T, D, gate_out, y16);
   else
     silu_gate_kernel<<<grid_rows(T, D), kThreads, 0, stream>>>(y, z, ldz, T, D, gate_out, y16);
   check_launch("silu_gate", layer, stream);
+}
+}  // namespace
+
+void mamba2_delta(const float* dt, int64_t ld, int64_t T, int64_t H, const float* dt_bias, double dt_min,
+                  double dt_max, float* delta, cudaStream_t stream, int layer) {
+  launch_delta(dt, ld, T, H, dt_bias, dt_min, dt_max, delta, stream, layer);
+}
+void mamba2_delta(const uint16_t* dt, int64_t ld, int64_t T, int64_t H, const float* dt_bias, double dt_min,
+                  double dt_max, float* delta, cudaStream_t stream, int layer) {
+  launch_delta(dt, ld, T, H, dt_bias, dt_min, dt_max, delta, stream, layer);
+}
+
+void silu_gate(float* y, const float* z, int64_t ldz, int64_t T, int64_t D, float* gate_out, uint16_t* y16,
+               cudaStream_t stream, int layer) {
+  launch_gate(y, z, ldz, T, D, gate_out, y16, stream, layer);
+}
+void silu_gate(float* y, const uint16_t* z, int64_t ldz, int64_t T, int64_t D, float* gate_out, uint16_t* y16,
+               cudaStream_t stream, int layer) {
+  launch_gate(y, z, ldz, T, D, gate_out, y16, stream, layer);
 }
 
 void embed_rows(const float* table, const int64_t* tokens, int64_t T, int64_t d, float* out, cudaStream_t stream) {

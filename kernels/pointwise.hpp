@@ -16,10 +16,16 @@ void softplus_rows(float* x, int64_t rows, int64_t cols, int64_t ld, const float
 // Mamba-2: delta[t, h] = clamp(softplus(dt[t * ld + h] + dt_bias[h]), dt_min, dt_max).
 void mamba2_delta(const float* dt, int64_t ld, int64_t T, int64_t H, const float* dt_bias, double dt_min,
                   double dt_max, float* delta, cudaStream_t stream, int layer);
+// The same on bf16 dt (bf16 bits, widened exactly: the bits of the fp32 kernel on rounded dt).
+void mamba2_delta(const uint16_t* dt, int64_t ld, int64_t T, int64_t H, const float* dt_bias, double dt_min,
+                  double dt_max, float* delta, cudaStream_t stream, int layer);
 // Mamba-1 gate: gate = SiLU(z); y <- y * gate. z has leading dimension ldz; gate_out may be null.
 // With y16 ([T, D], bf16 bits) not null the result goes there instead of into y, which is left
 // as it was (for an out_proj on bf16 operands, when nothing else reads the fp32 result).
 void silu_gate(float* y, const float* z, int64_t ldz, int64_t T, int64_t D, float* gate_out, uint16_t* y16,
+               cudaStream_t stream, int layer);
+// The same with z in bf16 (bf16 bits, widened exactly).
+void silu_gate(float* y, const uint16_t* z, int64_t ldz, int64_t T, int64_t D, float* gate_out, uint16_t* y16,
                cudaStream_t stream, int layer);
 // out[t, :] = table[tokens[t], :] for t < T (ids already checked on the host); rows of d floats.
 void embed_rows(const float* table, const int64_t* tokens, int64_t T, int64_t d, float* out, cudaStream_t stream);

@@ -54,6 +54,16 @@ __device__ __forceinline__ float4 load4(const float* p, int64_t k, int64_t end) 
 }
 
 template <bool Vec>
+__device__ __forceinline__ float4 load4(const uint16_t* p, int64_t k, int64_t end) {
+  if constexpr (Vec) {
+    return ld_act4(p, k);
+  } else {
+    return make_float4(bf16_float(p[k]), k + 1 < end ? bf16_float(p[k + 1]) : 0.0f,
+                       k + 2 < end ? bf16_float(p[k + 2]) : 0.0f, k + 3 < end ? bf16_float(p[k + 3]) : 0.0f);
+  }
+}
+
+template <bool Vec>
 __device__ __forceinline__ void store4(float* p, int64_t k, int64_t end, float4 v) {
   if constexpr (Vec) {
     *reinterpret_cast<float4*>(p + k) = v;
@@ -162,8 +172,8 @@ __device__ __forceinline__ float4 silu4(const float4& z) { return make_float4(si
 // Rows of y, one group of D / G channels after the other; the layout of rmsnorm_kernel, with
 // y * SiLU(z) kept in registers for the first kCache steps of each group (the gate itself,
 // for the trace, is recomputed from z: the same bits, and only trace layers ask for it).
-template <bool Vec, int kCache>
-__global__ void __launch_bounds__(kThreads, 3) gated_rmsnorm_kernel(float* __restrict__ y, const float* __restrict__ z, int64_t ldz, int64_t T,
+template <bool Vec, int kCache, class Z>
+__global__ void __launch_bounds__(kThreads, 3) gated_rmsnorm_kernel(float* __restrict__ y, const Z* __restrict__ z, int64_t ldz, int64_t T,
                                      int64_t D, int64_t G, const float* __restrict__ w, double eps,
                                      bool norm_before_gate, float* __restrict__ gate_out,
                                      float* __restrict__ gamma_out, uint16_t* __restrict__ y16) {
@@ -172,7 +182,7 @@ __global__ void __launch_bounds__(kThreads, 3) gated_rmsnorm_kernel(float* __res
   const int64_t t = blockIdx.x * int64_t{kRows} + rr;
   const bool live = t < T;
   float* yt = y + t * D;
-  const float* zt = z + t * ldz;
+  const Z* zt = z + t * ldz;
   const int64_t gs = D / G, steps = (gs + kOrder - 1) / kOrder;
   // y * gate at k..k+3, and s[i] += v_i^2 for v = y (norm before the gate) or y * gate.
   auto product = [&](int64_t k, int64_t end) {
@@ -267,12 +277,15 @@ void rmsnorm_rows(const float* in, int64_t rows, int64_t dim, const float* w, do
   residual_rmsnorm(const_cast<float*>(in), nullptr, rows, dim, w, eps, out, nullptr, stream, layer);
 }
 
-void gated_rmsnorm(float* y, const float* z, int64_t ldz, int64_t T, int64_t D, int64_t G, const float* w,
-                   double eps, bool norm_before_gate, float* gate_out, float* gamma_out, uint16_t* y16,
-                   cudaStream_t stream, int layer) {
+namespace {
+template <class Z>
+void launch_gated(float* y, const Z* z, int64_t ldz, int64_t T, int64_t D, int64_t G, const float* w, double eps,
+                  bool norm_before_gate, float* gate_out, float* gamma_out, uint16_t* y16, cudaStream_t stream,
+                  int layer) {
   if (T == 0 || D == 0) return;
-  const bool vec = (D / G) % 4 == 0 && D % 4 == 0 && ldz % 4 == 0 && aligned16(y) && aligned16(z) &&
-                   (!gate_out || aligned16(gate_out)) && (!gamma_out || aligned16(gamma_out)) && (!y16 || aligned8(y16));
+  const bool vec = (D / G) % 4 == 0 && D % 4 == 0 && ldz % 4 == 0 && aligned16(y) &&
+                   reinterpret_cast<uintptr_t>(z) % (4 * sizeof(Z)) == 0 && (!gate_out || aligned16(gate_out)) &&
+                   (!gamma_out || aligned16(gamma_out)) && (!y16 || aligned8(y16));
   const int64_t steps = (D / G + kOrder - 1) / kOrder;
   const auto launch = [&](auto vec_c, auto cache_c) {
     gated_rmsnorm_kernel<decltype(vec_c)::value, decltype(cache_c)::value><<<row_blocks(T), kThreads, 0, stream>>>(
@@ -280,6 +293,18 @@ void gated_rmsnorm(float* y, const float* z, int64_t ldz, int64_t T, int64_t D, 
   };
   dispatch(vec, steps, launch);
   check_launch("gated_rmsnorm", layer, stream);
+}
+}  // namespace
+
+void gated_rmsnorm(float* y, const float* z, int64_t ldz, int64_t T, int64_t D, int64_t G, const float* w,
+                   double eps, bool norm_before_gate, float* gate_out, float* gamma_out, uint16_t* y16,
+                   cudaStream_t stream, int layer) {
+  launch_gated(y, z, ldz, T, D, G, w, eps, norm_before_gate, gate_out, gamma_out, y16, stream, layer);
+}
+void gated_rmsnorm(float* y, const uint16_t* z, int64_t ldz, int64_t T, int64_t D, int64_t G, const float* w,
+                   double eps, bool norm_before_gate, float* gate_out, float* gamma_out, uint16_t* y16,
+                   cudaStream_t stream, int layer) {
+  launch_gated(y, z, ldz, T, D, G, w, eps, norm_before_gate, gate_out, gamma_out, y16, stream, layer);
 }
 
 }  // namespace latim::cuda

@@ -26,5 +26,9 @@ void residual_rmsnorm(float* r, const float* o, int64_t rows, int64_t dim, const
 void gated_rmsnorm(float* y, const float* z, int64_t ldz, int64_t T, int64_t D, int64_t G, const float* w,
                    double eps, bool norm_before_gate, float* gate_out, float* gamma_out, uint16_t* y16,
                    cudaStream_t stream, int layer);
+// The same with z in bf16 (bf16 bits, widened exactly: the bits of the fp32 kernel on rounded z).
+void gated_rmsnorm(float* y, const uint16_t* z, int64_t ldz, int64_t T, int64_t D, int64_t G, const float* w,
+                   double eps, bool norm_before_gate, float* gate_out, float* gamma_out, uint16_t* y16,
+                   cudaStream_t stream, int layer);
 
 }  // namespace latim::cuda

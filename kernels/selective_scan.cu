@@ -1,7 +1,11 @@
 // Mamba-1 selective scan: one thread per channel holds the channel's N states in registers;
 // a block stages B and C of a stretch of positions in shared memory. Three launches: chunk
 // states from zero, the chain over chunks, then the scan from each chunk's incoming state.
+// The first launch can also finish Δ: given dt_proj's raw output and the bias, each thread
+// turns its channel's values into softplus(dt + bias) as it reads them and writes them back,
+// which saves softplus_rows' pass over [T, D]. x is fp32 or (bf16 mode) bf16.
 #include "cuda_check.hpp"
+#include "device_math.cuh"
 #include "selective_scan.hpp"
 
 namespace latim::cuda {
@@ -13,13 +17,23 @@ constexpr int kStage = 64;       // positions of B, C staged at a time
 constexpr int kThreads = 128;    // channels per block
 constexpr float kLog2e = 1.4426950408889634f;
 
-template <int NS, bool kFromState, bool kWriteY>
-__global__ void __launch_bounds__(kThreads) scan_chunk_kernel(const float* __restrict__ x, const float* __restrict__ delta,
+// 2^v on the special-function unit, denormal results flushed to zero: the step decays
+// exp(Δ A) <= 1 (CUDA's exp2f adds a denormal rescale around the same instruction).
+__device__ __forceinline__ float exp2_ftz(float v) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(v));
+  return r;
+}
+
+template <int NS, bool kFromState, bool kWriteY, class X>
+__global__ void __launch_bounds__(kThreads) scan_chunk_kernel(const X* __restrict__ x, float* __restrict__ delta,
+                                                              const float* __restrict__ dt_bias, bool raw_dt,
                                                               const float* __restrict__ A, const float* __restrict__ B,
                                                               int64_t ldb, const float* __restrict__ C, int64_t ldc,
                                                               const float* __restrict__ Dskip, int64_t T, int64_t D,
                                                               int N, float* __restrict__ state,
-                                                              float* __restrict__ dsum, float* __restrict__ y) {
+                                                              float* __restrict__ dsum, float* __restrict__ y,
+                                                              ScanGate gate) {
   __shared__ float Bs[kStage][NS];
   __shared__ float Cs[kWriteY ? kStage : 1][NS];
   const int64_t c = blockIdx.x * int64_t{kThreads} + threadIdx.x;
@@ -33,6 +47,9 @@ __global__ void __launch_bounds__(kThreads) scan_chunk_kernel(const float* __res
     h[n] = (kFromState && active && n < N) ? state[(chunk * D + c) * N + n] : 0.0f;
   }
   const float dskip = active ? Dskip[c] : 0.0f;
+  // Δ from dt_proj's raw output (first launch only; the output pass reads the finished Δ).
+  const bool finish = !kFromState && raw_dt;
+  const float dtb = finish && active && dt_bias ? dt_bias[c] : 0.0f;
   float ds = 0.0f;
   for (int64_t s0 = t0; s0 < t1; s0 += kStage) {
     const int len = static_cast<int>(t1 - s0 < kStage ? t1 - s0 : kStage);
@@ -45,23 +62,35 @@ __global__ void __launch_bounds__(kThreads) scan_chunk_kernel(const float* __res
     }
     __syncthreads();
     if (!active) continue;
-    float dt_next = delta[s0 * D + c], x_next = x[s0 * D + c];
+    const bool gated = kWriteY && gate.y16 != nullptr;
+    float dt_next = delta[s0 * D + c], x_next = ld_act(x, s0 * D + c);
+    float z_next = gated ? bf16_float(gate.z[s0 * gate.ldz + c]) : 0.0f;
     for (int p = 0; p < len; ++p) {
       const int64_t t = s0 + p;
-      const float dt = dt_next, xv = x_next;
+      float dt = dt_next;
+      const float xv = x_next, zv = z_next;
       if (p + 1 < len) {
         dt_next = delta[(t + 1) * D + c];
-        x_next = x[(t + 1) * D + c];
+        x_next = ld_act(x, (t + 1) * D + c);
+        if (gated) z_next = bf16_float(gate.z[(t + 1) * gate.ldz + c]);
+      }
+      if (finish) {
+        dt = softplus(dt + dtb);
+        delta[t * D + c] = dt;
       }
       const float dx = dt * xv;
       ds += dt;
       float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // four short FMA chains instead of one long one
 #pragma unroll
       for (int n = 0; n < NS; ++n) {
-        h[n] = exp2f(dt * a[n]) * h[n] + dx * Bs[p][n];
+        h[n] = exp2_ftz(dt * a[n]) * h[n] + dx * Bs[p][n];
         if (kWriteY) part[n % 4] += h[n] * Cs[p][n];
       }
-      if (kWriteY) y[t * D + c] = ((part[0] + part[1]) + (part[2] + part[3])) + dskip * xv;
+      if (kWriteY) {
+        const float yv = ((part[0] + part[1]) + (part[2] + part[3])) + dskip * xv;
+        if (gated) gate.y16[t * D + c] = bf16_bits(yv * silu(zv));  // silu_gate's bits
+        else y[t * D + c] = yv;
+      }
     }
   }
   if (!kWriteY && active) {
@@ -81,19 +110,33 @@ __global__ void chain_chunks_kernel(const float* __restrict__ A, int64_t D, int6
   if (k >= D * N) return;
   const int64_t c = k / N;
   const float a = A[k] * kLog2e;
+  // The chain is sequential in q, its loads are not: each batch's loads are all issued
+  // before its stores (one memory latency per batch instead of one per chunk).
+  constexpr int kBatch = 16;
   float carry = 0.0f;
-  for (int64_t q = 0; q < nchunks; ++q) {
-    const float end = state[q * D * N + k];
-    state[q * D * N + k] = carry;
-    carry = exp2f(a * dsum[q * D + c]) * carry + end;
+  for (int64_t q0 = 0; q0 < nchunks; q0 += kBatch) {
+    float end[kBatch], dec[kBatch];
+#pragma unroll
+    for (int i = 0; i < kBatch; ++i) {
+      const int64_t q = q0 + i;
+      end[i] = q < nchunks ? state[q * D * N + k] : 0.0f;
+      dec[i] = q < nchunks ? dsum[q * D + c] : 0.0f;
+    }
+#pragma unroll
+    for (int i = 0; i < kBatch; ++i) {
+      const int64_t q = q0 + i;
+      if (q >= nchunks) break;
+      state[q * D * N + k] = carry;
+      carry = exp2f(a * dec[i]) * carry + end[i];
+    }
   }
   if (h_final) h_final[k] = carry;
 }
 
-template <int NS>
-void run(const float* x, const float* delta, const float* A, const float* B, int64_t ldb, const float* C, int64_t ldc,
+template <int NS, class X>
+void run(const X* x, float* delta, const float* dt_bias, bool raw_dt, const float* A, const float* B, int64_t ldb, const float* C, int64_t ldc,
          const float* Dskip, int64_t T, int64_t D, int64_t N, float* y, float* h_final, float* work,
-         cudaStream_t stream, int layer) {
+         cudaStream_t stream, int layer, const ScanGate& gate) {
   const int64_t nchunks = (T + kChunk - 1) / kChunk;
   if (nchunks > 65535) fail("selective_scan: T = ", T, " exceeds the supported ", 65535 * kChunk, " tokens");
   const dim3 grid(static_cast<unsigned>((D + kThreads - 1) / kThreads), static_cast<unsigned>(nchunks));
@@ -101,19 +144,19 @@ void run(const float* x, const float* delta, const float* A, const float* B, int
   float* dsum = work + nchunks * D * N;
   const int n = static_cast<int>(N);
   if (nchunks == 1 && !h_final) {
-    scan_chunk_kernel<NS, false, true><<<grid, kThreads, 0, stream>>>(x, delta, A, B, ldb, C, ldc, Dskip, T, D, n,
-                                                                       state, dsum, y);
+    scan_chunk_kernel<NS, false, true><<<grid, kThreads, 0, stream>>>(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T, D,
+                                                                       n, state, dsum, y, gate);
     check_launch("selective_scan", layer, stream);
     return;
   }
-  scan_chunk_kernel<NS, false, false><<<grid, kThreads, 0, stream>>>(x, delta, A, B, ldb, C, ldc, Dskip, T, D, n,
-                                                                      state, dsum, y);
+  scan_chunk_kernel<NS, false, false><<<grid, kThreads, 0, stream>>>(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T,
+                                                                      D, n, state, dsum, y, gate);
   check_launch("selective_scan (chunk states)", layer, stream);
   chain_chunks_kernel<<<static_cast<unsigned>((D * N + 255) / 256), 256, 0, stream>>>(A, D, N, nchunks, state, dsum,
                                                                                       h_final);
   check_launch("selective_scan (chunk chain)", layer, stream);
-  scan_chunk_kernel<NS, true, true><<<grid, kThreads, 0, stream>>>(x, delta, A, B, ldb, C, ldc, Dskip, T, D, n, state,
-                                                                    dsum, y);
+  scan_chunk_kernel<NS, true, true><<<grid, kThreads, 0, stream>>>(x, delta, nullptr, false, A, B, ldb, C, ldc, Dskip, T, D,
+                                                                    n, state, dsum, y, gate);
   check_launch("selective_scan (output)", layer, stream);
 }
 
@@ -124,15 +167,30 @@ int64_t selective_scan_work(int64_t T, int64_t D, int64_t N) {
   return nchunks * D * N + nchunks * D;
 }
 
-void selective_scan(const float* x, const float* delta, const float* A, const float* B, int64_t ldb, const float* C,
-                    int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N, float* y, float* h_final,
-                    float* work, cudaStream_t stream, int layer) {
+namespace {
+template <class X>
+void dispatch(const X* x, float* delta, const float* dt_bias, bool raw_dt, const float* A, const float* B, int64_t ldb,
+              const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N, float* y,
+              float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate) {
   if (T == 0 || D == 0) return;
-  if (N <= 8) run<8>(x, delta, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream, layer);
-  else if (N <= 16) run<16>(x, delta, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream, layer);
-  else if (N <= 32) run<32>(x, delta, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream, layer);
-  else if (N <= 64) run<64>(x, delta, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream, layer);
+  if (N <= 8) run<8>(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream, layer, gate);
+  else if (N <= 16) run<16>(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream, layer, gate);
+  else if (N <= 32) run<32>(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream, layer, gate);
+  else if (N <= 64) run<64>(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream, layer, gate);
   else fail("selective_scan (layer ", layer, "): d_state = ", N, " is above the CUDA kernel's limit of 64");
+}
+}  // namespace
+
+void selective_scan(const float* x, float* delta, const float* dt_bias, bool raw_dt, const float* A, const float* B,
+                    int64_t ldb, const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N, float* y,
+                    float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate) {
+  dispatch(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream, layer, gate);
+}
+
+void selective_scan(const uint16_t* x, float* delta, const float* dt_bias, bool raw_dt, const float* A, const float* B,
+                    int64_t ldb, const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N, float* y,
+                    float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate) {
+  dispatch(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream, layer, gate);
 }
 
 }  // namespace latim::cuda

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "cuda_check.hpp"
+#include "device_math.cuh"
 #include "sequence_shard.hpp"
 
 namespace latim::cuda {
@@ -155,10 +156,11 @@ __global__ void row_offset_kernel(double* S, int64_t T, int64_t W, const double*
     S[i] += offset[i % W];
 }
 
-__global__ void copy_rows_kernel(const float* in, int64_t ld, int64_t T, int64_t W, float* out) {
+template <class In>
+__global__ void copy_rows_kernel(const In* in, int64_t ld, int64_t T, int64_t W, float* out) {
   for (int64_t t = blockIdx.y; t < T; t += gridDim.y)
     for (int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; c < W; c += int64_t{gridDim.x} * blockDim.x)
-      out[t * W + c] = in[t * ld + c];
+      out[t * W + c] = ld_act(in, t * ld + c);
 }
 
 dim3 rows_grid(int64_t T, int64_t W) {
@@ -239,6 +241,12 @@ void add_row_offset(double* S, int64_t T, int64_t W, const double* offset, cudaS
 }
 
 void copy_rows(const float* in, int64_t ld, int64_t T, int64_t W, float* out, cudaStream_t stream, int layer) {
+  if (T * W == 0) return;
+  copy_rows_kernel<<<rows_grid(T, W), kThreads, 0, stream>>>(in, ld, T, W, out);
+  check_launch("copy_rows", layer, stream);
+}
+
+void copy_rows(const uint16_t* in, int64_t ld, int64_t T, int64_t W, float* out, cudaStream_t stream, int layer) {
   if (T * W == 0) return;
   copy_rows_kernel<<<rows_grid(T, W), kThreads, 0, stream>>>(in, ld, T, W, out);
   check_launch("copy_rows", layer, stream);

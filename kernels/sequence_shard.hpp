@@ -44,5 +44,7 @@ int64_t live_rows(const double* S, int64_t T, int64_t W, const float* A, int64_t
 void add_row_offset(double* S, int64_t T, int64_t W, const double* offset, cudaStream_t stream, int layer);
 // out[t, c] = in[t * ld + c] for t < T, c < W (a strided slice made dense).
 void copy_rows(const float* in, int64_t ld, int64_t T, int64_t W, float* out, cudaStream_t stream, int layer);
+// The same from bf16 rows (bf16 bits), widened exactly to fp32.
+void copy_rows(const uint16_t* in, int64_t ld, int64_t T, int64_t W, float* out, cudaStream_t stream, int layer);
 
 }  // namespace latim::cuda

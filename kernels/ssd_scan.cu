@@ -495,10 +495,10 @@ constexpr int kTcOutputSmem = kTcStateSmem + (kQ * kNP + kPP * kNP) * 4;      //
 //    computed once per chunk, spread over the warps, masked and decayed, and stored over Hs as
 //    M; with the same k map over j its rows are the A fragment of M x.
 //    B and C are rounded to tf32 once in shared memory, x at use (the skip term takes it exact).
-template <bool kOut>
+template <bool kOut, class In>
 __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
-    ssd_tc_kernel(const float* __restrict__ x, int64_t ldx, const float* __restrict__ delta,
-                  const float* __restrict__ A, const float* __restrict__ B, const float* __restrict__ C, int64_t ldbc,
+    ssd_tc_kernel(const In* __restrict__ x, int64_t ldx, const float* __restrict__ delta,
+                  const float* __restrict__ A, const In* __restrict__ B, const In* __restrict__ C, int64_t ldbc,
                   const float* __restrict__ Dskip, int64_t T, int H, int P, int N, int hpg, int64_t nch, int64_t K,
                   float* __restrict__ E, float* __restrict__ dgroup, const float* __restrict__ Hg,
                   float* __restrict__ y, bool vec, bool y_vec) {
@@ -514,9 +514,9 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
   const int h = blockIdx.x;
   const int64_t grp = blockIdx.y;
   const int gg = h / hpg;
-  const float* __restrict__ xh = x + int64_t{h} * P;  // this head's columns of x, its group's of B and C
-  const float* __restrict__ Bg = B + int64_t{gg} * N;
-  const float* __restrict__ Cg = kOut ? C + int64_t{gg} * N : nullptr;
+  const In* __restrict__ xh = x + int64_t{h} * P;  // this head's columns of x, its group's of B and C
+  const In* __restrict__ Bg = B + int64_t{gg} * N;
+  const In* __restrict__ Cg = kOut ? C + int64_t{gg} * N : nullptr;
   const int64_t c0 = grp * K, c1 = min(nch, c0 + K);
   const float a2 = A[h] * kLog2e;
   const int sp0 = 32 * (warp & 1), sn0 = 32 * (warp >> 1);  // state tile
@@ -556,10 +556,41 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
 
   // A [kQ][width] tile of src (rows t0.., columns col0 + [0, ncols), zero elsewhere) into dst
   // by asynchronous copies: 16 bytes each where vec (ld, col0, ncols multiples of 4 and src
-  // 16-byte aligned), else 4.
-  auto stage = [&](const float* __restrict__ src, int64_t ld, int64_t col0, int ncols, int len, int64_t t0,
-                   float* dst, int width, int o_st) {
-    if (vec) {
+  // 16-byte aligned), else 4. From bf16 (the bf16 mode's conv output) the same tile, each
+  // value widened exactly to fp32: 8-byte loads of 4 values where vec (src 8-byte aligned),
+  // all of a thread's loads issued before its stores.
+  auto stage = [&](const In* __restrict__ src, int64_t ld, int64_t col0, int ncols, int len, int64_t t0, float* dst,
+                   int width, int o_st) {
+    if constexpr (!std::is_same_v<In, float>) {
+      if (vec) {
+        const bool wide = width == kNP;
+        const int r0 = wide ? sr0 : xr0, c4 = wide ? sc4 : xc4, step = wide ? 8 : 16;
+        const bool colok = c4 < ncols;
+        const In* p = src + (t0 + r0) * ld + col0 + c4;
+        constexpr int kMax = kQ / 8;
+        uint2 v[kMax];
+#pragma unroll
+        for (int k = 0; k < kMax; ++k) {
+          const bool ok = (wide || k < kQ / 16) && colok && r0 + step * k < len;
+          v[k] = ok ? __ldg(reinterpret_cast<const uint2*>(p + step * k * ld)) : make_uint2(0u, 0u);
+        }
+#pragma unroll
+        for (int k = 0; k < kMax; ++k) {
+          if (!wide && k >= kQ / 16) break;
+          const float4 f = make_float4(__uint_as_float(v[k].x << 16), __uint_as_float(v[k].x & 0xffff0000u),
+                                       __uint_as_float(v[k].y << 16), __uint_as_float(v[k].y & 0xffff0000u));
+          *atb<float4>(dst, wide ? (o_st ^ (64 * (k & 1))) + 4096 * k : o_st + 4096 * k) = f;
+        }
+      } else {
+#pragma unroll 1
+        for (int idx = tid; idx < kQ * width; idx += kThreads) {
+          const int r = idx / width, cc = idx % width;
+          const bool ok = r < len && cc < ncols;
+          dst[swz(r, cc, width)] = ok ? __uint_as_float(static_cast<uint32_t>(src[(t0 + r) * ld + col0 + cc]) << 16) : 0.0f;
+        }
+      }
+      return;
+    } else if (vec) {
       if (width == kNP) {
         const bool colok = sc4 < ncols;
         const float* p = src + (t0 + sr0) * ld + col0 + sc4;
@@ -645,9 +676,10 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
       }
     }
     cp_async_wait_all();
-    round_tile(Bs, o_st128);
+    constexpr bool kRound = std::is_same_v<In, float>;  // bf16 values are tf32 values already
+    if (kRound) round_tile(Bs, o_st128);
     if (kOut) {
-      round_tile(Cs, o_st128);
+      if (kRound) round_tile(Cs, o_st128);
     } else if (vec) {  // x -> tf32(w_j x_j), this thread's rows xr0 + 16k
 #pragma unroll
       for (int k = 0; k < kQ / 16; ++k) {
@@ -861,9 +893,13 @@ int64_t chunked_work(int64_t T, int64_t H) {
   return (cap.nch + cap.cap + 1) * H * kTile + (cap.nch + cap.cap) * H;
 }
 
-void chunked_scan(const float* x, int64_t ldx, const float* delta, const float* A, const float* B, const float* C,
-                  int64_t ldbc, const float* Dskip, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, float* y,
-                  float* h_final, float* work, bool tc, cudaStream_t stream, int layer) {
+// x, B and C in fp32, or (tensor cores only) bf16.
+template <class In>
+void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, const In* B, const In* C, int64_t ldbc,
+                  const float* Dskip, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, float* y, float* h_final,
+                  float* work, bool tc, cudaStream_t stream, int layer) {
+  constexpr bool kF32 = std::is_same_v<In, float>;
+  if (!kF32 && !tc) fail("ssd_scan (layer ", layer, "): internal: bf16 inputs need the tensor-core path");
   if (reinterpret_cast<std::uintptr_t>(work) % 16 != 0) fail("ssd_scan (layer ", layer, "): work buffer not 16-byte aligned");
   if (G < 1 || H % G != 0) fail("ssd_scan (layer ", layer, "): ", H, " heads do not split into ", G, " groups");
   const int64_t slice_T = kSliceChunks * kQ;
@@ -877,15 +913,15 @@ void chunked_scan(const float* x, int64_t ldx, const float* delta, const float* 
   const int64_t nbatch = (hpg + kMaxHeadBatch - 1) / kMaxHeadBatch;
   const int64_t HB = (hpg + nbatch - 1) / nbatch;
   if (tc) {
-    check(cudaFuncSetAttribute(ssd_tc_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kTcStateSmem),
+    check(cudaFuncSetAttribute(ssd_tc_kernel<false, In>, cudaFuncAttributeMaxDynamicSharedMemorySize, kTcStateSmem),
           "ssd_scan attribute", layer);
-    check(cudaFuncSetAttribute(ssd_tc_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, kTcOutputSmem),
+    check(cudaFuncSetAttribute(ssd_tc_kernel<true, In>, cudaFuncAttributeMaxDynamicSharedMemorySize, kTcOutputSmem),
           "ssd_scan attribute", layer);
-    for (const void* k : {reinterpret_cast<const void*>(ssd_tc_kernel<false>),
-                          reinterpret_cast<const void*>(ssd_tc_kernel<true>)})  // 3 and 2 blocks per SM
+    for (const void* k : {reinterpret_cast<const void*>(ssd_tc_kernel<false, In>),
+                          reinterpret_cast<const void*>(ssd_tc_kernel<true, In>)})  // 3 and 2 blocks per SM
       check(cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared),
             "ssd_scan attribute", layer);
-  } else {
+  } else if constexpr (kF32) {
     check(cudaFuncSetAttribute(ssd_state_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kStateSmem),
           "ssd_scan attribute", layer);
     check(cudaFuncSetAttribute(ssd_output_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kOutputSmem),
@@ -896,17 +932,18 @@ void chunked_scan(const float* x, int64_t ldx, const float* delta, const float* 
   for (int64_t tb = 0; tb < T; tb += slice_T) {
     const int64_t Ts = std::min(slice_T, T - tb);
     const Plan pl = plan(Ts, H);
-    const float* xs = x + tb * ldx;
+    const In* xs = x + tb * ldx;
     const float* ds = delta + tb * H;
-    const float* Bs = B + tb * ldbc;
-    const float* Cs = C + tb * ldbc;
+    const In* Bs = B + tb * ldbc;
+    const In* Cs = C + tb * ldbc;
     float* ys = y + tb * H * P;
     const dim3 grid(static_cast<unsigned>(H), static_cast<unsigned>(pl.ng));
     const bool last = tb + slice_T >= T;
     if (tc) {  // chunk states, chain, then outputs from each group's entering state
-      const auto al16 = [](const float* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
+      // Aligned for 4 values per access: 16 bytes of fp32, 8 of bf16.
+      const auto al16 = [](const In* p) { return reinterpret_cast<std::uintptr_t>(p) % (4 * sizeof(In)) == 0; };
       const bool vec = ldx % 4 == 0 && ldbc % 4 == 0 && P % 4 == 0 && N % 4 == 0 && al16(xs) && al16(Bs) && al16(Cs);
-      ssd_tc_kernel<false><<<grid, kThreads, kTcStateSmem, stream>>>(xs, ldx, ds, A, Bs, nullptr, ldbc, nullptr, Ts, Hi,
+      ssd_tc_kernel<false, In><<<grid, kThreads, kTcStateSmem, stream>>>(xs, ldx, ds, A, Bs, nullptr, ldbc, nullptr, Ts, Hi,
                                                                      Pi, Ni, hpgi, pl.nch, pl.K, E, dgroup, nullptr,
                                                                      nullptr, vec, false);
       check_launch("ssd_scan (SSD chunk states, tensor cores)", layer, stream);
@@ -915,12 +952,13 @@ void chunked_scan(const float* x, int64_t ldx, const float* delta, const float* 
           reinterpret_cast<float4*>(Hg), reinterpret_cast<float4*>(carry), tb > 0, last ? h_final : nullptr);
       check_launch("ssd_scan (SSD group chain)", layer, stream);
       const bool y_vec2 = P % 2 == 0 && reinterpret_cast<std::uintptr_t>(ys) % 8 == 0;
-      ssd_tc_kernel<true><<<grid, kThreads, kTcOutputSmem, stream>>>(xs, ldx, ds, A, Bs, Cs, ldbc, Dskip, Ts, Hi, Pi,
+      ssd_tc_kernel<true, In><<<grid, kThreads, kTcOutputSmem, stream>>>(xs, ldx, ds, A, Bs, Cs, ldbc, Dskip, Ts, Hi, Pi,
                                                                      Ni, hpgi, pl.nch, pl.K, nullptr, nullptr, Hg, ys,
                                                                      vec, y_vec2);
       check_launch("ssd_scan (SSD output, tensor cores)", layer, stream);
       continue;
     }
+    if constexpr (kF32) {
     const bool y_vec = P % 4 == 0 && reinterpret_cast<std::uintptr_t>(ys) % 16 == 0;
     ssd_state_kernel<<<dim3(static_cast<unsigned>(H), static_cast<unsigned>(pl.ng)), kThreads, kStateSmem, stream>>>(
         xs, ldx, ds, A, Bs, ldbc, Ts, Hi, Pi, Ni, hpgi, pl.nch, pl.K, E, dcorr, dgroup);
@@ -933,6 +971,7 @@ void chunked_scan(const float* x, int64_t ldx, const float* delta, const float* 
                         stream>>>(xs, ldx, ds, A, Bs, Cs, ldbc, Dskip, Ts, Hi, Pi, Ni, hpgi, static_cast<int>(nbatch),
                                   static_cast<int>(HB), pl.K, E, dcorr, Hg, ys, y_vec);
     check_launch("ssd_scan (SSD output)", layer, stream);
+    }
   }
 }
 
@@ -1136,6 +1175,18 @@ void ssd_scan(const float* x, int64_t ldx, const float* delta, const float* A, c
     chunked_scan(x, ldx, delta, A, B, C, ldbc, Dskip, T, H, P, N, G, y, h_final, work, tensor_cores, stream, layer);
   else
     recurrence_scan(x, ldx, delta, A, B, C, ldbc, Dskip, T, H, P, N, G, y, h_final, work, stream, layer);
+}
+
+bool ssd_scan_takes_bf16(int64_t P, int64_t N) { return fast_path(P, N); }
+
+void ssd_scan(const uint16_t* x, int64_t ldx, const float* delta, const float* A, const uint16_t* B,
+              const uint16_t* C, int64_t ldbc, const float* Dskip, int64_t T, int64_t H, int64_t P, int64_t N,
+              int64_t G, float* y, float* h_final, float* work, cudaStream_t stream, int layer) {
+  if (T == 0 || H == 0) return;
+  if (!fast_path(P, N))
+    fail("ssd_scan (layer ", layer, "): internal: bf16 inputs with head dim ", P, " and state size ", N,
+         " (the chunked path takes P <= 64, N <= 128)");
+  chunked_scan(x, ldx, delta, A, B, C, ldbc, Dskip, T, H, P, N, G, y, h_final, work, true, stream, layer);
 }
 
 }  // namespace latim::cuda

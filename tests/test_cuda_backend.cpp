@@ -459,8 +459,9 @@ INSTANTIATE_TEST_SUITE_P(Precisions, CudaTilePrecision,
                            return std::string(to_string(p.param.precision));
                          });
 
-// The forward in the tf32 and bf16 modes (in bf16: in_proj and out_proj on bf16 operands;
-// in every mode: each residual add fused with the next norm) against the CPU's fp32 forward:
+// The forward in the tf32 and bf16 modes (in bf16: in_proj and out_proj on bf16 operands,
+// and in_proj's output in bf16 in untraced layers; in every mode: each residual add fused
+// with the next norm) against the CPU's fp32 forward:
 // the final hidden state, every layer's residual, and the trace fields downstream of the
 // products, within the bounds bench/cuda_bench.cpp uses for these modes.
 class CudaLowPrecisionForward : public ::testing::TestWithParam<Precision> {
@@ -495,11 +496,19 @@ TEST_P(CudaLowPrecisionForward, MatchesCpuWithinTheRounding) {
       EXPECT_LE(norm_error(x.gate, y.gate), bound) << where << " gate";
       EXPECT_LE(norm_error(x.gamma, y.gamma), bound) << where << " gamma";
     }
-    // forward() again on the same backend: the bf16 weight copies and the chained norms
-    // give the same bits the second time.
-    Recorder c;
+    // forward() untraced, twice on the same backend. In bf16 the untraced layers' in_proj
+    // writes bf16 (traced ones keep fp32 for the trace): within the same bound of the CPU,
+    // and, as in tf32 (where tracing changes nothing), the same bits the second time (the
+    // bf16 weight copies and the chained norms).
+    Recorder c, e;
     const ForwardOutput fc = gpu->forward(model, tokens, &c);
-    EXPECT_EQ(fc.final_hidden, fa.final_hidden) << at << " second forward";
+    const ForwardOutput fe = gpu->forward(model, tokens, &e);
+    EXPECT_EQ(fe.final_hidden, fc.final_hidden) << at << " second forward";
+    if (p != Precision::BF16) EXPECT_EQ(fc.final_hidden, fa.final_hidden) << at << " untraced forward";
+    EXPECT_LE(norm_error(fc.final_hidden, fb.final_hidden), bound) << at << " untraced final hidden";
+    ASSERT_EQ(c.residual.size(), b.residual.size()) << at;
+    for (std::size_t l = 0; l < b.residual.size(); ++l)
+      EXPECT_LE(norm_error(c.residual[l], b.residual[l]), bound) << at << " untraced layer " << l << " residual";
   }
 }
 
@@ -569,11 +578,15 @@ TEST(CudaStage, ChunkedDeviceForwardMatchesCpu) {
     for (const auto& [key, mb] : want_maps.maps)
       EXPECT_LE(norm_error(maps.sink.maps.at(key), mb), 1e-5) << at << " layer " << key.first << " "
                                                              << to_string(key.second);
+    // ε_i = ‖o_i − Σ_j T_i(x_j)‖ / ‖o_i‖ subtracts two fp32 sums of the whole row, so it
+    // carries more rounding than the maps: this chunked forward's ε differs from the CPU's by
+    // 1.0014e-5 at most (mamba2_f32 layer 2) with OpenBLAS's AVX-512 kernels on the CPU side
+    // and by less with its SSE3 ones, against 1e-5 before; 2e-5 is that with a margin.
     for (const auto& [layer, eb] : want_maps.eps) {
       double mx = 0.0;
       for (std::size_t i = 0; i < eb.size(); ++i)
         mx = std::max<double>(mx, std::abs(maps.sink.eps.at(layer)[i] - eb[i]));
-      EXPECT_LE(mx, 1e-5) << at << " layer " << layer << " approximation error";
+      EXPECT_LE(mx, 2e-5) << at << " layer " << layer << " approximation error";
     }
   }
 }

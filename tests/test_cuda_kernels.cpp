@@ -57,6 +57,43 @@ std::vector<T> to_host(const cuda::DeviceArray<T>& a, int64_t n) {
   return v;
 }
 
+// bf16 bits of x, rounded to nearest even (finite x), as __float2bfloat16_rn.
+uint16_t bf16_bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+float from_bf16(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float x;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+
+// Exact equality of two float arrays (NaN never equal), with the first mismatch in the message.
+::testing::AssertionResult same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) return ::testing::AssertionFailure() << "sizes " << a.size() << " and " << b.size();
+  for (std::size_t k = 0; k < a.size(); ++k)
+    if (std::memcmp(&a[k], &b[k], 4) != 0 || std::isnan(a[k]))
+      return ::testing::AssertionFailure() << "element " << k << ": " << a[k] << " vs " << b[k];
+  return ::testing::AssertionSuccess();
+}
+::testing::AssertionResult same_bits(const std::vector<uint16_t>& a, const std::vector<uint16_t>& b) {
+  if (a != b) {
+    std::size_t k = 0;
+    while (k < a.size() && k < b.size() && a[k] == b[k]) ++k;
+    return ::testing::AssertionFailure() << "bf16 element " << k << " of " << a.size() << " differs";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+std::vector<uint16_t> to_bf16_host(const std::vector<float>& v) {
+  std::vector<uint16_t> b(v.size());
+  for (std::size_t k = 0; k < v.size(); ++k) b[k] = bf16_bits(v[k]);
+  return b;
+}
+
 class CudaKernels : public ::testing::Test {
  protected:
   void SetUp() override { LATIM_SKIP_WITHOUT_GPU(); }
@@ -260,10 +297,58 @@ TEST_F(CudaKernels, SelectiveScanMatchesFp64AcrossChunks) {
     auto y = poisoned<float>(T * D), hf = poisoned<float>(D * N);
     cuda::DeviceArray<float> work;
     work.reserve(cuda::selective_scan_work(T, D, N), "work");
-    cuda::selective_scan(dx.get(), ddt.get(), dA.get(), dB.get(), N, dC.get(), N, dDs.get(), T, D, N, y.get(), hf.get(),
-                         work.get(), nullptr, 0);
-    EXPECT_LE(norm_error(to_host(y, T * D), want), 1e-5) << "T=" << T << " D=" << D << " N=" << N;
+    cuda::selective_scan(dx.get(), ddt.get(), nullptr, false, dA.get(), dB.get(), N, dC.get(), N, dDs.get(), T, D, N,
+                         y.get(), hf.get(), work.get(), nullptr, 0);
+    const std::vector<float> got = to_host(y, T * D);
+    EXPECT_LE(norm_error(got, want), 1e-5) << "T=" << T << " D=" << D << " N=" << N;
     EXPECT_LE(norm_error(to_host(hf, D * N), want_h), 1e-5) << "T=" << T << " final state";
+    EXPECT_TRUE(same_bits(to_host(ddt, T * D), dt)) << "T=" << T << ": a finished delta is left as it was";
+
+    // The scan finishing Δ itself from dt_proj's raw output (with a bias, and without), on
+    // fp32 x and on bf16 x: the bits of softplus_rows then the scan on Δ, and on rounded x.
+    const auto raw = random_vector(rng, T * D, -4, 3), bias = random_vector(rng, D, -1, 1);
+    const std::vector<uint16_t> x16 = to_bf16_host(x);
+    std::vector<float> xr(x16.size());
+    for (std::size_t i = 0; i < x16.size(); ++i) xr[i] = from_bf16(x16[i]);
+    auto dx16 = to_device(x16);
+    auto dxr = to_device(xr);
+    for (const bool with_bias : {true, false}) {
+      auto db = to_device(bias);
+      const float* bp = with_bias ? db.get() : nullptr;
+      auto delta_ref = to_device(raw);
+      cuda::softplus_rows(delta_ref.get(), T, D, D, bp, nullptr, 0);
+      const std::vector<float> delta_want = to_host(delta_ref, T * D);
+      for (const bool bf16_x : {false, true}) {
+        auto y_ref = poisoned<float>(T * D), y_fused = poisoned<float>(T * D);
+        auto h_ref = poisoned<float>(D * N), h_fused = poisoned<float>(D * N);
+        auto delta_in = to_device(delta_want);
+        cuda::selective_scan(dxr.get(), delta_in.get(), nullptr, false, dA.get(), dB.get(), N, dC.get(), N, dDs.get(), T,
+                             D, N, y_ref.get(), h_ref.get(), work.get(), nullptr, 0);
+        auto delta_raw = to_device(raw);
+        if (bf16_x)
+          cuda::selective_scan(dx16.get(), delta_raw.get(), bp, true, dA.get(), dB.get(), N, dC.get(), N, dDs.get(), T, D,
+                               N, y_fused.get(), h_fused.get(), work.get(), nullptr, 0);
+        else
+          cuda::selective_scan(dxr.get(), delta_raw.get(), bp, true, dA.get(), dB.get(), N, dC.get(), N, dDs.get(), T, D,
+                               N, y_fused.get(), h_fused.get(), work.get(), nullptr, 0);
+        const std::string at = "T=" + std::to_string(T) + (with_bias ? " bias" : " no bias") + (bf16_x ? " bf16 x" : "");
+        EXPECT_TRUE(same_bits(to_host(delta_raw, T * D), delta_want)) << at << ": delta finished in place";
+        EXPECT_TRUE(same_bits(to_host(y_fused, T * D), to_host(y_ref, T * D))) << at << " y";
+        EXPECT_TRUE(same_bits(to_host(h_fused, D * N), to_host(h_ref, D * N))) << at << " final state";
+        if (!bf16_x) continue;
+        // The gate in the output pass: the bits silu_gate writes from the scan's y.
+        const std::vector<uint16_t> z16 = to_bf16_host(random_vector(rng, T * 2 * D, -3, 3));
+        auto dz = to_device(z16);
+        auto g_ref = poisoned<uint16_t>(T * D), g_fused = poisoned<uint16_t>(T * D);
+        cuda::silu_gate(y_ref.get(), dz.get() + D, 2 * D, T, D, nullptr, g_ref.get(), nullptr, 0);
+        auto delta_raw2 = to_device(raw);
+        auto y_untouched = poisoned<float>(T * D);
+        cuda::selective_scan(dx16.get(), delta_raw2.get(), bp, true, dA.get(), dB.get(), N, dC.get(), N, dDs.get(), T, D,
+                             N, y_untouched.get(), h_fused.get(), work.get(), nullptr, 0,
+                             cuda::ScanGate{dz.get() + D, 2 * D, g_fused.get()});
+        EXPECT_TRUE(same_bits(to_host(g_fused, T * D), to_host(g_ref, T * D))) << at << " gated in the scan";
+      }
+    }
   }
 }
 
@@ -343,6 +428,37 @@ TEST_F(CudaKernels, SsdScanTensorCoresMatchFp64AcrossChunks) {
 }
 
 
+// The tensor-core scan on bf16 x, B and C (the bf16 mode's conv output) gives the bits of the
+// fp32 version on the rounded values: the 8-byte staging path (aligned) and the scalar one
+// (pad 3), across slices of 32768 positions, with a final state.
+TEST_F(CudaKernels, SsdScanOnBf16InputsIsTheScanOfTheRoundedInputs) {
+  for (const SsdCase k : {SsdCase{1100, 24, 64, 128, 1, 0, 0.5f, -3, -0.1f}, SsdCase{600, 4, 16, 128, 2, 3, 0.5f, -3, -0.1f},
+                          SsdCase{33000, 2, 64, 128, 1, 0, 0.1f, -1, -0.1f}, SsdCase{5, 1, 64, 16, 1, 4, 0.5f, -3, -0.1f}}) {
+    const int64_t D = k.H * k.P, GN = k.G * k.N, ldx = D + 2 * GN + k.pad;
+    const std::vector<uint16_t> x16 = to_bf16_host(random_vector(rng, k.T * ldx, -2, 2));
+    std::vector<float> xr(x16.size());
+    for (std::size_t i = 0; i < x16.size(); ++i) xr[i] = from_bf16(x16[i]);
+    const auto dt = random_vector(rng, k.T * k.H, 0.001f, k.dt_hi), A = random_vector(rng, k.H, k.a_lo, k.a_hi),
+               Ds = random_vector(rng, k.H, 0, 1);
+    auto d16 = to_device(x16);
+    auto dxr = to_device(xr);
+    auto ddt = to_device(dt), dA = to_device(A), dDs = to_device(Ds);
+    auto y16 = poisoned<float>(k.T * D), y32 = poisoned<float>(k.T * D);
+    auto h16 = poisoned<float>(k.H * k.P * k.N), h32 = poisoned<float>(k.H * k.P * k.N);
+    cuda::DeviceArray<float> work;
+    work.reserve(cuda::ssd_scan_work(k.T, k.H, k.P, k.N), "work");
+    ASSERT_TRUE(cuda::ssd_scan_takes_bf16(k.P, k.N));
+    cuda::ssd_scan(d16.get(), ldx, ddt.get(), dA.get(), d16.get() + D, d16.get() + D + GN, ldx, dDs.get(), k.T, k.H,
+                   k.P, k.N, k.G, y16.get(), h16.get(), work.get(), nullptr, 0);
+    cuda::ssd_scan(dxr.get(), ldx, ddt.get(), dA.get(), dxr.get() + D, dxr.get() + D + GN, ldx, dDs.get(), k.T, k.H,
+                   k.P, k.N, k.G, y32.get(), h32.get(), work.get(), true, nullptr, 0);
+    const std::string at = "T=" + std::to_string(k.T) + " H=" + std::to_string(k.H) + " pad=" + std::to_string(k.pad);
+    EXPECT_TRUE(same_bits(to_host(y16, k.T * D), to_host(y32, k.T * D))) << at << " y";
+    EXPECT_TRUE(same_bits(to_host(h16, k.H * k.P * k.N), to_host(h32, k.H * k.P * k.N))) << at << " final state";
+  }
+  EXPECT_FALSE(cuda::ssd_scan_takes_bf16(128, 128));
+}
+
 // The fp64 sum of squares in the order of the original one-block-per-row norm kernels (which
 // the fp32 results keep bit for bit): 256 threads summing elements t, t + 256, ... in turn, a
 // xor-shuffle tree within each warp of 32, then the 8 warp sums in order.
@@ -368,43 +484,6 @@ void rmsnorm_row_bits(const float* x, int64_t dim, const float* w, double eps, f
   const double ss = sum_squares_in_block_order(dim, [&](int64_t k) { return x[k]; });
   const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(dim) + eps));
   for (int64_t k = 0; k < dim; ++k) out[k] = w[k] * (x[k] * inv);
-}
-
-// bf16 bits of x, rounded to nearest even (finite x), as __float2bfloat16_rn.
-uint16_t bf16_bits(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-float from_bf16(uint16_t b) {
-  const uint32_t u = static_cast<uint32_t>(b) << 16;
-  float x;
-  std::memcpy(&x, &u, 4);
-  return x;
-}
-
-// Exact equality of two float arrays (NaN never equal), with the first mismatch in the message.
-::testing::AssertionResult same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  if (a.size() != b.size()) return ::testing::AssertionFailure() << "sizes " << a.size() << " and " << b.size();
-  for (std::size_t k = 0; k < a.size(); ++k)
-    if (std::memcmp(&a[k], &b[k], 4) != 0 || std::isnan(a[k]))
-      return ::testing::AssertionFailure() << "element " << k << ": " << a[k] << " vs " << b[k];
-  return ::testing::AssertionSuccess();
-}
-::testing::AssertionResult same_bits(const std::vector<uint16_t>& a, const std::vector<uint16_t>& b) {
-  if (a != b) {
-    std::size_t k = 0;
-    while (k < a.size() && k < b.size() && a[k] == b[k]) ++k;
-    return ::testing::AssertionFailure() << "bf16 element " << k << " of " << a.size() << " differs";
-  }
-  return ::testing::AssertionSuccess();
-}
-
-std::vector<uint16_t> to_bf16_host(const std::vector<float>& v) {
-  std::vector<uint16_t> b(v.size());
-  for (std::size_t k = 0; k < v.size(); ++k) b[k] = bf16_bits(v[k]);
-  return b;
 }
 
 // rmsnorm_rows keeps the bits of the original kernel (its sum order), on the 16-byte path
@@ -569,6 +648,106 @@ TEST_F(CudaKernels, LinearOnBf16OperandsIsPlainBf16) {
     // fp32 sums on tensor cores: ~1e-6 here; a different rounding of the operands (e.g.
     // truncation) would show as ~1e-3.
     EXPECT_LE(norm_error(a, want), 5e-5) << at;
+  }
+}
+
+
+// linear_bf16 with a bf16 output (the bf16 mode's in_proj) against fp64 products of the
+// bf16 operands: every element within one bf16 rounding of the exact product (half a unit
+// in bf16's last place, plus a slack for the fp32 sums that can move a value across a
+// rounding midpoint). Rounding twice, or truncating, breaks it on a large share of elements.
+TEST_F(CudaKernels, LinearWithBf16OutputIsOneRoundingOfThePlainProduct) {
+  cuda::Blas blas;
+  for (auto [rows, in_dim, out_dim] : {std::tuple<int64_t, int64_t, int64_t>{1000, 768, 3352}, {77, 40, 96}, {5, 37, 11}}) {
+    const auto in = random_vector(rng, rows * in_dim, -2, 2), W = random_vector(rng, out_dim * in_dim, -0.1f, 0.1f);
+    const std::vector<uint16_t> in16 = to_bf16_host(in), W16 = to_bf16_host(W);
+    auto din16 = to_device(in16), dW16 = to_device(W16);
+    auto out = poisoned<uint16_t>(rows * out_dim);
+    cuda::linear_bf16(blas, din16.get(), rows, in_dim, in_dim, dW16.get(), out_dim, out.get(), out_dim, nullptr,
+                      "linear_bf16 test", 0);
+    const std::vector<uint16_t> got = to_host(out, rows * out_dim);
+    int64_t bad = 0;
+    double worst = 0.0;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < out_dim; ++c) {
+        double acc = 0.0;
+        for (int64_t k = 0; k < in_dim; ++k)
+          acc += static_cast<double>(from_bf16(in16[r * in_dim + k])) * from_bf16(W16[c * in_dim + k]);
+        const double err = std::abs(from_bf16(got[r * out_dim + c]) - acc);
+        const double half_ulp = acc == 0.0 ? 0.0 : std::ldexp(0.5, std::ilogb(acc) - 7);  // bf16: 8 significant bits
+        worst = std::max(worst, err / (half_ulp + 1e-30));
+        if (err > half_ulp + 2e-5) ++bad;
+      }
+    EXPECT_EQ(bad, 0) << rows << "x" << in_dim << "x" << out_dim << " worst error in half bf16 ulps " << worst;
+  }
+}
+
+// The kernels that read in_proj's bf16 output (conv, Mamba-2 Δ, the Mamba-1 gate, the gated
+// norm, the conv halo's copy) widen it exactly: the same bits as the fp32 kernels on the
+// rounded values, on the vector paths and the scalar ones.
+TEST_F(CudaKernels, Bf16InputsGiveTheBitsOfTheRoundedFp32Inputs) {
+  auto rounded = [](const std::vector<uint16_t>& b) {
+    std::vector<float> f(b.size());
+    for (std::size_t i = 0; i < b.size(); ++i) f[i] = from_bf16(b[i]);
+    return f;
+  };
+  for (const int64_t ld : {3352, 3353}) {  // row stride of the in_proj output: aligned, and not
+    const int64_t T = 301, ch = 200, K = 4, H = 24, D = 96;
+    const std::vector<uint16_t> in16 = to_bf16_host(random_vector(rng, T * ld, -3, 3));
+    const std::vector<float> in = rounded(in16);
+    const auto w = random_vector(rng, ch * K, -1, 1), b = random_vector(rng, ch, -0.5, 0.5),
+               halo = random_vector(rng, (K - 1) * ch, -2, 2), dtb = random_vector(rng, H, -1, 1),
+               gw = random_vector(rng, D, 0.5, 1.5), y = random_vector(rng, T * D, -2, 2);
+    auto d16 = to_device(in16);
+    auto d32 = to_device(in);
+    auto dw = to_device(w), db = to_device(b), dh = to_device(halo), ddtb = to_device(dtb), dgw = to_device(gw);
+    const std::string at = "ld=" + std::to_string(ld);
+    {
+      auto o16 = poisoned<float>(T * ch), o32 = poisoned<float>(T * ch);
+      cuda::causal_conv_with_halo(d16.get() + 5, T, ch, ld, dw.get(), K, db.get(), true, dh.get(), o16.get(), nullptr, 0);
+      cuda::causal_conv_with_halo(d32.get() + 5, T, ch, ld, dw.get(), K, db.get(), true, dh.get(), o32.get(), nullptr, 0);
+      EXPECT_TRUE(same_bits(to_host(o16, T * ch), to_host(o32, T * ch))) << at << " conv";
+      // With a bf16 output (and its fast SiLU): within one bf16 rounding of the fp32 result.
+      auto q16 = poisoned<uint16_t>(T * ch);
+      cuda::causal_conv_with_halo(d16.get() + 5, T, ch, ld, dw.get(), K, db.get(), true, dh.get(), q16.get(), nullptr, 0);
+      const std::vector<uint16_t> q = to_host(q16, T * ch);
+      const std::vector<float> f = to_host(o32, T * ch);
+      int64_t off_by_more = 0;
+      for (int64_t i = 0; i < T * ch; ++i) {
+        const double half_ulp = f[i] == 0.0f ? 1e-30 : std::ldexp(0.5, std::ilogb(f[i]) - 7);
+        if (std::abs(from_bf16(q[i]) - static_cast<double>(f[i])) > half_ulp * 1.01 + 1e-30) ++off_by_more;
+      }
+      EXPECT_EQ(off_by_more, 0) << at << " conv with a bf16 output";
+    }
+    {
+      auto o16 = poisoned<float>(T * H), o32 = poisoned<float>(T * H);
+      cuda::mamba2_delta(d16.get() + 7, ld, T, H, ddtb.get(), 1e-3, 0.1, o16.get(), nullptr, 0);
+      cuda::mamba2_delta(d32.get() + 7, ld, T, H, ddtb.get(), 1e-3, 0.1, o32.get(), nullptr, 0);
+      EXPECT_TRUE(same_bits(to_host(o16, T * H), to_host(o32, T * H))) << at << " delta";
+    }
+    for (const int64_t off : {0, 1, 4}) {  // z's start: the vector paths (0, 4) and the scalar ones (1)
+      auto y16 = to_device(y), y32 = to_device(y);
+      auto g16 = poisoned<float>(T * D), g32 = poisoned<float>(T * D);
+      cuda::silu_gate(y16.get(), d16.get() + off, ld, T, D, g16.get(), nullptr, nullptr, 0);
+      cuda::silu_gate(y32.get(), d32.get() + off, ld, T, D, g32.get(), nullptr, nullptr, 0);
+      EXPECT_TRUE(same_bits(to_host(y16, T * D), to_host(y32, T * D))) << at << " silu_gate y";
+      EXPECT_TRUE(same_bits(to_host(g16, T * D), to_host(g32, T * D))) << at << " silu_gate gate";
+      for (const int64_t G : {1, 3}) {
+        auto n16 = to_device(y), n32 = to_device(y);
+        auto q16 = poisoned<uint16_t>(T * D), q32 = poisoned<uint16_t>(T * D);
+        cuda::gated_rmsnorm(n16.get(), d16.get() + off, ld, T, D, G, dgw.get(), 1e-5, G == 3, nullptr, nullptr,
+                            q16.get(), nullptr, 0);
+        cuda::gated_rmsnorm(n32.get(), d32.get() + off, ld, T, D, G, dgw.get(), 1e-5, G == 3, nullptr, nullptr,
+                            q32.get(), nullptr, 0);
+        EXPECT_TRUE(same_bits(to_host(q16, T * D), to_host(q32, T * D))) << at << " gated_rmsnorm G=" << G;
+      }
+    }
+    {
+      auto c16 = poisoned<float>(3 * ch), c32 = poisoned<float>(3 * ch);
+      cuda::copy_rows(d16.get() + 1, ld, 3, ch, c16.get(), nullptr, 0);
+      cuda::copy_rows(d32.get() + 1, ld, 3, ch, c32.get(), nullptr, 0);
+      EXPECT_TRUE(same_bits(to_host(c16, 3 * ch), to_host(c32, 3 * ch))) << at << " copy_rows";
+    }
   }
 }
 

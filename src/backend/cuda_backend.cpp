@@ -53,7 +53,7 @@ struct DeviceLayer {
   DeviceArray<float> norm, in_proj, in_proj_b, conv_w, conv_b, A, D_skip, out_proj, out_proj_b, x_proj, dt_proj,
       dt_proj_b, dt_bias, gated_norm;
   // bf16 copies of the large products' weights, for their bf16 operands (bf16 mode only).
-  DeviceArray<uint16_t> in_proj16, out_proj16;
+  DeviceArray<uint16_t> in_proj16, out_proj16, x_proj16;
   // For device-resident traces: A · log2(e) and W_out transposed in the tile precision
   // (prepared on first use).
   DeviceArray<float> A2, wout_tile32;
@@ -466,6 +466,7 @@ class CudaBackend final : public ComputeBackend {
       if (bf16_operands()) {
         bf16_copy(g.in_proj, g.in_proj16, "weights (in_proj, bf16 copy)", layer);
         bf16_copy(g.out_proj, g.out_proj16, "weights (out_proj, bf16 copy)", layer);
+        if (g.x_proj.size()) bf16_copy(g.x_proj, g.x_proj16, "weights (x_proj, bf16 copy)", layer);
       }
     }
     put(norm_f_, m.norm_f, "weights (final norm)", -1);
@@ -528,6 +529,32 @@ class CudaBackend final : public ComputeBackend {
     else
       cuda::linear(blas_, mode_, in.f32, T, in_dim, in_dim, W.get(), out_dim, bias, out, out_dim, nullptr, what, layer);
   }
+  // in_proj's output: fp32, or in the bf16 mode bf16 (bf16 set, f32 null) for a layer that no
+  // trace reads and whose in_proj has no bias. The conv, Δ and gate kernels read it in either
+  // type (widening bf16 exactly), so a bf16 output costs one rounding of values that a plain
+  // bf16 implementation rounds too, and halves the largest activation's traffic. Traced
+  // layers keep fp32: the trace and the LaTIM factors read v and z from it.
+  struct Proj {
+    float* f32 = nullptr;
+    uint16_t* bf16 = nullptr;
+    template <class F>
+    void with(const F& f) const {
+      if (bf16) f(static_cast<const uint16_t*>(bf16));
+      else f(static_cast<const float*>(f32));
+    }
+  };
+  Proj in_proj(DeviceLayer& w, Operand u, int64_t T, int64_t d, int64_t rows, bool traced, int layer) {
+    clock_.start("in_proj");
+    Proj p;
+    if (u.bf16 && !traced && !ptr(w.in_proj_b)) {
+      p.bf16 = proj16_.reserve(T * rows, "forward workspace (in_proj output, bf16)", layer);
+      cuda::linear_bf16(blas_, u.bf16, T, d, d, w.in_proj16.get(), rows, p.bf16, rows, nullptr, "in_proj", layer);
+    } else {
+      p.f32 = proj_.reserve(T * rows, "forward workspace (in_proj output)", layer);
+      project(u, T, d, w.in_proj, w.in_proj16, rows, ptr(w.in_proj_b), p.f32, "in_proj", layer);
+    }
+    return p;
+  }
   // The layer's residual add, r += o, and with the chain's next norm that norm in the same pass.
   void residual(const ModelConfig& c, int layer, int64_t T, float* r, const float* o, const Chain& chain) {
     if (chain.next.w) {
@@ -544,32 +571,54 @@ class CudaBackend final : public ComputeBackend {
                     LayerTrace* tr, bool on_device, const Chain& chain) {
     const int64_t d = c.d_model, D = c.d_inner, N = c.d_state, R = c.dt_rank, K = c.d_conv, XR = c.x_proj_rows();
     const Operand u = layer_input(c, w, layer, T, r, chain);
-    clock_.start("in_proj");
-    float* proj = proj_.reserve(T * 2 * D, "forward workspace (in_proj output)", layer);
-    project(u, T, d, w.in_proj, w.in_proj16, 2 * D, ptr(w.in_proj_b), proj, "in_proj", layer);
+    const Proj pj = in_proj(w, u, T, d, 2 * D, tr != nullptr, layer);
+    float* proj = pj.f32;  // null where in_proj wrote bf16 (an untraced layer)
     clock_.start("conv");
-    float* x = x_.reserve(T * D, "forward workspace (conv output)", layer);
-    cuda::causal_conv_with_halo(proj, T, D, 2 * D, w.conv_w.get(), static_cast<int>(K), ptr(w.conv_b),
-                                c.activation == Activation::SiLU, conv_halo(proj, 2 * D, T, D, K, layer), x, nullptr,
-                                layer);
+    // The conv output x: fp32, or bf16 where in_proj wrote bf16 (only x_proj, on bf16
+    // operands then, and the scan read it).
+    float* x = nullptr;
+    uint16_t* x16 = nullptr;
+    const float* halo = nullptr;
+    pj.with([&](const auto* p) { halo = conv_halo(p, 2 * D, T, D, K, layer); });
+    if (pj.bf16) {
+      x16 = x16_.reserve(T * D, "forward workspace (conv output, bf16)", layer);
+      cuda::causal_conv_with_halo(pj.bf16, T, D, 2 * D, w.conv_w.get(), static_cast<int>(K), ptr(w.conv_b),
+                                  c.activation == Activation::SiLU, halo, x16, nullptr, layer);
+    } else {
+      x = x_.reserve(T * D, "forward workspace (conv output)", layer);
+      cuda::causal_conv_with_halo(proj, T, D, 2 * D, w.conv_w.get(), static_cast<int>(K), ptr(w.conv_b),
+                                  c.activation == Activation::SiLU, halo, x, nullptr, layer);
+    }
     clock_.start("x_proj, dt_proj");
     float* xdbl = xdbl_.reserve(T * XR, "forward workspace (x_proj output)", layer);
-    cuda::linear(blas_, mode_, x, T, D, D, w.x_proj.get(), XR, nullptr, xdbl, XR, nullptr, "x_proj", layer);
+    if (x16)
+      cuda::linear_bf16(blas_, x16, T, D, D, w.x_proj16.get(), XR, nullptr, xdbl, XR, nullptr, "x_proj", layer);
+    else
+      cuda::linear(blas_, mode_, x, T, D, D, w.x_proj.get(), XR, nullptr, xdbl, XR, nullptr, "x_proj", layer);
+    // dt_proj's raw output: the scan's first pass makes it Δ = softplus(dt + bias) in place.
     float* delta = delta_.reserve(T * D, "forward workspace (delta)", layer);
     cuda::linear(blas_, mode_, xdbl, T, R, XR, w.dt_proj.get(), D, nullptr, delta, D, nullptr, "dt_proj", layer);
-    cuda::softplus_rows(delta, T, D, D, ptr(w.dt_proj_b), nullptr, layer);
     clock_.start("selective scan");
     float* y = y_.reserve(T * D, "forward workspace (scan output)", layer);
     float* work = scan_work_.reserve(cuda::selective_scan_work(T, D, N), "selective scan chunk states", layer);
-    cuda::selective_scan(x, delta, w.A.get(), xdbl + R, XR, xdbl + R + N, XR, w.D_skip.get(), T, D, N, y,
-                         scan_summary(c, D * N, layer), work, nullptr, layer);
+    // Only out_proj reads the gated y (the trace keeps the gate): bf16 in the bf16 mode.
+    uint16_t* y16 = bf16_operands() ? y16_.reserve(T * D, "forward workspace (gated output, bf16)", layer) : nullptr;
+    // Where nothing reads y itself (bf16 in_proj output, so untraced, and no join of slices
+    // to add to it), the scan's output pass applies the gate and writes y16.
+    cuda::ScanGate fused;
+    if (pj.bf16 && y16 && !shard_ && !host_link_) fused = {pj.bf16 + D, 2 * D, y16};
+    const auto scan = [&](const auto* xs) {
+      cuda::selective_scan(xs, delta, ptr(w.dt_proj_b), true, w.A.get(), xdbl + R, XR, xdbl + R + N, XR,
+                           w.D_skip.get(), T, D, N, y, scan_summary(c, D * N, layer), work, nullptr, layer, fused);
+    };
+    if (x16) scan(static_cast<const uint16_t*>(x16));
+    else scan(static_cast<const float*>(x));
     const double* S =
         shard_ || host_link_ ? join_slice(c, hw, w, layer, T, delta, D, D * N, y, xdbl + R + N, XR, tr != nullptr) : nullptr;
     clock_.start("gate");
     float* gate = tr ? gate_.reserve(T * D, "forward workspace (gate)", layer) : nullptr;
-    // Only out_proj reads the gated y (the trace keeps the gate): bf16 in the bf16 mode.
-    uint16_t* y16 = bf16_operands() ? y16_.reserve(T * D, "forward workspace (gated output, bf16)", layer) : nullptr;
-    cuda::silu_gate(y, proj + D, 2 * D, T, D, gate, y16, nullptr, layer);
+    if (!fused.y16)
+      pj.with([&](const auto* p) { cuda::silu_gate(y, p + D, 2 * D, T, D, gate, y16, nullptr, layer); });
     clock_.start("out_proj");
     float* o = o_.reserve(T * d, "forward workspace (mixer output)", layer);
     project({y, y16}, T, D, w.out_proj, w.out_proj16, d, ptr(w.out_proj_b), o, "out_proj", layer);
@@ -602,31 +651,62 @@ class CudaBackend final : public ComputeBackend {
     const int64_t H = c.n_heads, P = c.head_dim, G = c.n_groups, GN = G * N;
     const int64_t CC = c.conv_channels(), IR = c.in_proj_rows();
     const Operand u = layer_input(c, w, layer, T, r, chain);
-    clock_.start("in_proj");
-    float* proj = proj_.reserve(T * IR, "forward workspace (in_proj output)", layer);
-    project(u, T, d, w.in_proj, w.in_proj16, IR, ptr(w.in_proj_b), proj, "in_proj", layer);
+    const Proj pj = in_proj(w, u, T, d, IR, tr != nullptr, layer);
+    float* proj = pj.f32;  // null where in_proj wrote bf16 (an untraced layer)
     clock_.start("conv");
-    float* conv = x_.reserve(T * CC, "forward workspace (conv output)", layer);
-    cuda::causal_conv_with_halo(proj + D, T, CC, IR, w.conv_w.get(), static_cast<int>(K), ptr(w.conv_b),
-                                c.activation == Activation::SiLU, conv_halo(proj + D, IR, T, CC, K, layer), conv,
-                                nullptr, layer);
+    // The conv output (x, B, C): fp32, or bf16 where in_proj wrote bf16 and the scan's
+    // tensor-core path takes these shapes (only the scan reads it then).
+    float* conv = nullptr;
+    uint16_t* conv16 = nullptr;
+    const float* halo = nullptr;
+    pj.with([&](const auto* p) { halo = conv_halo(p + D, IR, T, CC, K, layer); });
+    if (pj.bf16 && cuda::ssd_scan_takes_bf16(P, N)) {
+      conv16 = x16_.reserve(T * CC, "forward workspace (conv output, bf16)", layer);
+      cuda::causal_conv_with_halo(pj.bf16 + D, T, CC, IR, w.conv_w.get(), static_cast<int>(K), ptr(w.conv_b),
+                                  c.activation == Activation::SiLU, halo, conv16, nullptr, layer);
+    } else {
+      conv = x_.reserve(T * CC, "forward workspace (conv output)", layer);
+      pj.with([&](const auto* p) {
+        cuda::causal_conv_with_halo(p + D, T, CC, IR, w.conv_w.get(), static_cast<int>(K), ptr(w.conv_b),
+                                    c.activation == Activation::SiLU, halo, conv, nullptr, layer);
+      });
+    }
     clock_.start("delta");
     float* delta = delta_.reserve(T * H, "forward workspace (delta)", layer);
-    cuda::mamba2_delta(proj + D + CC, IR, T, H, w.dt_bias.get(), c.dt_min, c.dt_max, delta, nullptr, layer);
+    pj.with([&](const auto* p) {
+      cuda::mamba2_delta(p + D + CC, IR, T, H, w.dt_bias.get(), c.dt_min, c.dt_max, delta, nullptr, layer);
+    });
     clock_.start("ssd scan");
     float* y = y_.reserve(T * D, "forward workspace (scan output)", layer);
     float* work = scan_work_.reserve(cuda::ssd_scan_work(T, H, P, N), "SSD scan chunk states", layer);
-    cuda::ssd_scan(conv, CC, delta, w.A.get(), conv + D, conv + D + GN, CC, w.D_skip.get(), T, H, P, N, G, y,
-                   scan_summary(c, H * P * N, layer), work, mode_ != cuda::MathMode::FP32, nullptr, layer);
-    const double* S =
-        shard_ || host_link_ ? join_slice(c, hw, w, layer, T, delta, H, H * P * N, y, conv + D + GN, CC, tr != nullptr) : nullptr;
+    if (conv16)
+      cuda::ssd_scan(conv16, CC, delta, w.A.get(), conv16 + D, conv16 + D + GN, CC, w.D_skip.get(), T, H, P, N, G, y,
+                     scan_summary(c, H * P * N, layer), work, nullptr, layer);
+    else
+      cuda::ssd_scan(conv, CC, delta, w.A.get(), conv + D, conv + D + GN, CC, w.D_skip.get(), T, H, P, N, G, y,
+                     scan_summary(c, H * P * N, layer), work, mode_ != cuda::MathMode::FP32, nullptr, layer);
+    const double* S = nullptr;
+    if (shard_ || host_link_) {
+      // The join reads C in fp32: from a bf16 conv output, its exact widening.
+      const float* Cj = conv ? conv + D + GN : nullptr;
+      int64_t ldc = CC;
+      if (conv16) {
+        float* Cw = c32_.reserve(T * GN, "forward workspace (C, widened for the join)", layer);
+        cuda::copy_rows(conv16 + D + GN, CC, T, GN, Cw, nullptr, layer);
+        Cj = Cw;
+        ldc = GN;
+      }
+      S = join_slice(c, hw, w, layer, T, delta, H, H * P * N, y, Cj, ldc, tr != nullptr);
+    }
     clock_.start("gated rmsnorm");
     float* gate = tr ? gate_.reserve(T * D, "forward workspace (gate)", layer) : nullptr;
     float* gamma = tr ? gamma_.reserve(T * D, "forward workspace (gamma)", layer) : nullptr;
     // Only out_proj reads the normed y (the trace keeps gate and γ): bf16 in the bf16 mode.
     uint16_t* y16 = bf16_operands() ? y16_.reserve(T * D, "forward workspace (gated norm output, bf16)", layer) : nullptr;
-    cuda::gated_rmsnorm(y, proj, IR, T, D, G, w.gated_norm.get(), c.gated_norm_eps, c.norm_before_gate, gate, gamma,
-                        y16, nullptr, layer);
+    pj.with([&](const auto* p) {
+      cuda::gated_rmsnorm(y, p, IR, T, D, G, w.gated_norm.get(), c.gated_norm_eps, c.norm_before_gate, gate, gamma,
+                          y16, nullptr, layer);
+    });
     clock_.start("out_proj");
     float* o = o_.reserve(T * d, "forward workspace (mixer output)", layer);
     project({y, y16}, T, D, w.out_proj, w.out_proj16, d, ptr(w.out_proj_b), o, "out_proj", layer);
@@ -722,7 +802,8 @@ class CudaBackend final : public ComputeBackend {
 
   // The K-1 conv inputs before this slice (from the previous rank; zeros on rank 0), or
   // null for a whole sequence.
-  const float* conv_halo(const float* in, int64_t lda, int64_t T, int64_t width, int64_t K, int layer) {
+  template <class In>
+  const float* conv_halo(const In* in, int64_t lda, int64_t T, int64_t width, int64_t K, int layer) {
     if ((!shard_ && !host_link_) || K < 2) return nullptr;
     clock_.start("shard: conv halo");
     const int64_t H = K - 1, n = H * width;
@@ -1064,8 +1145,9 @@ class CudaBackend final : public ComputeBackend {
   std::vector<float> model_sample_;
   std::vector<DeviceLayer> layers_;
   DeviceArray<float> norm_f_;
-  DeviceArray<float> r_, u_, proj_, x_, xdbl_, delta_, y_, gate_, gamma_, o_, scan_work_, rin_;
+  DeviceArray<float> r_, u_, proj_, x_, xdbl_, delta_, y_, gate_, gamma_, o_, scan_work_, rin_, c32_;
   DeviceArray<uint16_t> u16_, y16_;  // bf16 operands of in_proj and out_proj (bf16 mode)
+  DeviceArray<uint16_t> proj16_, x16_;  // in_proj's and the conv's bf16 outputs (bf16 mode, untraced layers)
   DeviceArray<double> S_, cumsum_work_;
   // The sharded forward (forward_shard).
   std::unique_ptr<NcclGroup> nccl_;
