@@ -26,7 +26,7 @@ __device__ __forceinline__ float exp2_ftz(float v) {
 }
 
 template <int NS, bool kFromState, bool kWriteY, class X>
-__global__ void __launch_bounds__(kThreads) scan_chunk_kernel(const X* __restrict__ x, float* __restrict__ delta,
+__global__ void __launch_bounds__(kThreads, 5) scan_chunk_kernel(const X* __restrict__ x, float* __restrict__ delta,
                                                               const float* __restrict__ dt_bias, bool raw_dt,
                                                               const float* __restrict__ A, const float* __restrict__ B,
                                                               int64_t ldb, const float* __restrict__ C, int64_t ldc,
@@ -63,34 +63,66 @@ __global__ void __launch_bounds__(kThreads) scan_chunk_kernel(const X* __restric
     __syncthreads();
     if (!active) continue;
     const bool gated = kWriteY && gate.y16 != nullptr;
-    float dt_next = delta[s0 * D + c], x_next = ld_act(x, s0 * D + c);
-    float z_next = gated ? bf16_float(gate.z[s0 * gate.ldz + c]) : 0.0f;
-    for (int p = 0; p < len; ++p) {
-      const int64_t t = s0 + p;
-      float dt = dt_next;
-      const float xv = x_next, zv = z_next;
-      if (p + 1 < len) {
-        dt_next = delta[(t + 1) * D + c];
-        x_next = ld_act(x, (t + 1) * D + c);
-        if (gated) z_next = bf16_float(gate.z[(t + 1) * gate.ldz + c]);
-      }
-      if (finish) {
-        dt = softplus(dt + dtb);
-        delta[t * D + c] = dt;
-      }
-      const float dx = dt * xv;
-      ds += dt;
-      float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // four short FMA chains instead of one long one
+    // Δ, x (and z) of the next kAhead positions are loaded while the current kAhead are
+    // scanned: a step is short next to a global load's latency. Rows are reached by pointer
+    // steps (64-bit index products would cost more instructions than the step itself).
+    constexpr int kAhead = 4;
+    float* dp = delta + s0 * D + c;  // position s0 + p0 of this channel, advanced per group
+    const X* xp = x + s0 * D + c;
+    const uint16_t* zp = gated ? gate.z + s0 * gate.ldz + c : nullptr;
+    const int64_t zstep = gated ? gate.ldz : 0;
+    float dtq[kAhead], xq[kAhead], zq[kAhead];
+    const auto fetch = [&](int p0) {  // positions p0 .. p0 + kAhead - 1, at dp + kAhead D ...
 #pragma unroll
-      for (int n = 0; n < NS; ++n) {
-        h[n] = exp2_ftz(dt * a[n]) * h[n] + dx * Bs[p][n];
-        if (kWriteY) part[n % 4] += h[n] * Cs[p][n];
+      for (int i = 0; i < kAhead; ++i) {
+        const bool ok = p0 + i < len;
+        dtq[i] = ok ? dp[i * D] : 0.0f;
+        xq[i] = ok ? ld_act(xp, i * D) : 0.0f;
+        zq[i] = ok && gated ? bf16_float(zp[i * zstep]) : 0.0f;
       }
-      if (kWriteY) {
-        const float yv = ((part[0] + part[1]) + (part[2] + part[3])) + dskip * xv;
-        if (gated) gate.y16[t * D + c] = bf16_bits(yv * silu(zv));  // silu_gate's bits
-        else y[t * D + c] = yv;
+    };
+    fetch(0);
+    float* yp = y + s0 * D + c;
+    uint16_t* y16p = gated ? gate.y16 + s0 * D + c : nullptr;
+    for (int p0 = 0; p0 < len; p0 += kAhead) {
+      float dtc[kAhead], xc[kAhead], zc[kAhead];
+#pragma unroll
+      for (int i = 0; i < kAhead; ++i) {
+        dtc[i] = dtq[i];
+        xc[i] = xq[i];
+        zc[i] = zq[i];
       }
+      float* const dcur = dp;
+      dp += kAhead * D;
+      xp += kAhead * D;
+      zp += kAhead * zstep;
+      fetch(p0 + kAhead);
+#pragma unroll
+      for (int i = 0; i < kAhead; ++i) {
+        const int p = p0 + i;
+        if (p >= len) break;
+        float dt = dtc[i];
+        const float xv = xc[i];
+        if (finish) {
+          dt = softplus(dt + dtb);
+          dcur[i * D] = dt;
+        }
+        const float dx = dt * xv;
+        ds += dt;
+        float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // four short FMA chains instead of one long one
+#pragma unroll
+        for (int n = 0; n < NS; ++n) {
+          h[n] = exp2_ftz(dt * a[n]) * h[n] + dx * Bs[p][n];
+          if (kWriteY) part[n % 4] += h[n] * Cs[p][n];
+        }
+        if (kWriteY) {
+          const float yv = ((part[0] + part[1]) + (part[2] + part[3])) + dskip * xv;
+          if (gated) y16p[i * D] = bf16_bits(yv * silu(zc[i]));  // silu_gate's bits
+          else yp[i * D] = yv;
+        }
+      }
+      yp += kAhead * D;
+      if (gated) y16p += kAhead * D;
     }
   }
   if (!kWriteY && active) {
