@@ -99,6 +99,10 @@ __device__ __forceinline__ float pick(float v0, float v1, int q) {
 }
 
 __device__ __forceinline__ float4 ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ float ld_val(const float* p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float ld_val(const uint16_t* p, int64_t i) {
+  return __uint_as_float(static_cast<uint32_t>(p[i]) << 16);
+}
 
 // p[off] where ok, else 0; the load is always issued (from p[0] where !ok) so that unrolled
 // loops keep several loads in flight without branches.
@@ -397,7 +401,8 @@ __global__ void __launch_bounds__(kThreads, 2)
 // mma.sync.m16n8k8 with tf32 operands (rounded to nearest) and fp32 sums; decays, the causal
 // mask and every exponent stay fp32 (exponents <= 0), as above. Per slice: ssd_tc_kernel<false>
 // (group-local chunk states, only the group's last one stored), ssd_group_chain_kernel (entering
-// state of every group), ssd_tc_kernel<true> (walks each group again from its entering state,
+// state of every group), ssd_cb_kernel (C·Bᵀ of every chunk, once per group: it does not depend
+// on the head), ssd_tc_kernel<true> (walks each group again from its entering state,
 // recomputing the chunk states, and writes y), so the per-chunk states never go to memory.
 // ---------------------------------------------------------------------------------------------
 
@@ -491,9 +496,10 @@ constexpr int kTcOutputSmem = kTcStateSmem + (kQ * kNP + kPP * kNP) * 4;      //
 //    Warp w computes the output rows of the row tiles w % 2 and 3 - w % 2 (16 rows each: a
 //    short and a long share of the masked products) and the columns p = 16 (w / 2) + [0, 16):
 //    C H_cᵀ with k over n (k q -> n 8s + 2q, k q + 4 -> 8s + 2q + 1: 64-bit loads of C rows
-//    and of the state copy Hs rows). The 20 tiles of C Bᵀ on or below the diagonal blocks are
-//    computed once per chunk, spread over the warps, masked and decayed, and stored over Hs as
-//    M; with the same k map over j its rows are the A fragment of M x.
+//    and of the state copy Hs rows). The 20 tiles of C Bᵀ on or below the diagonal blocks come
+//    from ssd_cb_kernel (once per chunk and group, for all of the group's heads), spread over
+//    the warps, masked and decayed, and stored over Hs as M; with the same k map over j its
+//    rows are the A fragment of M x.
 //    B and C are rounded to tf32 once in shared memory, x at use (the skip term takes it exact).
 template <bool kOut, class In>
 __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
@@ -501,7 +507,7 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
                   const float* __restrict__ A, const In* __restrict__ B, const In* __restrict__ C, int64_t ldbc,
                   const float* __restrict__ Dskip, int64_t T, int H, int P, int N, int hpg, int64_t nch, int64_t K,
                   float* __restrict__ E, float* __restrict__ dgroup, const float* __restrict__ Hg,
-                  float* __restrict__ y, bool vec, bool y_vec) {
+                  const float* __restrict__ CB, int G, float* __restrict__ y, bool vec, bool y_vec) {
   extern __shared__ __align__(16) float smem[];
   float* Bs = smem;             // [kQ][kNP]  B, tf32
   float* Xs = Bs + kQ * kNP;    // [kQ][kPP]  x, fp32 (kOut); tf32 of w_j x_j (chunk states)
@@ -701,8 +707,8 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
       // Warp w computes the outputs of the row tiles Ra = w % 2 and Rb = 3 - Ra (16 rows each)
       // and the columns p = 16 (w / 2) + [0, 16): pairing a short and a long row tile gives
       // every warp the same share of the masked products. The 20 tiles (16 rows x 8 columns) of
-      // C Bᵀ on or below the diagonal blocks are spread over the warps (tile t to warp t % 8),
-      // decayed and masked in registers, and go through shared memory (over the state copy,
+      // C Bᵀ on or below the diagonal blocks (read from ssd_cb_kernel's output) are spread over
+      // the warps (tile t to warp t % 8), decayed and masked in registers, and go through shared memory (over the state copy,
       // once every warp is done with it) to the warps that multiply them by x.
       const int Ra = warp & 1, Rb = 3 - Ra, pq = warp >> 1;
       // Byte offsets (see above): o_g is row g, column 2q of a tile 128 wide (C, B, Hs); a tile
@@ -723,15 +729,14 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
 #pragma unroll
         for (int e = 0; e < 4; ++e) sc[k][e] = 0.0f;
         if (t >= 20 || 16 * rt >= len || jt >= nt_ok) continue;  // warp-uniform
-        const int oc = o_g + 8192 * rt, oc8 = o_g8 + 8192 * rt;
-        const int ob = (jt & 1 ? o_g8 : o_g) + 8192 * (jt >> 1);
-#pragma unroll 4
-        for (int s2 = 0; s2 < kNP / 8; ++s2) {
-          const float2 ca = lds2b(Cs, oc ^ (32 * s2)), cb = lds2b(Cs, oc8 ^ (32 * s2));
-          const float2 bb = lds2b(Bs, ob ^ (32 * s2));
-          mma_tf32(sc[k], __float_as_uint(ca.x), __float_as_uint(cb.x), __float_as_uint(ca.y), __float_as_uint(cb.y),
-                   __float_as_uint(bb.x), __float_as_uint(bb.y));
-        }
+        // The tile from the chunk's C·Bᵀ (ssd_cb_kernel), in accumulator layout: rows g and
+        // g + 8 of the tile, columns 2q and 2q + 1.
+        const float* cb = CB + (c * G + gg) * (kQ * kQ) + (16 * rt + g) * kQ + 8 * jt + 2 * q;
+        const float2 u = *reinterpret_cast<const float2*>(cb), v = *reinterpret_cast<const float2*>(cb + 8 * kQ);
+        sc[k][0] = u.x;
+        sc[k][1] = u.y;
+        sc[k][2] = v.x;
+        sc[k][3] = v.y;
       }
       // C H_cᵀ for both row tiles; k over n as for C Bᵀ.
       float acc[2][2][4];
@@ -888,9 +893,77 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
   if (!kOut && tid == 0) dgroup[grp * H + h] = run;
 }
 
-int64_t chunked_work(int64_t T, int64_t H) {
+// The work buffer: chunk/group states, the carry, the decays, and (tensor-core path) C·Bᵀ of
+// every chunk of a slice and group, [nch][G][kQ][kQ].
+int64_t chunked_work(int64_t T, int64_t H, int64_t G) {
   const Plan cap = plan(std::min(T, kSliceChunks * kQ), H);
-  return (cap.nch + cap.cap + 1) * H * kTile + (cap.nch + cap.cap) * H;
+  return (cap.nch + cap.cap + 1) * H * kTile + (cap.nch + cap.cap) * H + 3 + cap.nch * G * kQ * kQ;
+}
+
+// C·Bᵀ of each chunk and group of a slice, once for all the group's heads (the output pass
+// reads its tiles instead of each head computing them): CB[c][g][i][j] = Σ_n C_i[n] B_j[n]
+// for the chunk's positions i, j (zero past the slice's end), fp32 sums on CUDA cores of
+// the staged values (fp32, or bf16 widened). One block per (chunk, group); thread (ti, tj)
+// owns rows 4 ti .. 4 ti + 3 and columns 4 tj .. 4 tj + 3.
+constexpr int kCbStride = kNP + 4;
+constexpr int kCbSmem = 2 * kQ * kCbStride * 4;
+__device__ __forceinline__ float4 ld_val4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ float4 ld_val4(const uint16_t* p) {
+  const uint2 u = *reinterpret_cast<const uint2*>(p);
+  return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
+                     __uint_as_float(u.y & 0xffff0000u));
+}
+template <class In>
+__global__ void __launch_bounds__(kThreads) ssd_cb_kernel(const In* __restrict__ B, const In* __restrict__ C,
+                                                          int64_t ldbc, int64_t T, int N, bool vec,
+                                                          float* __restrict__ CB) {
+  extern __shared__ __align__(16) float cbs[];
+  float* Cs = cbs;                   // [kQ][kCbStride]
+  float* Bs = cbs + kQ * kCbStride;  // [kQ][kCbStride]
+  const int64_t c = blockIdx.x, g = blockIdx.y, t0 = c * kQ;
+  const int len = static_cast<int>(min(int64_t{kQ}, T - t0));
+  if (vec) {  // 4 values per access (N, ldbc multiples of 4, rows aligned)
+    for (int idx = threadIdx.x; idx < kQ * kNP / 4; idx += kThreads) {
+      const int r = idx / (kNP / 4), n = 4 * (idx % (kNP / 4));
+      const bool ok = r < len && n < N;
+      const int64_t off = (t0 + r) * ldbc + g * N + n;
+      const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      *reinterpret_cast<float4*>(Cs + r * kCbStride + n) = ok ? ld_val4(C + off) : zero;
+      *reinterpret_cast<float4*>(Bs + r * kCbStride + n) = ok ? ld_val4(B + off) : zero;
+    }
+  } else {
+    for (int idx = threadIdx.x; idx < kQ * kNP; idx += kThreads) {
+      const int r = idx / kNP, n = idx % kNP;
+      const bool ok = r < len && n < N;
+      const int64_t off = (t0 + r) * ldbc + g * N + n;
+      Cs[r * kCbStride + n] = ok ? ld_val(C, off) : 0.0f;
+      Bs[r * kCbStride + n] = ok ? ld_val(B, off) : 0.0f;
+    }
+  }
+  __syncthreads();
+  const int ti = threadIdx.x / 16, tj = threadIdx.x % 16;
+  // The output pass reads the 16 x 8 tiles on or below the diagonal 16 x 16 blocks: columns up
+  // to 16 (i / 16) + 15 of row i. Threads whose 4 x 4 tile lies past that have nothing to do.
+  if (tj > 4 * (ti / 4) + 3) return;
+  float acc[4][4] = {};
+#pragma unroll 4
+  for (int n = 0; n < kNP; n += 4) {
+    float4 cv[4], bv[4];
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      cv[r] = *reinterpret_cast<const float4*>(Cs + (4 * ti + r) * kCbStride + n);
+      bv[r] = *reinterpret_cast<const float4*>(Bs + (4 * tj + r) * kCbStride + n);
+    }
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+#pragma unroll
+      for (int q = 0; q < 4; ++q)
+        acc[r][q] += cv[r].x * bv[q].x + cv[r].y * bv[q].y + cv[r].z * bv[q].z + cv[r].w * bv[q].w;
+  }
+  float* out = CB + (c * gridDim.y + g) * (kQ * kQ);
+#pragma unroll
+  for (int r = 0; r < 4; ++r)
+    *reinterpret_cast<float4*>(out + (4 * ti + r) * kQ + 4 * tj) = make_float4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
 }
 
 // x, B and C in fp32, or (tensor cores only) bf16.
@@ -909,6 +982,8 @@ void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, 
   float* carry = Hg + cap.cap * H * kTile;
   float* dcorr = carry + H * kTile;
   float* dgroup = dcorr + cap.nch * H;
+  // [nch][G][kQ][kQ] (tensor-core path), 16-byte aligned (work is, and kTile is a multiple of 4)
+  float* CB = dgroup + cap.cap * H + (4 - (cap.nch + cap.cap) * H % 4) % 4;
   const int64_t hpg = H / G;
   const int64_t nbatch = (hpg + kMaxHeadBatch - 1) / kMaxHeadBatch;
   const int64_t HB = (hpg + nbatch - 1) / nbatch;
@@ -916,6 +991,8 @@ void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, 
     check(cudaFuncSetAttribute(ssd_tc_kernel<false, In>, cudaFuncAttributeMaxDynamicSharedMemorySize, kTcStateSmem),
           "ssd_scan attribute", layer);
     check(cudaFuncSetAttribute(ssd_tc_kernel<true, In>, cudaFuncAttributeMaxDynamicSharedMemorySize, kTcOutputSmem),
+          "ssd_scan attribute", layer);
+    check(cudaFuncSetAttribute(ssd_cb_kernel<In>, cudaFuncAttributeMaxDynamicSharedMemorySize, kCbSmem),
           "ssd_scan attribute", layer);
     for (const void* k : {reinterpret_cast<const void*>(ssd_tc_kernel<false, In>),
                           reinterpret_cast<const void*>(ssd_tc_kernel<true, In>)})  // 3 and 2 blocks per SM
@@ -945,16 +1022,19 @@ void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, 
       const bool vec = ldx % 4 == 0 && ldbc % 4 == 0 && P % 4 == 0 && N % 4 == 0 && al16(xs) && al16(Bs) && al16(Cs);
       ssd_tc_kernel<false, In><<<grid, kThreads, kTcStateSmem, stream>>>(xs, ldx, ds, A, Bs, nullptr, ldbc, nullptr, Ts, Hi,
                                                                      Pi, Ni, hpgi, pl.nch, pl.K, E, dgroup, nullptr,
-                                                                     nullptr, vec, false);
+                                                                     nullptr, 0, nullptr, vec, false);
       check_launch("ssd_scan (SSD chunk states, tensor cores)", layer, stream);
       ssd_group_chain_kernel<<<static_cast<unsigned>((per4 + 255) / 256), 256, 0, stream>>>(
           per4, Hi, Pi, Ni, pl.nch, pl.K, pl.ng, reinterpret_cast<const float4*>(E), dgroup,
           reinterpret_cast<float4*>(Hg), reinterpret_cast<float4*>(carry), tb > 0, last ? h_final : nullptr);
       check_launch("ssd_scan (SSD group chain)", layer, stream);
+      ssd_cb_kernel<In><<<dim3(static_cast<unsigned>(pl.nch), static_cast<unsigned>(G)), kThreads, kCbSmem, stream>>>(
+          Bs, Cs, ldbc, Ts, Ni, vec, CB);
+      check_launch("ssd_scan (SSD C·Bᵀ)", layer, stream);
       const bool y_vec2 = P % 2 == 0 && reinterpret_cast<std::uintptr_t>(ys) % 8 == 0;
       ssd_tc_kernel<true, In><<<grid, kThreads, kTcOutputSmem, stream>>>(xs, ldx, ds, A, Bs, Cs, ldbc, Dskip, Ts, Hi, Pi,
-                                                                     Ni, hpgi, pl.nch, pl.K, nullptr, nullptr, Hg, ys,
-                                                                     vec, y_vec2);
+                                                                     Ni, hpgi, pl.nch, pl.K, nullptr, nullptr, Hg, CB,
+                                                                     static_cast<int>(G), ys, vec, y_vec2);
       check_launch("ssd_scan (SSD output, tensor cores)", layer, stream);
       continue;
     }
@@ -1163,8 +1243,8 @@ void recurrence_scan(const float* x, int64_t ldx, const float* delta, const floa
 
 }  // namespace
 
-int64_t ssd_scan_work(int64_t T, int64_t H, int64_t P, int64_t N) {
-  return fast_path(P, N) ? chunked_work(T, H) : recurrence_work(T, H, P, N);
+int64_t ssd_scan_work(int64_t T, int64_t H, int64_t P, int64_t N, int64_t G) {
+  return fast_path(P, N) ? chunked_work(T, H, G) : recurrence_work(T, H, P, N);
 }
 
 void ssd_scan(const float* x, int64_t ldx, const float* delta, const float* A, const float* B, const float* C,

@@ -10,7 +10,7 @@
 
 namespace latim::cuda {
 
-int64_t ssd_scan_work(int64_t T, int64_t H, int64_t P, int64_t N);
+int64_t ssd_scan_work(int64_t T, int64_t H, int64_t P, int64_t N, int64_t G);
 
 // y[t, hP + p] = sum_n C[t, g(h), n] s_t[h, p, n] + Dskip[h] x[t, hP + p],
 // s_t = exp(Δ[t, h] A[h]) s_{t-1} + Δ[t, h] x[t, hP + p] B[t, g(h), n].

@@ -394,7 +394,7 @@ std::pair<double, double> ssd_errors(std::mt19937& rng, const SsdCase& k, bool t
   auto dx = to_device(x), ddt = to_device(dt), dA = to_device(A), dDs = to_device(Ds);
   auto y = poisoned<float>(k.T * D), hf = poisoned<float>(k.H * k.P * k.N);
   cuda::DeviceArray<float> work;
-  work.reserve(cuda::ssd_scan_work(k.T, k.H, k.P, k.N), "work");
+  work.reserve(cuda::ssd_scan_work(k.T, k.H, k.P, k.N, k.G), "work");
   cuda::ssd_scan(dx.get(), ldx, ddt.get(), dA.get(), dx.get() + D, dx.get() + D + GN, ldx, dDs.get(), k.T, k.H, k.P,
                  k.N, k.G, y.get(), hf.get(), work.get(), tensor_cores, nullptr, 0);
   return {norm_error(to_host(y, k.T * D), want), norm_error(to_host(hf, k.H * k.P * k.N), st)};
@@ -446,7 +446,7 @@ TEST_F(CudaKernels, SsdScanOnBf16InputsIsTheScanOfTheRoundedInputs) {
     auto y16 = poisoned<float>(k.T * D), y32 = poisoned<float>(k.T * D);
     auto h16 = poisoned<float>(k.H * k.P * k.N), h32 = poisoned<float>(k.H * k.P * k.N);
     cuda::DeviceArray<float> work;
-    work.reserve(cuda::ssd_scan_work(k.T, k.H, k.P, k.N), "work");
+    work.reserve(cuda::ssd_scan_work(k.T, k.H, k.P, k.N, k.G), "work");
     ASSERT_TRUE(cuda::ssd_scan_takes_bf16(k.P, k.N));
     cuda::ssd_scan(d16.get(), ldx, ddt.get(), dA.get(), d16.get() + D, d16.get() + D + GN, ldx, dDs.get(), k.T, k.H,
                    k.P, k.N, k.G, y16.get(), h16.get(), work.get(), nullptr, 0);

@@ -678,7 +678,7 @@ class CudaBackend final : public ComputeBackend {
     });
     clock_.start("ssd scan");
     float* y = y_.reserve(T * D, "forward workspace (scan output)", layer);
-    float* work = scan_work_.reserve(cuda::ssd_scan_work(T, H, P, N), "SSD scan chunk states", layer);
+    float* work = scan_work_.reserve(cuda::ssd_scan_work(T, H, P, N, G), "SSD scan chunk states", layer);
     if (conv16)
       cuda::ssd_scan(conv16, CC, delta, w.A.get(), conv16 + D, conv16 + D + GN, CC, w.D_skip.get(), T, H, P, N, G, y,
                      scan_summary(c, H * P * N, layer), work, nullptr, layer);
