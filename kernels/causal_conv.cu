@@ -47,9 +47,9 @@ __global__ void causal_conv_kernel(const In* __restrict__ in, int64_t T, int64_t
       float acc = bias;
 #pragma unroll
       for (int s = 0; s < KM; ++s) acc += tap[s] * win[s];
-      // A bf16 output takes the fast SiLU (__expf, __fdividef: a few fp32 ulps, far below
-      // bf16's rounding); an fp32 output the CPU reference's formula.
-      if (act) acc = std::is_same_v<Out, float> ? silu(acc) : __fdividef(acc, 1.0f + __expf(-acc));
+      // A bf16 output takes the fast SiLU (a few fp32 ulps, far below bf16's rounding); an
+      // fp32 output the CPU reference's formula.
+      if (act) acc = std::is_same_v<Out, float> ? silu(acc) : silu_fast(acc);
       put(out + t * channels + c, acc);
 #pragma unroll
       for (int s = KM - 1; s > 0; --s) win[s] = win[s - 1];

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "cuda_check.hpp"
 #include "device_math.cuh"
@@ -63,13 +64,14 @@ __global__ void mamba2_delta_kernel(const In* dt, int64_t ld, int64_t T, int64_t
   }
 }
 
-template <class Z>
+// kFast: the bf16 output alone (no gate for a trace), with silu_fast.
+template <class Z, bool kFast>
 __global__ void silu_gate_kernel(float* y, const Z* z, int64_t ldz, int64_t T, int64_t D, float* gate_out,
                                  uint16_t* y16) {
   const int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
   if (c >= D) return;
   for (int64_t t = blockIdx.y; t < T; t += gridDim.y) {
-    const float g = silu(ld_act(z, t * ldz + c));
+    const float g = kFast ? silu_fast(ld_act(z, t * ldz + c)) : silu(ld_act(z, t * ldz + c));
     if (gate_out) gate_out[t * D + c] = g;
     if (y16) y16[t * D + c] = bf16_bits(y[t * D + c] * g);
     else y[t * D + c] *= g;
@@ -77,14 +79,15 @@ __global__ void silu_gate_kernel(float* y, const Z* z, int64_t ldz, int64_t T, i
 }
 
 // The same with 4 columns per thread and 16-byte accesses (D, ldz multiples of 4, aligned rows).
-template <class Z>
+template <class Z, bool kFast>
 __global__ void silu_gate_vec_kernel(float* y, const Z* z, int64_t ldz, int64_t T, int64_t D, float* gate_out,
                                      uint16_t* y16) {
   const int64_t c = 4 * (blockIdx.x * int64_t{blockDim.x} + threadIdx.x);
   if (c >= D) return;
   for (int64_t t = blockIdx.y; t < T; t += gridDim.y) {
     const float4 zv = ld_act4(z, t * ldz + c);
-    const float4 g = make_float4(silu(zv.x), silu(zv.y), silu(zv.z), silu(zv.w));
+    const float4 g = kFast ? make_float4(silu_fast(zv.x), silu_fast(zv.y), silu_fast(zv.z), silu_fast(zv.w))
+                           : make_float4(silu(zv.x), silu(zv.y), silu(zv.z), silu(zv.w));
     if (gate_out) *reinterpret_cast<float4*>(gate_out + t * D + c) = g;
     const float4 yv = *reinterpret_cast<const float4*>(y + t * D + c);
     const float4 out = make_float4(yv.x * g.x, yv.y * g.y, yv.z * g.z, yv.w * g.w);
@@ -196,11 +199,18 @@ template <class Z>
 void launch_gate(float* y, const Z* z, int64_t ldz, int64_t T, int64_t D, float* gate_out, uint16_t* y16,
                  cudaStream_t stream, int layer) {
   if (T * D == 0) return;
-  if (D % 4 == 0 && ldz % 4 == 0 && aligned(y, 16) && aligned(z, 4 * sizeof(Z)) && aligned(gate_out, 16) &&
-      aligned(y16, 8))
-    silu_gate_vec_kernel<<<grid_rows(T, D / 4), kThreads, 0, stream>>>(y, z, ldz, T, D, gate_out, y16);
-  else
-    silu_gate_kernel<<<grid_rows(T, D), kThreads, 0, stream>>>(y, z, ldz, T, D, gate_out, y16);
+  const bool vec = D % 4 == 0 && ldz % 4 == 0 && aligned(y, 16) && aligned(z, 4 * sizeof(Z)) &&
+                   aligned(gate_out, 16) && aligned(y16, 8);
+  const auto launch = [&](auto fast) {
+    if (vec)
+      silu_gate_vec_kernel<Z, decltype(fast)::value><<<grid_rows(T, D / 4), kThreads, 0, stream>>>(y, z, ldz, T, D,
+                                                                                                    gate_out, y16);
+    else
+      silu_gate_kernel<Z, decltype(fast)::value><<<grid_rows(T, D), kThreads, 0, stream>>>(y, z, ldz, T, D, gate_out,
+                                                                                            y16);
+  };
+  if (y16 && !gate_out) launch(std::true_type{});
+  else launch(std::false_type{});
   check_launch("silu_gate", layer, stream);
 }
 }  // namespace

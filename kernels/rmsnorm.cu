@@ -168,11 +168,15 @@ __global__ void __launch_bounds__(kThreads, 4) rmsnorm_kernel(float* r, const fl
 }
 
 __device__ __forceinline__ float4 silu4(const float4& z) { return make_float4(silu(z.x), silu(z.y), silu(z.z), silu(z.w)); }
+__device__ __forceinline__ float4 silu4_fast(const float4& z) {
+  return make_float4(silu_fast(z.x), silu_fast(z.y), silu_fast(z.z), silu_fast(z.w));
+}
 
 // Rows of y, one group of D / G channels after the other; the layout of rmsnorm_kernel, with
 // y * SiLU(z) kept in registers for the first kCache steps of each group (the gate itself,
 // for the trace, is recomputed from z: the same bits, and only trace layers ask for it).
-template <bool Vec, int kCache, class Z>
+// kFast (a bf16 output alone, nothing for a trace): the gate with silu_fast.
+template <bool Vec, int kCache, class Z, bool kFast>
 __global__ void __launch_bounds__(kThreads, 3) gated_rmsnorm_kernel(float* __restrict__ y, const Z* __restrict__ z, int64_t ldz, int64_t T,
                                      int64_t D, int64_t G, const float* __restrict__ w, double eps,
                                      bool norm_before_gate, float* __restrict__ gate_out,
@@ -186,7 +190,8 @@ __global__ void __launch_bounds__(kThreads, 3) gated_rmsnorm_kernel(float* __res
   const int64_t gs = D / G, steps = (gs + kOrder - 1) / kOrder;
   // y * gate at k..k+3, and s[i] += v_i^2 for v = y (norm before the gate) or y * gate.
   auto product = [&](int64_t k, int64_t end) {
-    const float4 yv = load4<Vec>(yt, k, end), g = silu4(load4<Vec>(zt, k, end));
+    const float4 zv = load4<Vec>(zt, k, end);
+    const float4 yv = load4<Vec>(yt, k, end), g = kFast ? silu4_fast(zv) : silu4(zv);
     return make_float4(yv.x * g.x, yv.y * g.y, yv.z * g.z, yv.w * g.w);
   };
   auto gated = [&](double(&s)[4], int64_t k, int64_t end) {
@@ -288,8 +293,13 @@ void launch_gated(float* y, const Z* z, int64_t ldz, int64_t T, int64_t D, int64
                    (!gamma_out || aligned16(gamma_out)) && (!y16 || aligned8(y16));
   const int64_t steps = (D / G + kOrder - 1) / kOrder;
   const auto launch = [&](auto vec_c, auto cache_c) {
-    gated_rmsnorm_kernel<decltype(vec_c)::value, decltype(cache_c)::value><<<row_blocks(T), kThreads, 0, stream>>>(
-        y, z, ldz, T, D, G, w, eps, norm_before_gate, gate_out, gamma_out, y16);
+    const auto go = [&](auto fast) {
+      gated_rmsnorm_kernel<decltype(vec_c)::value, decltype(cache_c)::value, Z, decltype(fast)::value>
+          <<<row_blocks(T), kThreads, 0, stream>>>(y, z, ldz, T, D, G, w, eps, norm_before_gate, gate_out, gamma_out,
+                                                   y16);
+    };
+    if (y16 && !gate_out && !gamma_out) go(std::true_type{});
+    else go(std::false_type{});
   };
   dispatch(vec, steps, launch);
   check_launch("gated_rmsnorm", layer, stream);

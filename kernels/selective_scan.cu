@@ -117,7 +117,7 @@ __global__ void __launch_bounds__(kThreads, 5) scan_chunk_kernel(const X* __rest
         }
         if (kWriteY) {
           const float yv = ((part[0] + part[1]) + (part[2] + part[3])) + dskip * xv;
-          if (gated) y16p[i * D] = bf16_bits(yv * silu(zc[i]));  // silu_gate's bits
+          if (gated) y16p[i * D] = bf16_bits(yv * silu_fast(zc[i]));  // silu_gate's bits (its bf16 path)
           else yp[i * D] = yv;
         }
       }

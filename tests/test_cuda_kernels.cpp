@@ -94,6 +94,23 @@ std::vector<uint16_t> to_bf16_host(const std::vector<float>& v) {
   return b;
 }
 
+// bf16 values each within one bf16 unit in the last place of the fp32 values `want`: what a
+// kernel gives when it rounds to bf16 a result computed with a fast SiLU (a few fp32 ulps
+// from the exact one), which can land on the other side of a rounding midpoint.
+::testing::AssertionResult within_one_bf16_ulp(const std::vector<uint16_t>& got, const std::vector<float>& want) {
+  if (got.size() != want.size()) return ::testing::AssertionFailure() << "sizes differ";
+  int64_t equal = 0;
+  for (std::size_t k = 0; k < got.size(); ++k) {
+    const double w = want[k], ulp = w == 0.0 ? 1e-38 : std::ldexp(1.0, std::ilogb(w) - 7);
+    if (std::abs(from_bf16(got[k]) - w) > ulp)
+      return ::testing::AssertionFailure() << "element " << k << ": " << from_bf16(got[k]) << " vs " << w;
+    equal += got[k] == bf16_bits(want[k]);
+  }
+  if (equal < static_cast<int64_t>(got.size()) * 95 / 100)  // a midpoint now and then, not a different rounding
+    return ::testing::AssertionFailure() << "only " << equal << " of " << got.size() << " round as the fp32 values";
+  return ::testing::AssertionSuccess();
+}
+
 class CudaKernels : public ::testing::Test {
  protected:
   void SetUp() override { LATIM_SKIP_WITHOUT_GPU(); }
@@ -569,7 +586,8 @@ TEST_F(CudaKernels, GatedRmsNormKeepsTheBitsOfTheOriginalOrder) {
       auto y16 = poisoned<uint16_t>(T * D);
       cuda::gated_rmsnorm(dy2.get(), dz.get(), ldz, T, D, G, dw.get(), 1e-5, before, nullptr, nullptr, y16.get(),
                           nullptr, 0);
-      EXPECT_TRUE(same_bits(to_host(y16, T * D), to_bf16_host(want))) << at << " bf16";
+      // The bf16 output alone takes the fast SiLU (see silu_fast).
+      EXPECT_TRUE(within_one_bf16_ulp(to_host(y16, T * D), want)) << at << " bf16";
       EXPECT_TRUE(same_bits(to_host(dy2, T * D), y)) << at << " y untouched";
     }
 }
@@ -595,7 +613,8 @@ TEST_F(CudaKernels, SiluGateFp32AndBf16) {
     auto dy2 = to_device(y);
     auto y16 = poisoned<uint16_t>(T * D);
     cuda::silu_gate(dy2.get(), dz.get(), ldz, T, D, nullptr, y16.get(), nullptr, 0);
-    EXPECT_TRUE(same_bits(to_host(y16, T * D), to_bf16_host(want))) << at << " bf16";
+    // The bf16 output alone takes the fast SiLU (see silu_fast).
+    EXPECT_TRUE(within_one_bf16_ulp(to_host(y16, T * D), want)) << at << " bf16";
     EXPECT_TRUE(same_bits(to_host(dy2, T * D), y)) << at << " y untouched";
   }
 }
