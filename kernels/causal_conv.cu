@@ -1,5 +1,6 @@
 // Causal depthwise conv: a thread owns one channel and a run of consecutive positions, keeping
 // the K-1 previous inputs in registers, so each input is read about once. 64-bit indexing.
+// Inputs fp32 or bf16 (widened exactly), outputs fp32 or bf16.
 #include <type_traits>
 
 #include "causal_conv.hpp"
@@ -33,7 +34,10 @@ __global__ void causal_conv_kernel(const In* __restrict__ in, int64_t T, int64_t
     float win[KM];  // win[s] = in[t - s] for the current t
 #pragma unroll
     for (int s = 1; s < KM; ++s)
-      win[s] = !(s < K) ? 0.0f : t0 - s >= 0 ? ld_act(in, (t0 - s) * lda + c) : halo ? halo[(K - 1 + t0 - s) * channels + c] : 0.0f;
+      win[s] = !(s < K)     ? 0.0f
+               : t0 - s >= 0 ? ld_act(in, (t0 - s) * lda + c)
+               : halo        ? halo[(K - 1 + t0 - s) * channels + c]
+                             : 0.0f;
     const int n = static_cast<int>(T - t0 < kRun ? T - t0 : kRun);
     // The run's inputs first, all loads in flight at once; then the same sums as before.
     float x[kRun];

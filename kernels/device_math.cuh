@@ -26,12 +26,15 @@ __device__ __forceinline__ float bf16_float(uint16_t b) { return __uint_as_float
 __device__ __forceinline__ float ld_act(const float* p, int64_t i) { return p[i]; }
 __device__ __forceinline__ float ld_act(const uint16_t* p, int64_t i) { return bf16_float(p[i]); }
 
+// 4 bf16 values packed in 8 bytes (lowest first), widened.
+__device__ __forceinline__ float4 widen_bf16x4(const uint2& u) {
+  return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
+                     __uint_as_float(u.y & 0xffff0000u));
+}
 // 4 consecutive activations p[i..i+3] in one access (16 bytes of fp32, 8 of bf16; aligned).
 __device__ __forceinline__ float4 ld_act4(const float* p, int64_t i) { return *reinterpret_cast<const float4*>(p + i); }
 __device__ __forceinline__ float4 ld_act4(const uint16_t* p, int64_t i) {
-  const uint2 u = *reinterpret_cast<const uint2*>(p + i);
-  return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
-                     __uint_as_float(u.y & 0xffff0000u));
+  return widen_bf16x4(*reinterpret_cast<const uint2*>(p + i));
 }
 
 }  // namespace latim::cuda

@@ -177,7 +177,8 @@ __device__ __forceinline__ float4 silu4_fast(const float4& z) {
 // for the trace, is recomputed from z: the same bits, and only trace layers ask for it).
 // kFast (a bf16 output alone, nothing for a trace): the gate with silu_fast.
 template <bool Vec, int kCache, class Z, bool kFast>
-__global__ void __launch_bounds__(kThreads, 3) gated_rmsnorm_kernel(float* __restrict__ y, const Z* __restrict__ z, int64_t ldz, int64_t T,
+__global__ void __launch_bounds__(kThreads, 3) gated_rmsnorm_kernel(float* __restrict__ y, const Z* __restrict__ z,
+                                                                    int64_t ldz, int64_t T,
                                      int64_t D, int64_t G, const float* __restrict__ w, double eps,
                                      bool norm_before_gate, float* __restrict__ gate_out,
                                      float* __restrict__ gamma_out, uint16_t* __restrict__ y16) {

@@ -4,6 +4,8 @@
 // The first launch can also finish Δ: given dt_proj's raw output and the bias, each thread
 // turns its channel's values into softplus(dt + bias) as it reads them and writes them back,
 // which saves softplus_rows' pass over [T, D]. x is fp32 or (bf16 mode) bf16.
+#include <type_traits>
+
 #include "cuda_check.hpp"
 #include "device_math.cuh"
 #include "selective_scan.hpp"
@@ -166,8 +168,8 @@ __global__ void chain_chunks_kernel(const float* __restrict__ A, int64_t D, int6
 }
 
 template <int NS, class X>
-void run(const X* x, float* delta, const float* dt_bias, bool raw_dt, const float* A, const float* B, int64_t ldb, const float* C, int64_t ldc,
-         const float* Dskip, int64_t T, int64_t D, int64_t N, float* y, float* h_final, float* work,
+void run(const X* x, float* delta, const float* dt_bias, bool raw_dt, const float* A, const float* B, int64_t ldb,
+         const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N, float* y, float* h_final, float* work,
          cudaStream_t stream, int layer, const ScanGate& gate) {
   const int64_t nchunks = (T + kChunk - 1) / kChunk;
   if (nchunks > 65535) fail("selective_scan: T = ", T, " exceeds the supported ", 65535 * kChunk, " tokens");
@@ -176,19 +178,19 @@ void run(const X* x, float* delta, const float* dt_bias, bool raw_dt, const floa
   float* dsum = work + nchunks * D * N;
   const int n = static_cast<int>(N);
   if (nchunks == 1 && !h_final) {
-    scan_chunk_kernel<NS, false, true><<<grid, kThreads, 0, stream>>>(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T, D,
-                                                                       n, state, dsum, y, gate);
+    scan_chunk_kernel<NS, false, true><<<grid, kThreads, 0, stream>>>(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc,
+                                                                       Dskip, T, D, n, state, dsum, y, gate);
     check_launch("selective_scan", layer, stream);
     return;
   }
-  scan_chunk_kernel<NS, false, false><<<grid, kThreads, 0, stream>>>(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T,
-                                                                      D, n, state, dsum, y, gate);
+  scan_chunk_kernel<NS, false, false><<<grid, kThreads, 0, stream>>>(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc,
+                                                                      Dskip, T, D, n, state, dsum, y, gate);
   check_launch("selective_scan (chunk states)", layer, stream);
   chain_chunks_kernel<<<static_cast<unsigned>((D * N + 255) / 256), 256, 0, stream>>>(A, D, N, nchunks, state, dsum,
                                                                                       h_final);
   check_launch("selective_scan (chunk chain)", layer, stream);
-  scan_chunk_kernel<NS, true, true><<<grid, kThreads, 0, stream>>>(x, delta, nullptr, false, A, B, ldb, C, ldc, Dskip, T, D,
-                                                                    n, state, dsum, y, gate);
+  scan_chunk_kernel<NS, true, true><<<grid, kThreads, 0, stream>>>(x, delta, nullptr, false, A, B, ldb, C, ldc, Dskip,
+                                                                    T, D, n, state, dsum, y, gate);
   check_launch("selective_scan (output)", layer, stream);
 }
 
@@ -205,23 +207,27 @@ void dispatch(const X* x, float* delta, const float* dt_bias, bool raw_dt, const
               const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N, float* y,
               float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate) {
   if (T == 0 || D == 0) return;
-  if (N <= 8) run<8>(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream, layer, gate);
-  else if (N <= 16) run<16>(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream, layer, gate);
-  else if (N <= 32) run<32>(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream, layer, gate);
-  else if (N <= 64) run<64>(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream, layer, gate);
+  const auto go = [&](auto ns) {
+    run<decltype(ns)::value>(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream,
+                             layer, gate);
+  };
+  if (N <= 8) go(std::integral_constant<int, 8>{});
+  else if (N <= 16) go(std::integral_constant<int, 16>{});
+  else if (N <= 32) go(std::integral_constant<int, 32>{});
+  else if (N <= 64) go(std::integral_constant<int, 64>{});
   else fail("selective_scan (layer ", layer, "): d_state = ", N, " is above the CUDA kernel's limit of 64");
 }
 }  // namespace
 
 void selective_scan(const float* x, float* delta, const float* dt_bias, bool raw_dt, const float* A, const float* B,
-                    int64_t ldb, const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N, float* y,
-                    float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate) {
+                    int64_t ldb, const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N,
+                    float* y, float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate) {
   dispatch(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream, layer, gate);
 }
 
 void selective_scan(const uint16_t* x, float* delta, const float* dt_bias, bool raw_dt, const float* A, const float* B,
-                    int64_t ldb, const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N, float* y,
-                    float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate) {
+                    int64_t ldb, const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N,
+                    float* y, float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate) {
   dispatch(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream, layer, gate);
 }
 

@@ -27,11 +27,11 @@ int64_t selective_scan_work(int64_t T, int64_t D, int64_t N);
 // output, and the scan makes it Δ = softplus(dt + dt_bias) in place (dt_bias [D] may be
 // null; the bits softplus_rows gives) before using it: after the call delta holds Δ.
 void selective_scan(const float* x, float* delta, const float* dt_bias, bool raw_dt, const float* A, const float* B,
-                    int64_t ldb, const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N, float* y,
-                    float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate = {});
+                    int64_t ldb, const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N,
+                    float* y, float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate = {});
 // The same with x in bf16 (bf16 bits, widened exactly).
 void selective_scan(const uint16_t* x, float* delta, const float* dt_bias, bool raw_dt, const float* A, const float* B,
-                    int64_t ldb, const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N, float* y,
-                    float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate = {});
+                    int64_t ldb, const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N,
+                    float* y, float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate = {});
 
 }  // namespace latim::cuda

@@ -27,6 +27,7 @@
 #include <type_traits>
 
 #include "cuda_check.hpp"
+#include "device_math.cuh"
 #include "ssd_scan.hpp"
 
 namespace latim::cuda {
@@ -99,10 +100,6 @@ __device__ __forceinline__ float pick(float v0, float v1, int q) {
 }
 
 __device__ __forceinline__ float4 ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
-__device__ __forceinline__ float ld_val(const float* p, int64_t i) { return p[i]; }
-__device__ __forceinline__ float ld_val(const uint16_t* p, int64_t i) {
-  return __uint_as_float(static_cast<uint32_t>(p[i]) << 16);
-}
 
 // p[off] where ok, else 0; the load is always issued (from p[0] where !ok) so that unrolled
 // loops keep several loads in flight without branches.
@@ -583,16 +580,14 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
 #pragma unroll
         for (int k = 0; k < kMax; ++k) {
           if (!wide && k >= kQ / 16) break;
-          const float4 f = make_float4(__uint_as_float(v[k].x << 16), __uint_as_float(v[k].x & 0xffff0000u),
-                                       __uint_as_float(v[k].y << 16), __uint_as_float(v[k].y & 0xffff0000u));
-          *atb<float4>(dst, wide ? (o_st ^ (64 * (k & 1))) + 4096 * k : o_st + 4096 * k) = f;
+          *atb<float4>(dst, wide ? (o_st ^ (64 * (k & 1))) + 4096 * k : o_st + 4096 * k) = widen_bf16x4(v[k]);
         }
       } else {
 #pragma unroll 1
         for (int idx = tid; idx < kQ * width; idx += kThreads) {
           const int r = idx / width, cc = idx % width;
           const bool ok = r < len && cc < ncols;
-          dst[swz(r, cc, width)] = ok ? __uint_as_float(static_cast<uint32_t>(src[(t0 + r) * ld + col0 + cc]) << 16) : 0.0f;
+          dst[swz(r, cc, width)] = ok ? ld_act(src, (t0 + r) * ld + col0 + cc) : 0.0f;
         }
       }
       return;
@@ -708,8 +703,9 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
       // and the columns p = 16 (w / 2) + [0, 16): pairing a short and a long row tile gives
       // every warp the same share of the masked products. The 20 tiles (16 rows x 8 columns) of
       // C Bᵀ on or below the diagonal blocks (read from ssd_cb_kernel's output) are spread over
-      // the warps (tile t to warp t % 8), decayed and masked in registers, and go through shared memory (over the state copy,
-      // once every warp is done with it) to the warps that multiply them by x.
+      // the warps (tile t to warp t % 8), decayed and masked in registers, and go through
+      // shared memory (over the state copy, once every warp is done with it) to the warps
+      // that multiply them by x.
       const int Ra = warp & 1, Rb = 3 - Ra, pq = warp >> 1;
       // Byte offsets (see above): o_g is row g, column 2q of a tile 128 wide (C, B, Hs); a tile
       // of 16 rows further on adds 8192, its rows + 8 are (o ^ 64) + 4096, columns + 8s are
@@ -907,12 +903,6 @@ int64_t chunked_work(int64_t T, int64_t H, int64_t G) {
 // owns rows 4 ti .. 4 ti + 3 and columns 4 tj .. 4 tj + 3.
 constexpr int kCbStride = kNP + 4;
 constexpr int kCbSmem = 2 * kQ * kCbStride * 4;
-__device__ __forceinline__ float4 ld_val4(const float* p) { return *reinterpret_cast<const float4*>(p); }
-__device__ __forceinline__ float4 ld_val4(const uint16_t* p) {
-  const uint2 u = *reinterpret_cast<const uint2*>(p);
-  return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
-                     __uint_as_float(u.y & 0xffff0000u));
-}
 template <class In>
 __global__ void __launch_bounds__(kThreads) ssd_cb_kernel(const In* __restrict__ B, const In* __restrict__ C,
                                                           int64_t ldbc, int64_t T, int N, bool vec,
@@ -928,16 +918,16 @@ __global__ void __launch_bounds__(kThreads) ssd_cb_kernel(const In* __restrict__
       const bool ok = r < len && n < N;
       const int64_t off = (t0 + r) * ldbc + g * N + n;
       const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      *reinterpret_cast<float4*>(Cs + r * kCbStride + n) = ok ? ld_val4(C + off) : zero;
-      *reinterpret_cast<float4*>(Bs + r * kCbStride + n) = ok ? ld_val4(B + off) : zero;
+      *reinterpret_cast<float4*>(Cs + r * kCbStride + n) = ok ? ld_act4(C, off) : zero;
+      *reinterpret_cast<float4*>(Bs + r * kCbStride + n) = ok ? ld_act4(B, off) : zero;
     }
   } else {
     for (int idx = threadIdx.x; idx < kQ * kNP; idx += kThreads) {
       const int r = idx / kNP, n = idx % kNP;
       const bool ok = r < len && n < N;
       const int64_t off = (t0 + r) * ldbc + g * N + n;
-      Cs[r * kCbStride + n] = ok ? ld_val(C, off) : 0.0f;
-      Bs[r * kCbStride + n] = ok ? ld_val(B, off) : 0.0f;
+      Cs[r * kCbStride + n] = ok ? ld_act(C, off) : 0.0f;
+      Bs[r * kCbStride + n] = ok ? ld_act(B, off) : 0.0f;
     }
   }
   __syncthreads();
@@ -963,7 +953,8 @@ __global__ void __launch_bounds__(kThreads) ssd_cb_kernel(const In* __restrict__
   float* out = CB + (c * gridDim.y + g) * (kQ * kQ);
 #pragma unroll
   for (int r = 0; r < 4; ++r)
-    *reinterpret_cast<float4*>(out + (4 * ti + r) * kQ + 4 * tj) = make_float4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
+    *reinterpret_cast<float4*>(out + (4 * ti + r) * kQ + 4 * tj) =
+        make_float4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
 }
 
 // x, B and C in fp32, or (tensor cores only) bf16.
