@@ -17,8 +17,18 @@ using cpu::softplus;
 
 namespace {
 
+// The scans' inner loops over the state vectorise; the binary is built for the baseline
+// x86-64 ISA (SSE2), so these functions are also compiled for AVX2+FMA and AVX-512 and the
+// loader picks the widest the CPU has (GCC function multiversioning).
+#if defined(__x86_64__)
+#define LATIM_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
+#else
+#define LATIM_SIMD_CLONES
+#endif
+
 // Mamba-1 selective scan from a zero state. Channels are split into blocks so a thread
 // walks the sequence once per block with the block's states in cache. h_final [D, N].
+LATIM_SIMD_CLONES
 void selective_scan_mamba1(int64_t T, int64_t D, int64_t N, const float* x, const float* delta, const float* A,
                            const float* B, int64_t ldb, const float* C, int64_t ldc, const float* Dskip, float* y,
                            float* h_final) {
@@ -51,6 +61,7 @@ void selective_scan_mamba1(int64_t T, int64_t D, int64_t N, const float* x, cons
 
 // Mamba-2 scan from a zero state: one scalar decay per head, state [P, N] per head.
 // h_final [H, P, N].
+LATIM_SIMD_CLONES
 void ssd_scan_mamba2(int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, const float* x, int64_t ldx,
                      const float* delta, const float* A, const float* B, const float* C, int64_t ldbc,
                      const float* Dskip, float* y, float* h_final) {
