@@ -737,6 +737,21 @@ TEST_F(CudaKernels, Bf16InputsGiveTheBitsOfTheRoundedFp32Inputs) {
         if (std::abs(from_bf16(q[i]) - static_cast<double>(f[i])) > half_ulp * 1.01 + 1e-30) ++off_by_more;
       }
       EXPECT_EQ(off_by_more, 0) << at << " conv with a bf16 output";
+      // Two channels per thread (even start, 4-byte aligned rows: ld 3352) and one (odd start,
+      // or ld 3353), on the same inputs: the same bits.
+      for (const int64_t off : {6, 7}) {
+        auto even = poisoned<uint16_t>(T * ch + 2);
+        cuda::causal_conv_with_halo(d16.get() + off, T, ch, ld, dw.get(), K, db.get(), true, dh.get(), even.get(),
+                                    nullptr, 0);
+        auto odd = poisoned<uint16_t>(T * ch + 2);  // output one element in: 2-byte aligned, the 1-channel kernel
+        cuda::causal_conv_with_halo(d16.get() + off, T, ch, ld, dw.get(), K, db.get(), true, dh.get(), odd.get() + 1,
+                                    nullptr, 0);
+        std::vector<uint16_t> a = to_host(even, T * ch + 2), o = to_host(odd, T * ch + 2);
+        a.resize(T * ch);
+        o.erase(o.begin());
+        o.resize(T * ch);
+        EXPECT_TRUE(same_bits(a, o)) << at << " offset " << off << ": 2-channel and 1-channel kernels";
+      }
     }
     {
       auto o16 = poisoned<float>(T * H), o32 = poisoned<float>(T * H);
