@@ -77,7 +77,6 @@ __global__ void causal_conv_bf16x2_kernel(const uint16_t* __restrict__ in, int64
 #pragma unroll
     for (int s = 0; s < KM; ++s) tap[j][s] = s < K ? w[(c + j) * K + (K - 1 - s)] : 0.0f;
   const float bias[2] = {b ? b[c] : 0.0f, b ? b[c + 1] : 0.0f};
-  const auto pair = [](uint32_t u) { return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xffff0000u)); };
   const int64_t runs = (T + kRun - 1) / kRun;
   for (int64_t r = blockIdx.y; r < runs; r += gridDim.y) {
     const int64_t t0 = r * kRun;
@@ -85,7 +84,7 @@ __global__ void causal_conv_bf16x2_kernel(const uint16_t* __restrict__ in, int64
 #pragma unroll
     for (int s = 1; s < KM; ++s)
       win[s] = !(s < K)     ? make_float2(0.0f, 0.0f)
-               : t0 - s >= 0 ? pair(*reinterpret_cast<const uint32_t*>(in + (t0 - s) * lda + c))
+               : t0 - s >= 0 ? widen_bf16x2(*reinterpret_cast<const uint32_t*>(in + (t0 - s) * lda + c))
                : halo        ? *reinterpret_cast<const float2*>(halo + (K - 1 + t0 - s) * channels + c)
                              : make_float2(0.0f, 0.0f);
     const int n = static_cast<int>(T - t0 < kRun ? T - t0 : kRun);
@@ -95,7 +94,7 @@ __global__ void causal_conv_bf16x2_kernel(const uint16_t* __restrict__ in, int64
 #pragma unroll
     for (int q = 0; q < kRun; ++q) {
       if (q >= n) break;
-      win[0] = pair(x[q]);
+      win[0] = widen_bf16x2(x[q]);
       float acc0 = bias[0], acc1 = bias[1];
 #pragma unroll
       for (int s = 0; s < KM; ++s) {
@@ -106,8 +105,7 @@ __global__ void causal_conv_bf16x2_kernel(const uint16_t* __restrict__ in, int64
         acc0 = silu_fast(acc0);
         acc1 = silu_fast(acc1);
       }
-      *reinterpret_cast<uint32_t*>(out + (t0 + q) * channels + c) =
-          bf16_bits(acc0) | static_cast<uint32_t>(bf16_bits(acc1)) << 16;
+      *reinterpret_cast<uint32_t*>(out + (t0 + q) * channels + c) = pack_bf16x2(acc0, acc1);
 #pragma unroll
       for (int s = KM - 1; s > 0; --s) win[s] = win[s - 1];
     }

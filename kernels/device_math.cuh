@@ -18,18 +18,33 @@ __device__ __forceinline__ float silu_fast(float x) { return __fdividef(x, 1.0f 
 // (softplus_rows, and the selective scan that applies it in its first pass) and Mamba-2.
 __device__ __forceinline__ float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 
+// 2^v on the special-function unit alone (ex2.approx.ftz: 2 ulp, results below 2^-126
+// flushed to zero), for decays 2^v <= 1, without exp2f's range handling around it.
+__device__ __forceinline__ float exp2_ftz(float v) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(v));
+  return r;
+}
+
 // The bits of x rounded to bf16 (to nearest even).
 __device__ __forceinline__ uint16_t bf16_bits(float x) { return __bfloat16_as_ushort(__float2bfloat16_rn(x)); }
+// Two floats rounded to bf16 and packed in 4 bytes (a first, in the low half).
+__device__ __forceinline__ uint32_t pack_bf16x2(float a, float b) {
+  return bf16_bits(a) | static_cast<uint32_t>(bf16_bits(b)) << 16;
+}
 
 // An activation as a float: fp32 as it is, or the bits of a bf16 (exact: every bf16 is a float).
 __device__ __forceinline__ float bf16_float(uint16_t b) { return __uint_as_float(static_cast<uint32_t>(b) << 16); }
 __device__ __forceinline__ float ld_act(const float* p, int64_t i) { return p[i]; }
 __device__ __forceinline__ float ld_act(const uint16_t* p, int64_t i) { return bf16_float(p[i]); }
 
-// 4 bf16 values packed in 8 bytes (lowest first), widened.
+// 2 (4) bf16 values packed in 4 (8) bytes, lowest first, widened.
+__device__ __forceinline__ float2 widen_bf16x2(uint32_t u) {
+  return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xffff0000u));
+}
 __device__ __forceinline__ float4 widen_bf16x4(const uint2& u) {
-  return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
-                     __uint_as_float(u.y & 0xffff0000u));
+  const float2 a = widen_bf16x2(u.x), b = widen_bf16x2(u.y);
+  return make_float4(a.x, a.y, b.x, b.y);
 }
 // 4 consecutive activations p[i..i+3] in one access (16 bytes of fp32, 8 of bf16; aligned).
 __device__ __forceinline__ float4 ld_act4(const float* p, int64_t i) { return *reinterpret_cast<const float4*>(p + i); }

@@ -114,9 +114,7 @@ __device__ __forceinline__ float exp2_mode(float x) {
   if constexpr (PREC == 0) {
     return exp2f(x);
   } else {
-    float r;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
-    return r;
+    return exp2_ftz(x);
   }
 }
 

@@ -92,8 +92,7 @@ __global__ void silu_gate_vec_kernel(float* y, const Z* z, int64_t ldz, int64_t 
     const float4 out = make_float4(yv.x * g.x, yv.y * g.y, yv.z * g.z, yv.w * g.w);
     if (y16)
       *reinterpret_cast<uint2*>(y16 + t * D + c) =
-          make_uint2(bf16_bits(out.x) | static_cast<uint32_t>(bf16_bits(out.y)) << 16,
-                     bf16_bits(out.z) | static_cast<uint32_t>(bf16_bits(out.w)) << 16);
+          make_uint2(pack_bf16x2(out.x, out.y), pack_bf16x2(out.z, out.w));
     else
       *reinterpret_cast<float4*>(y + t * D + c) = out;
   }

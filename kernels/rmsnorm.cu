@@ -43,23 +43,13 @@ __device__ double row_sum(double (&s)[4], double* shared, int p) {
 }
 
 // 4 values from p[k..k+3] (one 16-byte load when Vec; otherwise those below `end`, 0 above).
-template <bool Vec>
-__device__ __forceinline__ float4 load4(const float* p, int64_t k, int64_t end) {
-  if constexpr (Vec) {
-    return *reinterpret_cast<const float4*>(p + k);
-  } else {
-    return make_float4(p[k], k + 1 < end ? p[k + 1] : 0.0f, k + 2 < end ? p[k + 2] : 0.0f,
-                       k + 3 < end ? p[k + 3] : 0.0f);
-  }
-}
-
-template <bool Vec>
-__device__ __forceinline__ float4 load4(const uint16_t* p, int64_t k, int64_t end) {
+template <bool Vec, class T>  // T: float, or uint16_t (bf16 bits, widened)
+__device__ __forceinline__ float4 load4(const T* p, int64_t k, int64_t end) {
   if constexpr (Vec) {
     return ld_act4(p, k);
   } else {
-    return make_float4(bf16_float(p[k]), k + 1 < end ? bf16_float(p[k + 1]) : 0.0f,
-                       k + 2 < end ? bf16_float(p[k + 2]) : 0.0f, k + 3 < end ? bf16_float(p[k + 3]) : 0.0f);
+    return make_float4(ld_act(p, k), k + 1 < end ? ld_act(p, k + 1) : 0.0f, k + 2 < end ? ld_act(p, k + 2) : 0.0f,
+                       k + 3 < end ? ld_act(p, k + 3) : 0.0f);
   }
 }
 
@@ -78,9 +68,7 @@ __device__ __forceinline__ void store4(float* p, int64_t k, int64_t end, float4 
 template <bool Vec>
 __device__ __forceinline__ void store4_bf16(uint16_t* p, int64_t k, int64_t end, float4 v) {
   if constexpr (Vec) {
-    const uint2 packed = make_uint2(bf16_bits(v.x) | static_cast<uint32_t>(bf16_bits(v.y)) << 16,
-                                    bf16_bits(v.z) | static_cast<uint32_t>(bf16_bits(v.w)) << 16);
-    *reinterpret_cast<uint2*>(p + k) = packed;
+    *reinterpret_cast<uint2*>(p + k) = make_uint2(pack_bf16x2(v.x, v.y), pack_bf16x2(v.z, v.w));
   } else {
     p[k] = bf16_bits(v.x);
     if (k + 1 < end) p[k + 1] = bf16_bits(v.y);

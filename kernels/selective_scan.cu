@@ -19,14 +19,6 @@ constexpr int kStage = 64;       // positions of B, C staged at a time
 constexpr int kThreads = 128;    // channels per block
 constexpr float kLog2e = 1.4426950408889634f;
 
-// 2^v on the special-function unit, denormal results flushed to zero: the step decays
-// exp(Δ A) <= 1 (CUDA's exp2f adds a denormal rescale around the same instruction).
-__device__ __forceinline__ float exp2_ftz(float v) {
-  float r;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(v));
-  return r;
-}
-
 template <int NS, bool kFromState, bool kWriteY, class X>
 __global__ void __launch_bounds__(kThreads, 5) scan_chunk_kernel(const X* __restrict__ x, float* __restrict__ delta,
                                                               const float* __restrict__ dt_bias, bool raw_dt,

@@ -240,16 +240,21 @@ void add_row_offset(double* S, int64_t T, int64_t W, const double* offset, cudaS
   check_launch("add_row_offset", layer, stream);
 }
 
-void copy_rows(const float* in, int64_t ld, int64_t T, int64_t W, float* out, cudaStream_t stream, int layer) {
+namespace {
+template <class In>
+void launch_copy_rows(const In* in, int64_t ld, int64_t T, int64_t W, float* out, cudaStream_t stream, int layer) {
   if (T * W == 0) return;
   copy_rows_kernel<<<rows_grid(T, W), kThreads, 0, stream>>>(in, ld, T, W, out);
   check_launch("copy_rows", layer, stream);
 }
+}  // namespace
+
+void copy_rows(const float* in, int64_t ld, int64_t T, int64_t W, float* out, cudaStream_t stream, int layer) {
+  launch_copy_rows(in, ld, T, W, out, stream, layer);
+}
 
 void copy_rows(const uint16_t* in, int64_t ld, int64_t T, int64_t W, float* out, cudaStream_t stream, int layer) {
-  if (T * W == 0) return;
-  copy_rows_kernel<<<rows_grid(T, W), kThreads, 0, stream>>>(in, ld, T, W, out);
-  check_launch("copy_rows", layer, stream);
+  launch_copy_rows(in, ld, T, W, out, stream, layer);
 }
 
 }  // namespace latim::cuda

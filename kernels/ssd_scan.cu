@@ -436,13 +436,6 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], uint32_t a0, uint32_t a1
 
 __device__ __forceinline__ float tf32f(float v) { return __uint_as_float(to_tf32(v)); }
 
-// 2^v for v <= 0 (one MUFU op; results below the normal range flush to zero).
-__device__ __forceinline__ float exp2_neg(float v) {
-  float r;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(v));
-  return r;
-}
-
 __device__ __forceinline__ float2 lds2(const float* base, int off) {
   return *reinterpret_cast<const float2*>(base + off);
 }
@@ -763,7 +756,7 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
 #pragma unroll
       for (int rr = 0; rr < 2; ++rr) {
         const int R = rr ? Rb : Ra;
-        const float e0 = exp2_neg(Ls[16 * R + g]), e1 = exp2_neg(Ls[16 * R + g + 8]);
+        const float e0 = exp2_ftz(Ls[16 * R + g]), e1 = exp2_ftz(Ls[16 * R + g + 8]);
 #pragma unroll
         for (int pt = 0; pt < 2; ++pt) {
           acc[rr][pt][0] *= e0;
@@ -783,10 +776,10 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
         const int i0r = 16 * rt + g, i1r = i0r + 8, j0 = 8 * jt + 2 * q, j1 = j0 + 1;
         const float Li0 = Ls[i0r], Li1 = Ls[i1r];
         const float2 Lj = lds2(Ls, j0), dj = lds2(dts, j0);
-        const float m00 = j0 <= i0r ? sc[k][0] * exp2_neg(fminf(Li0 - Lj.x, 0.0f)) * dj.x : 0.0f;
-        const float m01 = j1 <= i0r ? sc[k][1] * exp2_neg(fminf(Li0 - Lj.y, 0.0f)) * dj.y : 0.0f;
-        const float m10 = j0 <= i1r ? sc[k][2] * exp2_neg(fminf(Li1 - Lj.x, 0.0f)) * dj.x : 0.0f;
-        const float m11 = j1 <= i1r ? sc[k][3] * exp2_neg(fminf(Li1 - Lj.y, 0.0f)) * dj.y : 0.0f;
+        const float m00 = j0 <= i0r ? sc[k][0] * exp2_ftz(fminf(Li0 - Lj.x, 0.0f)) * dj.x : 0.0f;
+        const float m01 = j1 <= i0r ? sc[k][1] * exp2_ftz(fminf(Li0 - Lj.y, 0.0f)) * dj.y : 0.0f;
+        const float m10 = j0 <= i1r ? sc[k][2] * exp2_ftz(fminf(Li1 - Lj.x, 0.0f)) * dj.x : 0.0f;
+        const float m11 = j1 <= i1r ? sc[k][3] * exp2_ftz(fminf(Li1 - Lj.y, 0.0f)) * dj.y : 0.0f;
         *atb<float2>(Ms, (o_m ^ (32 * jt)) + 4096 * rt) = make_float2(tf32f(m00), tf32f(m01));
         *atb<float2>(Ms, (o_m8 ^ (32 * jt)) + 4096 * rt) = make_float2(tf32f(m10), tf32f(m11));
       }

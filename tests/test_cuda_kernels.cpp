@@ -94,6 +94,9 @@ std::vector<uint16_t> to_bf16_host(const std::vector<float>& v) {
   return b;
 }
 
+// One unit in bf16's last place at v (8 significant bits), v != 0.
+double bf16_ulp(double v) { return std::ldexp(1.0, std::ilogb(v) - 7); }
+
 // bf16 values each within one bf16 unit in the last place of the fp32 values `want`: what a
 // kernel gives when it rounds to bf16 a result computed with a fast SiLU (a few fp32 ulps
 // from the exact one), which can land on the other side of a rounding midpoint.
@@ -101,7 +104,7 @@ std::vector<uint16_t> to_bf16_host(const std::vector<float>& v) {
   if (got.size() != want.size()) return ::testing::AssertionFailure() << "sizes differ";
   int64_t equal = 0;
   for (std::size_t k = 0; k < got.size(); ++k) {
-    const double w = want[k], ulp = w == 0.0 ? 1e-38 : std::ldexp(1.0, std::ilogb(w) - 7);
+    const double w = want[k], ulp = w == 0.0 ? 1e-38 : bf16_ulp(w);
     if (std::abs(from_bf16(got[k]) - w) > ulp)
       return ::testing::AssertionFailure() << "element " << k << ": " << from_bf16(got[k]) << " vs " << w;
     equal += got[k] == bf16_bits(want[k]);
@@ -693,7 +696,7 @@ TEST_F(CudaKernels, LinearWithBf16OutputIsOneRoundingOfThePlainProduct) {
         for (int64_t k = 0; k < in_dim; ++k)
           acc += static_cast<double>(from_bf16(in16[r * in_dim + k])) * from_bf16(W16[c * in_dim + k]);
         const double err = std::abs(from_bf16(got[r * out_dim + c]) - acc);
-        const double half_ulp = acc == 0.0 ? 0.0 : std::ldexp(0.5, std::ilogb(acc) - 7);  // bf16: 8 significant bits
+        const double half_ulp = acc == 0.0 ? 0.0 : bf16_ulp(acc) / 2;
         worst = std::max(worst, err / (half_ulp + 1e-30));
         if (err > half_ulp + 2e-5) ++bad;
       }
@@ -733,7 +736,7 @@ TEST_F(CudaKernels, Bf16InputsGiveTheBitsOfTheRoundedFp32Inputs) {
       const std::vector<float> f = to_host(o32, T * ch);
       int64_t off_by_more = 0;
       for (int64_t i = 0; i < T * ch; ++i) {
-        const double half_ulp = f[i] == 0.0f ? 1e-30 : std::ldexp(0.5, std::ilogb(f[i]) - 7);
+        const double half_ulp = f[i] == 0.0f ? 1e-30 : bf16_ulp(f[i]) / 2;
         if (std::abs(from_bf16(q[i]) - static_cast<double>(f[i])) > half_ulp * 1.01 + 1e-30) ++off_by_more;
       }
       EXPECT_EQ(off_by_more, 0) << at << " conv with a bf16 output";
