@@ -5,8 +5,9 @@
 //     and the tf32/bf16 tile paths against an fp64 reference (bound: twice the error of a
 //     plain implementation in the same precision). Exit code 1 if any row fails.
 //   cuda_bench bench [--forward-T 4096,16384,65536] [--latim-T 4096,16384] [--tile 4096]
-//                    [--layers 24] [--only forward|latim] [--family mamba1|mamba2] [--json FILE]
-//     forward tok/s (fp32, bf16) and LaTIM l2 pairs/s (bf16, tf32, fp32; end to end through
+//                    [--layers 24] [--only forward|latim] [--family mamba1|mamba2]
+//                    [--forward-precision fp32,tf32,bf16] [--json FILE]
+//     forward tok/s (fp32, tf32, bf16, or those of --forward-precision) and LaTIM l2 pairs/s (bf16, tf32, fp32; end to end through
 //     the panel driver and the bare tile kernel), device memory, and the tile kernel's
 //     fraction of the measured cuBLAS bf16 rate. Each configuration is checked against the
 //     CPU backend before it is timed.
@@ -295,7 +296,8 @@ std::vector<int64_t> parse_list(const std::string& s) {
 }
 
 int run_benchmarks(const std::vector<int64_t>& forward_T, const std::vector<int64_t>& latim_T, int64_t tile, int layers,
-                   const std::string& json_path, const std::string& what, const std::string& family) {
+                   const std::string& json_path, const std::string& what, const std::string& family,
+                   const std::vector<Precision>& forward_precisions) {
   Json js(json_path);
   const double peak = cublas_bf16_tflops();
   std::printf("cuBLAS bf16 8192^3: %.0f TFLOP/s (reference rate for the tile kernel)\n", peak);
@@ -306,7 +308,7 @@ int run_benchmarks(const std::vector<int64_t>& forward_T, const std::vector<int6
     if (family != "all" && family != fname) continue;
     if (what != "latim" && !forward_T.empty()) {
       const ModelWeights m = random_model(shape_130m(fam, layers), 1);
-      for (Precision p : {Precision::FP32, Precision::TF32, Precision::BF16}) {
+      for (Precision p : forward_precisions) {
         auto be = make_backend("cuda", p);
         {  // -c: 2 layers at T = 2048 against the CPU backend before timing
           ModelWeights small = m;
@@ -465,6 +467,7 @@ int main(int argc, char** argv) {
     const std::string mode = argv[1];
     std::string data = "tests/data", json = "cuda_" + mode + ".json", what = "all", family = "all";
     std::vector<int64_t> forward_T{4096, 16384, 65536}, latim_T{4096, 16384};
+    std::vector<Precision> forward_precisions{Precision::FP32, Precision::TF32, Precision::BF16};
     int64_t tile = 4096;
     int layers = 24;
     for (int i = 2; i < argc; ++i) {
@@ -481,6 +484,11 @@ int main(int argc, char** argv) {
       else if (a == "--layers") layers = std::stoi(next());
       else if (a == "--only") what = next();  // forward | latim | all
       else if (a == "--family") family = next();  // mamba1 | mamba2 | all
+      else if (a == "--forward-precision") {
+        forward_precisions.clear();
+        std::stringstream ss(next());
+        for (std::string part; std::getline(ss, part, ',');) forward_precisions.push_back(parse_precision(part));
+      }
       else fail("unknown option ", a);
     }
     if (!cuda_available()) {
@@ -488,7 +496,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     if (mode == "parity") return parity(data, json);
-    if (mode == "bench") return run_benchmarks(forward_T, latim_T, tile, layers, json, what, family);
+    if (mode == "bench") return run_benchmarks(forward_T, latim_T, tile, layers, json, what, family, forward_precisions);
     fail("unknown mode ", mode, " (parity or bench)");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cuda_bench: %s\n", e.what());

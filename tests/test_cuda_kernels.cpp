@@ -674,6 +674,54 @@ TEST_F(CudaKernels, LinearOnBf16OperandsIsPlainBf16) {
 }
 
 
+// Split tf32 products (FP32X3, see linear.hpp) against fp64: within a small factor of
+// cuBLAS's own fp32 product (measured 1.7-4.6×), and far more accurate than plain tf32
+// (which shows the comparison can tell them apart). Ragged sizes, leading dimensions, a
+// bias, more rows than one split block (checked on the rows around the block's end and
+// at the end), and the scalar split path (an inner dimension not a multiple of 4).
+TEST_F(CudaKernels, LinearFp32SplitProductsHaveFp32Accuracy) {
+  cuda::Blas blas;
+  if (!blas.tf32_tensor_cores()) GTEST_SKIP() << "no tf32 tensor cores: FP32X3 is cuBLAS's fp32 product there";
+  struct Case {
+    int64_t rows, in_dim, out_dim, lda, ldo;
+  };
+  const int64_t block = cuda::split_rows(1536);
+  for (const Case& k : {Case{512, 768, 1024, 768, 1024}, Case{333, 1536, 768, 1544, 771},
+                        Case{block + 808, 1536, 40, 1536, 40}, Case{5, 37, 11, 37, 11}}) {
+    const auto in = random_vector(rng, k.rows * k.lda, -2, 2), W = random_vector(rng, k.out_dim * k.in_dim, -0.1f, 0.1f),
+               bias = random_vector(rng, k.out_dim, -0.5, 0.5);
+    std::vector<int64_t> rows;  // the rows compared: all, or 64 at each end of a split block
+    for (int64_t r = 0; r < k.rows; ++r)
+      if (k.rows <= 2048 || r < 64 || std::abs(r - block) <= 64 || r >= k.rows - 64) rows.push_back(r);
+    std::vector<double> want;
+    for (int64_t r : rows)
+      for (int64_t c = 0; c < k.out_dim; ++c) {
+        double acc = bias[c];
+        for (int64_t i = 0; i < k.in_dim; ++i) acc += static_cast<double>(in[r * k.lda + i]) * W[c * k.in_dim + i];
+        want.push_back(acc);
+      }
+    auto din = to_device(in), dW = to_device(W), db = to_device(bias);
+    const auto run = [&](cuda::MathMode mode) {
+      auto out = poisoned<float>(k.rows * k.ldo);
+      cuda::linear(blas, mode, din.get(), k.rows, k.in_dim, k.lda, dW.get(), k.out_dim, db.get(), out.get(), k.ldo,
+                   nullptr, "linear fp32 test", 0);
+      const std::vector<float> o = to_host(out, k.rows * k.ldo);
+      std::vector<float> a;
+      for (int64_t r : rows)
+        for (int64_t c = 0; c < k.out_dim; ++c) a.push_back(o[r * k.ldo + c]);
+      return norm_error(a, want);
+    };
+    const double split = run(cuda::MathMode::FP32X3), plain = run(cuda::MathMode::FP32),
+                 tf32 = run(cuda::MathMode::TF32);
+    const std::string at = std::to_string(k.rows) + "x" + std::to_string(k.in_dim) + "x" + std::to_string(k.out_dim);
+    // fp32 sums of K = 1536 products of these magnitudes: cuBLAS's fp32 product is 0.5-2e-6
+    // from fp64 here; plain tf32 3e-4.
+    EXPECT_LE(split, 5e-6) << at << ": cuBLAS fp32 " << plain;
+    EXPECT_LE(split, 8 * plain) << at << ": cuBLAS fp32 " << plain;
+    EXPECT_GE(tf32, 30 * split) << at << ": plain tf32 " << tf32 << ", split " << split;
+  }
+}
+
 // linear_bf16 with a bf16 output (the bf16 mode's in_proj) against fp64 products of the
 // bf16 operands: every element within one bf16 rounding of the exact product (half a unit
 // in bf16's last place, plus a slack for the fp32 sums that can move a value across a
