@@ -253,6 +253,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     bar_init(m_free, 2);   // each consumer warpgroup done with the block's M
     bar_init(m_ready, 1);  // the producer's prologue has written the block's M
     for (int k = 0; k < nslab; ++k) bar_init(stored(k), 8);  // each consumer warp's u rows stored
+    // The bulk copies complete on `full` through the async proxy: make the initialisations
+    // visible to it before any copy is issued (the PTX ISA's rule for mbarrier.init).
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
 

@@ -522,10 +522,11 @@ class CudaBackend final : public ComputeBackend {
     return {u.out, u.out16};
   }
   // The products' mode in a layer. In the fp32 mode, layers that no trace reads take split
-  // tf32 products (cuda::MathMode::FP32X3, linear.hpp: fp32 accuracy, 1.7-4.6× the error of
-  // cuBLAS's fp32 product and 2.3-2.6× faster on an H100); traced layers, whose products the
-  // maps are computed from, keep cuBLAS's fp32 product. With split products in every layer
-  // the maps of the 1e-5 parity test moved up to 1.28e-5 from the CPU's.
+  // tf32 products (cuda::MathMode::FP32X3, linear.hpp: errors of 1-5e-6 against cuBLAS's
+  // fp32 product's 0.5-2e-6 at these widths, 2.3-2.6× faster on an H100); traced layers,
+  // whose products the maps are computed from, keep cuBLAS's fp32 product. With split
+  // products in every layer the maps of the 1e-5 parity test moved up to 1.28e-5 from the
+  // CPU's.
   cuda::MathMode product_mode(bool traced) const {
     return mode_ == cuda::MathMode::FP32 && !traced ? cuda::MathMode::FP32X3 : mode_;
   }
