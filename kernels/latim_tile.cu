@@ -17,6 +17,7 @@
 #include <cuda_bf16.h>
 #include <mma.h>
 
+#include <algorithm>
 #include <type_traits>
 
 #include "cuda_check.hpp"
@@ -694,6 +695,50 @@ __global__ void gate_factor_kernel(const float* gate, const float* gamma, int64_
     Z[k] = gamma ? gamma[k] * gate[k] : gate[k];
 }
 
+// x̃[l, ch] = Σ_{k < K, k <= l} act(w[ch, K-1-k] v[l-k, ch] + [k = 0] b[ch]), summed in fp64.
+__global__ void surrogate_conv_kernel(const float* __restrict__ v, int64_t ldv, int64_t T, int64_t D,
+                                      const float* __restrict__ conv_w, int K, const float* __restrict__ conv_b,
+                                      bool silu_act, float* __restrict__ out) {
+  for (int64_t l = blockIdx.y; l < T; l += gridDim.y)
+    for (int64_t ch = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; ch < D; ch += int64_t{gridDim.x} * blockDim.x) {
+      double s = 0.0;
+      for (int k = 0; k < K && k <= l; ++k) {
+        float a = conv_w[ch * K + (K - 1 - k)] * v[(l - k) * ldv + ch];
+        if (k == 0 && conv_b) a += conv_b[ch];
+        s += silu_act ? silu(a) : a;
+      }
+      out[l * D + ch] = static_cast<float>(s);
+    }
+}
+
+// eps[t] = ‖o_t − b − s_t‖ / ‖o_t − b‖ (0 where o_t = b), fp64 sums; one block per row.
+__global__ void row_approx_error_kernel(const float* __restrict__ o, const float* __restrict__ b,
+                                        const float* __restrict__ s, int64_t T, int64_t d, float* __restrict__ eps) {
+  __shared__ double red[2][32];
+  for (int64_t t = blockIdx.x; t < T; t += gridDim.x) {
+    double ss = 0.0, nn = 0.0;
+    for (int64_t k = threadIdx.x; k < d; k += blockDim.x) {
+      const double target = static_cast<double>(o[t * d + k]) - (b ? b[k] : 0.0f);
+      const double diff = target - s[t * d + k];
+      ss += diff * diff;
+      nn += target * target;
+    }
+    for (int off = 16; off > 0; off >>= 1) {
+      ss += __shfl_down_sync(0xffffffffu, ss, off);
+      nn += __shfl_down_sync(0xffffffffu, nn, off);
+    }
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+    if (lane == 0) red[0][warp] = ss, red[1][warp] = nn;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      double a = 0.0, c = 0.0;
+      for (int w = 0; w < nw; ++w) a += red[0][w], c += red[1][w];
+      eps[t] = c > 0 ? static_cast<float>(sqrt(a / c)) : 0.0f;
+    }
+    __syncthreads();
+  }
+}
+
 unsigned blocks_for(int64_t n) {
   const int64_t b = (n + 255) / 256;
   return static_cast<unsigned>(b < 4096 * 132 ? (b > 0 ? b : 1) : 4096 * 132);
@@ -767,6 +812,23 @@ void latim_prepare_wout(const float* W, int64_t d, int64_t D, TilePrecision p, v
 void latim_yhat(const float* r_in, const float* o, int64_t n, float* yhat, cudaStream_t stream, int layer) {
   yhat_kernel<<<blocks_for(n), 256, 0, stream>>>(r_in, o, n, yhat);
   check_launch("latim_yhat", layer, stream);
+}
+
+void latim_surrogate_conv(const float* v, int64_t ldv, int64_t T, int64_t D, const float* conv_w, int64_t K,
+                          const float* conv_b, bool silu_act, float* out, cudaStream_t stream, int layer) {
+  if (T == 0 || D == 0) return;
+  const dim3 grid(static_cast<unsigned>(std::min<int64_t>((D + 255) / 256, 65535)),
+                  static_cast<unsigned>(std::min<int64_t>(T, 65535)));
+  surrogate_conv_kernel<<<grid, 256, 0, stream>>>(v, ldv, T, D, conv_w, static_cast<int>(K), conv_b, silu_act, out);
+  check_launch("latim_surrogate_conv", layer, stream);
+}
+
+void latim_row_approx_error(const float* o, const float* b_out, const float* s, int64_t T, int64_t d, float* eps,
+                            cudaStream_t stream, int layer) {
+  if (T == 0) return;
+  row_approx_error_kernel<<<static_cast<unsigned>(std::min<int64_t>(T, 1 << 20)), 256, 0, stream>>>(o, b_out, s, T, d,
+                                                                                                  eps);
+  check_launch("latim_row_approx_error", layer, stream);
 }
 
 void latim_gate_factor(const float* gate, const float* gamma, int64_t n, float* Z, cudaStream_t stream, int layer) {

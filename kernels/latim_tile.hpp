@@ -54,6 +54,16 @@ void latim_prepare_wout(const float* W, int64_t d, int64_t D, TilePrecision p, v
 void latim_yhat(const float* r_in, const float* o, int64_t n, float* yhat, cudaStream_t stream, int layer);
 // Z = gamma ⊙ gate (Mamba-2) or gate (Mamba-1, gamma null), n values.
 void latim_gate_factor(const float* gate, const float* gamma, int64_t n, float* Z, cudaStream_t stream, int layer);
+// The approximation error of every row without the tiles (latim-method.md §3, as
+// surrogate_approx_error on the host): the summed conv pieces
+// x̃[l, ch] = Σ_{k<K, k<=l} act(conv_w[ch, K-1-k] v[l-k, ch] + [k = 0] conv_b[ch]) ([T, D],
+// fp64 sums; v has row stride ldv; conv_b may be null) ...
+void latim_surrogate_conv(const float* v, int64_t ldv, int64_t T, int64_t D, const float* conv_w, int64_t K,
+                          const float* conv_b, bool silu_act, float* out, cudaStream_t stream, int layer);
+// ... and, given the sums s = W_out (Z ⊙ ỹ) [T, d], eps[t] = ‖o_t − b − s_t‖ / ‖o_t − b‖
+// (0 where o_t = b; b_out may be null), fp64 sums.
+void latim_row_approx_error(const float* o, const float* b_out, const float* s, int64_t T, int64_t d, float* eps,
+                            cudaStream_t stream, int layer);
 
 // Pair scores of rows [i0, i0+ni) x columns [j0, j0+nj): per column block the partial sums
 // of ‖T‖², ‖T‖₁ and ‖ŷ‖₁ − ‖ŷ − T̂‖₁ into `partial`, hidden attention into `hattn`

@@ -599,6 +599,53 @@ TEST(CudaStage, ChunkedDeviceForwardMatchesCpu) {
   }
 }
 
+// ε of every row without the tiles, for device-resident traces (what a --window-only plan
+// asks past its first panels): the CUDA tile backend computes it on the device (surrogate
+// conv, the fp32 scans, W_out product, fp64 row norms); it must match the host's fp64
+// surrogate on the CPU forward's traces (the host version, tested in BandError against the
+// full map's ε), with the same tolerance as that test.
+TEST(CudaStage, DeviceTraceApproximationErrorMatchesTheHostSurrogate) {
+  LATIM_SKIP_WITHOUT_GPU();
+  auto backend = make_backend("cuda", Precision::FP32);
+  auto cpu = make_backend("cpu", Precision::FP32);
+  for (const char* fx : kFixtures) {
+    const std::string dir = cudatest::data_dir() + "/" + fx;
+    const ModelWeights model = load_model(dir);
+    const int64_t T = 700;
+    const std::vector<int64_t> tokens = fixture_tokens(dir, model, T);
+    Recorder whole;
+    whole.trace_layers = Recorder::kAll;
+    cpu->forward(model, tokens, &whole);
+    struct Eps final : LayerObserver {
+      const ModelWeights* model;
+      TileBackend* tiles;
+      std::map<int, std::vector<float>> eps;
+      bool wants_trace(int) const override { return true; }
+      bool accepts_device_trace(int) const override { return true; }
+      void on_layer(int l, const LayerWeights& w, const LayerTrace* tr, const std::vector<float>&) override {
+        ASSERT_TRUE(tr && tr->device);
+        ASSERT_TRUE(tiles->approx_error_all_rows(make_layer_factors(model->config, w, *tr), eps[l]));
+      }
+    } dev;
+    dev.model = &model;
+    dev.tiles = &backend->tiles();
+    backend->forward(model, tokens, &dev);
+    ASSERT_EQ(dev.eps.size(), whole.trace.size()) << fx;
+    for (std::size_t l = 0; l < whole.trace.size(); ++l) {
+      std::vector<float> want;
+      ASSERT_TRUE(surrogate_approx_error(make_layer_factors(model.config, model.layers[l], whole.trace[l]), want));
+      const std::vector<float>& got = dev.eps.at(static_cast<int>(l));
+      ASSERT_EQ(got.size(), want.size()) << fx;
+      double scale = 0.0, worst = 0.0;
+      for (float v : want) scale = std::max<double>(scale, v);
+      for (std::size_t i = 0; i < want.size(); ++i) worst = std::max<double>(worst, std::abs(got[i] - want[i]));
+      EXPECT_LE(worst, 1e-5 + 1e-3 * scale) << fx << " layer " << l << " (largest ε " << scale << ")";
+      if (std::string(fx).find("identity") == std::string::npos)
+        EXPECT_GT(scale, 1e-4) << fx << " layer " << l << ": SiLU models have a non-zero ε";
+    }
+  }
+}
+
 // The same device forward in bf16, untraced (in_proj and the conv write bf16 there): the
 // conv halos are read from the bf16 in_proj output and the scan joins take C widened from
 // the bf16 conv output (Mamba-2), in uneven chunks on one rank. The joins add the incoming

@@ -115,7 +115,8 @@ class TileBackend {
   }
   // ε of every row (eps [T]) from the surrogate's whole-sequence sum, for plans whose tiles
   // skip sources (--window alone). false where the backend cannot (ε then stays NaN past the
-  // band); this default computes it on the host from a host trace.
+  // band); this default computes it on the host from a host trace, the CUDA tile backend on
+  // the device from a device trace.
   virtual bool approx_error_all_rows(const LayerFactors& f, std::vector<float>& eps);
 };
 std::unique_ptr<TileBackend> make_cpu_tile_backend();

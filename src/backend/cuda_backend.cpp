@@ -1035,6 +1035,9 @@ class CudaBackend final : public ComputeBackend {
     const int64_t d = c.d_model;
     auto dt = std::make_shared<CudaDeviceTrace>();
     dt->o = o;
+    dt->A = w.A.get();
+    dt->Wout = w.out_proj.get();
+    dt->bout = ptr(w.out_proj_b);
     dt->layer = layer;
     cuda::TileFactors& t = dt->factors;
     t = tile_shape(c, T);

@@ -36,6 +36,11 @@ class CudaDeviceTrace final : public DeviceTrace {
  public:
   cuda::TileFactors factors;
   const float* o = nullptr;  // [T, d] mixer output
+  // The layer's weights on the device, for the approximation error without the tiles
+  // (approx_error_all_rows): A [D, N] or [H], W_out [d, D], its bias [d] or null.
+  const float* A = nullptr;
+  const float* Wout = nullptr;
+  const float* bout = nullptr;
   int layer = -1;
   void read_o(int64_t i0, int64_t n, float* dst) const override;
 };

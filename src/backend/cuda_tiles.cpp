@@ -4,11 +4,15 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <utility>
 #include <vector>
 
 #include "backend/cuda_backend.hpp"
 #include "latim/error.hpp"
+#include "linear.hpp"
+#include "selective_scan.hpp"
+#include "ssd_scan.hpp"
 #include "tile_reduce.hpp"
 
 namespace latim {
@@ -219,6 +223,45 @@ class CudaTileBackend final : public TileBackend {
     }
     finish(where.size() - 1);
   }
+  // ε of every row for a device-resident trace, on the device (the host version,
+  // surrogate_approx_error, for host traces): the surrogate conv x̃ of the trace's v, the
+  // layer's scan of x̃ with the forward's Δ, B, C (fp32 CUDA-core kernels, the fp32 mode's
+  // forward scans, plus the skip), Z ⊙ ỹ, its product with W_out (cuBLAS fp32), and each
+  // row's ε against o − b_out in fp64 sums.
+  bool approx_error_all_rows(const LayerFactors& f, std::vector<float>& eps) override {
+    const auto* dt = dynamic_cast<const CudaDeviceTrace*>(f.trace->device.get());
+    if (!dt) return TileBackend::approx_error_all_rows(f, eps);
+    const cuda::TileFactors& t = dt->factors;
+    const int layer = dt->layer;
+    const int64_t T = t.T, D = t.D, d = t.d;
+    if (!dt->A || !dt->Wout) fail("approximation error (layer ", layer, "): internal: the device trace has no weights");
+    float* xt = sur_x_.reserve(T * D, "approximation error workspace (surrogate conv)", layer);
+    float* y = sur_y_.reserve(T * D, "approximation error workspace (surrogate scan)", layer);
+    cuda::latim_surrogate_conv(t.v, t.ldv, T, D, t.conv_w, t.K, t.conv_b, t.silu, xt, nullptr, layer);
+    if (t.mamba2) {
+      float* work = sur_work_.reserve(cuda::ssd_scan_work(T, t.H, t.P, t.N, t.G),
+                                      "approximation error workspace (scan states)", layer);
+      cuda::ssd_scan(xt, D, t.delta, dt->A, t.B, t.C, t.ldbc, t.Dskip, T, t.H, t.P, t.N, t.G, y, nullptr, work, false,
+                     nullptr, layer);
+    } else {
+      float* work = sur_work_.reserve(cuda::selective_scan_work(T, D, t.N),
+                                      "approximation error workspace (scan states)", layer);
+      // raw_dt false: the scan reads Δ and does not write it
+      cuda::selective_scan(xt, const_cast<float*>(t.delta), nullptr, false, dt->A, t.B, t.ldbc, t.C, t.ldbc, t.Dskip,
+                           T, D, t.N, y, nullptr, work, nullptr, layer);
+    }
+    cuda::latim_gate_factor(y, t.Z, T * D, y, nullptr, layer);  // Z ⊙ ỹ, in place
+    if (!blas_) blas_ = std::make_unique<cuda::Blas>();
+    float* s = sur_s_.reserve(T * d, "approximation error workspace (W_out product)", layer);
+    cuda::linear(*blas_, cuda::MathMode::FP32, y, T, D, D, dt->Wout, d, nullptr, s, d, nullptr,
+                 "approximation error (W_out product)", layer);
+    float* e = sur_eps_.reserve(T, "approximation error workspace (rows)", layer);
+    cuda::latim_row_approx_error(dt->o, dt->bout, s, T, d, e, nullptr, layer);
+    eps.resize(static_cast<std::size_t>(T));
+    cuda::check(cudaMemcpy(eps.data(), e, static_cast<std::size_t>(T) * sizeof(float), cudaMemcpyDeviceToHost),
+                "approximation error download", layer);
+    return true;
+  }
   std::function<int(const LayerWeights*)> layer_of_;
 
  private:
@@ -378,6 +421,8 @@ class CudaTileBackend final : public TileBackend {
   TileScores slot_out_[2];
   DeviceArray<double> slot_contrib_[2];
   Pipeline pipeline_;
+  DeviceArray<float> sur_x_, sur_y_, sur_work_, sur_s_, sur_eps_;  // approx_error_all_rows
+  std::unique_ptr<cuda::Blas> blas_;
 };
 
 }  // namespace
