@@ -37,21 +37,22 @@ void Blas::set_stream(cudaStream_t s) { check_blas(cublasSetStream(h_, s), "cubl
 
 namespace {
 // out^T [out_dim, rows] = W [out_dim, in_dim] · in^T, column-major view of the row-major
-// out = in Wᵀ, with operands of type `type`, output of type `out_type` (fp32 unless bf16),
-// then the bias (fp32 outputs only).
+// out = in Wᵀ (add_to_out: out += in Wᵀ, cuBLAS's beta = 1), with operands of type `type`,
+// output of type `out_type` (fp32 unless bf16), then the bias (fp32 outputs only).
 void gemm(Blas& blas, const void* in, const void* W, cudaDataType_t type, cublasComputeType_t compute, int64_t rows,
           int64_t in_dim, int64_t lda, int64_t out_dim, const float* bias, void* out, cudaDataType_t out_type,
-          int64_t ldo, cudaStream_t stream, const char* what, int layer) {
+          int64_t ldo, cudaStream_t stream, const char* what, int layer, bool add_to_out = false) {
   if (rows == 0 || out_dim == 0) return;
   check_dims(rows, in_dim, out_dim, lda, ldo, what, layer);
-  const float alpha = 1.0f, beta = 0.0f;
+  if ((bias || add_to_out) && out_type != CUDA_R_32F)
+    fail(what, " (layer ", layer, "): internal: a bias or an accumulation on a bf16 output");
+  const float alpha = 1.0f, beta = add_to_out ? 1.0f : 0.0f;
   blas.set_stream(stream);
   check_blas(cublasGemmEx(blas.handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out_dim), static_cast<int>(rows),
                           static_cast<int>(in_dim), &alpha, W, type, static_cast<int>(in_dim), in, type,
                           static_cast<int>(lda), &beta, out, out_type, static_cast<int>(ldo), compute,
                           CUBLAS_GEMM_DEFAULT),
              what, layer);
-  if (bias && out_type != CUDA_R_32F) fail(what, " (layer ", layer, "): internal: a bias on a bf16 output");
   if (bias) add_bias_rows(static_cast<float*>(out), rows, out_dim, ldo, bias, stream, layer);
 }
 }  // namespace
@@ -119,23 +120,23 @@ void split_tf32(const float* in, int64_t rows, int64_t k, int64_t ld, float* out
 }
 
 // The fp32 product as split tf32 products (see linear.hpp): the weight split once, then the
-// input in blocks of split_rows(in_dim) rows, each one tf32 cuBLAS product over 3 in_dim.
+// input in blocks of split_rows(rows, in_dim) rows, each one tf32 cuBLAS product over 3 in_dim.
 void linear_split_fp32(Blas& blas, const float* in, int64_t rows, int64_t in_dim, int64_t lda, const float* W,
                        int64_t out_dim, const float* bias, float* out, int64_t ldo, cudaStream_t stream,
-                       const char* what, int layer) {
+                       const char* what, int layer, bool add_to_out) {
   if (rows == 0 || out_dim == 0) return;
   const int64_t k3 = 3 * in_dim;
   check_dims(rows, k3, out_dim, k3, ldo, what, layer);
   const std::string ws = std::string("split fp32 product workspace (") + what + ")";
   float* w3 = blas.split_w.reserve(out_dim * k3, ws, layer);
   split_tf32<1>(W, out_dim, in_dim, in_dim, w3, stream, layer);
-  const int64_t block = std::min(rows, split_rows(in_dim));
+  const int64_t block = std::min(rows, split_rows(rows, in_dim));
   float* a3 = blas.split_in.reserve(block * k3, ws, layer);
   for (int64_t r0 = 0; r0 < rows; r0 += block) {
     const int64_t n = std::min(block, rows - r0);
     split_tf32<0>(in + r0 * lda, n, in_dim, lda, a3, stream, layer);
     gemm(blas, a3, w3, CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32, n, k3, k3, out_dim, bias, out + r0 * ldo, CUDA_R_32F,
-         ldo, stream, what, layer);
+         ldo, stream, what, layer, add_to_out);
   }
 }
 
@@ -143,22 +144,23 @@ void linear_split_fp32(Blas& blas, const float* in, int64_t rows, int64_t in_dim
 
 void linear(Blas& blas, MathMode mode, const float* in, int64_t rows, int64_t in_dim, int64_t lda, const float* W,
             int64_t out_dim, const float* bias, float* out, int64_t ldo, cudaStream_t stream, const char* what,
-            int layer) {
+            int layer, bool add_to_out) {
   if (mode == MathMode::FP32X3 && blas.tf32_tensor_cores()) {
-    linear_split_fp32(blas, in, rows, in_dim, lda, W, out_dim, bias, out, ldo, stream, what, layer);
+    linear_split_fp32(blas, in, rows, in_dim, lda, W, out_dim, bias, out, ldo, stream, what, layer, add_to_out);
     return;
   }
   const cublasComputeType_t compute = mode == MathMode::FP32 || mode == MathMode::FP32X3 ? CUBLAS_COMPUTE_32F
                                       : mode == MathMode::TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32
                                                                : CUBLAS_COMPUTE_32F_FAST_16BF;
-  gemm(blas, in, W, CUDA_R_32F, compute, rows, in_dim, lda, out_dim, bias, out, CUDA_R_32F, ldo, stream, what, layer);
+  gemm(blas, in, W, CUDA_R_32F, compute, rows, in_dim, lda, out_dim, bias, out, CUDA_R_32F, ldo, stream, what, layer,
+       add_to_out);
 }
 
 void linear_bf16(Blas& blas, const uint16_t* in, int64_t rows, int64_t in_dim, int64_t lda, const uint16_t* W,
                  int64_t out_dim, const float* bias, float* out, int64_t ldo, cudaStream_t stream, const char* what,
-                 int layer) {
+                 int layer, bool add_to_out) {
   gemm(blas, in, W, CUDA_R_16BF, CUBLAS_COMPUTE_32F, rows, in_dim, lda, out_dim, bias, out, CUDA_R_32F, ldo, stream,
-       what, layer);
+       what, layer, add_to_out);
 }
 
 void linear_bf16(Blas& blas, const uint16_t* in, int64_t rows, int64_t in_dim, int64_t lda, const uint16_t* W,

@@ -17,6 +17,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "device_buffer.hpp"
@@ -37,7 +38,7 @@ class Blas {
   bool tf32_tensor_cores() const { return tf32_; }
 
   // Workspaces of the split products: the weight's split copy [out_dim, 3 in_dim] and one
-  // block of split input rows [split_rows(in_dim), 3 in_dim].
+  // block of split input rows [split_rows(rows, in_dim), 3 in_dim].
   DeviceArray<float> split_w, split_in;
 
  private:
@@ -46,26 +47,33 @@ class Blas {
 };
 
 // Rows of the input split at a time in the split fp32 product: its workspace (3 in_dim
-// floats per row) is bounded by kSplitBytes whatever T is. Blocks of 29K-58K rows at the
-// 130m shapes; 8K-row blocks were 3-6 % slower at T = 64K on an H100.
-constexpr int64_t kSplitBytes = int64_t{512} << 20;
-inline int64_t split_rows(int64_t in_dim) {
-  const int64_t r = kSplitBytes / (3 * in_dim * static_cast<int64_t>(sizeof(float)));
-  return r < 1024 ? 1024 : r;
+// floats per row) stays within kSplitBytes whatever T is, in blocks of equal size (a
+// multiple of 128 rows). At the 130m shapes and T = 64K: in_proj in one block, out_proj in
+// two of 32K rows. (Fixed blocks of 8K rows were 3-6 % slower, and a 7K-row tail block
+// after a 58K one cost about 1 %.)
+constexpr int64_t kSplitBytes = int64_t{768} << 20;
+inline int64_t split_rows(int64_t rows, int64_t in_dim) {
+  int64_t cap = kSplitBytes / (3 * in_dim * static_cast<int64_t>(sizeof(float)));
+  cap = cap < 128 ? 128 : cap / 128 * 128;
+  const int64_t blocks = (rows + cap - 1) / cap;
+  const int64_t even = (rows + blocks - 1) / blocks;
+  return std::min(cap, (even + 127) / 128 * 128);
 }
 
 // out[r, o] = sum_k in[r, k] W[o, k] (+ bias[o]); in has leading dimension lda, out ldo.
 // W is row-major [out_dim, in_dim] (nn.Linear layout). `what` names the product in errors.
+// add_to_out: out[r, o] += the product instead (cuBLAS's beta = 1, one fp32 rounding of the
+// sum), e.g. out_proj straight into the residual stream.
 void linear(Blas& blas, MathMode mode, const float* in, int64_t rows, int64_t in_dim, int64_t lda, const float* W,
             int64_t out_dim, const float* bias, float* out, int64_t ldo, cudaStream_t stream, const char* what,
-            int layer);
+            int layer, bool add_to_out = false);
 
 // The same product on bf16 operands (bit patterns of __nv_bfloat16: the input and a bf16 copy
 // of W), with fp32 sums and output: a plain bf16 product. (MathMode::BF16 on fp32 operands
 // is not the same thing: for it cuBLAS chose tf32 kernels on the H100.)
 void linear_bf16(Blas& blas, const uint16_t* in, int64_t rows, int64_t in_dim, int64_t lda, const uint16_t* W,
                  int64_t out_dim, const float* bias, float* out, int64_t ldo, cudaStream_t stream, const char* what,
-                 int layer);
+                 int layer, bool add_to_out = false);
 // The same with the output rounded to bf16 (fp32 sums; no bias): the bf16 mode's in_proj,
 // whose output only the kernels after it read.
 void linear_bf16(Blas& blas, const uint16_t* in, int64_t rows, int64_t in_dim, int64_t lda, const uint16_t* W,

@@ -469,7 +469,7 @@ INSTANTIATE_TEST_SUITE_P(Precisions, CudaTilePrecision,
 
 // The forward in the tf32 and bf16 modes (in bf16: in_proj and out_proj on bf16 operands,
 // and in_proj's output in bf16 in untraced layers; in every mode: each residual add fused
-// with the next norm) against the CPU's fp32 forward:
+// with the next norm, or in untraced layers into out_proj) against the CPU's fp32 forward:
 // the final hidden state, every layer's residual, and the trace fields downstream of the
 // products, within the bounds bench/cuda_bench.cpp uses for these modes.
 class CudaLowPrecisionForward : public ::testing::TestWithParam<Precision> {
@@ -504,15 +504,15 @@ TEST_P(CudaLowPrecisionForward, MatchesCpuWithinTheRounding) {
       EXPECT_LE(norm_error(x.gate, y.gate), bound) << where << " gate";
       EXPECT_LE(norm_error(x.gamma, y.gamma), bound) << where << " gamma";
     }
-    // forward() untraced, twice on the same backend. In bf16 the untraced layers' in_proj
-    // writes bf16 (traced ones keep fp32 for the trace): within the same bound of the CPU,
-    // and, as in tf32 (where tracing changes nothing), the same bits the second time (the
-    // bf16 weight copies and the chained norms).
+    // forward() untraced, twice on the same backend. Untraced layers differ from traced
+    // ones: in bf16 their in_proj writes bf16 (traced ones keep fp32 for the trace), and in
+    // every mode out_proj adds into the residual stream in cuBLAS's epilogue (one rounding of
+    // r + o instead of two), so the untraced forward is held to the same bound of the CPU,
+    // and to the same bits the second time (the bf16 weight copies and the chained norms).
     Recorder c, e;
     const ForwardOutput fc = gpu->forward(model, tokens, &c);
     const ForwardOutput fe = gpu->forward(model, tokens, &e);
     EXPECT_EQ(fe.final_hidden, fc.final_hidden) << at << " second forward";
-    if (p != Precision::BF16) EXPECT_EQ(fc.final_hidden, fa.final_hidden) << at << " untraced forward";
     EXPECT_LE(norm_error(fc.final_hidden, fb.final_hidden), bound) << at << " untraced final hidden";
     ASSERT_EQ(c.residual.size(), b.residual.size()) << at;
     for (std::size_t l = 0; l < b.residual.size(); ++l)

@@ -674,6 +674,22 @@ TEST_F(CudaKernels, LinearOnBf16OperandsIsPlainBf16) {
 }
 
 
+// The split product's row blocks (no GPU needed): within the workspace bound, multiples of
+// 128 rows, as few as the bound allows, and of equal size but the last.
+TEST(LinearSplit, RowBlocksAreBoundedAndEven) {
+  for (int64_t in_dim : {37, 768, 1536, 5120, 1 << 20})
+    for (int64_t rows : {1, 127, 128, 7000, 65536, 65537, 1000003}) {
+      const int64_t b = cuda::split_rows(rows, in_dim), cap = cuda::split_rows(int64_t{1} << 40, in_dim);
+      const std::string at = std::to_string(rows) + " rows of " + std::to_string(in_dim);
+      EXPECT_EQ(b % 128, 0) << at;
+      EXPECT_LE(b, cap) << at;
+      EXPECT_TRUE(3 * in_dim * 4 * cap <= cuda::kSplitBytes || cap == 128) << at;
+      const int64_t blocks = (rows + b - 1) / b, fewest = (rows + cap - 1) / cap;
+      EXPECT_EQ(blocks, fewest) << at;
+      EXPECT_LT(blocks * b - rows, 128 * blocks) << at << ": the last block is not much shorter";
+    }
+}
+
 // Split tf32 products (FP32X3, see linear.hpp) against fp64: within the bound of truncating
 // fp32 sums, and far more accurate than plain tf32 (which shows the comparison can tell
 // them apart). Ragged sizes, leading dimensions, a
@@ -685,11 +701,13 @@ TEST_F(CudaKernels, LinearFp32SplitProductsHaveFp32Accuracy) {
   struct Case {
     int64_t rows, in_dim, out_dim, lda, ldo;
   };
-  const int64_t block = cuda::split_rows(1536);
+  // split_rows' cap for in_dim = 1536: a case just above it runs in two blocks
+  const int64_t cap = cuda::split_rows(int64_t{1} << 40, 1536);
   for (const Case& k : {Case{512, 768, 1024, 768, 1024}, Case{333, 1536, 768, 1544, 771},
-                        Case{block + 808, 1536, 40, 1536, 40}, Case{5, 37, 11, 37, 11}}) {
+                        Case{cap + 808, 1536, 40, 1536, 40}, Case{5, 37, 11, 37, 11}}) {
     const auto in = random_vector(rng, k.rows * k.lda, -2, 2), W = random_vector(rng, k.out_dim * k.in_dim, -0.1f, 0.1f),
                bias = random_vector(rng, k.out_dim, -0.5, 0.5);
+    const int64_t block = cuda::split_rows(k.rows, k.in_dim);
     std::vector<int64_t> rows;  // the rows compared: all, or 64 at each end of a split block
     for (int64_t r = 0; r < k.rows; ++r)
       if (k.rows <= 2048 || r < 64 || std::abs(r - block) <= 64 || r >= k.rows - 64) rows.push_back(r);

@@ -530,14 +530,28 @@ class CudaBackend final : public ComputeBackend {
   cuda::MathMode product_mode(bool traced) const {
     return mode_ == cuda::MathMode::FP32 && !traced ? cuda::MathMode::FP32X3 : mode_;
   }
-  // out [T, out_dim] = in [T, in_dim] W^T (+ bias), on bf16 operands when `in` is bf16.
+  // out [T, out_dim] = in [T, in_dim] W^T (+ bias), on bf16 operands when `in` is bf16;
+  // add_to_out: out += that.
   void project(Operand in, int64_t T, int64_t in_dim, const DeviceArray<float>& W, const DeviceArray<uint16_t>& W16,
-               int64_t out_dim, const float* bias, float* out, bool traced, const char* what, int layer) {
+               int64_t out_dim, const float* bias, float* out, bool traced, const char* what, int layer,
+               bool add_to_out = false) {
     if (in.bf16)
-      cuda::linear_bf16(blas_, in.bf16, T, in_dim, in_dim, W16.get(), out_dim, bias, out, out_dim, nullptr, what, layer);
+      cuda::linear_bf16(blas_, in.bf16, T, in_dim, in_dim, W16.get(), out_dim, bias, out, out_dim, nullptr, what, layer,
+                        add_to_out);
     else
       cuda::linear(blas_, product_mode(traced), in.f32, T, in_dim, in_dim, W.get(), out_dim, bias, out, out_dim, nullptr,
-                   what, layer);
+                   what, layer, add_to_out);
+  }
+  // out_proj: into o, its own buffer, in a traced layer (the trace reads o), and returns o.
+  // Elsewhere nothing but the residual add reads o, so out_proj adds into the residual
+  // stream r itself (cuBLAS's beta = 1) and this returns null: o is never written, nor read
+  // back by the residual add.
+  const float* out_proj(const ModelConfig& c, DeviceLayer& w, Operand y, int64_t T, float* r, bool traced, int layer) {
+    clock_.start("out_proj");
+    const int64_t d = c.d_model;
+    float* o = traced ? o_.reserve(T * d, "forward workspace (mixer output)", layer) : r;
+    project(y, T, c.d_inner, w.out_proj, w.out_proj16, d, ptr(w.out_proj_b), o, traced, "out_proj", layer, !traced);
+    return traced ? o : nullptr;
   }
   // in_proj's output: fp32, or in the bf16 mode bf16 (bf16 set, f32 null) for a layer that no
   // trace reads and whose in_proj has no bias. The conv, Δ and gate kernels read it in either
@@ -565,13 +579,14 @@ class CudaBackend final : public ComputeBackend {
     }
     return p;
   }
-  // The layer's residual add, r += o, and with the chain's next norm that norm in the same pass.
+  // The layer's residual add, r += o (none where o is null: out_proj added into r), and with
+  // the chain's next norm that norm in the same pass.
   void residual(const ModelConfig& c, int layer, int64_t T, float* r, const float* o, const Chain& chain) {
     if (chain.next.w) {
-      clock_.start("residual add + norm");
+      clock_.start(o ? "residual add + norm" : "RMSNorm");
       cuda::residual_rmsnorm(r, o, T, c.d_model, chain.next.w, c.norm_eps, chain.next.out, chain.next.out16, nullptr,
                              layer);
-    } else {
+    } else if (o) {
       clock_.start("residual add");
       cuda::residual_add(r, o, T * c.d_model, nullptr, layer);
     }
@@ -630,9 +645,7 @@ class CudaBackend final : public ComputeBackend {
     float* gate = tr ? gate_.reserve(T * D, "forward workspace (gate)", layer) : nullptr;
     if (!fused.y16)
       pj.with([&](const auto* p) { cuda::silu_gate(y, p + D, 2 * D, T, D, gate, y16, nullptr, layer); });
-    clock_.start("out_proj");
-    float* o = o_.reserve(T * d, "forward workspace (mixer output)", layer);
-    project({y, y16}, T, D, w.out_proj, w.out_proj16, d, ptr(w.out_proj_b), o, tr != nullptr, "out_proj", layer);
+    const float* o = out_proj(c, w, {y, y16}, T, r, tr != nullptr, layer);
     if (tr && on_device) {
       clock_.start("device trace");
       tr->T = shard_ ? shard_->T() : T;  // a sharded forward hands over the whole sequence's trace
@@ -718,9 +731,7 @@ class CudaBackend final : public ComputeBackend {
       cuda::gated_rmsnorm(y, p, IR, T, D, G, w.gated_norm.get(), c.gated_norm_eps, c.norm_before_gate, gate, gamma,
                           y16, nullptr, layer);
     });
-    clock_.start("out_proj");
-    float* o = o_.reserve(T * d, "forward workspace (mixer output)", layer);
-    project({y, y16}, T, D, w.out_proj, w.out_proj16, d, ptr(w.out_proj_b), o, tr != nullptr, "out_proj", layer);
+    const float* o = out_proj(c, w, {y, y16}, T, r, tr != nullptr, layer);
     if (tr && on_device) {
       clock_.start("device trace");
       cuda::latim_gate_factor(gate, gamma, T * D, gamma, nullptr, layer);  // Z = γ ⊙ SiLU(z), in place
