@@ -164,8 +164,9 @@ __device__ __forceinline__ float4 silu4_fast(const float4& z) {
 // y * SiLU(z) kept in registers for the first kCache steps of each group (the gate itself,
 // for the trace, is recomputed from z: the same bits, and only trace layers ask for it).
 // kFast (a bf16 output alone, nothing for a trace): the gate with silu_fast.
-template <bool Vec, int kCache, class Z, bool kFast>
-__global__ void __launch_bounds__(kThreads, 3) gated_rmsnorm_kernel(float* __restrict__ y, const Z* __restrict__ z,
+// Y: float (y read, and written in place unless y16), or const uint16_t (bf16 y: y16 only).
+template <bool Vec, int kCache, class Z, bool kFast, class Y>
+__global__ void __launch_bounds__(kThreads, 3) gated_rmsnorm_kernel(Y* __restrict__ y, const Z* __restrict__ z,
                                                                     int64_t ldz, int64_t T,
                                      int64_t D, int64_t G, const float* __restrict__ w, double eps,
                                      bool norm_before_gate, float* __restrict__ gate_out,
@@ -174,7 +175,7 @@ __global__ void __launch_bounds__(kThreads, 3) gated_rmsnorm_kernel(float* __res
   const int p = threadIdx.x % kRowThreads, rr = threadIdx.x / kRowThreads;
   const int64_t t = blockIdx.x * int64_t{kRows} + rr;
   const bool live = t < T;
-  float* yt = y + t * D;
+  Y* yt = y + t * D;
   const Z* zt = z + t * ldz;
   const int64_t gs = D / G, steps = (gs + kOrder - 1) / kOrder;
   // y * gate at k..k+3, and s[i] += v_i^2 for v = y (norm before the gate) or y * gate.
@@ -216,8 +217,12 @@ __global__ void __launch_bounds__(kThreads, 3) gated_rmsnorm_kernel(float* __res
       out.w = gamma.w * yg.w;
       if (gate_out) store4<Vec>(gate_out + t * D, k, end, silu4(load4<Vec>(zt, k, end)));
       if (gamma_out) store4<Vec>(gamma_out + t * D, k, end, gamma);
-      if (y16) store4_bf16<Vec>(y16 + t * D, k, end, out);
-      else store4<Vec>(yt, k, end, out);
+      if constexpr (std::is_same_v<Y, float>) {
+        if (y16) store4_bf16<Vec>(y16 + t * D, k, end, out);
+        else store4<Vec>(yt, k, end, out);
+      } else {
+        store4_bf16<Vec>(y16 + t * D, k, end, out);
+      }
     };
 #pragma unroll
     for (int j = 0; j < kCache; ++j) {
@@ -272,18 +277,19 @@ void rmsnorm_rows(const float* in, int64_t rows, int64_t dim, const float* w, do
 }
 
 namespace {
-template <class Z>
-void launch_gated(float* y, const Z* z, int64_t ldz, int64_t T, int64_t D, int64_t G, const float* w, double eps,
+template <class Y, class Z>
+void launch_gated(Y* y, const Z* z, int64_t ldz, int64_t T, int64_t D, int64_t G, const float* w, double eps,
                   bool norm_before_gate, float* gate_out, float* gamma_out, uint16_t* y16, cudaStream_t stream,
                   int layer) {
   if (T == 0 || D == 0) return;
-  const bool vec = (D / G) % 4 == 0 && D % 4 == 0 && ldz % 4 == 0 && aligned16(y) &&
+  const bool vec = (D / G) % 4 == 0 && D % 4 == 0 && ldz % 4 == 0 &&
+                   reinterpret_cast<uintptr_t>(y) % (4 * sizeof(Y)) == 0 &&
                    reinterpret_cast<uintptr_t>(z) % (4 * sizeof(Z)) == 0 && (!gate_out || aligned16(gate_out)) &&
                    (!gamma_out || aligned16(gamma_out)) && (!y16 || aligned8(y16));
   const int64_t steps = (D / G + kOrder - 1) / kOrder;
   const auto launch = [&](auto vec_c, auto cache_c) {
     const auto go = [&](auto fast) {
-      gated_rmsnorm_kernel<decltype(vec_c)::value, decltype(cache_c)::value, Z, decltype(fast)::value>
+      gated_rmsnorm_kernel<decltype(vec_c)::value, decltype(cache_c)::value, Z, decltype(fast)::value, Y>
           <<<row_blocks(T), kThreads, 0, stream>>>(y, z, ldz, T, D, G, w, eps, norm_before_gate, gate_out, gamma_out,
                                                    y16);
     };
@@ -304,6 +310,12 @@ void gated_rmsnorm(float* y, const uint16_t* z, int64_t ldz, int64_t T, int64_t 
                    double eps, bool norm_before_gate, float* gate_out, float* gamma_out, uint16_t* y16,
                    cudaStream_t stream, int layer) {
   launch_gated(y, z, ldz, T, D, G, w, eps, norm_before_gate, gate_out, gamma_out, y16, stream, layer);
+}
+
+void gated_rmsnorm(const uint16_t* y, const uint16_t* z, int64_t ldz, int64_t T, int64_t D, int64_t G,
+                   const float* w, double eps, bool norm_before_gate, uint16_t* y16, cudaStream_t stream, int layer) {
+  if (!y16) fail("gated_rmsnorm (layer ", layer, "): internal: bf16 y needs a bf16 output");
+  launch_gated(y, z, ldz, T, D, G, w, eps, norm_before_gate, nullptr, nullptr, y16, stream, layer);
 }
 
 }  // namespace latim::cuda

@@ -491,13 +491,13 @@ constexpr int kTcOutputSmem = kTcStateSmem + (kQ * kNP + kPP * kNP) * 4;      //
 //    the warps, masked and decayed, and stored over Hs as M; with the same k map over j its
 //    rows are the A fragment of M x.
 //    B and C are rounded to tf32 once in shared memory, x at use (the skip term takes it exact).
-template <bool kOut, class In>
+template <bool kOut, class In, class Y = float>  // Y: y in fp32, or bf16 bits (the bf16 mode's untraced layers)
 __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
     ssd_tc_kernel(const In* __restrict__ x, int64_t ldx, const float* __restrict__ delta,
                   const float* __restrict__ A, const In* __restrict__ B, const In* __restrict__ C, int64_t ldbc,
                   const float* __restrict__ Dskip, int64_t T, int H, int P, int N, int hpg, int64_t nch, int64_t K,
                   float* __restrict__ E, float* __restrict__ dgroup, const float* __restrict__ Hg,
-                  const float* __restrict__ CB, int G, float* __restrict__ y, bool vec, bool y_vec) {
+                  const float* __restrict__ CB, int G, Y* __restrict__ y, bool vec, bool y_vec) {
   extern __shared__ __align__(16) float smem[];
   float* Bs = smem;             // [kQ][kNP]  B, tf32
   float* Xs = Bs + kQ * kNP;    // [kQ][kPP]  x, fp32 (kOut); tf32 of w_j x_j (chunk states)
@@ -811,18 +811,25 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
         for (int half = 0; half < 2; ++half) {
           const int i = 16 * R + g + 8 * half;
           if (i >= len) continue;
-          float* yt = y + (t0 + i) * D + int64_t{h} * P;
+          Y* yt = y + (t0 + i) * D + int64_t{h} * P;
 #pragma unroll
           for (int pt = 0; pt < 2; ++pt) {
             const int p = 16 * pq + 8 * pt + 2 * q;
             const float2 xv = lds2(Xs, swz(i, p, kPP));
             const float v0 = fmaf(dskip, xv.x, acc[rr][pt][2 * half]);
             const float v1 = fmaf(dskip, xv.y, acc[rr][pt][2 * half + 1]);
-            if (y_vec) {
-              if (p < P) *reinterpret_cast<float2*>(yt + p) = make_float2(v0, v1);
+            if constexpr (std::is_same_v<Y, float>) {
+              if (y_vec) {
+                if (p < P) *reinterpret_cast<float2*>(yt + p) = make_float2(v0, v1);
+              } else {
+                if (p < P) yt[p] = v0;
+                if (p + 1 < P) yt[p + 1] = v1;
+              }
+            } else if (y_vec) {
+              if (p < P) *reinterpret_cast<uint32_t*>(yt + p) = pack_bf16x2(v0, v1);
             } else {
-              if (p < P) yt[p] = v0;
-              if (p + 1 < P) yt[p + 1] = v1;
+              if (p < P) yt[p] = bf16_bits(v0);
+              if (p + 1 < P) yt[p + 1] = bf16_bits(v1);
             }
           }
         }
@@ -951,9 +958,9 @@ __global__ void __launch_bounds__(kThreads) ssd_cb_kernel(const In* __restrict__
 }
 
 // x, B and C in fp32, or (tensor cores only) bf16.
-template <class In>
+template <class In, class Y>
 void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, const In* B, const In* C, int64_t ldbc,
-                  const float* Dskip, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, float* y, float* h_final,
+                  const float* Dskip, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, Y* y, float* h_final,
                   float* work, bool tc, cudaStream_t stream, int layer) {
   constexpr bool kF32 = std::is_same_v<In, float>;
   if (!kF32 && !tc) fail("ssd_scan (layer ", layer, "): internal: bf16 inputs need the tensor-core path");
@@ -972,14 +979,14 @@ void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, 
   const int64_t nbatch = (hpg + kMaxHeadBatch - 1) / kMaxHeadBatch;
   const int64_t HB = (hpg + nbatch - 1) / nbatch;
   if (tc) {
-    check(cudaFuncSetAttribute(ssd_tc_kernel<false, In>, cudaFuncAttributeMaxDynamicSharedMemorySize, kTcStateSmem),
+    check(cudaFuncSetAttribute(ssd_tc_kernel<false, In, float>, cudaFuncAttributeMaxDynamicSharedMemorySize, kTcStateSmem),
           "ssd_scan attribute", layer);
-    check(cudaFuncSetAttribute(ssd_tc_kernel<true, In>, cudaFuncAttributeMaxDynamicSharedMemorySize, kTcOutputSmem),
+    check(cudaFuncSetAttribute(ssd_tc_kernel<true, In, Y>, cudaFuncAttributeMaxDynamicSharedMemorySize, kTcOutputSmem),
           "ssd_scan attribute", layer);
     check(cudaFuncSetAttribute(ssd_cb_kernel<In>, cudaFuncAttributeMaxDynamicSharedMemorySize, kCbSmem),
           "ssd_scan attribute", layer);
-    for (const void* k : {reinterpret_cast<const void*>(ssd_tc_kernel<false, In>),
-                          reinterpret_cast<const void*>(ssd_tc_kernel<true, In>)})  // 3 and 2 blocks per SM
+    for (const void* k : {reinterpret_cast<const void*>(ssd_tc_kernel<false, In, float>),
+                          reinterpret_cast<const void*>(ssd_tc_kernel<true, In, Y>)})  // 3 and 2 blocks per SM
       check(cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared),
             "ssd_scan attribute", layer);
   } else if constexpr (kF32) {
@@ -997,14 +1004,14 @@ void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, 
     const float* ds = delta + tb * H;
     const In* Bs = B + tb * ldbc;
     const In* Cs = C + tb * ldbc;
-    float* ys = y + tb * H * P;
+    Y* ys = y + tb * H * P;
     const dim3 grid(static_cast<unsigned>(H), static_cast<unsigned>(pl.ng));
     const bool last = tb + slice_T >= T;
     if (tc) {  // chunk states, chain, then outputs from each group's entering state
       // Aligned for 4 values per access: 16 bytes of fp32, 8 of bf16.
       const auto al16 = [](const In* p) { return reinterpret_cast<std::uintptr_t>(p) % (4 * sizeof(In)) == 0; };
       const bool vec = ldx % 4 == 0 && ldbc % 4 == 0 && P % 4 == 0 && N % 4 == 0 && al16(xs) && al16(Bs) && al16(Cs);
-      ssd_tc_kernel<false, In><<<grid, kThreads, kTcStateSmem, stream>>>(xs, ldx, ds, A, Bs, nullptr, ldbc, nullptr, Ts, Hi,
+      ssd_tc_kernel<false, In, float><<<grid, kThreads, kTcStateSmem, stream>>>(xs, ldx, ds, A, Bs, nullptr, ldbc, nullptr, Ts, Hi,
                                                                      Pi, Ni, hpgi, pl.nch, pl.K, E, dgroup, nullptr,
                                                                      nullptr, 0, nullptr, vec, false);
       check_launch("ssd_scan (SSD chunk states, tensor cores)", layer, stream);
@@ -1015,14 +1022,14 @@ void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, 
       ssd_cb_kernel<In><<<dim3(static_cast<unsigned>(pl.nch), static_cast<unsigned>(G)), kThreads, kCbSmem, stream>>>(
           Bs, Cs, ldbc, Ts, Ni, vec, CB);
       check_launch("ssd_scan (SSD C·Bᵀ)", layer, stream);
-      const bool y_vec2 = P % 2 == 0 && reinterpret_cast<std::uintptr_t>(ys) % 8 == 0;
-      ssd_tc_kernel<true, In><<<grid, kThreads, kTcOutputSmem, stream>>>(xs, ldx, ds, A, Bs, Cs, ldbc, Dskip, Ts, Hi, Pi,
+      const bool y_vec2 = P % 2 == 0 && reinterpret_cast<std::uintptr_t>(ys) % (2 * sizeof(Y)) == 0;
+      ssd_tc_kernel<true, In, Y><<<grid, kThreads, kTcOutputSmem, stream>>>(xs, ldx, ds, A, Bs, Cs, ldbc, Dskip, Ts, Hi, Pi,
                                                                      Ni, hpgi, pl.nch, pl.K, nullptr, nullptr, Hg, CB,
                                                                      static_cast<int>(G), ys, vec, y_vec2);
       check_launch("ssd_scan (SSD output, tensor cores)", layer, stream);
       continue;
     }
-    if constexpr (kF32) {
+    if constexpr (kF32 && std::is_same_v<Y, float>) {
     const bool y_vec = P % 4 == 0 && reinterpret_cast<std::uintptr_t>(ys) % 16 == 0;
     ssd_state_kernel<<<dim3(static_cast<unsigned>(H), static_cast<unsigned>(pl.ng)), kThreads, kStateSmem, stream>>>(
         xs, ldx, ds, A, Bs, ldbc, Ts, Hi, Pi, Ni, hpgi, pl.nch, pl.K, E, dcorr, dgroup);
@@ -1245,12 +1252,13 @@ bool ssd_scan_takes_bf16(int64_t P, int64_t N) { return fast_path(P, N); }
 
 void ssd_scan(const uint16_t* x, int64_t ldx, const float* delta, const float* A, const uint16_t* B,
               const uint16_t* C, int64_t ldbc, const float* Dskip, int64_t T, int64_t H, int64_t P, int64_t N,
-              int64_t G, float* y, float* h_final, float* work, cudaStream_t stream, int layer) {
+              int64_t G, float* y, uint16_t* y16, float* h_final, float* work, cudaStream_t stream, int layer) {
   if (T == 0 || H == 0) return;
   if (!fast_path(P, N))
     fail("ssd_scan (layer ", layer, "): internal: bf16 inputs with head dim ", P, " and state size ", N,
          " (the chunked path takes P <= 64, N <= 128)");
-  chunked_scan(x, ldx, delta, A, B, C, ldbc, Dskip, T, H, P, N, G, y, h_final, work, true, stream, layer);
+  if (y16) chunked_scan(x, ldx, delta, A, B, C, ldbc, Dskip, T, H, P, N, G, y16, h_final, work, true, stream, layer);
+  else chunked_scan(x, ldx, delta, A, B, C, ldbc, Dskip, T, H, P, N, G, y, h_final, work, true, stream, layer);
 }
 
 }  // namespace latim::cuda

@@ -25,9 +25,11 @@ void ssd_scan(const float* x, int64_t ldx, const float* delta, const float* A, c
 // Whether the scan takes bf16 x, B and C for these shapes (the tensor-core chunked path).
 bool ssd_scan_takes_bf16(int64_t P, int64_t N);
 // The tensor-core scan on bf16 x, B and C (bf16 bits: the bf16 mode's conv output), widened
-// exactly as they are staged: the bits the fp32 version gives on the rounded values.
+// exactly as they are staged: the bits the fp32 version gives on the rounded values. With
+// y16 not null, y goes there rounded to bf16 (y is not written): for layers where only the
+// gated norm reads y.
 void ssd_scan(const uint16_t* x, int64_t ldx, const float* delta, const float* A, const uint16_t* B,
               const uint16_t* C, int64_t ldbc, const float* Dskip, int64_t T, int64_t H, int64_t P, int64_t N,
-              int64_t G, float* y, float* h_final, float* work, cudaStream_t stream, int layer);
+              int64_t G, float* y, uint16_t* y16, float* h_final, float* work, cudaStream_t stream, int layer);
 
 }  // namespace latim::cuda

@@ -450,7 +450,8 @@ TEST_F(CudaKernels, SsdScanTensorCoresMatchFp64AcrossChunks) {
 
 // The tensor-core scan on bf16 x, B and C (the bf16 mode's conv output) gives the bits of the
 // fp32 version on the rounded values: the 8-byte staging path (aligned) and the scalar one
-// (pad 3), across slices of 32768 positions, with a final state.
+// (pad 3), across slices of 32768 positions, with a final state; and with a bf16 output, that
+// output rounded to bf16.
 TEST_F(CudaKernels, SsdScanOnBf16InputsIsTheScanOfTheRoundedInputs) {
   for (const SsdCase k : {SsdCase{1100, 24, 64, 128, 1, 0, 0.5f, -3, -0.1f}, SsdCase{600, 4, 16, 128, 2, 3, 0.5f, -3, -0.1f},
                           SsdCase{33000, 2, 64, 128, 1, 0, 0.1f, -1, -0.1f}, SsdCase{5, 1, 64, 16, 1, 4, 0.5f, -3, -0.1f}}) {
@@ -469,11 +470,19 @@ TEST_F(CudaKernels, SsdScanOnBf16InputsIsTheScanOfTheRoundedInputs) {
     work.reserve(cuda::ssd_scan_work(k.T, k.H, k.P, k.N, k.G), "work");
     ASSERT_TRUE(cuda::ssd_scan_takes_bf16(k.P, k.N));
     cuda::ssd_scan(d16.get(), ldx, ddt.get(), dA.get(), d16.get() + D, d16.get() + D + GN, ldx, dDs.get(), k.T, k.H,
-                   k.P, k.N, k.G, y16.get(), h16.get(), work.get(), nullptr, 0);
+                   k.P, k.N, k.G, y16.get(), nullptr, h16.get(), work.get(), nullptr, 0);
     cuda::ssd_scan(dxr.get(), ldx, ddt.get(), dA.get(), dxr.get() + D, dxr.get() + D + GN, ldx, dDs.get(), k.T, k.H,
                    k.P, k.N, k.G, y32.get(), h32.get(), work.get(), true, nullptr, 0);
     const std::string at = "T=" + std::to_string(k.T) + " H=" + std::to_string(k.H) + " pad=" + std::to_string(k.pad);
-    EXPECT_TRUE(same_bits(to_host(y16, k.T * D), to_host(y32, k.T * D))) << at << " y";
+    const std::vector<float> y32h = to_host(y32, k.T * D);
+    EXPECT_TRUE(same_bits(to_host(y16, k.T * D), y32h)) << at << " y";
+    // y written in bf16: the fp32 output rounded to nearest even; y itself untouched
+    auto yb = poisoned<uint16_t>(k.T * D);
+    auto ynone = poisoned<float>(1);
+    cuda::ssd_scan(d16.get(), ldx, ddt.get(), dA.get(), d16.get() + D, d16.get() + D + GN, ldx, dDs.get(), k.T, k.H,
+                   k.P, k.N, k.G, ynone.get(), yb.get(), nullptr, work.get(), nullptr, 0);
+    EXPECT_TRUE(same_bits(to_host(yb, k.T * D), to_bf16_host(y32h))) << at << " y in bf16";
+    EXPECT_TRUE(std::isnan(to_host(ynone, 1)[0])) << at << " fp32 y not written";
     EXPECT_TRUE(same_bits(to_host(h16, k.H * k.P * k.N), to_host(h32, k.H * k.P * k.N))) << at << " final state";
   }
   EXPECT_FALSE(cuda::ssd_scan_takes_bf16(128, 128));
@@ -845,6 +854,17 @@ TEST_F(CudaKernels, Bf16InputsGiveTheBitsOfTheRoundedFp32Inputs) {
         cuda::gated_rmsnorm(n32.get(), d32.get() + off, ld, T, D, G, dgw.get(), 1e-5, G == 3, nullptr, nullptr,
                             q32.get(), nullptr, 0);
         EXPECT_TRUE(same_bits(to_host(q16, T * D), to_host(q32, T * D))) << at << " gated_rmsnorm G=" << G;
+        // y in bf16 too (the SSD scan's bf16 output): the fp32 kernel's bits on the rounded y
+        const std::vector<uint16_t> yb = to_bf16_host(y);
+        std::vector<float> yr(yb.size());
+        for (std::size_t i = 0; i < yb.size(); ++i) yr[i] = from_bf16(yb[i]);
+        auto dyb = to_device(yb);
+        auto dyr = to_device(yr);
+        auto qb = poisoned<uint16_t>(T * D), qr = poisoned<uint16_t>(T * D);
+        cuda::gated_rmsnorm(dyb.get(), d16.get() + off, ld, T, D, G, dgw.get(), 1e-5, G == 3, qb.get(), nullptr, 0);
+        cuda::gated_rmsnorm(dyr.get(), d16.get() + off, ld, T, D, G, dgw.get(), 1e-5, G == 3, nullptr, nullptr,
+                            qr.get(), nullptr, 0);
+        EXPECT_TRUE(same_bits(to_host(qb, T * D), to_host(qr, T * D))) << at << " gated_rmsnorm, bf16 y, G=" << G;
       }
     }
     {

@@ -701,11 +701,16 @@ class CudaBackend final : public ComputeBackend {
       cuda::mamba2_delta(p + D + CC, IR, T, H, w.dt_bias.get(), c.dt_min, c.dt_max, delta, nullptr, layer);
     });
     clock_.start("ssd scan");
-    float* y = y_.reserve(T * D, "forward workspace (scan output)", layer);
+    // The scan output y: bf16 where only the gated norm reads it (bf16 inputs, so an untraced
+    // layer, and no join of slices adds to it), as a plain bf16 implementation keeps it;
+    // otherwise fp32.
+    const bool y_bf16 = conv16 && !tr && !shard_ && !host_link_;
+    float* y = y_bf16 ? nullptr : y_.reserve(T * D, "forward workspace (scan output)", layer);
+    uint16_t* ys16 = y_bf16 ? ys16_.reserve(T * D, "forward workspace (scan output, bf16)", layer) : nullptr;
     float* work = scan_work_.reserve(cuda::ssd_scan_work(T, H, P, N, G), "SSD scan chunk states", layer);
     if (conv16)
       cuda::ssd_scan(conv16, CC, delta, w.A.get(), conv16 + D, conv16 + D + GN, CC, w.D_skip.get(), T, H, P, N, G, y,
-                     scan_summary(c, H * P * N, layer), work, nullptr, layer);
+                     ys16, scan_summary(c, H * P * N, layer), work, nullptr, layer);
     else
       cuda::ssd_scan(conv, CC, delta, w.A.get(), conv + D, conv + D + GN, CC, w.D_skip.get(), T, H, P, N, G, y,
                      scan_summary(c, H * P * N, layer), work, mode_ != cuda::MathMode::FP32, nullptr, layer);
@@ -727,10 +732,14 @@ class CudaBackend final : public ComputeBackend {
     float* gamma = tr ? gamma_.reserve(T * D, "forward workspace (gamma)", layer) : nullptr;
     // Only out_proj reads the normed y (the trace keeps gate and γ): bf16 in the bf16 mode.
     uint16_t* y16 = bf16_operands() ? y16_.reserve(T * D, "forward workspace (gated norm output, bf16)", layer) : nullptr;
-    pj.with([&](const auto* p) {
-      cuda::gated_rmsnorm(y, p, IR, T, D, G, w.gated_norm.get(), c.gated_norm_eps, c.norm_before_gate, gate, gamma,
-                          y16, nullptr, layer);
-    });
+    if (ys16)
+      cuda::gated_rmsnorm(ys16, pj.bf16, IR, T, D, G, w.gated_norm.get(), c.gated_norm_eps, c.norm_before_gate, y16,
+                          nullptr, layer);
+    else
+      pj.with([&](const auto* p) {
+        cuda::gated_rmsnorm(y, p, IR, T, D, G, w.gated_norm.get(), c.gated_norm_eps, c.norm_before_gate, gate, gamma,
+                            y16, nullptr, layer);
+      });
     const float* o = out_proj(c, w, {y, y16}, T, r, tr != nullptr, layer);
     if (tr && on_device) {
       clock_.start("device trace");
@@ -1173,6 +1182,7 @@ class CudaBackend final : public ComputeBackend {
   DeviceArray<float> r_, u_, proj_, x_, xdbl_, delta_, y_, gate_, gamma_, o_, scan_work_, rin_, c32_;
   DeviceArray<uint16_t> u16_, y16_;  // bf16 operands of in_proj and out_proj (bf16 mode)
   DeviceArray<uint16_t> proj16_, x16_;  // in_proj's and the conv's bf16 outputs (bf16 mode, untraced layers)
+  DeviceArray<uint16_t> ys16_;          // the SSD scan's bf16 output (bf16 mode, untraced unsharded layers)
   DeviceArray<double> S_, cumsum_work_;
   // The sharded forward (forward_shard).
   std::unique_ptr<NcclGroup> nccl_;
