@@ -7,8 +7,9 @@
 //   cuda_bench bench [--forward-T 4096,16384,65536] [--latim-T 4096,16384] [--tile 4096]
 //                    [--layers 24] [--only forward|latim] [--family mamba1|mamba2]
 //                    [--forward-precision fp32,tf32,bf16] [--json FILE]
-//     forward tok/s (fp32, tf32, bf16, or those of --forward-precision) and LaTIM l2 pairs/s (bf16, tf32, fp32; end to end through
-//     the panel driver and the bare tile kernel), device memory, and the tile kernel's
+//     forward tok/s (fp32, tf32, bf16, or those of --forward-precision) and LaTIM l2
+//     pairs/s (bf16, tf32, fp32; end to end through the panel driver and the bare tile
+//     kernel), device memory, and the tile kernel's
 //     fraction of the measured cuBLAS bf16 rate. Each configuration is checked against the
 //     CPU backend before it is timed.
 #include <cublas_v2.h>
@@ -496,7 +497,8 @@ int main(int argc, char** argv) {
       return 2;
     }
     if (mode == "parity") return parity(data, json);
-    if (mode == "bench") return run_benchmarks(forward_T, latim_T, tile, layers, json, what, family, forward_precisions);
+    if (mode == "bench")
+      return run_benchmarks(forward_T, latim_T, tile, layers, json, what, family, forward_precisions);
     fail("unknown mode ", mode, " (parity or bench)");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cuda_bench: %s\n", e.what());

@@ -979,7 +979,8 @@ void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, 
   const int64_t nbatch = (hpg + kMaxHeadBatch - 1) / kMaxHeadBatch;
   const int64_t HB = (hpg + nbatch - 1) / nbatch;
   if (tc) {
-    check(cudaFuncSetAttribute(ssd_tc_kernel<false, In, float>, cudaFuncAttributeMaxDynamicSharedMemorySize, kTcStateSmem),
+    check(cudaFuncSetAttribute(ssd_tc_kernel<false, In, float>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               kTcStateSmem),
           "ssd_scan attribute", layer);
     check(cudaFuncSetAttribute(ssd_tc_kernel<true, In, Y>, cudaFuncAttributeMaxDynamicSharedMemorySize, kTcOutputSmem),
           "ssd_scan attribute", layer);
@@ -1011,9 +1012,9 @@ void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, 
       // Aligned for 4 values per access: 16 bytes of fp32, 8 of bf16.
       const auto al16 = [](const In* p) { return reinterpret_cast<std::uintptr_t>(p) % (4 * sizeof(In)) == 0; };
       const bool vec = ldx % 4 == 0 && ldbc % 4 == 0 && P % 4 == 0 && N % 4 == 0 && al16(xs) && al16(Bs) && al16(Cs);
-      ssd_tc_kernel<false, In, float><<<grid, kThreads, kTcStateSmem, stream>>>(xs, ldx, ds, A, Bs, nullptr, ldbc, nullptr, Ts, Hi,
-                                                                     Pi, Ni, hpgi, pl.nch, pl.K, E, dgroup, nullptr,
-                                                                     nullptr, 0, nullptr, vec, false);
+      ssd_tc_kernel<false, In, float><<<grid, kThreads, kTcStateSmem, stream>>>(
+          xs, ldx, ds, A, Bs, nullptr, ldbc, nullptr, Ts, Hi, Pi, Ni, hpgi, pl.nch, pl.K, E, dgroup, nullptr, nullptr, 0,
+          nullptr, vec, false);
       check_launch("ssd_scan (SSD chunk states, tensor cores)", layer, stream);
       ssd_group_chain_kernel<<<static_cast<unsigned>((per4 + 255) / 256), 256, 0, stream>>>(
           per4, Hi, Pi, Ni, pl.nch, pl.K, pl.ng, reinterpret_cast<const float4*>(E), dgroup,
@@ -1023,9 +1024,9 @@ void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, 
           Bs, Cs, ldbc, Ts, Ni, vec, CB);
       check_launch("ssd_scan (SSD C·Bᵀ)", layer, stream);
       const bool y_vec2 = P % 2 == 0 && reinterpret_cast<std::uintptr_t>(ys) % (2 * sizeof(Y)) == 0;
-      ssd_tc_kernel<true, In, Y><<<grid, kThreads, kTcOutputSmem, stream>>>(xs, ldx, ds, A, Bs, Cs, ldbc, Dskip, Ts, Hi, Pi,
-                                                                     Ni, hpgi, pl.nch, pl.K, nullptr, nullptr, Hg, CB,
-                                                                     static_cast<int>(G), ys, vec, y_vec2);
+      ssd_tc_kernel<true, In, Y><<<grid, kThreads, kTcOutputSmem, stream>>>(
+          xs, ldx, ds, A, Bs, Cs, ldbc, Dskip, Ts, Hi, Pi, Ni, hpgi, pl.nch, pl.K, nullptr, nullptr, Hg, CB,
+          static_cast<int>(G), ys, vec, y_vec2);
       check_launch("ssd_scan (SSD output, tensor cores)", layer, stream);
       continue;
     }

@@ -619,11 +619,12 @@ class CudaBackend final : public ComputeBackend {
     if (x16)
       cuda::linear_bf16(blas_, x16, T, D, D, w.x_proj16.get(), XR, nullptr, xdbl, XR, nullptr, "x_proj", layer);
     else
-      cuda::linear(blas_, product_mode(tr != nullptr), x, T, D, D, w.x_proj.get(), XR, nullptr, xdbl, XR, nullptr, "x_proj", layer);
+      cuda::linear(blas_, product_mode(tr != nullptr), x, T, D, D, w.x_proj.get(), XR, nullptr, xdbl, XR, nullptr,
+                   "x_proj", layer);
     // dt_proj's raw output: the scan's first pass makes it Δ = softplus(dt + bias) in place.
     float* delta = delta_.reserve(T * D, "forward workspace (delta)", layer);
-    cuda::linear(blas_, product_mode(tr != nullptr), xdbl, T, R, XR, w.dt_proj.get(), D, nullptr, delta, D, nullptr, "dt_proj",
-                 layer);
+    cuda::linear(blas_, product_mode(tr != nullptr), xdbl, T, R, XR, w.dt_proj.get(), D, nullptr, delta, D, nullptr,
+                 "dt_proj", layer);
     clock_.start("selective scan");
     float* y = y_.reserve(T * D, "forward workspace (scan output)", layer);
     float* work = scan_work_.reserve(cuda::selective_scan_work(T, D, N), "selective scan chunk states", layer);

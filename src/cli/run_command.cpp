@@ -235,7 +235,9 @@ int run_command(int argc, char** argv) {
       ("map-chunk", po::value(&o.map_chunk)->default_value(0),
        "HDF5 chunk edge of the [T, T] maps, dividing --tile (0 = the tile up to 512)")
       ("backend", po::value(&o.backend)->default_value("auto"), "cpu, cuda, or auto (cuda when a GPU is present)")
-      ("precision", po::value(&o.precision)->default_value("fp32"), "precision on cuda: fp32, tf32, bf16 (bf16: bf16 products, and bf16 activations in layers not mapped; fp32: split tf32 products, near-fp32 accuracy, in layers not mapped)")
+      ("precision", po::value(&o.precision)->default_value("fp32"),
+       "precision on cuda: fp32, tf32, bf16 (bf16: bf16 products, and bf16 activations in layers not mapped; "
+       "fp32: split tf32 products, near-fp32 accuracy, in layers not mapped)")
       ("threads", po::value(&o.threads)->default_value(0), "CPU threads per rank (0 = all cores)")
       ("seq-shards", po::value(&o.grid.seq_shards)->default_value(0), "ranks sharing the sequence (0 = ranks / layer-shards)")
       ("layer-shards", po::value(&o.grid.layer_shards)->default_value(0), "pipeline stages of consecutive layers (0 = 1)")
