@@ -127,6 +127,12 @@ __global__ void to_bf16_kernel(const float* in, int64_t n, uint16_t* out) {
     out[k] = bf16_bits(in[k]);
 }
 
+__global__ void to_bf16_rows_kernel(const float* in, int64_t ld, int64_t rows, int64_t cols, uint16_t* out) {
+  const int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (c >= cols) return;
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) out[r * cols + c] = bf16_bits(in[r * ld + c]);
+}
+
 // Cumulative sums in three steps over chunks of kChunk positions: chunk totals, an
 // exclusive scan of the totals per channel, then each chunk from its offset.
 constexpr int64_t kChunk = 256;
@@ -254,6 +260,13 @@ void residual_add(float* r, const float* o, int64_t n, cudaStream_t stream, int 
 void to_bf16(const float* in, int64_t n, uint16_t* out, cudaStream_t stream, const char* what, int layer) {
   if (n == 0) return;
   to_bf16_kernel<<<grid_for(n), kThreads, 0, stream>>>(in, n, out);
+  check_launch(what, layer, stream);
+}
+
+void to_bf16_rows(const float* in, int64_t ld, int64_t rows, int64_t cols, uint16_t* out, cudaStream_t stream,
+                  const char* what, int layer) {
+  if (rows == 0 || cols == 0) return;
+  to_bf16_rows_kernel<<<grid_rows(rows, cols), kThreads, 0, stream>>>(in, ld, rows, cols, out);
   check_launch(what, layer, stream);
 }
 

@@ -34,6 +34,9 @@ void residual_add(float* r, const float* o, int64_t n, cudaStream_t stream, int 
 // out[k] = bf16(in[k]) (bit patterns, rounded to nearest even), n values: the bf16 copies of
 // weights for products on bf16 operands. `what` names the copy in errors.
 void to_bf16(const float* in, int64_t n, uint16_t* out, cudaStream_t stream, const char* what, int layer);
+// The same for rows of cols values with leading dimension ld, into dense [rows, cols].
+void to_bf16_rows(const float* in, int64_t ld, int64_t rows, int64_t cols, uint16_t* out, cudaStream_t stream,
+                  const char* what, int layer);
 // S[t, c] = sum_{s <= t} delta[s, c] in fp64, delta dense [T, W]. `work` holds
 // cumulative_sum_work(T, W) doubles.
 int64_t cumulative_sum_work(int64_t T, int64_t W);

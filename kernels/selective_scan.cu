@@ -3,7 +3,10 @@
 // states from zero, the chain over chunks, then the scan from each chunk's incoming state.
 // The first launch can also finish Δ: given dt_proj's raw output and the bias, each thread
 // turns its channel's values into softplus(dt + bias) as it reads them and writes them back,
-// which saves softplus_rows' pass over [T, D]. x is fp32 or (bf16 mode) bf16.
+// which saves softplus_rows' pass over [T, D]. x is fp32 or (bf16 mode) bf16. In the bf16
+// mode's untraced, unsharded layers the raw dt comes in bf16 (dt_proj's bf16 output): the
+// first pass writes Δ back in bf16 and uses that rounded Δ itself, so both passes see the
+// same Δ, and Δ never goes through memory in fp32.
 #include <type_traits>
 
 #include "cuda_check.hpp"
@@ -19,8 +22,10 @@ constexpr int kStage = 64;       // positions of B, C staged at a time
 constexpr int kThreads = 128;    // channels per block
 constexpr float kLog2e = 1.4426950408889634f;
 
-template <int NS, bool kFromState, bool kWriteY, class X>
-__global__ void __launch_bounds__(kThreads, 5) scan_chunk_kernel(const X* __restrict__ x, float* __restrict__ delta,
+// DT: float or uint16_t (bf16 bits): Δ, or raw dt finished in place by the first pass (in
+// bf16: rounded to bf16, and the rounded value used).
+template <int NS, bool kFromState, bool kWriteY, class X, class DT>
+__global__ void __launch_bounds__(kThreads, 5) scan_chunk_kernel(const X* __restrict__ x, DT* __restrict__ delta,
                                                               const float* __restrict__ dt_bias, bool raw_dt,
                                                               const float* __restrict__ A, const float* __restrict__ B,
                                                               int64_t ldb, const float* __restrict__ C, int64_t ldc,
@@ -42,6 +47,7 @@ __global__ void __launch_bounds__(kThreads, 5) scan_chunk_kernel(const X* __rest
   }
   const float dskip = active ? Dskip[c] : 0.0f;
   // Δ from dt_proj's raw output (first launch only; the output pass reads the finished Δ).
+  constexpr bool k16 = std::is_same_v<DT, uint16_t>;
   const bool finish = !kFromState && raw_dt;
   const float dtb = finish && active && dt_bias ? dt_bias[c] : 0.0f;
   float ds = 0.0f;
@@ -61,7 +67,7 @@ __global__ void __launch_bounds__(kThreads, 5) scan_chunk_kernel(const X* __rest
     // scanned: a step is short next to a global load's latency. Rows are reached by pointer
     // steps (64-bit index products would cost more instructions than the step itself).
     constexpr int kAhead = 4;
-    float* dp = delta + s0 * D + c;  // position s0 + p0 of this channel, advanced per group
+    DT* dp = delta + s0 * D + c;  // position s0 + p0 of this channel, advanced per group
     const X* xp = x + s0 * D + c;
     const uint16_t* zp = gated ? gate.z + s0 * gate.ldz + c : nullptr;
     const int64_t zstep = gated ? gate.ldz : 0;
@@ -70,7 +76,7 @@ __global__ void __launch_bounds__(kThreads, 5) scan_chunk_kernel(const X* __rest
 #pragma unroll
       for (int i = 0; i < kAhead; ++i) {
         const bool ok = p0 + i < len;
-        dtq[i] = ok ? dp[i * D] : 0.0f;
+        dtq[i] = ok ? ld_act(dp, i * D) : 0.0f;
         xq[i] = ok ? ld_act(xp, i * D) : 0.0f;
         zq[i] = ok && gated ? bf16_float(zp[i * zstep]) : 0.0f;
       }
@@ -86,7 +92,7 @@ __global__ void __launch_bounds__(kThreads, 5) scan_chunk_kernel(const X* __rest
         xc[i] = xq[i];
         zc[i] = zq[i];
       }
-      float* const dcur = dp;
+      DT* const dcur = dp;
       dp += kAhead * D;
       xp += kAhead * D;
       zp += kAhead * zstep;
@@ -99,7 +105,13 @@ __global__ void __launch_bounds__(kThreads, 5) scan_chunk_kernel(const X* __rest
         const float xv = xc[i];
         if (finish) {
           dt = softplus(dt + dtb);
-          dcur[i * D] = dt;
+          if constexpr (k16) {
+            const uint16_t b = bf16_bits(dt);
+            dcur[i * D] = b;
+            dt = bf16_float(b);
+          } else {
+            dcur[i * D] = dt;
+          }
         }
         const float dx = dt * xv;
         ds += dt;
@@ -159,8 +171,8 @@ __global__ void chain_chunks_kernel(const float* __restrict__ A, int64_t D, int6
   if (h_final) h_final[k] = carry;
 }
 
-template <int NS, class X>
-void run(const X* x, float* delta, const float* dt_bias, bool raw_dt, const float* A, const float* B, int64_t ldb,
+template <int NS, class X, class DT>
+void run(const X* x, DT* delta, const float* dt_bias, bool raw_dt, const float* A, const float* B, int64_t ldb,
          const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N, float* y, float* h_final, float* work,
          cudaStream_t stream, int layer, const ScanGate& gate) {
   const int64_t nchunks = (T + kChunk - 1) / kChunk;
@@ -194,8 +206,8 @@ int64_t selective_scan_work(int64_t T, int64_t D, int64_t N) {
 }
 
 namespace {
-template <class X>
-void dispatch(const X* x, float* delta, const float* dt_bias, bool raw_dt, const float* A, const float* B, int64_t ldb,
+template <class X, class DT>
+void dispatch(const X* x, DT* delta, const float* dt_bias, bool raw_dt, const float* A, const float* B, int64_t ldb,
               const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N, float* y,
               float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate) {
   if (T == 0 || D == 0) return;
@@ -221,6 +233,12 @@ void selective_scan(const uint16_t* x, float* delta, const float* dt_bias, bool 
                     int64_t ldb, const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N,
                     float* y, float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate) {
   dispatch(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream, layer, gate);
+}
+
+void selective_scan(const uint16_t* x, uint16_t* dt16, const float* dt_bias, const float* A, const float* B,
+                    int64_t ldb, const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N,
+                    float* y, float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate) {
+  dispatch(x, dt16, dt_bias, true, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream, layer, gate);
 }
 
 }  // namespace latim::cuda

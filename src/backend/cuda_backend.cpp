@@ -52,8 +52,8 @@ cuda::MathMode math_mode(Precision p) {
 struct DeviceLayer {
   DeviceArray<float> norm, in_proj, in_proj_b, conv_w, conv_b, A, D_skip, out_proj, out_proj_b, x_proj, dt_proj,
       dt_proj_b, dt_bias, gated_norm;
-  // bf16 copies of the large products' weights, for their bf16 operands (bf16 mode only).
-  DeviceArray<uint16_t> in_proj16, out_proj16, x_proj16;
+  // bf16 copies of the products' weights, for their bf16 operands (bf16 mode only).
+  DeviceArray<uint16_t> in_proj16, out_proj16, x_proj16, dt_proj16;
   // For device-resident traces: A · log2(e) and W_out transposed in the tile precision
   // (prepared on first use).
   DeviceArray<float> A2, wout_tile32;
@@ -467,6 +467,7 @@ class CudaBackend final : public ComputeBackend {
         bf16_copy(g.in_proj, g.in_proj16, "weights (in_proj, bf16 copy)", layer);
         bf16_copy(g.out_proj, g.out_proj16, "weights (out_proj, bf16 copy)", layer);
         if (g.x_proj.size()) bf16_copy(g.x_proj, g.x_proj16, "weights (x_proj, bf16 copy)", layer);
+        if (g.dt_proj.size()) bf16_copy(g.dt_proj, g.dt_proj16, "weights (dt_proj, bf16 copy)", layer);
       }
     }
     put(norm_f_, m.norm_f, "weights (final norm)", -1);
@@ -621,24 +622,39 @@ class CudaBackend final : public ComputeBackend {
     else
       cuda::linear(blas_, product_mode(tr != nullptr), x, T, D, D, w.x_proj.get(), XR, nullptr, xdbl, XR, nullptr,
                    "x_proj", layer);
-    // dt_proj's raw output: the scan's first pass makes it Δ = softplus(dt + bias) in place.
-    float* delta = delta_.reserve(T * D, "forward workspace (delta)", layer);
-    cuda::linear(blas_, product_mode(tr != nullptr), xdbl, T, R, XR, w.dt_proj.get(), D, nullptr, delta, D, nullptr,
-                 "dt_proj", layer);
-    clock_.start("selective scan");
-    float* y = y_.reserve(T * D, "forward workspace (scan output)", layer);
-    float* work = scan_work_.reserve(cuda::selective_scan_work(T, D, N), "selective scan chunk states", layer);
     // Only out_proj reads the gated y (the trace keeps the gate): bf16 in the bf16 mode.
     uint16_t* y16 = bf16_operands() ? y16_.reserve(T * D, "forward workspace (gated output, bf16)", layer) : nullptr;
     // Where nothing reads y itself (bf16 in_proj output, so untraced, and no join of slices
-    // to add to it), the scan's output pass applies the gate and writes y16.
+    // to add to it), the scan's output pass applies the gate and writes y16. Nothing reads Δ
+    // there either: dt_proj then takes bf16 operands and writes its raw output in bf16, which
+    // the scan's first pass finishes into Δ in bf16 in place, as a plain bf16 implementation
+    // keeps dt (2 bytes a value where Δ in fp32 was written, rewritten and read twice).
     cuda::ScanGate fused;
     if (pj.bf16 && y16 && !shard_ && !host_link_) fused = {pj.bf16 + D, 2 * D, y16};
+    float* delta = nullptr;
+    uint16_t* dt16 = nullptr;
+    if (fused.y16) {
+      uint16_t* dt_in = dt_in16_.reserve(T * R, "forward workspace (dt_proj input, bf16)", layer);
+      cuda::to_bf16_rows(xdbl, XR, T, R, dt_in, nullptr, "dt_proj input (bf16)", layer);
+      dt16 = dt16_.reserve(T * D, "forward workspace (dt_proj output, bf16)", layer);
+      cuda::linear_bf16(blas_, dt_in, T, R, R, w.dt_proj16.get(), D, dt16, D, nullptr, "dt_proj", layer);
+    } else {
+      // dt_proj's raw output: the scan's first pass makes it Δ = softplus(dt + bias) in place.
+      delta = delta_.reserve(T * D, "forward workspace (delta)", layer);
+      cuda::linear(blas_, product_mode(tr != nullptr), xdbl, T, R, XR, w.dt_proj.get(), D, nullptr, delta, D, nullptr,
+                   "dt_proj", layer);
+    }
+    clock_.start("selective scan");
+    float* y = y_.reserve(T * D, "forward workspace (scan output)", layer);  // (not written where fused)
+    float* work = scan_work_.reserve(cuda::selective_scan_work(T, D, N), "selective scan chunk states", layer);
     const auto scan = [&](const auto* xs) {
       cuda::selective_scan(xs, delta, ptr(w.dt_proj_b), true, w.A.get(), xdbl + R, XR, xdbl + R + N, XR,
                            w.D_skip.get(), T, D, N, y, scan_summary(c, D * N, layer), work, nullptr, layer, fused);
     };
-    if (x16) scan(static_cast<const uint16_t*>(x16));
+    if (dt16)
+      cuda::selective_scan(x16, dt16, ptr(w.dt_proj_b), w.A.get(), xdbl + R, XR, xdbl + R + N, XR, w.D_skip.get(), T, D,
+                           N, y, scan_summary(c, D * N, layer), work, nullptr, layer, fused);
+    else if (x16) scan(static_cast<const uint16_t*>(x16));
     else scan(static_cast<const float*>(x));
     const double* S =
         shard_ || host_link_ ? join_slice(c, hw, w, layer, T, delta, D, D * N, y, xdbl + R + N, XR, tr != nullptr) : nullptr;
@@ -1184,6 +1200,7 @@ class CudaBackend final : public ComputeBackend {
   DeviceArray<uint16_t> u16_, y16_;  // bf16 operands of in_proj and out_proj (bf16 mode)
   DeviceArray<uint16_t> proj16_, x16_;  // in_proj's and the conv's bf16 outputs (bf16 mode, untraced layers)
   DeviceArray<uint16_t> ys16_;          // the SSD scan's bf16 output (bf16 mode, untraced unsharded layers)
+  DeviceArray<uint16_t> dt_in16_, dt16_;  // Mamba-1 dt_proj's bf16 input and output (the same layers)
   DeviceArray<double> S_, cumsum_work_;
   // The sharded forward (forward_shard).
   std::unique_ptr<NcclGroup> nccl_;
