@@ -145,7 +145,7 @@ void linear_split_fp32(Blas& blas, const float* in, int64_t rows, int64_t in_dim
 void linear(Blas& blas, MathMode mode, const float* in, int64_t rows, int64_t in_dim, int64_t lda, const float* W,
             int64_t out_dim, const float* bias, float* out, int64_t ldo, cudaStream_t stream, const char* what,
             int layer, bool add_to_out) {
-  if (mode == MathMode::FP32X3 && blas.tf32_tensor_cores()) {
+  if (mode == MathMode::FP32X3 && blas.tf32_tensor_cores() && split_pays(in_dim, out_dim)) {
     linear_split_fp32(blas, in, rows, in_dim, lda, W, out_dim, bias, out, ldo, stream, what, layer, add_to_out);
     return;
   }

@@ -3,14 +3,15 @@
 // bf16 mode's large products, already rounded to bf16.
 //
 // MathMode::FP32X3, near-fp32 accuracy from tf32 tensor cores (compute capability 8.0 and
-// up; MathMode::FP32 elsewhere), runs split products ("3×TF32"): each operand is split into
-// two tf32 values, a = a_hi + a_lo, and a·b ≈ a_lo·b_hi + a_hi·b_lo + a_hi·b_hi with fp32
-// sums, as one tf32 cuBLAS product over three times the inner dimension. On an H100 at the
-// 130m in_proj/out_proj shapes (65536 rows) the product runs 2.3-2.6× faster than cuBLAS's
-// fp32 product, 1.8-2.3× with the split pass. Only a_lo·b_lo (about 2^-22 of a·b) and the rounding of
-// a_lo, b_lo are dropped; what is left is the tensor cores' fp32 sums, which truncate: up to
-// an ulp of the running sum per step of 8 products (the tf32 k step), so at most (K/8)·2^-23 of the largest
-// output. Measured against fp64 on an H100: 1-2.3·10^-6 at K = 768 and 2-5·10^-6 at
+// up, at widths where it pays: split_pays; MathMode::FP32 elsewhere), runs split products
+// ("3×TF32"): each operand is split into two tf32 values, a = a_hi + a_lo, and
+// a·b ≈ a_lo·b_hi + a_hi·b_lo + a_hi·b_hi with fp32 sums, as one tf32 cuBLAS product over
+// three times the inner dimension. On an H100 at the 130m in_proj/out_proj shapes (65536
+// rows) the product runs 2.3-2.6× faster than cuBLAS's fp32 product, 1.8-2.3× with the
+// split pass. Only a_lo·b_lo (about 2^-22 of a·b) and the rounding of a_lo, b_lo are
+// dropped; what is left is the tensor cores' fp32 sums, which truncate: up to an ulp of the
+// running sum per step of 8 products (the tf32 k step), so at most (K/8)·2^-23 of the
+// largest output. Measured against fp64 on an H100: 1-2.3·10^-6 at K = 768 and 2-5·10^-6 at
 // K = 1536, where cuBLAS's fp32 product gives 0.5-2·10^-6 and fp32 inputs on plain tf32
 // 3·10^-4. The GPU test LinearFp32SplitProductsHaveFp32Accuracy checks it against fp64.
 #pragma once
@@ -45,6 +46,14 @@ class Blas {
   cublasHandle_t h_ = nullptr;
   bool tf32_ = false;
 };
+
+// Whether the split product beats cuBLAS's fp32 one for these widths. Splitting moves about
+// 28 bytes per input value (read 4, write 12, the product reads 12); cuBLAS's fp32 product
+// spends 2 out_dim FLOPs on it at about 50 TFLOP/s (H100). With about 3 TB/s that breaks
+// even near out_dim = 370: the 130m in_proj (3072-3352) and out_proj (768) split, Mamba-1's
+// x_proj (80 outputs; its split pass alone took 0.53 ms per layer at 64K) and dt_proj (48
+// inputs) do not.
+inline bool split_pays(int64_t in_dim, int64_t out_dim) { return out_dim >= 512 && in_dim >= 128; }
 
 // Rows of the input split at a time in the split fp32 product: its workspace (3 in_dim
 // floats per row) stays within kSplitBytes whatever T is, in blocks of equal size (a

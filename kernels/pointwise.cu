@@ -127,10 +127,13 @@ __global__ void to_bf16_kernel(const float* in, int64_t n, uint16_t* out) {
     out[k] = bf16_bits(in[k]);
 }
 
+// Flat over rows x cols (rows are short: a row per block would leave most threads idle).
 __global__ void to_bf16_rows_kernel(const float* in, int64_t ld, int64_t rows, int64_t cols, uint16_t* out) {
-  const int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
-  if (c >= cols) return;
-  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) out[r * cols + c] = bf16_bits(in[r * ld + c]);
+  const int64_t n = rows * cols;
+  for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < n; k += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = k / cols, c = k - r * cols;
+    out[k] = bf16_bits(in[r * ld + c]);
+  }
 }
 
 // Cumulative sums in three steps over chunks of kChunk positions: chunk totals, an
@@ -266,7 +269,7 @@ void to_bf16(const float* in, int64_t n, uint16_t* out, cudaStream_t stream, con
 void to_bf16_rows(const float* in, int64_t ld, int64_t rows, int64_t cols, uint16_t* out, cudaStream_t stream,
                   const char* what, int layer) {
   if (rows == 0 || cols == 0) return;
-  to_bf16_rows_kernel<<<grid_rows(rows, cols), kThreads, 0, stream>>>(in, ld, rows, cols, out);
+  to_bf16_rows_kernel<<<grid_for(rows * cols), kThreads, 0, stream>>>(in, ld, rows, cols, out);
   check_launch(what, layer, stream);
 }
 

@@ -740,13 +740,19 @@ TEST(LinearSplit, RowBlocksAreBoundedAndEven) {
       EXPECT_EQ(blocks, fewest) << at;
       EXPECT_LT(blocks * b - rows, 128 * blocks) << at << ": the last block is not much shorter";
     }
+  // the 130m products: in_proj and out_proj split, Mamba-1's x_proj and dt_proj do not
+  EXPECT_TRUE(cuda::split_pays(768, 3352));
+  EXPECT_TRUE(cuda::split_pays(1536, 768));
+  EXPECT_FALSE(cuda::split_pays(1536, 80));
+  EXPECT_FALSE(cuda::split_pays(48, 1536));
 }
 
 // Split tf32 products (FP32X3, see linear.hpp) against fp64: within the bound of truncating
 // fp32 sums, and far more accurate than plain tf32 (which shows the comparison can tell
 // them apart). Ragged sizes, leading dimensions, a
 // bias, more rows than one split block (checked on the rows around the block's end and
-// at the end), and the scalar split path (an inner dimension not a multiple of 4).
+// at the end), and the scalar split path (an inner dimension not a multiple of 4). Only
+// widths where split_pays says yes take it.
 TEST_F(CudaKernels, LinearFp32SplitProductsHaveFp32Accuracy) {
   cuda::Blas blas;
   if (!blas.tf32_tensor_cores()) GTEST_SKIP() << "no tf32 tensor cores: FP32X3 is cuBLAS's fp32 product there";
@@ -756,7 +762,8 @@ TEST_F(CudaKernels, LinearFp32SplitProductsHaveFp32Accuracy) {
   // split_rows' cap for in_dim = 1536: a case just above it runs in two blocks
   const int64_t cap = cuda::split_rows(int64_t{1} << 40, 1536);
   for (const Case& k : {Case{512, 768, 1024, 768, 1024}, Case{333, 1536, 768, 1544, 771},
-                        Case{cap + 808, 1536, 40, 1536, 40}, Case{5, 37, 11, 37, 11}}) {
+                        Case{cap + 808, 1536, 512, 1536, 512}, Case{5, 130, 600, 130, 600}}) {
+    ASSERT_TRUE(cuda::split_pays(k.in_dim, k.out_dim)) << "a case that would not take the split product";
     const auto in = random_vector(rng, k.rows * k.lda, -2, 2), W = random_vector(rng, k.out_dim * k.in_dim, -0.1f, 0.1f),
                bias = random_vector(rng, k.out_dim, -0.5, 0.5);
     const int64_t block = cuda::split_rows(k.rows, k.in_dim);
