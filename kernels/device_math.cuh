@@ -17,6 +17,15 @@ __device__ __forceinline__ float silu_fast(float x) { return __fdividef(x, 1.0f 
 // softplus as torch computes it (threshold 20), the CPU reference's formula: Δ of Mamba-1
 // (softplus_rows, and the selective scan that applies it in its first pass) and Mamba-2.
 __device__ __forceinline__ float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+// The same on the special-function unit, for values rounded to bf16 next (Mamba-1's Δ in the
+// bf16 mode): max(x, 0) + log1p(e^-|x|), log1p(u) as u (1 - u/2) below u = 2^-10 (error
+// under u^3/3) and as __logf(1 + u) above (a few 10^-7 relative). About 10 instructions
+// where log1pf(expf()) takes 40.
+__device__ __forceinline__ float softplus_fast(float x) {
+  const float u = __expf(-fabsf(x));
+  const float l = u < 0x1p-10f ? u * (1.0f - 0.5f * u) : __logf(1.0f + u);
+  return fmaxf(x, 0.0f) + l;
+}
 
 // 2^v on the special-function unit alone (ex2.approx.ftz: 2 ulp, results below 2^-126
 // flushed to zero), for decays 2^v <= 1, without exp2f's range handling around it.

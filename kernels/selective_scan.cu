@@ -5,8 +5,8 @@
 // turns its channel's values into softplus(dt + bias) as it reads them and writes them back,
 // which saves softplus_rows' pass over [T, D]. x is fp32 or (bf16 mode) bf16. In the bf16
 // mode's untraced, unsharded layers the raw dt comes in bf16 (dt_proj's bf16 output): the
-// first pass writes Δ back in bf16 and uses that rounded Δ itself, so both passes see the
-// same Δ, and Δ never goes through memory in fp32.
+// first pass writes Δ back in bf16 (softplus_fast, then rounded) and uses that rounded Δ
+// itself, so both passes see the same Δ, and Δ never goes through memory in fp32.
 #include <type_traits>
 
 #include "cuda_check.hpp"
@@ -104,12 +104,12 @@ __global__ void __launch_bounds__(kThreads, 5) scan_chunk_kernel(const X* __rest
         float dt = dtc[i];
         const float xv = xc[i];
         if (finish) {
-          dt = softplus(dt + dtb);
-          if constexpr (k16) {
-            const uint16_t b = bf16_bits(dt);
+          if constexpr (k16) {  // rounded to bf16 next: the fast form
+            const uint16_t b = bf16_bits(softplus_fast(dt + dtb));
             dcur[i * D] = b;
             dt = bf16_float(b);
           } else {
+            dt = softplus(dt + dtb);
             dcur[i * D] = dt;
           }
         }

@@ -34,8 +34,9 @@ void selective_scan(const uint16_t* x, float* delta, const float* dt_bias, bool 
                     int64_t ldb, const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N,
                     float* y, float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate = {});
 // The same with x and dt_proj's raw output in bf16 (dt16 [T, D]): the scan makes it
-// Δ = bf16(softplus(dt + dt_bias)) in place and uses that rounded Δ in every pass (the bits
-// of the fp32 version given those Δ values, finished); after the call dt16 holds Δ.
+// Δ = bf16(softplus(dt + dt_bias)) in place (softplus_fast: within a bf16 ulp of the exact
+// form's rounding) and uses that rounded Δ in every pass (the bits of the fp32 version given
+// those Δ values, finished); after the call dt16 holds Δ.
 void selective_scan(const uint16_t* x, uint16_t* dt16, const float* dt_bias, const float* A, const float* B,
                     int64_t ldb, const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N,
                     float* y, float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate = {});
