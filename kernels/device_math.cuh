@@ -13,6 +13,11 @@ __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 // rounded to bf16 next (the bf16 mode's gates and conv outputs), where the ~20 instructions
 // of the exact form cost more than the memory traffic of the kernels that use it.
 __device__ __forceinline__ float silu_fast(float x) { return __fdividef(x, 1.0f + __expf(-x)); }
+// Both on 4 values.
+__device__ __forceinline__ float4 silu4(const float4& z) { return make_float4(silu(z.x), silu(z.y), silu(z.z), silu(z.w)); }
+__device__ __forceinline__ float4 silu4_fast(const float4& z) {
+  return make_float4(silu_fast(z.x), silu_fast(z.y), silu_fast(z.z), silu_fast(z.w));
+}
 
 // softplus as torch computes it (threshold 20), the CPU reference's formula: Δ of Mamba-1
 // (softplus_rows, and the selective scan that applies it in its first pass) and Mamba-2.

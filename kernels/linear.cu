@@ -55,9 +55,6 @@ void gemm(Blas& blas, const void* in, const void* W, cudaDataType_t type, cublas
              what, layer);
   if (bias) add_bias_rows(static_cast<float*>(out), rows, out_dim, ldo, bias, stream, layer);
 }
-}  // namespace
-
-namespace {
 
 constexpr int kSplitThreads = 256;
 

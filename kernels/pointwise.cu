@@ -85,8 +85,7 @@ __global__ void silu_gate_vec_kernel(float* y, const Z* z, int64_t ldz, int64_t 
   if (c >= D) return;
   for (int64_t t = blockIdx.y; t < T; t += gridDim.y) {
     const float4 zv = ld_act4(z, t * ldz + c);
-    const float4 g = kFast ? make_float4(silu_fast(zv.x), silu_fast(zv.y), silu_fast(zv.z), silu_fast(zv.w))
-                           : make_float4(silu(zv.x), silu(zv.y), silu(zv.z), silu(zv.w));
+    const float4 g = kFast ? silu4_fast(zv) : silu4(zv);
     if (gate_out) *reinterpret_cast<float4*>(gate_out + t * D + c) = g;
     const float4 yv = *reinterpret_cast<const float4*>(y + t * D + c);
     const float4 out = make_float4(yv.x * g.x, yv.y * g.y, yv.z * g.z, yv.w * g.w);
@@ -120,11 +119,6 @@ __global__ void residual_add_vec_kernel(float4* r, const float4* o, int64_t n4) 
     a.w += b.w;
     r[k] = a;
   }
-}
-
-__global__ void to_bf16_kernel(const float* in, int64_t n, uint16_t* out) {
-  for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < n; k += int64_t{gridDim.x} * blockDim.x)
-    out[k] = bf16_bits(in[k]);
 }
 
 // Flat over rows x cols (rows are short: a row per block would leave most threads idle).
@@ -261,9 +255,7 @@ void residual_add(float* r, const float* o, int64_t n, cudaStream_t stream, int 
 }
 
 void to_bf16(const float* in, int64_t n, uint16_t* out, cudaStream_t stream, const char* what, int layer) {
-  if (n == 0) return;
-  to_bf16_kernel<<<grid_for(n), kThreads, 0, stream>>>(in, n, out);
-  check_launch(what, layer, stream);
+  to_bf16_rows(in, n, 1, n, out, stream, what, layer);  // one row of n
 }
 
 void to_bf16_rows(const float* in, int64_t ld, int64_t rows, int64_t cols, uint16_t* out, cudaStream_t stream,

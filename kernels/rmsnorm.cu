@@ -155,10 +155,6 @@ __global__ void __launch_bounds__(kThreads, 4) rmsnorm_kernel(float* r, const fl
   }
 }
 
-__device__ __forceinline__ float4 silu4(const float4& z) { return make_float4(silu(z.x), silu(z.y), silu(z.z), silu(z.w)); }
-__device__ __forceinline__ float4 silu4_fast(const float4& z) {
-  return make_float4(silu_fast(z.x), silu_fast(z.y), silu_fast(z.z), silu_fast(z.w));
-}
 
 // Rows of y, one group of D / G channels after the other; the layout of rmsnorm_kernel, with
 // y * SiLU(z) kept in registers for the first kCache steps of each group (the gate itself,

@@ -93,6 +93,12 @@ std::vector<uint16_t> to_bf16_host(const std::vector<float>& v) {
   for (std::size_t k = 0; k < v.size(); ++k) b[k] = bf16_bits(v[k]);
   return b;
 }
+// The bf16 values widened back to floats (exact).
+std::vector<float> from_bf16_host(const std::vector<uint16_t>& b) {
+  std::vector<float> v(b.size());
+  for (std::size_t k = 0; k < b.size(); ++k) v[k] = from_bf16(b[k]);
+  return v;
+}
 
 // One unit in bf16's last place at v (8 significant bits), v != 0.
 double bf16_ulp(double v) { return std::ldexp(1.0, std::ilogb(v) - 7); }
@@ -328,8 +334,7 @@ TEST_F(CudaKernels, SelectiveScanMatchesFp64AcrossChunks) {
     // fp32 x and on bf16 x: the bits of softplus_rows then the scan on Δ, and on rounded x.
     const auto raw = random_vector(rng, T * D, -4, 3), bias = random_vector(rng, D, -1, 1);
     const std::vector<uint16_t> x16 = to_bf16_host(x);
-    std::vector<float> xr(x16.size());
-    for (std::size_t i = 0; i < x16.size(); ++i) xr[i] = from_bf16(x16[i]);
+    const std::vector<float> xr = from_bf16_host(x16);
     auto dx16 = to_device(x16);
     auto dxr = to_device(xr);
     for (const bool with_bias : {true, false}) {
@@ -374,8 +379,7 @@ TEST_F(CudaKernels, SelectiveScanMatchesFp64AcrossChunks) {
         const std::vector<uint16_t> raw16 = to_bf16_host(raw);
         std::vector<float> exact(raw16.size());  // softplus_rows on the rounded raw dt
         {
-          std::vector<float> rawr(raw16.size());
-          for (std::size_t i = 0; i < raw16.size(); ++i) rawr[i] = from_bf16(raw16[i]);
+          const std::vector<float> rawr = from_bf16_host(raw16);
           auto fin = to_device(rawr);
           cuda::softplus_rows(fin.get(), T, D, D, bp, nullptr, 0);
           exact = to_host(fin, T * D);
@@ -390,8 +394,7 @@ TEST_F(CudaKernels, SelectiveScanMatchesFp64AcrossChunks) {
           const std::vector<uint16_t> d16 = to_host(draw16, T * D);
           const std::string at2 = at + (final_state ? " bf16 dt" : " bf16 dt, no final state");
           EXPECT_TRUE(within_one_bf16_ulp(d16, exact)) << at2 << ": Δ finished in place, bf16";
-          std::vector<float> d16f(d16.size());
-          for (std::size_t i = 0; i < d16.size(); ++i) d16f[i] = from_bf16(d16[i]);
+          const std::vector<float> d16f = from_bf16_host(d16);
           auto ddr = to_device(d16f);
           cuda::selective_scan(dx16.get(), ddr.get(), nullptr, false, dA.get(), dB.get(), N, dC.get(), N, dDs.get(), T,
                                D, N, y_r.get(), final_state ? h_r.get() : nullptr, work.get(), nullptr, 0);
@@ -495,8 +498,7 @@ TEST_F(CudaKernels, SsdScanOnBf16InputsIsTheScanOfTheRoundedInputs) {
                           SsdCase{33000, 2, 64, 128, 1, 0, 0.1f, -1, -0.1f}, SsdCase{5, 1, 64, 16, 1, 4, 0.5f, -3, -0.1f}}) {
     const int64_t D = k.H * k.P, GN = k.G * k.N, ldx = D + 2 * GN + k.pad;
     const std::vector<uint16_t> x16 = to_bf16_host(random_vector(rng, k.T * ldx, -2, 2));
-    std::vector<float> xr(x16.size());
-    for (std::size_t i = 0; i < x16.size(); ++i) xr[i] = from_bf16(x16[i]);
+    const std::vector<float> xr = from_bf16_host(x16);
     const auto dt = random_vector(rng, k.T * k.H, 0.001f, k.dt_hi), A = random_vector(rng, k.H, k.a_lo, k.a_hi),
                Ds = random_vector(rng, k.H, 0, 1);
     auto d16 = to_device(x16);
@@ -838,15 +840,10 @@ TEST_F(CudaKernels, LinearWithBf16OutputIsOneRoundingOfThePlainProduct) {
 // norm, the conv halo's copy) widen it exactly: the same bits as the fp32 kernels on the
 // rounded values, on the vector paths and the scalar ones.
 TEST_F(CudaKernels, Bf16InputsGiveTheBitsOfTheRoundedFp32Inputs) {
-  auto rounded = [](const std::vector<uint16_t>& b) {
-    std::vector<float> f(b.size());
-    for (std::size_t i = 0; i < b.size(); ++i) f[i] = from_bf16(b[i]);
-    return f;
-  };
   for (const int64_t ld : {3352, 3353}) {  // row stride of the in_proj output: aligned, and not
     const int64_t T = 301, ch = 200, K = 4, H = 24, D = 96;
     const std::vector<uint16_t> in16 = to_bf16_host(random_vector(rng, T * ld, -3, 3));
-    const std::vector<float> in = rounded(in16);
+    const std::vector<float> in = from_bf16_host(in16);
     const auto w = random_vector(rng, ch * K, -1, 1), b = random_vector(rng, ch, -0.5, 0.5),
                halo = random_vector(rng, (K - 1) * ch, -2, 2), dtb = random_vector(rng, H, -1, 1),
                gw = random_vector(rng, D, 0.5, 1.5), y = random_vector(rng, T * D, -2, 2);
@@ -909,8 +906,7 @@ TEST_F(CudaKernels, Bf16InputsGiveTheBitsOfTheRoundedFp32Inputs) {
         EXPECT_TRUE(same_bits(to_host(q16, T * D), to_host(q32, T * D))) << at << " gated_rmsnorm G=" << G;
         // y in bf16 too (the SSD scan's bf16 output): the fp32 kernel's bits on the rounded y
         const std::vector<uint16_t> yb = to_bf16_host(y);
-        std::vector<float> yr(yb.size());
-        for (std::size_t i = 0; i < yb.size(); ++i) yr[i] = from_bf16(yb[i]);
+        const std::vector<float> yr = from_bf16_host(yb);
         auto dyb = to_device(yb);
         auto dyr = to_device(yr);
         auto qb = poisoned<uint16_t>(T * D), qr = poisoned<uint16_t>(T * D);

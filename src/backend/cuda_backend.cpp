@@ -568,6 +568,11 @@ class CudaBackend final : public ComputeBackend {
       else f(static_cast<const float*>(f32));
     }
   };
+  // Whether only the layer's own next kernel reads its activations: in_proj wrote bf16 (the
+  // bf16 mode, an untraced layer) and no join of slices follows. The scans may then write
+  // bf16 where fp32 would be kept for a trace or a join (Mamba-1: Δ and the gated output,
+  // Mamba-2: y).
+  bool activations_local(const Proj& pj) const { return pj.bf16 && !shard_ && !host_link_; }
   Proj in_proj(DeviceLayer& w, Operand u, int64_t T, int64_t d, int64_t rows, bool traced, int layer) {
     clock_.start("in_proj");
     Proj p;
@@ -630,7 +635,7 @@ class CudaBackend final : public ComputeBackend {
     // the scan's first pass finishes into Δ in bf16 in place, as a plain bf16 implementation
     // keeps dt (2 bytes a value where Δ in fp32 was written, rewritten and read twice).
     cuda::ScanGate fused;
-    if (pj.bf16 && y16 && !shard_ && !host_link_) fused = {pj.bf16 + D, 2 * D, y16};
+    if (activations_local(pj)) fused = {pj.bf16 + D, 2 * D, y16};
     float* delta = nullptr;
     uint16_t* dt16 = nullptr;
     if (fused.y16) {
@@ -721,7 +726,7 @@ class CudaBackend final : public ComputeBackend {
     // The scan output y: bf16 where only the gated norm reads it (bf16 inputs, so an untraced
     // layer, and no join of slices adds to it), as a plain bf16 implementation keeps it;
     // otherwise fp32.
-    const bool y_bf16 = conv16 && !tr && !shard_ && !host_link_;
+    const bool y_bf16 = conv16 && activations_local(pj);
     float* y = y_bf16 ? nullptr : y_.reserve(T * D, "forward workspace (scan output)", layer);
     uint16_t* ys16 = y_bf16 ? ys16_.reserve(T * D, "forward workspace (scan output, bf16)", layer) : nullptr;
     float* work = scan_work_.reserve(cuda::ssd_scan_work(T, H, P, N, G), "SSD scan chunk states", layer);
