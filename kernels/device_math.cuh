@@ -66,4 +66,19 @@ __device__ __forceinline__ float4 ld_act4(const uint16_t* p, int64_t i) {
   return widen_bf16x4(*reinterpret_cast<const uint2*>(p + i));
 }
 
+// Inclusive prefix sums over a warp's 64 values, lane l holding v0 (position 2l) and v1
+// (position 2l + 1): L0 and L1 are the sums up to and including each.
+__device__ __forceinline__ void warp_pair_cumsum(float v0, float v1, int lane, float& L0, float& L1) {
+  float s = v0 + v1;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const float t = __shfl_up_sync(0xffffffffu, s, o);
+    if (lane >= o) s += t;
+  }
+  float excl = __shfl_up_sync(0xffffffffu, s, 1);
+  if (lane == 0) excl = 0.0f;
+  L0 = excl + v0;
+  L1 = L0 + v1;
+}
+
 }  // namespace latim::cuda

@@ -39,6 +39,7 @@
 #include "latim_tile_common.cuh"
 #include "latim_tile_swizzle.hpp"
 #include "latim_tile_wgmma.hpp"
+#include "wgmma_common.cuh"
 
 namespace latim::cuda {
 
@@ -46,6 +47,7 @@ namespace {
 
 using namespace tile_common;
 using namespace slot_swizzle;
+using namespace wgmma;
 
 constexpr int kBN = 256;                           // W_out columns per pass (one wgmma N)
 constexpr int kBK = 64;                            // inner channels per slab (128 bytes of bf16)
@@ -89,14 +91,7 @@ struct Layout {
   return L;
 }
 
-#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define LATIM_WGMMA_DEVICE 1
-#endif
-
 #ifdef LATIM_WGMMA_DEVICE
-__device__ __forceinline__ unsigned smem_u32(const void* p) {
-  return static_cast<unsigned>(__cvta_generic_to_shared(p));
-}
 __device__ __forceinline__ void producer_sync() { asm volatile("bar.sync 1, 128;\n" ::: "memory"); }
 // The 128 threads of consumer warpgroup c (named barriers 2 and 3).
 __device__ __forceinline__ void consumer_sync(int c) {
@@ -159,15 +154,6 @@ __device__ __forceinline__ void bar_wait(unsigned bar, unsigned parity) {
       : "memory");
 }
 
-// Shared-memory matrix descriptor: 128-byte swizzle, K-major, 8-row atoms 1024 bytes apart.
-__device__ __forceinline__ uint64_t sw128_desc(unsigned addr) {
-  return static_cast<uint64_t>((addr & 0x3FFFFu) >> 4) | (uint64_t{1} << 16) | (uint64_t{1024 >> 4} << 32) |
-         (uint64_t{1} << 62);
-}
-// Byte offset of 16-byte chunk `ch` of row `row` in a 128-byte-swizzled tile.
-__device__ __forceinline__ unsigned sw128(int row, int ch) {
-  return static_cast<unsigned>(row * 128 + ((ch ^ (row & 7)) << 4));
-}
 
 // SiLU through the hardware tanh: x σ(x) = h + h tanh(h), h = x / 2. tanh.approx's relative
 // error (2^-11) is a quarter of the bf16 rounding that u gets right after.
@@ -190,12 +176,6 @@ __device__ __forceinline__ void reduce_scatter_step(float (&cs)[16], int lane) {
     cs[k] = keep + __shfl_xor_sync(0xffffffffu, send, M);
   }
 }
-__device__ __forceinline__ unsigned pack_bf16(float a, float b) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-  unsigned u;
-  memcpy(&u, &h, 4);
-  return u;
-}
 
 __device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t da, uint64_t db, int scale_d) {
   asm volatile(
@@ -204,18 +184,11 @@ __device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t da, u
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
       : "l"(da), "l"(db), "r"(scale_d));
 }
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void wgmma_wait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-}
 // Keeps the compiler from moving accumulator reads or writes across the asynchronous wgmma.
 __device__ __forceinline__ void fence_acc(float (&d)[128]) {
 #pragma unroll
   for (int k = 0; k < 128; ++k) asm volatile("" : "+f"(d[k])::"memory");
 }
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 #endif  // LATIM_WGMMA_DEVICE
 
 // ALL: the epilogue also sums the l1 and ALTI partials (else only ‖T‖², which is all that

@@ -29,6 +29,7 @@
 #include "cuda_check.hpp"
 #include "device_math.cuh"
 #include "ssd_scan.hpp"
+#include "ssd_wgmma.hpp"
 
 namespace latim::cuda {
 
@@ -74,20 +75,6 @@ bool fast_path(int64_t P, int64_t N) { return P >= 1 && P <= kPP && N >= 1 && N 
 
 // Inclusive prefix sums of Δ a2 over a chunk (Δ in dts[0..kQ), zero past the chunk's end),
 // computed by one warp: lane l returns positions 2l (L0) and 2l + 1 (L1).
-// Inclusive prefix sums over a warp's 64 values, lane l holding v0 (position 2l) and v1
-// (position 2l + 1): L0 and L1 are the sums up to and including each.
-__device__ __forceinline__ void warp_pair_cumsum(float v0, float v1, int lane, float& L0, float& L1) {
-  float s = v0 + v1;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const float t = __shfl_up_sync(kFull, s, o);
-    if (lane >= o) s += t;
-  }
-  float excl = __shfl_up_sync(kFull, s, 1);
-  if (lane == 0) excl = 0.0f;
-  L0 = excl + v0;
-  L1 = L0 + v1;
-}
 __device__ __forceinline__ void chunk_cumsum(const float* dts, float a2, int lane, float& L0, float& L1) {
   const float2 d = reinterpret_cast<const float2*>(dts)[lane];
   warp_pair_cumsum(d.x * a2, d.y * a2, lane, L0, L1);
@@ -1023,6 +1010,11 @@ void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, 
       ssd_cb_kernel<In><<<dim3(static_cast<unsigned>(pl.nch), static_cast<unsigned>(G)), kThreads, kCbSmem, stream>>>(
           Bs, Cs, ldbc, Ts, Ni, vec, CB);
       check_launch("ssd_scan (SSD C·Bᵀ)", layer, stream);
+      if constexpr (!kF32) {  // bf16 inputs: the Hopper wgmma kernel where it applies
+        if (ssd_output_wgmma(xs, ldx, ds, A, Bs, Cs, ldbc, Dskip, Ts, H, P, N, G, pl.nch, pl.K, pl.ng, Hg, CB, ys,
+                             stream, layer))
+          continue;
+      }
       const bool y_vec2 = P % 2 == 0 && reinterpret_cast<std::uintptr_t>(ys) % (2 * sizeof(Y)) == 0;
       ssd_tc_kernel<true, In, Y><<<grid, kThreads, kTcOutputSmem, stream>>>(
           xs, ldx, ds, A, Bs, Cs, ldbc, Dskip, Ts, Hi, Pi, Ni, hpgi, pl.nch, pl.K, nullptr, nullptr, Hg, CB,

@@ -23,6 +23,7 @@
 #include "selective_scan.hpp"
 #include "sequence_shard.hpp"
 #include "ssd_scan.hpp"
+#include "ssd_wgmma.hpp"
 #include "latim_tile_swizzle.hpp"
 #include "tile_reduce.hpp"
 #include "latim/latim.hpp"
@@ -494,6 +495,12 @@ TEST_F(CudaKernels, SsdScanTensorCoresMatchFp64AcrossChunks) {
 // (pad 3), across slices of 32768 positions, with a final state; and with a bf16 output, that
 // output rounded to bf16.
 TEST_F(CudaKernels, SsdScanOnBf16InputsIsTheScanOfTheRoundedInputs) {
+  // The mma.sync output pass (on a Hopper GPU the wgmma one runs by default: tested below).
+  setenv("LATIM_SSD_KERNEL", "mma", 1);
+  struct Unset {
+    ~Unset() { unsetenv("LATIM_SSD_KERNEL"); }
+  } unset;
+  const int64_t launches = cuda::ssd_output_wgmma_launches();
   for (const SsdCase k : {SsdCase{1100, 24, 64, 128, 1, 0, 0.5f, -3, -0.1f}, SsdCase{600, 4, 16, 128, 2, 3, 0.5f, -3, -0.1f},
                           SsdCase{33000, 2, 64, 128, 1, 0, 0.1f, -1, -0.1f}, SsdCase{5, 1, 64, 16, 1, 4, 0.5f, -3, -0.1f}}) {
     const int64_t D = k.H * k.P, GN = k.G * k.N, ldx = D + 2 * GN + k.pad;
@@ -526,6 +533,111 @@ TEST_F(CudaKernels, SsdScanOnBf16InputsIsTheScanOfTheRoundedInputs) {
     EXPECT_TRUE(same_bits(to_host(h16, k.H * k.P * k.N), to_host(h32, k.H * k.P * k.N))) << at << " final state";
   }
   EXPECT_FALSE(cuda::ssd_scan_takes_bf16(128, 128));
+  EXPECT_EQ(cuda::ssd_output_wgmma_launches(), launches) << "LATIM_SSD_KERNEL=mma still ran the wgmma kernel";
+}
+
+// Mamba-2 SSD as a plain bf16 implementation computes it (mamba_ssm's chunked kernels), here
+// in fp64 with the roundings such an implementation makes: chunks of 64 positions, the products
+// on bf16 operands: the chunk's entering state rounded to bf16 for C·H, the decayed and masked
+// C·B rounded to bf16 for its product with x, w_j B_j (w_j = exp(L_last - L_j) Δ_j) rounded to
+// bf16 in the chunk's state update. Inputs as ssd_reference takes them.
+void ssd_plain_bf16(int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, int64_t ldx, const std::vector<float>& x,
+                    const std::vector<float>& dt, const std::vector<float>& A, const std::vector<float>& Ds,
+                    std::vector<double>& y) {
+  const auto rb = [](double v) { return static_cast<double>(from_bf16(bf16_bits(static_cast<float>(v)))); };
+  const int64_t D = H * P, GN = G * N, Q = 64;
+  y.assign(T * D, 0.0);
+  for (int64_t h = 0; h < H; ++h) {
+    const int64_t g = h / (H / G);
+    std::vector<double> st(P * N, 0.0), L(Q), sb(P * N), wb(Q * N), m(Q * Q);
+    for (int64_t t0 = 0; t0 < T; t0 += Q) {
+      const int64_t len = std::min(Q, T - t0);
+      double acc = 0;
+      for (int64_t j = 0; j < len; ++j) L[j] = acc += static_cast<double>(dt[(t0 + j) * H + h]) * A[h];
+      const auto xv = [&](int64_t j, int64_t p) { return static_cast<double>(x[(t0 + j) * ldx + h * P + p]); };
+      const auto bv = [&](int64_t j, int64_t n) { return static_cast<double>(x[(t0 + j) * ldx + D + g * N + n]); };
+      const auto cv = [&](int64_t j, int64_t n) { return static_cast<double>(x[(t0 + j) * ldx + D + GN + g * N + n]); };
+      for (int64_t k = 0; k < P * N; ++k) sb[k] = rb(st[k]);
+      for (int64_t i = 0; i < len; ++i)
+        for (int64_t j = 0; j <= i; ++j) {
+          double cb = 0;
+          for (int64_t n = 0; n < N; ++n) cb += cv(i, n) * bv(j, n);
+          m[i * Q + j] = rb(cb * std::exp(L[i] - L[j]) * dt[(t0 + j) * H + h]);
+        }
+      for (int64_t i = 0; i < len; ++i)
+        for (int64_t p = 0; p < P; ++p) {
+          double ch = 0, mx = 0;
+          for (int64_t n = 0; n < N; ++n) ch += cv(i, n) * sb[p * N + n];
+          for (int64_t j = 0; j <= i; ++j) mx += m[i * Q + j] * xv(j, p);
+          y[(t0 + i) * D + h * P + p] = std::exp(L[i]) * ch + mx + Ds[h] * xv(i, p);
+        }
+      for (int64_t j = 0; j < len; ++j)
+        for (int64_t n = 0; n < N; ++n)
+          wb[j * N + n] = rb(std::exp(L[len - 1] - L[j]) * dt[(t0 + j) * H + h] * bv(j, n));
+      for (int64_t p = 0; p < P; ++p)
+        for (int64_t n = 0; n < N; ++n) {
+          double s = std::exp(L[len - 1]) * st[p * N + n];
+          for (int64_t j = 0; j < len; ++j) s += xv(j, p) * wb[j * N + n];
+          st[p * N + n] = s;
+        }
+    }
+  }
+}
+
+// The Hopper output pass (wgmma, bf16 operands, fp32 sums) on bf16 inputs, against the fp64
+// scan of the same (rounded) inputs: its error at most twice that of the plain bf16
+// implementation above, with y in fp32 and in bf16 (then both rounded to bf16), across groups,
+// slices of 32768 positions, a partial last chunk, two groups of heads and strong decays.
+// Skips where the kernel does not run (not an sm_90a build, or not a Hopper GPU).
+TEST_F(CudaKernels, SsdScanWgmmaOutputPassIsWithinTwicePlainBf16) {
+  struct Case {
+    SsdCase k;
+    bool bf16_out;
+  };
+  for (const Case cs : {Case{SsdCase{1100, 24, 64, 128, 1, 0, 0.5f, -3, -0.1f}, false},
+                        Case{SsdCase{1100, 24, 64, 128, 1, 0, 0.5f, -3, -0.1f}, true},
+                        Case{SsdCase{1100, 8, 64, 128, 1, 0, 0.1f, -16, -1}, false},
+                        Case{SsdCase{601, 4, 64, 128, 2, 8, 0.5f, -1, -0.1f}, true},
+                        Case{SsdCase{33000, 1, 64, 128, 1, 0, 0.1f, -1, -0.1f}, false}}) {
+    const SsdCase k = cs.k;
+    const int64_t D = k.H * k.P, GN = k.G * k.N, ldx = D + 2 * GN + k.pad;
+    const std::vector<uint16_t> x16 = to_bf16_host(random_vector(rng, k.T * ldx, -2, 2));
+    const std::vector<float> xr = from_bf16_host(x16);
+    const auto dt = random_vector(rng, k.T * k.H, 0.001f, k.dt_hi), A = random_vector(rng, k.H, k.a_lo, k.a_hi),
+               Ds = random_vector(rng, k.H, 0, 1);
+    std::vector<double> exact, st, plain;
+    ssd_reference(k.T, k.H, k.P, k.N, k.G, ldx, xr, dt, A, Ds, exact, st);
+    ssd_plain_bf16(k.T, k.H, k.P, k.N, k.G, ldx, xr, dt, A, Ds, plain);
+    auto d16 = to_device(x16);
+    auto ddt = to_device(dt), dA = to_device(A), dDs = to_device(Ds);
+    cuda::DeviceArray<float> work;
+    work.reserve(cuda::ssd_scan_work(k.T, k.H, k.P, k.N, k.G), "work");
+    const int64_t before = cuda::ssd_output_wgmma_launches();
+    std::vector<double> got;
+    auto hf = poisoned<float>(k.H * k.P * k.N);
+    if (cs.bf16_out) {
+      auto yb = poisoned<uint16_t>(k.T * D);
+      cuda::ssd_scan(d16.get(), ldx, ddt.get(), dA.get(), d16.get() + D, d16.get() + D + GN, ldx, dDs.get(), k.T, k.H,
+                     k.P, k.N, k.G, nullptr, yb.get(), hf.get(), work.get(), nullptr, 0);
+      const std::vector<float> v = from_bf16_host(to_host(yb, k.T * D));
+      got.assign(v.begin(), v.end());
+      for (double& v : plain) v = from_bf16(bf16_bits(static_cast<float>(v)));
+    } else {
+      auto y = poisoned<float>(k.T * D);
+      cuda::ssd_scan(d16.get(), ldx, ddt.get(), dA.get(), d16.get() + D, d16.get() + D + GN, ldx, dDs.get(), k.T, k.H,
+                     k.P, k.N, k.G, y.get(), nullptr, hf.get(), work.get(), nullptr, 0);
+      const std::vector<float> v = to_host(y, k.T * D);
+      got.assign(v.begin(), v.end());
+    }
+    if (cuda::ssd_output_wgmma_launches() == before) GTEST_SKIP() << "the wgmma output pass does not run here";
+    const std::string at = "T=" + std::to_string(k.T) + " H=" + std::to_string(k.H) + " G=" + std::to_string(k.G) +
+                           (cs.bf16_out ? " bf16 y" : " fp32 y");
+    const double e = norm_error(got, exact), ep = norm_error(plain, exact);
+    EXPECT_LE(e, 2 * ep) << at << " (plain bf16: " << ep << ")";
+    EXPECT_GT(e, 1e-5) << at << ": no bf16 rounding seen";
+    EXPECT_LE(norm_error(to_host(hf, k.H * k.P * k.N), st), 2e-3) << at << " final state";
+    std::printf("[ wgmma SSD ] %s: error %.3g, plain bf16 %.3g\n", at.c_str(), e, ep);
+  }
 }
 
 // The fp64 sum of squares in the order of the original one-block-per-row norm kernels (which
