@@ -999,6 +999,17 @@ void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, 
       // Aligned for 4 values per access: 16 bytes of fp32, 8 of bf16.
       const auto al16 = [](const In* p) { return reinterpret_cast<std::uintptr_t>(p) % (4 * sizeof(In)) == 0; };
       const bool vec = ldx % 4 == 0 && ldbc % 4 == 0 && P % 4 == 0 && N % 4 == 0 && al16(xs) && al16(Bs) && al16(Cs);
+      if constexpr (!kF32) {  // bf16 inputs: the Hopper wgmma passes where they apply (C·Bᵀ computed inside)
+        if (ssd_wgmma_applies(xs, ldx, Bs, Cs, ldbc, P, N, ys, static_cast<int>(sizeof(Y)), layer)) {
+          ssd_states_wgmma(xs, ldx, ds, A, Bs, ldbc, Ts, H, G, pl.nch, pl.K, pl.ng, E, dgroup, stream, layer);
+          ssd_group_chain_kernel<<<static_cast<unsigned>((per4 + 255) / 256), 256, 0, stream>>>(
+              per4, Hi, Pi, Ni, pl.nch, pl.K, pl.ng, reinterpret_cast<const float4*>(E), dgroup,
+              reinterpret_cast<float4*>(Hg), reinterpret_cast<float4*>(carry), tb > 0, last ? h_final : nullptr);
+          check_launch("ssd_scan (SSD group chain)", layer, stream);
+          ssd_output_wgmma(xs, ldx, ds, A, Bs, Cs, ldbc, Dskip, Ts, H, G, pl.nch, pl.K, pl.ng, Hg, ys, stream, layer);
+          continue;
+        }
+      }
       ssd_tc_kernel<false, In, float><<<grid, kThreads, kTcStateSmem, stream>>>(
           xs, ldx, ds, A, Bs, nullptr, ldbc, nullptr, Ts, Hi, Pi, Ni, hpgi, pl.nch, pl.K, E, dgroup, nullptr, nullptr, 0,
           nullptr, vec, false);
@@ -1010,11 +1021,6 @@ void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, 
       ssd_cb_kernel<In><<<dim3(static_cast<unsigned>(pl.nch), static_cast<unsigned>(G)), kThreads, kCbSmem, stream>>>(
           Bs, Cs, ldbc, Ts, Ni, vec, CB);
       check_launch("ssd_scan (SSD C·Bᵀ)", layer, stream);
-      if constexpr (!kF32) {  // bf16 inputs: the Hopper wgmma kernel where it applies
-        if (ssd_output_wgmma(xs, ldx, ds, A, Bs, Cs, ldbc, Dskip, Ts, H, P, N, G, pl.nch, pl.K, pl.ng, Hg, CB, ys,
-                             stream, layer))
-          continue;
-      }
       const bool y_vec2 = P % 2 == 0 && reinterpret_cast<std::uintptr_t>(ys) % (2 * sizeof(Y)) == 0;
       ssd_tc_kernel<true, In, Y><<<grid, kThreads, kTcOutputSmem, stream>>>(
           xs, ldx, ds, A, Bs, Cs, ldbc, Dskip, Ts, Hi, Pi, Ni, hpgi, pl.nch, pl.K, nullptr, nullptr, Hg, CB,
