@@ -61,11 +61,13 @@ struct Plan {
   int64_t cap;  // bound on ng, nondecreasing in the slice length (sizes the work buffer)
 };
 
-// About 1536 state blocks per slice, groups of 2..16 chunks.
-Plan plan(int64_t Ts, int64_t H) {
+// About `blocks` (1536) state blocks per slice, groups of 2..16 chunks. The wgmma passes take
+// 768: they keep more of a group's work in flight, and half the groups halve the group states
+// that go through memory (about 50 MB per slice and way at 1536).
+Plan plan(int64_t Ts, int64_t H, int64_t blocks = 1536) {
   Plan p{};
   p.nch = (Ts + kQ - 1) / kQ;
-  p.cap = std::max<int64_t>(1, std::min((p.nch + 1) / 2, std::max((p.nch + 15) / 16, (1536 + H - 1) / H)));
+  p.cap = std::max<int64_t>(1, std::min((p.nch + 1) / 2, std::max((p.nch + 15) / 16, (blocks + H - 1) / H)));
   p.K = (p.nch + p.cap - 1) / p.cap;
   p.ng = (p.nch + p.K - 1) / p.K;
   return p;
@@ -984,10 +986,14 @@ void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, 
           "ssd_scan attribute", layer);
   }
   const int64_t per4 = H * kTile / 4;
+  // bf16 inputs: the Hopper wgmma passes where they apply (C·Bᵀ computed inside them). Slices
+  // start at multiples of 32768 rows, so their alignment is the whole arrays'.
+  bool wg = false;
+  if constexpr (!kF32) wg = ssd_wgmma_applies(x, ldx, B, C, ldbc, P, N, y, static_cast<int>(sizeof(Y)), layer);
   const int Hi = static_cast<int>(H), Pi = static_cast<int>(P), Ni = static_cast<int>(N), hpgi = static_cast<int>(hpg);
   for (int64_t tb = 0; tb < T; tb += slice_T) {
     const int64_t Ts = std::min(slice_T, T - tb);
-    const Plan pl = plan(Ts, H);
+    const Plan pl = wg ? plan(Ts, H, 768) : plan(Ts, H);
     const In* xs = x + tb * ldx;
     const float* ds = delta + tb * H;
     const In* Bs = B + tb * ldbc;
@@ -999,8 +1005,8 @@ void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, 
       // Aligned for 4 values per access: 16 bytes of fp32, 8 of bf16.
       const auto al16 = [](const In* p) { return reinterpret_cast<std::uintptr_t>(p) % (4 * sizeof(In)) == 0; };
       const bool vec = ldx % 4 == 0 && ldbc % 4 == 0 && P % 4 == 0 && N % 4 == 0 && al16(xs) && al16(Bs) && al16(Cs);
-      if constexpr (!kF32) {  // bf16 inputs: the Hopper wgmma passes where they apply (C·Bᵀ computed inside)
-        if (ssd_wgmma_applies(xs, ldx, Bs, Cs, ldbc, P, N, ys, static_cast<int>(sizeof(Y)), layer)) {
+      if constexpr (!kF32) {
+        if (wg) {
           ssd_states_wgmma(xs, ldx, ds, A, Bs, ldbc, Ts, H, G, pl.nch, pl.K, pl.ng, E, dgroup, stream, layer);
           ssd_group_chain_kernel<<<static_cast<unsigned>((per4 + 255) / 256), 256, 0, stream>>>(
               per4, Hi, Pi, Ni, pl.nch, pl.K, pl.ng, reinterpret_cast<const float4*>(E), dgroup,

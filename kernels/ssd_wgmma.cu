@@ -51,8 +51,8 @@ struct Smem {
 constexpr Smem smem_layout(bool out) {
   const unsigned front = out ? 32768u : 0u;
   // C [2 blocks of n][64 i][64 n]; H [2 blocks of n][64 p][64 n]; w x [64 t][64 p];
-  // B [2 buffers][2 blocks of n][64 t][64 n]; x [2 buffers][64 t][64 p]; L, Δ, w [64] each.
-  return Smem{0u, 16384u, front, front + 8192u, front + 40960u, front + 57344u, front + 57344u + 3 * kQ * 4 + 1024u};
+  // B [2 buffers][2 blocks of n][64 t][64 n]; x [2 buffers][64 t][64 p]; [2 buffers] L, Δ, w [64] each.
+  return Smem{0u, 16384u, front, front + 8192u, front + 40960u, front + 57344u, front + 57344u + 2 * 3 * kQ * 4 + 1024u};
 }
 
 #ifdef LATIM_WGMMA_DEVICE
@@ -146,7 +146,7 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   const unsigned raw = smem_u32(smem_raw);
   const unsigned base = (raw + 1023u) & ~1023u;
-  float* const Lsm = reinterpret_cast<float*>(smem_raw + (base - raw) + S.l);  // L [64], then Δ, then w
+  float* const Lbuf = reinterpret_cast<float*>(smem_raw + (base - raw) + S.l);  // [2][L [64], Δ [64], w [64]]
   const unsigned sC = base + S.c, sH = base + S.h, sXw = base + S.xw;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, q = lane & 3;
   const int h = blockIdx.x;
@@ -205,14 +205,30 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
     for (int k = 0; k < 64; ++k) hacc[k] = 0.0f;
   }
   stage(c0, 0);
-  // Δ of the next chunk, loaded a chunk ahead by warp 0 (lane l: positions 2l, 2l + 1).
+  // Warp 0 computes a chunk's L (log2 units, inclusive), Δ and weights w one chunk ahead, while
+  // the tensor cores run the chunk before, into the other of two buffers (lane l: positions
+  // 2l, 2l + 1); their Δ is loaded a chunk before that.
   float dn0 = 0.0f, dn1 = 0.0f;
   const auto load_dt = [&](int64_t c) {
     const int64_t j0 = c * kQ + 2 * lane, j1 = j0 + 1;
     dn0 = j0 < T ? delta[j0 * H + h] : 0.0f;
     dn1 = j1 < T ? delta[j1 * H + h] : 0.0f;
   };
-  if (warp == 0) load_dt(c0);
+  const auto chunk_decays = [&](float* L) {
+    const float d0 = dn0, d1 = dn1;
+    float L0, L1;
+    warp_pair_cumsum(d0 * a2, d1 * a2, lane, L0, L1);
+    const float Ll = __shfl_sync(0xffffffffu, L1, 31);
+    reinterpret_cast<float2*>(L)[lane] = make_float2(L0, L1);
+    reinterpret_cast<float2*>(L + kQ)[lane] = make_float2(d0, d1);
+    reinterpret_cast<float2*>(L + 2 * kQ)[lane] =
+        make_float2(exp2f(fminf(Ll - L0, 0.0f)) * d0, exp2f(fminf(Ll - L1, 0.0f)) * d1);
+  };
+  if (warp == 0) {
+    load_dt(c0);
+    chunk_decays(Lbuf);
+    if (c0 + 1 < c1) load_dt(c0 + 1);
+  }
   const float dskip = kOut ? Dskip[h] : 0.0f;
   float run = 1.0f;  // product of the group's chunk decays (states)
 
@@ -224,17 +240,7 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
     const int len = static_cast<int>(min(int64_t{kQ}, T - t0));
     const bool last = c + 1 == c1;
     const bool update = !kOut || !last;  // the outputs need no state after the group's last chunk
-    if (warp == 0) {  // L (log2 units, inclusive), Δ and the weights w of the chunk
-      const float d0 = dn0, d1 = dn1;
-      if (!last) load_dt(c + 1);
-      float L0, L1;
-      warp_pair_cumsum(d0 * a2, d1 * a2, lane, L0, L1);
-      const float Ll = __shfl_sync(0xffffffffu, L1, 31);
-      reinterpret_cast<float2*>(Lsm)[lane] = make_float2(L0, L1);
-      reinterpret_cast<float2*>(Lsm + kQ)[lane] = make_float2(d0, d1);
-      reinterpret_cast<float2*>(Lsm + 2 * kQ)[lane] =
-          make_float2(exp2f(fminf(Ll - L0, 0.0f)) * d0, exp2f(fminf(Ll - L1, 0.0f)) * d1);
-    }
+    float* const Lsm = Lbuf + 3 * kQ * buf;
     cp_wait_all();
     fence_proxy_async();  // the copies and the state copy -> visible to the products
     __syncthreads();      // S1: x, B, C, L, Δ, w and the state copy of this chunk are in place
@@ -328,6 +334,11 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
         wgmma_m64n128k16_ss<1, 1>(hacc, sw128_desc_mn(sXw + 2048u * kk, 8192u), sw128_desc_mn(sB + 2048u * kk, 8192u),
                                   1);
       wgmma_commit();
+    }
+    // The next chunk's decays (its buffer was last read before S2 of the chunk before).
+    if (warp == 0 && !last) {
+      chunk_decays(Lbuf + 3 * kQ * (buf ^ 1));
+      if (c + 2 < c1) load_dt(c + 2);
     }
     if constexpr (kOut) {
       if (update)
