@@ -232,6 +232,144 @@ __global__ void __launch_bounds__(kThreads, 3) gated_rmsnorm_kernel(Y* __restric
   }
 }
 
+// The same sums with one warp per row: lane l holds the 8 consecutive values 8 l + 256 j +
+// [0, 8) of each step j, i.e. the partial sums s[i] of the virtual threads 8 l + i, whose
+// virtual lanes are 8 (l % 4) + i in virtual warp l / 4. The original tree: xor 16 and 8 are
+// lanes l ^ 2 and l ^ 1 (same i), xor 4, 2, 1 are within the lane, then the 8 virtual warps in
+// order. No shared memory and no block barrier: each warp runs its rows on its own.
+__device__ double warp_row_sum(double (&s)[8]) {
+#pragma unroll
+  for (int o = 2; o > 0; o >>= 1)
+#pragma unroll
+    for (int i = 0; i < 8; ++i) s[i] += __shfl_xor_sync(0xffffffffu, s[i], o);
+  const double v = ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+  double t = 0.0;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) t += __shfl_sync(0xffffffffu, v, 4 * k);
+  return t;
+}
+
+__device__ __forceinline__ void widen8(const uint4& u, float (&v)[8]) {
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const float2 f = widen_bf16x2(w[k]);
+    v[2 * k] = f.x;
+    v[2 * k + 1] = f.y;
+  }
+}
+
+// gated_rmsnorm_kernel's bf16 path (bf16 y and z, the fast gate, a bf16 output alone) with one
+// warp per row and 16-byte accesses: groups of 256 kSteps values (rows 16-byte aligned), the
+// same bits.
+constexpr int kWarpRows = kThreads / 32;  // rows per block
+template <int kSteps>
+__global__ void __launch_bounds__(kThreads) gated_rmsnorm_warp_kernel(const uint16_t* __restrict__ y,
+                                                                     const uint16_t* __restrict__ z, int64_t ldz,
+                                                                     int64_t T, int64_t D, int64_t G,
+                                                                     const float* __restrict__ w, double eps,
+                                                                     bool norm_before_gate, uint16_t* __restrict__ y16) {
+  const int lane = threadIdx.x & 31;
+  const int64_t t = blockIdx.x * int64_t{kWarpRows} + (threadIdx.x >> 5);
+  if (t >= T) return;  // whole warps: nothing below synchronises more than the warp
+  const int64_t gs = D / G;
+  for (int64_t g = 0; g < G; ++g) {
+    const int64_t k0 = g * gs + 8 * lane;
+    uint4 yv[kSteps], zv[kSteps];
+#pragma unroll
+    for (int j = 0; j < kSteps; ++j) {
+      yv[j] = __ldg(reinterpret_cast<const uint4*>(y + t * D + k0 + kOrder * j));
+      zv[j] = __ldg(reinterpret_cast<const uint4*>(z + t * ldz + k0 + kOrder * j));
+    }
+    float yg[kSteps][8];
+    double s[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+#pragma unroll
+    for (int j = 0; j < kSteps; ++j) {
+      float a[8], b[8];
+      widen8(yv[j], a);
+      widen8(zv[j], b);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        yg[j][i] = a[i] * silu_fast(b[i]);
+        const float v = norm_before_gate ? a[i] : yg[j][i];
+        s[i] += static_cast<double>(v) * v;
+      }
+    }
+    const double ss = warp_row_sum(s);
+    const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(gs) + eps));
+#pragma unroll
+    for (int j = 0; j < kSteps; ++j) {
+      const int64_t k = k0 + kOrder * j;
+      const float4 w0 = __ldg(reinterpret_cast<const float4*>(w + k)), w1 = __ldg(reinterpret_cast<const float4*>(w + k + 4));
+      const float gm[8] = {w0.x * inv, w0.y * inv, w0.z * inv, w0.w * inv, w1.x * inv, w1.y * inv, w1.z * inv, w1.w * inv};
+      *reinterpret_cast<uint4*>(y16 + t * D + k) =
+          make_uint4(pack_bf16x2(gm[0] * yg[j][0], gm[1] * yg[j][1]), pack_bf16x2(gm[2] * yg[j][2], gm[3] * yg[j][3]),
+                     pack_bf16x2(gm[4] * yg[j][4], gm[5] * yg[j][5]), pack_bf16x2(gm[6] * yg[j][6], gm[7] * yg[j][7]));
+    }
+  }
+}
+
+// rmsnorm_kernel with one warp per row (widths of 256 kSteps values, everything 16-byte
+// aligned): lane l adds, sums and scales the values 8 l + 256 j + [0, 8), the same bits.
+template <int kSteps>
+__global__ void __launch_bounds__(kThreads) rmsnorm_warp_kernel(float* r, const float* __restrict__ o, int64_t rows,
+                                                               int64_t dim, const float* __restrict__ w, double eps,
+                                                               float* __restrict__ out, uint16_t* __restrict__ out16) {
+  const int lane = threadIdx.x & 31;
+  const int64_t row = blockIdx.x * int64_t{kWarpRows} + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  float* x = r + row * dim + 8 * lane;
+  const float* ox = o ? o + row * dim + 8 * lane : nullptr;
+  float4 v[kSteps][2];
+#pragma unroll
+  for (int j = 0; j < kSteps; ++j) {
+    v[j][0] = *reinterpret_cast<const float4*>(x + kOrder * j);
+    v[j][1] = *reinterpret_cast<const float4*>(x + kOrder * j + 4);
+  }
+  if (ox) {
+#pragma unroll
+    for (int j = 0; j < kSteps; ++j)
+#pragma unroll
+      for (int hq = 0; hq < 2; ++hq) {
+        const float4 a = __ldg(reinterpret_cast<const float4*>(ox + kOrder * j + 4 * hq));
+        v[j][hq].x += a.x;
+        v[j][hq].y += a.y;
+        v[j][hq].z += a.z;
+        v[j][hq].w += a.w;
+        *reinterpret_cast<float4*>(x + kOrder * j + 4 * hq) = v[j][hq];
+      }
+  }
+  double s[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+#pragma unroll
+  for (int j = 0; j < kSteps; ++j)
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const float e = get(v[j][i / 4], i % 4);
+      s[i] += static_cast<double>(e) * e;
+    }
+  const double ss = warp_row_sum(s);
+  const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(dim) + eps));
+#pragma unroll
+  for (int j = 0; j < kSteps; ++j) {
+    const int64_t k = 8 * lane + kOrder * j;
+    float4 u[2];
+#pragma unroll
+    for (int hq = 0; hq < 2; ++hq) {
+      const float4 wv = __ldg(reinterpret_cast<const float4*>(w + k + 4 * hq));
+      u[hq] = make_float4(wv.x * (v[j][hq].x * inv), wv.y * (v[j][hq].y * inv), wv.z * (v[j][hq].z * inv),
+                          wv.w * (v[j][hq].w * inv));
+    }
+    if (out) {
+      *reinterpret_cast<float4*>(out + row * dim + k) = u[0];
+      *reinterpret_cast<float4*>(out + row * dim + k + 4) = u[1];
+    }
+    if (out16)
+      *reinterpret_cast<uint4*>(out16 + row * dim + k) =
+          make_uint4(pack_bf16x2(u[0].x, u[0].y), pack_bf16x2(u[0].z, u[0].w), pack_bf16x2(u[1].x, u[1].y),
+                     pack_bf16x2(u[1].z, u[1].w));
+  }
+}
+
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 bool aligned8(const void* p) { return reinterpret_cast<uintptr_t>(p) % 8 == 0; }
 unsigned row_blocks(int64_t rows) { return static_cast<unsigned>((rows + kRows - 1) / kRows); }
@@ -258,6 +396,24 @@ void residual_rmsnorm(float* r, const float* o, int64_t rows, int64_t dim, const
   const bool vec = dim % 4 == 0 && aligned16(r) && (!o || aligned16(o)) && (!out || aligned16(out)) &&
                    (!out16 || aligned8(out16));
   const int64_t steps = (dim + kOrder - 1) / kOrder;
+  if (vec && dim % kOrder == 0 && steps <= 8 && aligned16(w) && (!out16 || aligned16(out16))) {  // a warp per row
+    const auto go = [&](auto st) {
+      rmsnorm_warp_kernel<decltype(st)::value><<<static_cast<unsigned>((rows + kWarpRows - 1) / kWarpRows), kThreads, 0,
+                                                 stream>>>(r, o, rows, dim, w, eps, out, out16);
+    };
+    switch (steps) {
+      case 1: go(std::integral_constant<int, 1>{}); break;
+      case 2: go(std::integral_constant<int, 2>{}); break;
+      case 3: go(std::integral_constant<int, 3>{}); break;
+      case 4: go(std::integral_constant<int, 4>{}); break;
+      case 5: go(std::integral_constant<int, 5>{}); break;
+      case 6: go(std::integral_constant<int, 6>{}); break;
+      case 7: go(std::integral_constant<int, 7>{}); break;
+      default: go(std::integral_constant<int, 8>{}); break;
+    }
+    check_launch(o ? "residual_rmsnorm" : "rmsnorm_rows", layer, stream);
+    return;
+  }
   const auto launch = [&](auto vec_c, auto cache_c) {
     rmsnorm_kernel<decltype(vec_c)::value, decltype(cache_c)::value>
         <<<row_blocks(rows), kThreads, 0, stream>>>(r, o, rows, dim, w, eps, out, out16);
@@ -311,6 +467,30 @@ void gated_rmsnorm(float* y, const uint16_t* z, int64_t ldz, int64_t T, int64_t 
 void gated_rmsnorm(const uint16_t* y, const uint16_t* z, int64_t ldz, int64_t T, int64_t D, int64_t G,
                    const float* w, double eps, bool norm_before_gate, uint16_t* y16, cudaStream_t stream, int layer) {
   if (!y16) fail("gated_rmsnorm (layer ", layer, "): internal: bf16 y needs a bf16 output");
+  if (T == 0 || D == 0) return;
+  // One warp per row where groups are whole multiples of 256 values, up to 2048, and rows and
+  // the weight are 16-byte aligned.
+  const int64_t gs = D / G;
+  if (gs % kOrder == 0 && gs / kOrder <= 8 && D % 8 == 0 && ldz % 8 == 0 && aligned16(y) && aligned16(z) &&
+      aligned16(w) && aligned16(y16)) {
+    const auto go = [&](auto steps) {
+      gated_rmsnorm_warp_kernel<decltype(steps)::value>
+          <<<static_cast<unsigned>((T + kWarpRows - 1) / kWarpRows), kThreads, 0, stream>>>(y, z, ldz, T, D, G, w, eps,
+                                                                                             norm_before_gate, y16);
+    };
+    switch (gs / kOrder) {
+      case 1: go(std::integral_constant<int, 1>{}); break;
+      case 2: go(std::integral_constant<int, 2>{}); break;
+      case 3: go(std::integral_constant<int, 3>{}); break;
+      case 4: go(std::integral_constant<int, 4>{}); break;
+      case 5: go(std::integral_constant<int, 5>{}); break;
+      case 6: go(std::integral_constant<int, 6>{}); break;
+      case 7: go(std::integral_constant<int, 7>{}); break;
+      default: go(std::integral_constant<int, 8>{}); break;
+    }
+    check_launch("gated_rmsnorm", layer, stream);
+    return;
+  }
   launch_gated(y, z, ldz, T, D, G, w, eps, norm_before_gate, nullptr, nullptr, y16, stream, layer);
 }
 

@@ -783,6 +783,30 @@ TEST_F(CudaKernels, GatedRmsNormKeepsTheBitsOfTheOriginalOrder) {
 }
 
 // The Mamba-1 gate, on the 16-byte path and the scalar one, fp32 in place or bf16 (y kept).
+// The gated norm on bf16 y and z at the Mamba-2 width: the warp-per-row kernel (groups of
+// whole 256-value steps, rows 16-byte aligned: ldz 3352) and the block kernel (ldz 3353) give
+// the fp32 kernel's bits on the rounded y, norm after the gate (G = 1) and before it (G = 3).
+TEST_F(CudaKernels, GatedRmsNormOnBf16RowsKeepsTheBitsAtTheMamba2Width) {
+  const int64_t T = 301, D = 1536;
+  const auto gw = random_vector(rng, D, 0.5, 1.5), y = random_vector(rng, T * D, -2, 2);
+  const std::vector<uint16_t> yb = to_bf16_host(y);
+  const std::vector<float> yr = from_bf16_host(yb);
+  auto dgw = to_device(gw);
+  auto dyb = to_device(yb);
+  for (const int64_t ld : {3352, 3353}) {
+    const std::vector<uint16_t> z16 = to_bf16_host(random_vector(rng, T * ld, -4, 4));
+    auto dz = to_device(z16);
+    for (const int64_t G : {1, 3}) {
+      auto dyr = to_device(yr);
+      auto qb = poisoned<uint16_t>(T * D), qr = poisoned<uint16_t>(T * D);
+      cuda::gated_rmsnorm(dyb.get(), dz.get(), ld, T, D, G, dgw.get(), 1e-5, G == 3, qb.get(), nullptr, 0);
+      cuda::gated_rmsnorm(dyr.get(), dz.get(), ld, T, D, G, dgw.get(), 1e-5, G == 3, nullptr, nullptr, qr.get(),
+                          nullptr, 0);
+      EXPECT_TRUE(same_bits(to_host(qb, T * D), to_host(qr, T * D))) << "ldz " << ld << " G=" << G;
+    }
+  }
+}
+
 TEST_F(CudaKernels, SiluGateFp32AndBf16) {
   for (auto [T, D, ldz] : {std::tuple<int64_t, int64_t, int64_t>{300, 96, 192}, {300, 30, 61}, {5, 1536, 3072}}) {
     const auto y = random_vector(rng, T * D, -2, 2), z = random_vector(rng, T * ldz, -3, 3);
