@@ -160,9 +160,10 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
   const float a2 = A[h] * kLog2e;
   const int i0 = 16 * warp + g, i1 = i0 + 8;  // this thread's accumulator rows (i for Y, p for H)
 
-  // Asynchronous copies of chunk c's rows into buffer `buf` (zeros past the slice's end), as
-  // 16-byte chunks: x 8 per row, B and C 16 per row (two blocks of 64 n).
-  const auto stage = [&](int64_t c, int buf) {
+  // Asynchronous copies of chunk c's rows (zeros past the slice's end), as 16-byte chunks: x 8
+  // per row, B and C 16 per row (two blocks of 64 n)
+  // (x and B into buffer `buf`, which the chunk two back used; C into its one buffer.)
+  const auto stage_xb = [&](int64_t c, int buf) {
     const int64_t t0 = c * kQ;
     const int len = static_cast<int>(min(int64_t{kQ}, T - t0));
     const unsigned sX = base + S.x + 8192u * buf, sB = base + S.b + 16384u * buf;
@@ -176,11 +177,18 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
     for (int k = 0; k < 8; ++k) {
       const int idx = tid + kThreads * k, r = idx >> 4, ch = idx & 15;
       const bool ok = r < len;
-      const unsigned off = 8192u * (ch >> 3) + sw128(r, ch & 7);
-      cp16(sB + off, ok ? Bg + (t0 + r) * ldbc + 8 * ch : Bg, ok);
-      if (kOut) cp16(sC + off, ok ? Cg + (t0 + r) * ldbc + 8 * ch : Cg, ok);
+      cp16(sB + 8192u * (ch >> 3) + sw128(r, ch & 7), ok ? Bg + (t0 + r) * ldbc + 8 * ch : Bg, ok);
     }
-    cp_commit();
+  };
+  const auto stage_c = [&](int64_t c) {
+    const int64_t t0 = c * kQ;
+    const int len = static_cast<int>(min(int64_t{kQ}, T - t0));
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const int idx = tid + kThreads * k, r = idx >> 4, ch = idx & 15;
+      const bool ok = r < len;
+      cp16(sC + 8192u * (ch >> 3) + sw128(r, ch & 7), ok ? Cg + (t0 + r) * ldbc + 8 * ch : Cg, ok);
+    }
   };
   // Accumulator element 4 nt + e of the state is (p = i0 + 8 (e / 2), n = 8 nt + 2 q + e % 2).
   float hacc[64];
@@ -204,7 +212,9 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
 #pragma unroll
     for (int k = 0; k < 64; ++k) hacc[k] = 0.0f;
   }
-  stage(c0, 0);
+  stage_xb(c0, 0);
+  if (kOut) stage_c(c0);
+  cp_commit();
   // Warp 0 computes a chunk's L (log2 units, inclusive), Δ and weights w one chunk ahead, while
   // the tensor cores run the chunk before, into the other of two buffers (lane l: positions
   // 2l, 2l + 1); their Δ is loaded a chunk before that.
@@ -244,19 +254,20 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
     cp_wait_all();
     fence_proxy_async();  // the copies and the state copy -> visible to the products
     __syncthreads();      // S1: x, B, C, L, Δ, w and the state copy of this chunk are in place
+    // The next chunk's x and B: their buffer was last read by the chunk before (its products
+    // are complete, its epilogue was before S1).
+    if (!last) stage_xb(c + 1, buf ^ 1);
 
-    if constexpr (kOut) {  // S = C Bᵀ and Y = C Hᵀ, k over n in two blocks of 64
+    // S = C Bᵀ, k over n in two blocks of 64. Y = C Hᵀ follows once M is built from S: with
+    // both in flight the accumulators did not fit beside the state and ptxas serialised
+    // every product.
+    if constexpr (kOut) {
+      fence_acc(sacc);
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < 8; ++kk) {
         const unsigned off = 8192u * (kk >> 2) + 32u * (kk & 3);
         wgmma_m64n64k16_ss<0, 0>(sacc, sw128_desc(sC + off), sw128_desc(sB + off), kk > 0);
-      }
-      wgmma_commit();
-#pragma unroll
-      for (int kk = 0; kk < 8; ++kk) {
-        const unsigned off = 8192u * (kk >> 2) + 32u * (kk & 3);
-        wgmma_m64n64k16_ss<0, 0>(yacc, sw128_desc(sC + off), sw128_desc(sH + off), kk > 0);
       }
       wgmma_commit();
     }
@@ -278,7 +289,7 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
     if constexpr (kOut) {
       Li0 = Lsm[i0];
       Li1 = Lsm[i1];
-      wgmma_wait<1>();
+      wgmma_wait<0>();
       fence_acc(sacc);
       // S element 4 nt + e is (i = i0 + 8 (e / 2), j = 8 nt + 2 q + e % 2); A-fragment register
       // r of step kk holds columns 16 kk + 8 (r / 2) + 2 q, + 1 of row r % 2 ? i1 : i0, i.e.
@@ -301,11 +312,20 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
           const float m1 = j + 1 <= i ? sacc[e + 1] * exp2_ftz(fminf(Li - Lj.y, 0.0f)) * dj.y : 0.0f;
           ma[kk][r] = pack_bf16x2(m0, m1);
         }
+      fence_acc(yacc);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < 8; ++kk) {
+        const unsigned off = 8192u * (kk >> 2) + 32u * (kk & 3);
+        wgmma_m64n64k16_ss<0, 0>(yacc, sw128_desc(sC + off), sw128_desc(sH + off), kk > 0);
+      }
+      wgmma_commit();
       wgmma_wait<0>();
       fence_acc(yacc);
     }
     __syncthreads();  // S2: C and the state copy are read, w x is in place
-    if (!last) stage(c + 1, buf ^ 1);
+    if (kOut && !last) stage_c(c + 1);
+    cp_commit();
     if constexpr (kOut) {
       const float e0 = exp2_ftz(Li0), e1 = exp2_ftz(Li1);
 #pragma unroll
@@ -322,6 +342,9 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
 #pragma unroll
       for (int k = 0; k < 64; ++k) hacc[k] *= dc;
     }
+    // The scalings above stay before the fence (register arithmetic could otherwise sink past it).
+    if constexpr (kOut) fence_acc(yacc);
+    fence_acc(hacc);
     wgmma_fence();
     if constexpr (kOut) {  // Y += M x: B = x (k over j, MN-major over p)
 #pragma unroll
@@ -329,6 +352,7 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
       wgmma_commit();
     }
     if (update) {  // H += (w x)ᵀ B: A = w x (k over t, MN-major over p), B = B (MN-major over n)
+      if constexpr (kOut) wgmma_fence();  // (after a branch: ptxas wants its own)
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk)
         wgmma_m64n128k16_ss<1, 1>(hacc, sw128_desc_mn(sXw + 2048u * kk, 8192u), sw128_desc_mn(sB + 2048u * kk, 8192u),
@@ -340,11 +364,9 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
       chunk_decays(Lbuf + 3 * kQ * (buf ^ 1));
       if (c + 2 < c1) load_dt(c + 2);
     }
+    wgmma_wait<0>();  // (reading y's accumulators with the state's products in flight made ptxas serialise all)
+    fence_acc(hacc);
     if constexpr (kOut) {
-      if (update)
-        wgmma_wait<1>();
-      else
-        wgmma_wait<0>();
       fence_acc(yacc);
       // y = Y + D x, x from the staged rows (element (i, p) at row i, chunk p / 8).
 #pragma unroll
@@ -360,11 +382,7 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
         }
       }
     }
-    if (update) {
-      wgmma_wait<0>();
-      fence_acc(hacc);
-      if (kOut) store_state();  // S1 of the next chunk orders it before that chunk's C Hᵀ
-    }
+    if (kOut && update) store_state();  // S1 of the next chunk orders it before that chunk's C Hᵀ
   }
   if constexpr (!kOut) {  // the group-local state after the group, layout [n][p], and its decay
     float* Ec = E + ((c1 - 1) * H + h) * kTile;
