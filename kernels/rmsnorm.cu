@@ -370,6 +370,21 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_warp_kernel(float* r, const 
   }
 }
 
+// Calls go(integral_constant<int, steps>) for the warp-per-row kernels (1 <= steps <= 8).
+template <class F>
+void with_steps(int64_t steps, const F& go) {
+  switch (steps) {
+    case 1: go(std::integral_constant<int, 1>{}); break;
+    case 2: go(std::integral_constant<int, 2>{}); break;
+    case 3: go(std::integral_constant<int, 3>{}); break;
+    case 4: go(std::integral_constant<int, 4>{}); break;
+    case 5: go(std::integral_constant<int, 5>{}); break;
+    case 6: go(std::integral_constant<int, 6>{}); break;
+    case 7: go(std::integral_constant<int, 7>{}); break;
+    default: go(std::integral_constant<int, 8>{}); break;
+  }
+}
+
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 bool aligned8(const void* p) { return reinterpret_cast<uintptr_t>(p) % 8 == 0; }
 unsigned row_blocks(int64_t rows) { return static_cast<unsigned>((rows + kRows - 1) / kRows); }
@@ -401,16 +416,7 @@ void residual_rmsnorm(float* r, const float* o, int64_t rows, int64_t dim, const
       rmsnorm_warp_kernel<decltype(st)::value><<<static_cast<unsigned>((rows + kWarpRows - 1) / kWarpRows), kThreads, 0,
                                                  stream>>>(r, o, rows, dim, w, eps, out, out16);
     };
-    switch (steps) {
-      case 1: go(std::integral_constant<int, 1>{}); break;
-      case 2: go(std::integral_constant<int, 2>{}); break;
-      case 3: go(std::integral_constant<int, 3>{}); break;
-      case 4: go(std::integral_constant<int, 4>{}); break;
-      case 5: go(std::integral_constant<int, 5>{}); break;
-      case 6: go(std::integral_constant<int, 6>{}); break;
-      case 7: go(std::integral_constant<int, 7>{}); break;
-      default: go(std::integral_constant<int, 8>{}); break;
-    }
+    with_steps(steps, go);
     check_launch(o ? "residual_rmsnorm" : "rmsnorm_rows", layer, stream);
     return;
   }
@@ -478,16 +484,7 @@ void gated_rmsnorm(const uint16_t* y, const uint16_t* z, int64_t ldz, int64_t T,
           <<<static_cast<unsigned>((T + kWarpRows - 1) / kWarpRows), kThreads, 0, stream>>>(y, z, ldz, T, D, G, w, eps,
                                                                                              norm_before_gate, y16);
     };
-    switch (gs / kOrder) {
-      case 1: go(std::integral_constant<int, 1>{}); break;
-      case 2: go(std::integral_constant<int, 2>{}); break;
-      case 3: go(std::integral_constant<int, 3>{}); break;
-      case 4: go(std::integral_constant<int, 4>{}); break;
-      case 5: go(std::integral_constant<int, 5>{}); break;
-      case 6: go(std::integral_constant<int, 6>{}); break;
-      case 7: go(std::integral_constant<int, 7>{}); break;
-      default: go(std::integral_constant<int, 8>{}); break;
-    }
+    with_steps(gs / kOrder, go);
     check_launch("gated_rmsnorm", layer, stream);
     return;
   }

@@ -243,6 +243,20 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
   float run = 1.0f;  // product of the group's chunk decays (states)
 
   float yacc[kOut ? 32 : 1], sacc[kOut ? 32 : 1];
+  // acc = C Kᵀ for a K-major [64][128] tile at sK (B: C·Bᵀ; the state copy: C·Hᵀ), k over n
+  // in two blocks of 64, committed as one group.
+  const auto c_times = [&](float(&acc)[kOut ? 32 : 1], unsigned sK) {
+    if constexpr (kOut) {
+      fence_acc(acc);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < 8; ++kk) {
+        const unsigned off = 8192u * (kk >> 2) + 32u * (kk & 3);
+        wgmma_m64n64k16_ss<0, 0>(acc, sw128_desc(sC + off), sw128_desc(sK + off), kk > 0);
+      }
+      wgmma_commit();
+    }
+  };
   for (int64_t c = c0; c < c1; ++c) {
     const int buf = static_cast<int>((c - c0) & 1);
     const unsigned sX = base + S.x + 8192u * buf, sB = base + S.b + 16384u * buf;
@@ -262,14 +276,7 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
     // both in flight the accumulators did not fit beside the state and ptxas serialised
     // every product.
     if constexpr (kOut) {
-      fence_acc(sacc);
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < 8; ++kk) {
-        const unsigned off = 8192u * (kk >> 2) + 32u * (kk & 3);
-        wgmma_m64n64k16_ss<0, 0>(sacc, sw128_desc(sC + off), sw128_desc(sB + off), kk > 0);
-      }
-      wgmma_commit();
+      c_times(sacc, sB);
     }
     if (update) {  // w x -> Xw: 16-byte chunks (8 values of one position) tid + 128 k
 #pragma unroll
@@ -312,14 +319,7 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
           const float m1 = j + 1 <= i ? sacc[e + 1] * exp2_ftz(fminf(Li - Lj.y, 0.0f)) * dj.y : 0.0f;
           ma[kk][r] = pack_bf16x2(m0, m1);
         }
-      fence_acc(yacc);
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < 8; ++kk) {
-        const unsigned off = 8192u * (kk >> 2) + 32u * (kk & 3);
-        wgmma_m64n64k16_ss<0, 0>(yacc, sw128_desc(sC + off), sw128_desc(sH + off), kk > 0);
-      }
-      wgmma_commit();
+      c_times(yacc, sH);
       wgmma_wait<0>();
       fence_acc(yacc);
     }
