@@ -259,12 +259,19 @@ __device__ __forceinline__ void widen8(const uint4& u, float (&v)[8]) {
   }
 }
 
-// gated_rmsnorm_kernel's bf16 path (bf16 y and z, the fast gate, a bf16 output alone) with one
-// warp per row and 16-byte accesses: groups of 256 kSteps values (rows 16-byte aligned), the
-// same bits.
+// gated_rmsnorm_kernel's path for a bf16 output alone (bf16 z, the fast gate; y bf16 or fp32)
+// with one warp per row and 16-byte accesses: groups of 256 kSteps values (rows 16-byte
+// aligned), the same bits.
 constexpr int kWarpRows = kThreads / 32;  // rows per block
-template <int kSteps>
-__global__ void __launch_bounds__(kThreads) gated_rmsnorm_warp_kernel(const uint16_t* __restrict__ y,
+// The 8 values of y at p: bf16 (one 16-byte access) or fp32 (two).
+__device__ __forceinline__ void load8(const uint16_t* p, float (&v)[8]) { widen8(__ldg(reinterpret_cast<const uint4*>(p)), v); }
+__device__ __forceinline__ void load8(const float* p, float (&v)[8]) {
+  const float4 a = __ldg(reinterpret_cast<const float4*>(p)), b = __ldg(reinterpret_cast<const float4*>(p + 4));
+  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+
+template <int kSteps, class Y>  // Y: uint16_t (bf16 y) or float
+__global__ void __launch_bounds__(kThreads) gated_rmsnorm_warp_kernel(const Y* __restrict__ y,
                                                                      const uint16_t* __restrict__ z, int64_t ldz,
                                                                      int64_t T, int64_t D, int64_t G,
                                                                      const float* __restrict__ w, double eps,
@@ -275,18 +282,19 @@ __global__ void __launch_bounds__(kThreads) gated_rmsnorm_warp_kernel(const uint
   const int64_t gs = D / G;
   for (int64_t g = 0; g < G; ++g) {
     const int64_t k0 = g * gs + 8 * lane;
-    uint4 yv[kSteps], zv[kSteps];
+    float yv[kSteps][8];
+    uint4 zv[kSteps];
 #pragma unroll
     for (int j = 0; j < kSteps; ++j) {
-      yv[j] = __ldg(reinterpret_cast<const uint4*>(y + t * D + k0 + kOrder * j));
+      load8(y + t * D + k0 + kOrder * j, yv[j]);
       zv[j] = __ldg(reinterpret_cast<const uint4*>(z + t * ldz + k0 + kOrder * j));
     }
     float yg[kSteps][8];
     double s[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
 #pragma unroll
     for (int j = 0; j < kSteps; ++j) {
-      float a[8], b[8];
-      widen8(yv[j], a);
+      const float(&a)[8] = yv[j];
+      float b[8];
       widen8(zv[j], b);
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
@@ -464,9 +472,33 @@ void gated_rmsnorm(float* y, const float* z, int64_t ldz, int64_t T, int64_t D, 
                    cudaStream_t stream, int layer) {
   launch_gated(y, z, ldz, T, D, G, w, eps, norm_before_gate, gate_out, gamma_out, y16, stream, layer);
 }
+namespace {
+// One warp per row for a bf16 output alone, where groups are whole multiples of 256 values,
+// up to 2048, and rows and the weight are 16-byte aligned; returns false elsewhere.
+template <class Y>
+bool gated_warp_rows(const Y* y, const uint16_t* z, int64_t ldz, int64_t T, int64_t D, int64_t G, const float* w,
+                     double eps, bool norm_before_gate, uint16_t* y16, cudaStream_t stream, int layer) {
+  const int64_t gs = D / G;
+  if (!(gs % kOrder == 0 && gs / kOrder <= 8 && D % 8 == 0 && ldz % 8 == 0 && aligned16(y) && aligned16(z) &&
+        aligned16(w) && aligned16(y16)))
+    return false;
+  const auto go = [&](auto steps) {
+    gated_rmsnorm_warp_kernel<decltype(steps)::value, Y>
+        <<<static_cast<unsigned>((T + kWarpRows - 1) / kWarpRows), kThreads, 0, stream>>>(y, z, ldz, T, D, G, w, eps,
+                                                                                           norm_before_gate, y16);
+  };
+  with_steps(gs / kOrder, go);
+  check_launch("gated_rmsnorm", layer, stream);
+  return true;
+}
+}  // namespace
+
 void gated_rmsnorm(float* y, const uint16_t* z, int64_t ldz, int64_t T, int64_t D, int64_t G, const float* w,
                    double eps, bool norm_before_gate, float* gate_out, float* gamma_out, uint16_t* y16,
                    cudaStream_t stream, int layer) {
+  if (T > 0 && D > 0 && y16 && !gate_out && !gamma_out &&
+      gated_warp_rows<float>(y, z, ldz, T, D, G, w, eps, norm_before_gate, y16, stream, layer))
+    return;
   launch_gated(y, z, ldz, T, D, G, w, eps, norm_before_gate, gate_out, gamma_out, y16, stream, layer);
 }
 
@@ -474,20 +506,7 @@ void gated_rmsnorm(const uint16_t* y, const uint16_t* z, int64_t ldz, int64_t T,
                    const float* w, double eps, bool norm_before_gate, uint16_t* y16, cudaStream_t stream, int layer) {
   if (!y16) fail("gated_rmsnorm (layer ", layer, "): internal: bf16 y needs a bf16 output");
   if (T == 0 || D == 0) return;
-  // One warp per row where groups are whole multiples of 256 values, up to 2048, and rows and
-  // the weight are 16-byte aligned.
-  const int64_t gs = D / G;
-  if (gs % kOrder == 0 && gs / kOrder <= 8 && D % 8 == 0 && ldz % 8 == 0 && aligned16(y) && aligned16(z) &&
-      aligned16(w) && aligned16(y16)) {
-    const auto go = [&](auto steps) {
-      gated_rmsnorm_warp_kernel<decltype(steps)::value>
-          <<<static_cast<unsigned>((T + kWarpRows - 1) / kWarpRows), kThreads, 0, stream>>>(y, z, ldz, T, D, G, w, eps,
-                                                                                             norm_before_gate, y16);
-    };
-    with_steps(gs / kOrder, go);
-    check_launch("gated_rmsnorm", layer, stream);
-    return;
-  }
+  if (gated_warp_rows<uint16_t>(y, z, ldz, T, D, G, w, eps, norm_before_gate, y16, stream, layer)) return;
   launch_gated(y, z, ldz, T, D, G, w, eps, norm_before_gate, nullptr, nullptr, y16, stream, layer);
 }
 

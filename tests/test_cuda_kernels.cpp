@@ -774,9 +774,10 @@ TEST_F(CudaKernels, GatedRmsNormKeepsTheBitsOfTheOriginalOrder) {
 }
 
 // The Mamba-1 gate, on the 16-byte path and the scalar one, fp32 in place or bf16 (y kept).
-// The gated norm on bf16 y and z at the Mamba-2 width: the warp-per-row kernel (groups of
-// whole 256-value steps, rows 16-byte aligned: ldz 3352) and the block kernel (ldz 3353) give
-// the fp32 kernel's bits on the rounded y, norm after the gate (G = 1) and before it (G = 3).
+// The gated norm with bf16 z and a bf16 output at the Mamba-2 width, norm after the gate
+// (G = 1) and before it (G = 3): the warp-per-row kernel (groups of whole 256-value steps,
+// rows 16-byte aligned: ldz 3352) and the block kernel (ldz 3353, or fp32 y off alignment)
+// give the same bits, on bf16 y and on fp32 y holding the same values.
 TEST_F(CudaKernels, GatedRmsNormOnBf16RowsKeepsTheBitsAtTheMamba2Width) {
   const int64_t T = 301, D = 1536;
   const auto gw = random_vector(rng, D, 0.5, 1.5), y = random_vector(rng, T * D, -2, 2);
@@ -794,6 +795,14 @@ TEST_F(CudaKernels, GatedRmsNormOnBf16RowsKeepsTheBitsAtTheMamba2Width) {
       cuda::gated_rmsnorm(dyr.get(), dz.get(), ld, T, D, G, dgw.get(), 1e-5, G == 3, nullptr, nullptr, qr.get(),
                           nullptr, 0);
       EXPECT_TRUE(same_bits(to_host(qb, T * D), to_host(qr, T * D))) << "ldz " << ld << " G=" << G;
+      // fp32 y one float off 16-byte alignment: the block kernel, against the warp kernels above
+      std::vector<float> shifted(T * D + 1, 0.0f);
+      std::copy(yr.begin(), yr.end(), shifted.begin() + 1);
+      auto dys = to_device(shifted);
+      auto qs = poisoned<uint16_t>(T * D);
+      cuda::gated_rmsnorm(dys.get() + 1, dz.get(), ld, T, D, G, dgw.get(), 1e-5, G == 3, nullptr, nullptr, qs.get(),
+                          nullptr, 0);
+      EXPECT_TRUE(same_bits(to_host(qs, T * D), to_host(qr, T * D))) << "ldz " << ld << " G=" << G << " block kernel";
     }
   }
 }
