@@ -44,15 +44,17 @@ constexpr int64_t kTile = int64_t{kN} * kP;
 constexpr float kLog2e = 1.4426950408889634f;
 
 // Shared memory, byte offsets from a 1024-aligned base. The outputs pass adds C and the
-// state's bf16 copy in front of what the states pass uses.
+// state's bf16 copy in front of what the states pass uses, and keeps one B buffer (b_step 0)
+// so that three blocks fit on a multiprocessor (3 x 76,288 bytes).
 struct Smem {
-  unsigned c, h, xw, b, x, l, total;
+  unsigned c, h, xw, b, b_step, x, l, total;
 };
 constexpr Smem smem_layout(bool out) {
-  const unsigned front = out ? 32768u : 0u;
   // C [2 blocks of n][64 i][64 n]; H [2 blocks of n][64 p][64 n]; w x [64 t][64 p];
-  // B [2 buffers][2 blocks of n][64 t][64 n]; x [2 buffers][64 t][64 p]; [2 buffers] L, Δ, w [64] each.
-  return Smem{0u, 16384u, front, front + 8192u, front + 40960u, front + 57344u, front + 57344u + 2 * 3 * kQ * 4 + 1024u};
+  // B [1 or 2 buffers][2 blocks of n][64 t][64 n]; x [2 buffers][64 t][64 p]; [2 buffers] L, Δ, w [64] each.
+  const unsigned front = out ? 32768u : 0u, b_bytes = out ? 16384u : 32768u;
+  const unsigned x = front + 8192u + b_bytes, l = x + 16384u;
+  return Smem{0u, 16384u, front, front + 8192u, out ? 0u : 16384u, x, l, l + 2 * 3 * kQ * 4 + 1024u};
 }
 
 #ifdef LATIM_WGMMA_DEVICE
@@ -135,7 +137,7 @@ __device__ __forceinline__ void store_pair(uint16_t* p, float a, float b) {
 
 // kOut = false: the chunk states (E, dgroup); true: the outputs (y) from Hg.
 template <bool kOut, class Y>
-__global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
+__global__ void __launch_bounds__(kThreads, 3)
     ssd_wgmma_kernel(const uint16_t* __restrict__ x, int64_t ldx, const float* __restrict__ delta,
                      const float* __restrict__ A, const uint16_t* __restrict__ B, const uint16_t* __restrict__ C,
                      int64_t ldbc, const float* __restrict__ Dskip, int64_t T, int H, int hpg, int64_t nch, int64_t K,
@@ -162,17 +164,23 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
 
   // Asynchronous copies of chunk c's rows (zeros past the slice's end), as 16-byte chunks: x 8
   // per row, B and C 16 per row (two blocks of 64 n)
-  // (x and B into buffer `buf`, which the chunk two back used; C into its one buffer.)
-  const auto stage_xb = [&](int64_t c, int buf) {
+  // (x, and in the states pass B, into buffer `buf`, which the chunk two back used; C, and in
+  // the outputs pass B, into their one buffer.)
+  const auto stage_x = [&](int64_t c, int buf) {
     const int64_t t0 = c * kQ;
     const int len = static_cast<int>(min(int64_t{kQ}, T - t0));
-    const unsigned sX = base + S.x + 8192u * buf, sB = base + S.b + 16384u * buf;
+    const unsigned sX = base + S.x + 8192u * buf;
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       const int idx = tid + kThreads * k, r = idx >> 3, ch = idx & 7;
       const bool ok = r < len;
       cp16(sX + sw128(r, ch), ok ? xh + (t0 + r) * ldx + 8 * ch : xh, ok);
     }
+  };
+  const auto stage_b = [&](int64_t c, int buf) {
+    const int64_t t0 = c * kQ;
+    const int len = static_cast<int>(min(int64_t{kQ}, T - t0));
+    const unsigned sB = base + S.b + S.b_step * buf;
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
       const int idx = tid + kThreads * k, r = idx >> 4, ch = idx & 15;
@@ -212,7 +220,8 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
 #pragma unroll
     for (int k = 0; k < 64; ++k) hacc[k] = 0.0f;
   }
-  stage_xb(c0, 0);
+  stage_x(c0, 0);
+  stage_b(c0, 0);
   if (kOut) stage_c(c0);
   cp_commit();
   // Warp 0 computes a chunk's L (log2 units, inclusive), Δ and weights w one chunk ahead, while
@@ -259,7 +268,7 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
   };
   for (int64_t c = c0; c < c1; ++c) {
     const int buf = static_cast<int>((c - c0) & 1);
-    const unsigned sX = base + S.x + 8192u * buf, sB = base + S.b + 16384u * buf;
+    const unsigned sX = base + S.x + 8192u * buf, sB = base + S.b + S.b_step * buf;
     const int64_t t0 = c * kQ;
     const int len = static_cast<int>(min(int64_t{kQ}, T - t0));
     const bool last = c + 1 == c1;
@@ -268,9 +277,12 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
     cp_wait_all();
     fence_proxy_async();  // the copies and the state copy -> visible to the products
     __syncthreads();      // S1: x, B, C, L, Δ, w and the state copy of this chunk are in place
-    // The next chunk's x and B: their buffer was last read by the chunk before (its products
-    // are complete, its epilogue was before S1).
-    if (!last) stage_xb(c + 1, buf ^ 1);
+    // The next chunk's x (and B in the states pass): their buffer was last read by the chunk
+    // before (its products are complete, its epilogue was before S1).
+    if (!last) {
+      stage_x(c + 1, buf ^ 1);
+      if (!kOut) stage_b(c + 1, buf ^ 1);  // (the outputs pass's one B buffer: after its last product)
+    }
 
     // S = C Bᵀ, k over n in two blocks of 64. Y = C Hᵀ follows once M is built from S: with
     // both in flight the accumulators did not fit beside the state and ptxas serialised
@@ -366,6 +378,11 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
     }
     wgmma_wait<0>();  // (reading y's accumulators with the state's products in flight made ptxas serialise all)
     fence_acc(hacc);
+    if (kOut && !last) {  // B is read by no product now: the next chunk's, once every warp is here
+      __syncthreads();
+      stage_b(c + 1, 0);
+      cp_commit();
+    }
     if constexpr (kOut) {
       fence_acc(yacc);
       // y = Y + D x, x from the staged rows (element (i, p) at row i, chunk p / 8).
@@ -405,6 +422,9 @@ void launch(const uint16_t* x, int64_t ldx, const float* delta, const float* A, 
   auto kernel = ssd_wgmma_kernel<kOut, Y>;
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
         "ssd_scan (SSD wgmma: shared memory attribute)", layer);
+  // Three blocks per multiprocessor need the largest shared-memory carveout.
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared),
+        "ssd_scan (SSD wgmma: carveout attribute)", layer);
   const dim3 grid(static_cast<unsigned>(H), static_cast<unsigned>(ng));
   kernel<<<grid, kThreads, smem, stream>>>(x, ldx, delta, A, B, C, ldbc, Dskip, T, static_cast<int>(H),
                                            static_cast<int>(H / G), nch, K, Hg, E, dgroup, y);
