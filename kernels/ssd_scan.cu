@@ -1001,6 +1001,13 @@ void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, 
     Y* ys = y + tb * H * P;
     const dim3 grid(static_cast<unsigned>(H), static_cast<unsigned>(pl.ng));
     const bool last = tb + slice_T >= T;
+    // The entering state of every group, the carry to the next slice, h_final after the last.
+    const auto chain = [&] {
+      ssd_group_chain_kernel<<<static_cast<unsigned>((per4 + 255) / 256), 256, 0, stream>>>(
+          per4, Hi, Pi, Ni, pl.nch, pl.K, pl.ng, reinterpret_cast<const float4*>(E), dgroup,
+          reinterpret_cast<float4*>(Hg), reinterpret_cast<float4*>(carry), tb > 0, last ? h_final : nullptr);
+      check_launch("ssd_scan (SSD group chain)", layer, stream);
+    };
     if (tc) {  // chunk states, chain, then outputs from each group's entering state
       // Aligned for 4 values per access: 16 bytes of fp32, 8 of bf16.
       const auto al16 = [](const In* p) { return reinterpret_cast<std::uintptr_t>(p) % (4 * sizeof(In)) == 0; };
@@ -1008,10 +1015,7 @@ void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, 
       if constexpr (!kF32) {
         if (wg) {
           ssd_states_wgmma(xs, ldx, ds, A, Bs, ldbc, Ts, H, G, pl.nch, pl.K, pl.ng, E, dgroup, stream, layer);
-          ssd_group_chain_kernel<<<static_cast<unsigned>((per4 + 255) / 256), 256, 0, stream>>>(
-              per4, Hi, Pi, Ni, pl.nch, pl.K, pl.ng, reinterpret_cast<const float4*>(E), dgroup,
-              reinterpret_cast<float4*>(Hg), reinterpret_cast<float4*>(carry), tb > 0, last ? h_final : nullptr);
-          check_launch("ssd_scan (SSD group chain)", layer, stream);
+          chain();
           ssd_output_wgmma(xs, ldx, ds, A, Bs, Cs, ldbc, Dskip, Ts, H, G, pl.nch, pl.K, pl.ng, Hg, ys, stream, layer);
           continue;
         }
@@ -1020,10 +1024,7 @@ void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, 
           xs, ldx, ds, A, Bs, nullptr, ldbc, nullptr, Ts, Hi, Pi, Ni, hpgi, pl.nch, pl.K, E, dgroup, nullptr, nullptr, 0,
           nullptr, vec, false);
       check_launch("ssd_scan (SSD chunk states, tensor cores)", layer, stream);
-      ssd_group_chain_kernel<<<static_cast<unsigned>((per4 + 255) / 256), 256, 0, stream>>>(
-          per4, Hi, Pi, Ni, pl.nch, pl.K, pl.ng, reinterpret_cast<const float4*>(E), dgroup,
-          reinterpret_cast<float4*>(Hg), reinterpret_cast<float4*>(carry), tb > 0, last ? h_final : nullptr);
-      check_launch("ssd_scan (SSD group chain)", layer, stream);
+      chain();
       ssd_cb_kernel<In><<<dim3(static_cast<unsigned>(pl.nch), static_cast<unsigned>(G)), kThreads, kCbSmem, stream>>>(
           Bs, Cs, ldbc, Ts, Ni, vec, CB);
       check_launch("ssd_scan (SSD C·Bᵀ)", layer, stream);
@@ -1039,10 +1040,7 @@ void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, 
     ssd_state_kernel<<<dim3(static_cast<unsigned>(H), static_cast<unsigned>(pl.ng)), kThreads, kStateSmem, stream>>>(
         xs, ldx, ds, A, Bs, ldbc, Ts, Hi, Pi, Ni, hpgi, pl.nch, pl.K, E, dcorr, dgroup);
     check_launch("ssd_scan (SSD chunk states)", layer, stream);
-    ssd_group_chain_kernel<<<static_cast<unsigned>((per4 + 255) / 256), 256, 0, stream>>>(
-        per4, Hi, Pi, Ni, pl.nch, pl.K, pl.ng, reinterpret_cast<const float4*>(E), dgroup,
-        reinterpret_cast<float4*>(Hg), reinterpret_cast<float4*>(carry), tb > 0, last ? h_final : nullptr);
-    check_launch("ssd_scan (SSD group chain)", layer, stream);
+    chain();
     ssd_output_kernel<<<dim3(static_cast<unsigned>(G * nbatch), static_cast<unsigned>(pl.nch)), kThreads, kOutputSmem,
                         stream>>>(xs, ldx, ds, A, Bs, Cs, ldbc, Dskip, Ts, Hi, Pi, Ni, hpgi, static_cast<int>(nbatch),
                                   static_cast<int>(HB), pl.K, E, dcorr, Hg, ys, y_vec);

@@ -163,9 +163,8 @@ __global__ void __launch_bounds__(kThreads, 3)
   const int i0 = 16 * warp + g, i1 = i0 + 8;  // this thread's accumulator rows (i for Y, p for H)
 
   // Asynchronous copies of chunk c's rows (zeros past the slice's end), as 16-byte chunks: x 8
-  // per row, B and C 16 per row (two blocks of 64 n)
-  // (x, and in the states pass B, into buffer `buf`, which the chunk two back used; C, and in
-  // the outputs pass B, into their one buffer.)
+  // per row, B and C 16 per row. x, and in the states pass B, go into buffer `buf`, which the
+  // chunk two back used; C, and in the outputs pass B, into their one buffer.
   const auto stage_x = [&](int64_t c, int buf) {
     const int64_t t0 = c * kQ;
     const int len = static_cast<int>(min(int64_t{kQ}, T - t0));
@@ -177,27 +176,19 @@ __global__ void __launch_bounds__(kThreads, 3)
       cp16(sX + sw128(r, ch), ok ? xh + (t0 + r) * ldx + 8 * ch : xh, ok);
     }
   };
-  const auto stage_b = [&](int64_t c, int buf) {
-    const int64_t t0 = c * kQ;
-    const int len = static_cast<int>(min(int64_t{kQ}, T - t0));
-    const unsigned sB = base + S.b + S.b_step * buf;
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const int idx = tid + kThreads * k, r = idx >> 4, ch = idx & 15;
-      const bool ok = r < len;
-      cp16(sB + 8192u * (ch >> 3) + sw128(r, ch & 7), ok ? Bg + (t0 + r) * ldbc + 8 * ch : Bg, ok);
-    }
-  };
-  const auto stage_c = [&](int64_t c) {
+  // B or C rows of chunk c into the tile at dst (two blocks of 64 n).
+  const auto stage_bc = [&](const uint16_t* __restrict__ src, unsigned dst, int64_t c) {
     const int64_t t0 = c * kQ;
     const int len = static_cast<int>(min(int64_t{kQ}, T - t0));
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
       const int idx = tid + kThreads * k, r = idx >> 4, ch = idx & 15;
       const bool ok = r < len;
-      cp16(sC + 8192u * (ch >> 3) + sw128(r, ch & 7), ok ? Cg + (t0 + r) * ldbc + 8 * ch : Cg, ok);
+      cp16(dst + 8192u * (ch >> 3) + sw128(r, ch & 7), ok ? src + (t0 + r) * ldbc + 8 * ch : src, ok);
     }
   };
+  const auto stage_b = [&](int64_t c, int buf) { stage_bc(Bg, base + S.b + S.b_step * buf, c); };
+  const auto stage_c = [&](int64_t c) { stage_bc(Cg, sC, c); };
   // Accumulator element 4 nt + e of the state is (p = i0 + 8 (e / 2), n = 8 nt + 2 q + e % 2).
   float hacc[64];
   // The state's bf16 copy, layout [p][n] in two blocks of n (K-major for C Hᵀ).
