@@ -1,8 +1,12 @@
 // cuBLAS wrapper for the forward pass's matrix products.
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
+#include <map>
 #include <string>
+#include <tuple>
 
 #include "cuda_check.hpp"
 #include "linear.hpp"
@@ -23,19 +27,210 @@ void check_dims(int64_t rows, int64_t in_dim, int64_t out_dim, int64_t lda, int6
 }
 }  // namespace
 
-Blas::Blas() {
-  check_blas(cublasCreate(&h_), "cublasCreate", -1);
+namespace {
+// A product's shape as far as the choice of algorithm goes: operand and output types, the
+// compute type, widths, rows, leading dimensions, whether it accumulates into its output,
+// and the alignment (bytes, up to 256) of each pointer, which bounds the algorithms that may
+// run (cublasLt's heuristic assumes 256 unless told).
+struct PlanKey {
+  int type, out_type, compute;
+  int64_t rows, in_dim, out_dim, lda, ldo;
+  bool accumulate;
+  int align_w, align_in, align_out;
+  auto tie() const {
+    return std::tie(type, out_type, compute, rows, in_dim, out_dim, lda, ldo, accumulate, align_w, align_in,
+                    align_out);
+  }
+  bool operator<(const PlanKey& o) const { return tie() < o.tie(); }
+};
+
+// A product's cublasLt descriptors and chosen algorithm.
+struct Plan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t w = nullptr, in = nullptr, out = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  std::size_t workspace = 0;
+};
+
+}  // namespace
+
+struct Blas::Plans {
+  std::map<PlanKey, Plan> map;
+  static void destroy(Plan& p) {
+    if (p.w) cublasLtMatrixLayoutDestroy(p.w);
+    if (p.in) cublasLtMatrixLayoutDestroy(p.in);
+    if (p.out) cublasLtMatrixLayoutDestroy(p.out);
+    if (p.op) cublasLtMatmulDescDestroy(p.op);
+    p = Plan{};
+  }
+  ~Plans() {
+    for (auto& [key, p] : map) destroy(p);
+  }
+};
+
+Blas::Blas() : plans_(std::make_unique<Plans>()) {
+  check_blas(cublasLtCreate(&lt_), "cublasLtCreate", -1);
   int dev = 0, major = 0;
   check(cudaGetDevice(&dev), "cudaGetDevice");
   check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "cudaDeviceGetAttribute");
   tf32_ = major >= 8;
+  if (const char* e = std::getenv("LATIM_GEMM_TUNE"); e && std::strcmp(e, "0") == 0) tune_ = false;
 }
 Blas::~Blas() {
-  if (h_) cublasDestroy(h_);
+  plans_.reset();
+  if (lt_) cublasLtDestroy(lt_);
 }
-void Blas::set_stream(cudaStream_t s) { check_blas(cublasSetStream(h_, s), "cublasSetStream", -1); }
 
 namespace {
+// cublasLt's workspace: what cuBLAS itself reserves on Hopper.
+constexpr std::size_t kLtWorkspace = std::size_t{32} << 20;
+
+int alignment(const void* p) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  int al = 256;
+  while (al > 1 && a % al != 0) al /= 2;
+  return al;
+}
+
+// An order-independent 64-bit digest of the bits of a [rows, cols] output (leading dimension
+// ld, elements of `bytes` bytes), to tell whether two algorithms gave the same output.
+__global__ void digest_kernel(const uint8_t* __restrict__ out, int64_t rows, int64_t cols, int64_t ld, int bytes,
+                              unsigned long long* __restrict__ sum) {
+  unsigned long long h = 0;
+  const int64_t n = rows * cols;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = i / cols, c = i % cols, at = (r * ld + c) * bytes;
+    uint64_t v = bytes == 2 ? *reinterpret_cast<const uint16_t*>(out + at) : *reinterpret_cast<const uint32_t*>(out + at);
+    v = (v << 34) ^ static_cast<uint64_t>(i);  // splitmix64 of (bits, position)
+    v += 0x9e3779b97f4a7c15ull;
+    v = (v ^ (v >> 30)) * 0xbf58476d1ce4e5b9ull;
+    v = (v ^ (v >> 27)) * 0x94d049bb133111ebull;
+    h += v ^ (v >> 31);
+  }
+  for (int o = 16; o > 0; o /= 2) h += __shfl_xor_sync(0xffffffffu, h, o);
+  if ((threadIdx.x & 31) == 0) atomicAdd(sum, h);
+}
+
+unsigned long long digest(const void* out, int64_t rows, int64_t cols, int64_t ld, int bytes, cudaStream_t stream,
+                          unsigned long long* d, const char* what, int layer) {
+  check(cudaMemsetAsync(d, 0, sizeof *d, stream), "cudaMemsetAsync (product digest)", layer);
+  const int64_t blocks = std::min<int64_t>((rows * cols + 255) / 256, 2048);
+  digest_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(static_cast<const uint8_t*>(out), rows, cols, ld,
+                                                                   bytes, d);
+  check_launch("digest_kernel", layer, stream);
+  unsigned long long h = 0;
+  check(cudaMemcpyAsync(&h, d, sizeof h, cudaMemcpyDeviceToHost, stream), what, layer);
+  check(cudaStreamSynchronize(stream), what, layer);
+  return h;
+}
+
+// Times cublasLt's candidates for a new plan on its first operands (see Blas in linear.hpp)
+// and returns the index of the fastest whose output has candidate 0's bits. The candidates
+// run on the first min(rows, kGemmTuneRows) rows. A plain product's output is overwritten by
+// the product that follows; an accumulating one's candidates write a scratch output and
+// read `out` as C.
+int fastest(Blas& blas, const PlanKey& key, const Plan& p, const cublasLtMatmulHeuristicResult_t* cand, int found,
+            const void* W, const void* in, void* out, const float* alpha, const float* beta, cudaStream_t stream,
+            const char* what, int layer) {
+  const int64_t rows = std::min(key.rows, kGemmTuneRows);
+  const auto type = static_cast<cudaDataType_t>(key.type), out_type = static_cast<cudaDataType_t>(key.out_type);
+  const int ob = out_type == CUDA_R_16BF ? 2 : 4;
+  cublasLtMatrixLayout_t lin = nullptr, lout = nullptr;
+  check_blas(cublasLtMatrixLayoutCreate(&lin, type, key.in_dim, rows, key.lda), "cublasLtMatrixLayoutCreate", layer);
+  check_blas(cublasLtMatrixLayoutCreate(&lout, out_type, key.out_dim, rows, key.ldo), "cublasLtMatrixLayoutCreate",
+             layer);
+  const std::string scratch = std::string("product timing scratch (") + what + ")";
+  uint8_t* tmp = blas.tune_out.reserve(
+      (key.accumulate ? ((rows - 1) * key.ldo + key.out_dim) * ob : 0) + int64_t{256}, scratch, layer);
+  auto* sum = reinterpret_cast<unsigned long long*>(tmp);
+  void* d = key.accumulate ? tmp + 256 : out;
+  void* work = blas.lt_work.reserve(static_cast<int64_t>(kLtWorkspace), "cuBLAS workspace", layer);
+  cudaEvent_t e0 = nullptr, e1 = nullptr;
+  check(cudaEventCreate(&e0), "cudaEventCreate", layer);
+  check(cudaEventCreate(&e1), "cudaEventCreate", layer);
+  unsigned long long ref = 0;
+  int best = 0;
+  float best_ms = 0;
+  for (int i = 0; i < found; ++i) {
+    auto run = [&] {
+      return cublasLtMatmul(blas.lt(), p.op, alpha, W, p.w, in, lin, beta, out, lout, d, lout, &cand[i].algo, work,
+                            kLtWorkspace, stream);
+    };
+    if (run() != CUBLAS_STATUS_SUCCESS) {
+      if (i == 0) break;  // no reference bits: keep candidate 0
+      continue;
+    }
+    const unsigned long long h = digest(d, rows, key.out_dim, key.ldo, ob, stream, sum, what, layer);
+    if (i == 0) ref = h;
+    else if (h != ref) continue;  // another order of sums: never chosen
+    constexpr int kReps = 3;
+    check(cudaEventRecord(e0, stream), "cudaEventRecord", layer);
+    for (int r = 0; r < kReps; ++r) run();
+    check(cudaEventRecord(e1, stream), "cudaEventRecord", layer);
+    check(cudaEventSynchronize(e1), what, layer);
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime", layer);
+    if (i == 0 || ms < best_ms) best = i, best_ms = ms;
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cublasLtMatrixLayoutDestroy(lin);
+  cublasLtMatrixLayoutDestroy(lout);
+  blas.tune_out.release();
+  return best;
+}
+
+// The plan for `key`, made (and with tuning timed on these operands) at its first use.
+const Plan& plan_for(Blas& blas, const PlanKey& key, const void* W, const void* in, void* out, const float* alpha,
+                     const float* beta, cudaStream_t stream, const char* what, int layer) {
+  auto& map = blas.plans().map;
+  if (auto it = map.find(key); it != map.end()) return it->second;
+  const auto type = static_cast<cudaDataType_t>(key.type), out_type = static_cast<cudaDataType_t>(key.out_type);
+  Plan& p = map[key];  // owns the descriptors from here on
+  // out^T [out_dim, rows] = W [out_dim, in_dim] · in^T in cuBLAS's column-major terms.
+  check_blas(cublasLtMatmulDescCreate(&p.op, static_cast<cublasComputeType_t>(key.compute), CUDA_R_32F),
+             "cublasLtMatmulDescCreate", layer);
+  const cublasOperation_t t = CUBLAS_OP_T, n = CUBLAS_OP_N;
+  check_blas(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof t),
+             "cublasLtMatmulDescSetAttribute", layer);
+  check_blas(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &n, sizeof n),
+             "cublasLtMatmulDescSetAttribute", layer);
+  check_blas(cublasLtMatrixLayoutCreate(&p.w, type, key.in_dim, key.out_dim, key.in_dim), "cublasLtMatrixLayoutCreate",
+             layer);
+  check_blas(cublasLtMatrixLayoutCreate(&p.in, type, key.in_dim, key.rows, key.lda), "cublasLtMatrixLayoutCreate",
+             layer);
+  check_blas(cublasLtMatrixLayoutCreate(&p.out, out_type, key.out_dim, key.rows, key.ldo),
+             "cublasLtMatrixLayoutCreate", layer);
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  check_blas(cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate", layer);
+  const std::size_t ws = kLtWorkspace;
+  const uint32_t aw = key.align_w, ai = key.align_in, ao = key.align_out;
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aw, sizeof aw);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ai, sizeof ai);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ao, sizeof ao);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ao, sizeof ao);
+  cublasLtMatmulHeuristicResult_t cand[kGemmCandidates];
+  int found = 0;
+  const cublasStatus_t hs =
+      cublasLtMatmulAlgoGetHeuristic(blas.lt(), p.op, p.w, p.in, p.out, p.out, pref, kGemmCandidates, cand, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (hs != CUBLAS_STATUS_SUCCESS || found == 0) {
+    Blas::Plans::destroy(p);
+    map.erase(key);
+    fail("cuBLAS has no algorithm for ", what, " (layer ", layer, "), a ", key.rows, " × ", key.in_dim, " by ",
+         key.in_dim, " × ", key.out_dim, " product",
+         hs != CUBLAS_STATUS_SUCCESS ? std::string(": ") + cublasGetStatusString(hs) : std::string());
+  }
+  const int best = blas.tunes() && found > 1
+                       ? fastest(blas, key, p, cand, found, W, in, out, alpha, beta, stream, what, layer)
+                       : 0;
+  p.algo = cand[best].algo;
+  p.workspace = cand[best].workspaceSize;
+  return p;
+}
+
 // out^T [out_dim, rows] = W [out_dim, in_dim] · in^T, column-major view of the row-major
 // out = in Wᵀ (add_to_out: out += in Wᵀ, cuBLAS's beta = 1), with operands of type `type`,
 // output of type `out_type` (fp32 unless bf16), then the bias (fp32 outputs only).
@@ -47,11 +242,13 @@ void gemm(Blas& blas, const void* in, const void* W, cudaDataType_t type, cublas
   if ((bias || add_to_out) && out_type != CUDA_R_32F)
     fail(what, " (layer ", layer, "): internal: a bias or an accumulation on a bf16 output");
   const float alpha = 1.0f, beta = add_to_out ? 1.0f : 0.0f;
-  blas.set_stream(stream);
-  check_blas(cublasGemmEx(blas.handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out_dim), static_cast<int>(rows),
-                          static_cast<int>(in_dim), &alpha, W, type, static_cast<int>(in_dim), in, type,
-                          static_cast<int>(lda), &beta, out, out_type, static_cast<int>(ldo), compute,
-                          CUBLAS_GEMM_DEFAULT),
+  const PlanKey key{type, out_type, compute,    rows,         in_dim,        out_dim,       lda,
+                    ldo,  add_to_out, alignment(W), alignment(in), alignment(out)};
+  const Plan& p = plan_for(blas, key, W, in, out, &alpha, &beta, stream, what, layer);
+  void* work = p.workspace ? blas.lt_work.reserve(static_cast<int64_t>(kLtWorkspace), "cuBLAS workspace", layer)
+                           : nullptr;
+  check_blas(cublasLtMatmul(blas.lt(), p.op, &alpha, W, p.w, in, p.in, &beta, out, p.out, out, p.out, &p.algo, work,
+                            p.workspace ? kLtWorkspace : 0, stream),
              what, layer);
   if (bias) add_bias_rows(static_cast<float*>(out), rows, out_dim, ldo, bias, stream, layer);
 }

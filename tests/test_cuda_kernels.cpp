@@ -998,6 +998,65 @@ TEST_F(CudaKernels, LinearWithBf16OutputIsOneRoundingOfThePlainProduct) {
   }
 }
 
+// The products' algorithm choice (linear.hpp, Blas): a tuned Blas, which times cublasLt's
+// candidates at each new shape, gives the bits of one that keeps the heuristic's first
+// choice (LATIM_GEMM_TUNE=0). Shapes with more rows than the tuning runs on, an accumulating
+// product (whose candidates must not touch its output), the bf16 and fp32 outputs, and
+// operands aligned to 2 and 4 bytes only. Sampled rows are also checked against fp64.
+TEST_F(CudaKernels, TunedProductsKeepTheBitsOfTheHeuristicsFirstChoice) {
+  setenv("LATIM_GEMM_TUNE", "0", 1);
+  cuda::Blas plain;
+  unsetenv("LATIM_GEMM_TUNE");
+  cuda::Blas tuned;
+  ASSERT_FALSE(plain.tunes());
+  ASSERT_TRUE(tuned.tunes());
+  struct Case {
+    int64_t rows, in_dim, out_dim, in_off, out_off;
+    bool bf16_out, accumulate;
+  };
+  const int64_t big = cuda::kGemmTuneRows + 4464;
+  for (const Case& k : {Case{big, 768, 3352, 0, 0, true, false}, Case{big, 1536, 768, 0, 0, false, true},
+                        Case{333, 768, 3352, 1, 1, true, false}, Case{333, 1536, 768, 1, 1, false, true},
+                        Case{1000, 48, 1536, 0, 0, true, false}}) {
+    const std::string at = std::to_string(k.rows) + "x" + std::to_string(k.in_dim) + "x" + std::to_string(k.out_dim) +
+                           (k.in_off ? " (unaligned)" : "") + (k.accumulate ? " (accumulating)" : "");
+    const int64_t lda = k.in_dim + k.in_off, ldo = k.out_dim + k.out_off;
+    const std::vector<uint16_t> in16 = to_bf16_host(random_vector(rng, k.rows * lda + k.in_off, -2, 2)),
+                                W16 = to_bf16_host(random_vector(rng, k.out_dim * k.in_dim, -0.1f, 0.1f));
+    const std::vector<float> init = random_vector(rng, k.rows * ldo + k.out_off, -1, 1);
+    auto din = to_device(in16), dW = to_device(W16);
+    const auto run = [&](cuda::Blas& blas) {
+      if (k.bf16_out) {
+        auto out = to_device(std::vector<uint16_t>(k.rows * ldo + k.out_off, 0));
+        cuda::linear_bf16(blas, din.get() + k.in_off, k.rows, k.in_dim, lda, dW.get(), k.out_dim,
+                          out.get() + k.out_off, ldo, nullptr, "tuned product test", 0);
+        std::vector<float> o;
+        for (uint16_t b : to_host(out, k.rows * ldo + k.out_off)) o.push_back(from_bf16(b));
+        return o;
+      }
+      auto out = to_device(init);
+      cuda::linear_bf16(blas, din.get() + k.in_off, k.rows, k.in_dim, lda, dW.get(), k.out_dim, nullptr,
+                        out.get() + k.out_off, ldo, nullptr, "tuned product test", 0, k.accumulate);
+      return to_host(out, k.rows * ldo + k.out_off);
+    };
+    const std::vector<float> a = run(plain), b = run(tuned), b2 = run(tuned);  // b2: the plan made by b
+    ASSERT_TRUE(same_bits(a, b)) << at;
+    ASSERT_TRUE(same_bits(b, b2)) << at;
+    std::vector<float> got;
+    std::vector<double> want;
+    for (int64_t r = 0; r < k.rows; r += r < 16 || r >= k.rows - 16 ? 1 : 997)
+      for (int64_t c = 0; c < k.out_dim; ++c) {
+        double acc = k.accumulate ? init[k.out_off + r * ldo + c] : 0.0;
+        for (int64_t i = 0; i < k.in_dim; ++i)
+          acc += static_cast<double>(from_bf16(in16[k.in_off + r * lda + i])) * from_bf16(W16[c * k.in_dim + i]);
+        want.push_back(acc);
+        got.push_back(a[k.out_off + r * ldo + c]);
+      }
+    // fp32 sums (~1e-6), one bf16 rounding of the output (~2e-3 relative); a wrong product is O(1)
+    EXPECT_LE(norm_error(got, want), k.bf16_out ? 4e-3 : 5e-5) << at;
+  }
+}
+
 // The kernels that read in_proj's bf16 output (conv, Mamba-2 Δ, the Mamba-1 gate, the gated
 // norm, the conv halo's copy) widen it exactly: the same bits as the fp32 kernels on the
 // rounded values, on the vector paths and the scalar ones.
