@@ -33,10 +33,13 @@ enum class MathMode { FP32, FP32X3, TF32, BF16 };
 // dimensions, operand alignments, accumulate or not). A plan's algorithm is chosen at its first
 // product: cublasLt's heuristic proposes up to kGemmCandidates algorithms, each runs on the
 // real operands (at most kGemmTuneRows rows of them) and the fastest whose output has the
-// same bits as the heuristic's first choice is kept. The output so never depends on the timing
-// (run to run, or rank to rank). On an H100 at the 130m shapes and 65536 rows this took
-// in_proj from 509 to 483 µs (Mamba-2) and from 427 to 391 µs (Mamba-1), out_proj from 294
-// to 261 µs. LATIM_GEMM_TUNE=0 keeps the heuristic's first choice without timing.
+// same bits as the heuristic's first choice is kept. Where out_dim is above 128 and no multiple
+// of it, the columns up to the multiple of 128 and the rest, as two products, are a candidate
+// too, under the same rule. The output so never depends on the timing (run to run, or rank
+// to rank). On an H100 at the 130m shapes and 65536 rows this took in_proj from 509 to 483
+// µs (Mamba-2; 425 + 40 µs split as 3328 + 24 columns) and from 427 to 391 µs (Mamba-1),
+// out_proj from 294 to 261 µs. LATIM_GEMM_TUNE=0 keeps the heuristic's first choice
+// without timing.
 constexpr int kGemmCandidates = 16;
 constexpr int64_t kGemmTuneRows = 65536;
 
@@ -51,6 +54,12 @@ class Blas {
   bool tf32_tensor_cores() const { return tf32_; }
   // Whether first products time the heuristic's candidates (LATIM_GEMM_TUNE not "0").
   bool tunes() const { return tune_; }
+  // LATIM_GEMM_TUNE=split (tests): a product whose columns can split takes the split
+  // whenever it has the first choice's bits, faster or not.
+  bool forces_split() const { return force_split_; }
+  // How many plans split their columns in two products.
+  int split_plans() const { return split_plans_; }
+  void count_split() { ++split_plans_; }
 
   // Workspaces of the split products: the weight's split copy [out_dim, 3 in_dim] and one
   // block of split input rows [split_rows(rows, in_dim), 3 in_dim].
@@ -64,7 +73,8 @@ class Blas {
 
  private:
   cublasLtHandle_t lt_ = nullptr;
-  bool tf32_ = false, tune_ = true;
+  bool tf32_ = false, tune_ = true, force_split_ = false;
+  int split_plans_ = 0;
   std::unique_ptr<Plans> plans_;
 };
 

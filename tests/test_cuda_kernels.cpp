@@ -999,25 +999,31 @@ TEST_F(CudaKernels, LinearWithBf16OutputIsOneRoundingOfThePlainProduct) {
 }
 
 // The products' algorithm choice (linear.hpp, Blas): a tuned Blas, which times cublasLt's
-// candidates at each new shape, gives the bits of one that keeps the heuristic's first
-// choice (LATIM_GEMM_TUNE=0). Shapes with more rows than the tuning runs on, an accumulating
-// product (whose candidates must not touch its output), the bf16 and fp32 outputs, and
-// operands aligned to 2 and 4 bytes only. Sampled rows are also checked against fp64.
+// candidates at each new shape, and one that splits the columns wherever it can
+// (LATIM_GEMM_TUNE=split), give the bits of one that keeps the heuristic's first choice
+// (LATIM_GEMM_TUNE=0). Shapes with more rows than the tuning runs on, accumulating products
+// (whose candidates must not touch the output), the bf16 and fp32 outputs, widths that are
+// multiples of 128 and widths that are not, and operands aligned to 2 and 4 bytes only.
+// Sampled rows are also checked against fp64.
 TEST_F(CudaKernels, TunedProductsKeepTheBitsOfTheHeuristicsFirstChoice) {
   setenv("LATIM_GEMM_TUNE", "0", 1);
   cuda::Blas plain;
+  setenv("LATIM_GEMM_TUNE", "split", 1);
+  cuda::Blas split;
   unsetenv("LATIM_GEMM_TUNE");
   cuda::Blas tuned;
   ASSERT_FALSE(plain.tunes());
-  ASSERT_TRUE(tuned.tunes());
+  ASSERT_TRUE(tuned.tunes() && split.tunes() && split.forces_split());
   struct Case {
     int64_t rows, in_dim, out_dim, in_off, out_off;
     bool bf16_out, accumulate;
   };
   const int64_t big = cuda::kGemmTuneRows + 4464;
+  int splittable = 0;
   for (const Case& k : {Case{big, 768, 3352, 0, 0, true, false}, Case{big, 1536, 768, 0, 0, false, true},
-                        Case{333, 768, 3352, 1, 1, true, false}, Case{333, 1536, 768, 1, 1, false, true},
-                        Case{1000, 48, 1536, 0, 0, true, false}}) {
+                        Case{333, 768, 3352, 1, 1, true, false}, Case{333, 1536, 770, 1, 1, false, true},
+                        Case{1000, 48, 1536, 0, 0, true, false}, Case{1000, 1536, 898, 0, 0, false, true}}) {
+    splittable += k.out_dim % 128 != 0;
     const std::string at = std::to_string(k.rows) + "x" + std::to_string(k.in_dim) + "x" + std::to_string(k.out_dim) +
                            (k.in_off ? " (unaligned)" : "") + (k.accumulate ? " (accumulating)" : "");
     const int64_t lda = k.in_dim + k.in_off, ldo = k.out_dim + k.out_off;
@@ -1042,6 +1048,11 @@ TEST_F(CudaKernels, TunedProductsKeepTheBitsOfTheHeuristicsFirstChoice) {
     const std::vector<float> a = run(plain), b = run(tuned), b2 = run(tuned);  // b2: the plan made by b
     ASSERT_TRUE(same_bits(a, b)) << at;
     ASSERT_TRUE(same_bits(b, b2)) << at;
+    const int splits = split.split_plans();
+    ASSERT_TRUE(same_bits(a, run(split))) << at << " (split columns)";
+    ASSERT_TRUE(same_bits(a, run(split))) << at << " (split columns, the plan made)";
+    // A split only where the width is no multiple of 128 (and the parts have the whole's bits)
+    if (k.out_dim % 128 == 0) EXPECT_EQ(split.split_plans(), splits) << at;
     std::vector<float> got;
     std::vector<double> want;
     for (int64_t r = 0; r < k.rows; r += r < 16 || r >= k.rows - 16 ? 1 : 997)
@@ -1055,6 +1066,10 @@ TEST_F(CudaKernels, TunedProductsKeepTheBitsOfTheHeuristicsFirstChoice) {
     // fp32 sums (~1e-6), one bf16 rounding of the output (~2e-3 relative); a wrong product is O(1)
     EXPECT_LE(norm_error(got, want), k.bf16_out ? 4e-3 : 5e-5) << at;
   }
+  // The split path ran: on an H100 the bf16-output cases split (the fp32 accumulating ones,
+  // 770 and 898 wide, need not: their parts may sum in another order, and are then refused).
+  EXPECT_GE(split.split_plans(), 1) << "no split reproduced the whole product's bits on this GPU";
+  EXPECT_EQ(splittable, 4);
 }
 
 // The kernels that read in_proj's bf16 output (conv, Mamba-2 Δ, the Mamba-1 gate, the gated
