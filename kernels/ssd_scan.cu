@@ -3,8 +3,8 @@
 //
 // Chunked SSD form (P <= 64, N <= 128, the Mamba-2 shapes; smaller P, N are zero-padded).
 // Chunks of kQ = 64 positions, K (2..16, see plan()) consecutive chunks per group, the sequence
-// cut into slices of kSliceChunks chunks so that the work buffer stays bounded for any T.
-// Per slice, three launches:
+// cut into slices of kSliceChunks chunks (the wgmma passes: kWgSliceChunks) so that the work
+// buffer stays bounded for any T. Per slice, three launches:
 //  1. ssd_state_kernel, one block per (head, group): walks the group's chunks keeping the
 //     head's [P, N] state in registers; per chunk state = exp(L_last) state + X_w^T B (an fp32
 //     register-tiled product over the chunk's positions, X_w[j] = exp(L_last - L_j) Δ_j x_j),
@@ -49,6 +49,9 @@ constexpr int kThreads = 256;                     // both tiled kernels
 constexpr int kCS = kQ + 4;                       // row stride of the transposed C and B tiles
 constexpr int64_t kTile = int64_t{kNP} * kPP;     // floats of one padded state, layout [n][p]
 constexpr int64_t kSliceChunks = 512;             // chunks per slice (32768 positions)
+// Chunks per slice of the wgmma passes (262144 positions), whose chunk states take a slot per
+// group, not per chunk: 256 groups of 16 chunks, within the work buffer of the other paths.
+constexpr int64_t kWgSliceChunks = 4096;
 constexpr int kMaxHeadBatch = 8;                  // heads per output block
 constexpr int kStateSmem = (kQ * kPP + kQ * kNP + kQ) * 4;
 constexpr int kOutputSmem = (2 * kNP * kCS + kQ * kPP + kQ * kQ + kQ) * 4;
@@ -191,8 +194,10 @@ __global__ void __launch_bounds__(kThreads, 2)
 
 // One thread per 4 consecutive p of one (head, n) of the padded state: the entering state of
 // each group, then the carry (the state after the slice) and, on the last slice, h_final.
+// A group's local state is in E's slot of its last chunk, or (e_by_group, the wgmma passes)
+// in the slot of the group.
 __global__ void ssd_group_chain_kernel(int64_t per4, int H, int P, int N, int64_t nch, int64_t K, int64_t ng,
-                                       const float4* __restrict__ E, const float* __restrict__ dgroup,
+                                       const float4* __restrict__ E, bool e_by_group, const float* __restrict__ dgroup,
                                        float4* __restrict__ Hg, float4* __restrict__ carry, bool from_carry,
                                        float* __restrict__ h_final) {
   const int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
@@ -203,8 +208,8 @@ __global__ void ssd_group_chain_kernel(int64_t per4, int H, int P, int N, int64_
 #pragma unroll 4
   for (int64_t gi = 0; gi < ng; ++gi) {
     Hg[gi * per4 + k] = cur;
-    const int64_t last = min(nch, (gi + 1) * K) - 1;
-    const float4 e = E[last * per4 + k];
+    const int64_t slot = e_by_group ? gi : min(nch, (gi + 1) * K) - 1;  // the group's, or its last chunk's
+    const float4 e = E[slot * per4 + k];
     const float d = dgroup[gi * H + h];
     cur = make_float4(fmaf(d, cur.x, e.x), fmaf(d, cur.y, e.y), fmaf(d, cur.z, e.z), fmaf(d, cur.w, e.w));
   }
@@ -880,9 +885,12 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
 
 // The work buffer: chunk/group states, the carry, the decays, and (tensor-core path) C·Bᵀ of
 // every chunk of a slice and group, [nch][G][kQ][kQ].
+// The wgmma passes' layout in the same buffer: group states and entering states by group, the
+// carry, then the decays.
 int64_t chunked_work(int64_t T, int64_t H, int64_t G) {
-  const Plan cap = plan(std::min(T, kSliceChunks * kQ), H);
-  return (cap.nch + cap.cap + 1) * H * kTile + (cap.nch + cap.cap) * H + 3 + cap.nch * G * kQ * kQ;
+  const Plan cap = plan(std::min(T, kSliceChunks * kQ), H), wcap = plan(std::min(T, kWgSliceChunks * kQ), H, 768);
+  return std::max((cap.nch + cap.cap + 1) * H * kTile + (cap.nch + cap.cap) * H + 3 + cap.nch * G * kQ * kQ,
+                  (2 * wcap.cap + 1) * H * kTile + wcap.cap * H);
 }
 
 // C·Bᵀ of each chunk and group of a slice, once for all the group's heads (the output pass
@@ -955,13 +963,23 @@ void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, 
   if (!kF32 && !tc) fail("ssd_scan (layer ", layer, "): internal: bf16 inputs need the tensor-core path");
   if (reinterpret_cast<std::uintptr_t>(work) % 16 != 0) fail("ssd_scan (layer ", layer, "): work buffer not 16-byte aligned");
   if (G < 1 || H % G != 0) fail("ssd_scan (layer ", layer, "): ", H, " heads do not split into ", G, " groups");
-  const int64_t slice_T = kSliceChunks * kQ;
-  const Plan cap = plan(std::min(T, slice_T), H);
+  // bf16 inputs: the Hopper wgmma passes where they apply (C·Bᵀ computed inside them). Slices
+  // start at multiples of 32768 rows, so their alignment is the whole arrays'.
+  bool wg = false;
+  if constexpr (!kF32) wg = ssd_wgmma_applies(x, ldx, B, C, ldbc, P, N, y, static_cast<int>(sizeof(Y)), layer);
+  const int64_t slice_T = (wg ? kWgSliceChunks : kSliceChunks) * kQ;
+  const Plan cap = plan(std::min(T, kSliceChunks * kQ), H);
   float* E = work;
   float* Hg = E + cap.nch * H * kTile;
   float* carry = Hg + cap.cap * H * kTile;
   float* dcorr = carry + H * kTile;
   float* dgroup = dcorr + cap.nch * H;
+  if (wg) {  // by group (see chunked_work)
+    const Plan wcap = plan(std::min(T, slice_T), H, 768);
+    Hg = E + wcap.cap * H * kTile;
+    carry = Hg + wcap.cap * H * kTile;
+    dgroup = carry + H * kTile;
+  }
   // [nch][G][kQ][kQ] (tensor-core path), 16-byte aligned (work is, and kTile is a multiple of 4)
   float* CB = dgroup + cap.cap * H + (4 - (cap.nch + cap.cap) * H % 4) % 4;
   const int64_t hpg = H / G;
@@ -986,10 +1004,6 @@ void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, 
           "ssd_scan attribute", layer);
   }
   const int64_t per4 = H * kTile / 4;
-  // bf16 inputs: the Hopper wgmma passes where they apply (C·Bᵀ computed inside them). Slices
-  // start at multiples of 32768 rows, so their alignment is the whole arrays'.
-  bool wg = false;
-  if constexpr (!kF32) wg = ssd_wgmma_applies(x, ldx, B, C, ldbc, P, N, y, static_cast<int>(sizeof(Y)), layer);
   const int Hi = static_cast<int>(H), Pi = static_cast<int>(P), Ni = static_cast<int>(N), hpgi = static_cast<int>(hpg);
   for (int64_t tb = 0; tb < T; tb += slice_T) {
     const int64_t Ts = std::min(slice_T, T - tb);
@@ -1004,7 +1018,7 @@ void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, 
     // The entering state of every group, the carry to the next slice, h_final after the last.
     const auto chain = [&] {
       ssd_group_chain_kernel<<<static_cast<unsigned>((per4 + 255) / 256), 256, 0, stream>>>(
-          per4, Hi, Pi, Ni, pl.nch, pl.K, pl.ng, reinterpret_cast<const float4*>(E), dgroup,
+          per4, Hi, Pi, Ni, pl.nch, pl.K, pl.ng, reinterpret_cast<const float4*>(E), wg, dgroup,
           reinterpret_cast<float4*>(Hg), reinterpret_cast<float4*>(carry), tb > 0, last ? h_final : nullptr);
       check_launch("ssd_scan (SSD group chain)", layer, stream);
     };

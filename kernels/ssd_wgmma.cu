@@ -393,7 +393,7 @@ __global__ void __launch_bounds__(kThreads, 3)
     if (kOut && update) store_state();  // S1 of the next chunk orders it before that chunk's C Hᵀ
   }
   if constexpr (!kOut) {  // the group-local state after the group, layout [n][p], and its decay
-    float* Ec = E + ((c1 - 1) * H + h) * kTile;
+    float* Ec = E + (grp * H + h) * kTile;
 #pragma unroll
     for (int nt = 0; nt < 16; ++nt)
 #pragma unroll

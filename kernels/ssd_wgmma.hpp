@@ -17,7 +17,7 @@ bool ssd_wgmma_applies(const uint16_t* x, int64_t ldx, const uint16_t* B, const 
 
 // One slice (see ssd_scan.cu): chunks of 64 positions, groups of K chunks, ng groups.
 // States: per (head, group) the group-local state after the group's last chunk into E (slot of
-// that chunk, [nch][H][128][64], layout [n][p]) and the product of the group's chunk decays
+// the group, [ng][H][128][64], layout [n][p]) and the product of the group's chunk decays
 // into dgroup [ng][H].
 void ssd_states_wgmma(const uint16_t* x, int64_t ldx, const float* delta, const float* A, const uint16_t* B,
                       int64_t ldbc, int64_t T, int64_t H, int64_t G, int64_t nch, int64_t K, int64_t ng, float* E,
