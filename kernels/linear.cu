@@ -215,15 +215,22 @@ class Planner {
     return h;
   }
 
-  // Milliseconds of 3 runs of part `i` with `algo` (run once before).
+  // Milliseconds per run of part `i` with `algo` (run once before), over `reps_` runs: 3,
+  // or 1 where the first candidate timed took more than 0.3 ms (a long product times
+  // reliably in one run, and its tuning would otherwise cost hundreds of its runs).
   float time(int i, const Part& part, const cublasLtMatmulAlgo_t& algo) {
+    const int reps = reps_ ? reps_ : 1;
     check(cudaEventRecord(e0_, stream_), "cudaEventRecord", layer_);
-    for (int r = 0; r < 3; ++r) run(i, part, algo);
+    for (int r = 0; r < reps; ++r) run(i, part, algo);
     check(cudaEventRecord(e1_, stream_), "cudaEventRecord", layer_);
     check(cudaEventSynchronize(e1_), what_, layer_);
     float ms = 0;
     check(cudaEventElapsedTime(&ms, e0_, e1_), "cudaEventElapsedTime", layer_);
-    return ms;
+    if (!reps_) {
+      reps_ = ms > 0.3f ? 1 : 3;
+      if (reps_ > 1) return time(i, part, algo);
+    }
+    return ms / reps;
   }
 
   // Runs part `i`'s candidates (the other parts' outputs already in place) and keeps in it
@@ -258,6 +265,7 @@ class Planner {
   const char* what_;
   int layer_;
   int64_t rows_ = 0;
+  int reps_ = 0;  // runs per timing, set by the first (0: not yet)
   cublasLtMatrixLayout_t lin_ = nullptr, lout_[3] = {nullptr, nullptr, nullptr};
   uint8_t* d_ = nullptr;
   void* work_ = nullptr;
