@@ -53,7 +53,7 @@ struct Part {
 };
 
 // A product's cublasLt descriptors and chosen algorithms: one part, or two when the columns
-// up to a multiple of 128 and the rest ran faster as two products (see choose_parts).
+// up to a multiple of 128 and the rest ran faster as two products (see plan_for).
 struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t in = nullptr;
