@@ -3,8 +3,12 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
 #include <limits>
 #include <map>
+#include <sstream>
 #include <string>
 #include <tuple>
 
@@ -67,10 +71,19 @@ void destroy(Part& p) {
   p = Part{};
 }
 
+// A tuned plan as the cache file keeps it: its parts' columns and algorithms.
+struct Cached {
+  int parts = 0;
+  int64_t col0[2] = {0, 0}, cols[2] = {0, 0};
+  cublasLtMatmulAlgo_t algo[2]{};
+};
+
 }  // namespace
 
 struct Blas::Plans {
   std::map<PlanKey, Plan> map;
+  std::map<PlanKey, Cached> cached;  // this device's lines of the cache file
+  bool cache_read = false;
   static void destroy(Plan& p) {
     for (Part& q : p.part) latim::cuda::destroy(q);
     if (p.in) cublasLtMatrixLayoutDestroy(p.in);
@@ -92,6 +105,20 @@ Blas::Blas() : plans_(std::make_unique<Plans>()) {
     tune_ = std::strcmp(e, "0") != 0;
     force_split_ = std::strcmp(e, "split") == 0;
   }
+  if (const char* e = std::getenv("LATIM_GEMM_CACHE"); e && *e) {
+    if (std::strcmp(e, "off") != 0) cache_path_ = e;
+  } else if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) {
+    cache_path_ = std::string(x) + "/latim/gemm-plans.txt";
+  } else if (const char* h = std::getenv("HOME"); h && *h) {
+    cache_path_ = std::string(h) + "/.cache/latim/gemm-plans.txt";
+  }
+  cudaDeviceProp prop{};
+  check(cudaGetDeviceProperties(&prop, dev), "cudaGetDeviceProperties");
+  std::string name = prop.name;
+  for (char& c : name)
+    if (c == ' ' || c == '\t') c = '_';
+  device_tag_ = name + "/sm" + std::to_string(prop.major) + std::to_string(prop.minor) + "/cublasLt" +
+                std::to_string(cublasLtGetVersion());
 }
 Blas::~Blas() {
   plans_.reset();
@@ -273,6 +300,89 @@ class Planner {
   cudaEvent_t e0_ = nullptr, e1_ = nullptr;
 };
 
+// The cache file's lines: "latim-gemm-plan 1 <device tag> <the 12 key fields> <parts>", then
+// per part "<col0> <cols> <the algorithm's 8 words in hex>".
+void read_cache(Blas& blas) {
+  auto& P = blas.plans();
+  if (P.cache_read) return;
+  P.cache_read = true;
+  if (blas.cache_path().empty()) return;
+  std::ifstream f(blas.cache_path());
+  std::string line;
+  while (std::getline(f, line)) {
+    std::istringstream in(line);
+    std::string magic, tag;
+    int version = 0;
+    PlanKey k{};
+    Cached c;
+    int acc = 0;
+    if (!(in >> magic >> version >> tag) || magic != "latim-gemm-plan" || version != 1 || tag != blas.device_tag())
+      continue;
+    if (!(in >> k.type >> k.out_type >> k.compute >> k.rows >> k.in_dim >> k.out_dim >> k.lda >> k.ldo >> acc >>
+          k.align_w >> k.align_in >> k.align_out >> c.parts) ||
+        c.parts < 1 || c.parts > 2)
+      continue;
+    k.accumulate = acc != 0;
+    bool ok = true;
+    for (int i = 0; i < c.parts && ok; ++i) {
+      ok = static_cast<bool>(in >> c.col0[i] >> c.cols[i]);
+      for (int w = 0; w < 8 && ok; ++w) ok = static_cast<bool>(in >> std::hex >> c.algo[i].data[w] >> std::dec);
+    }
+    if (ok) P.cached[k] = c;  // a later line for the same shape wins
+  }
+}
+
+void write_cache(Blas& blas, const PlanKey& k, const Plan& p) {
+  if (blas.cache_path().empty()) return;
+  std::ostringstream o;
+  o << "latim-gemm-plan 1 " << blas.device_tag() << ' ' << k.type << ' ' << k.out_type << ' ' << k.compute << ' '
+    << k.rows << ' ' << k.in_dim << ' ' << k.out_dim << ' ' << k.lda << ' ' << k.ldo << ' ' << (k.accumulate ? 1 : 0)
+    << ' ' << k.align_w << ' ' << k.align_in << ' ' << k.align_out << ' ' << p.parts;
+  for (int i = 0; i < p.parts; ++i) {
+    o << ' ' << p.part[i].col0 << ' ' << p.part[i].cols;
+    for (int w = 0; w < 8; ++w) o << ' ' << std::hex << p.part[i].algo.data[w] << std::dec;
+  }
+  o << '\n';
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(blas.cache_path()).parent_path(), ec);
+  std::ofstream f(blas.cache_path(), std::ios::app);
+  f << o.str();  // one line in one write: ranks appending at once do not interleave lines
+}
+
+// Takes a plan read back from the cache file where its parts cover the columns and cublasLt
+// accepts its algorithms for this shape.
+bool adopt(Blas& blas, Planner& planner, Plan& p, const Cached& c) {
+  const int64_t out_dim = p.part[0].cols;
+  if (c.col0[0] != 0 || (c.parts == 1 && c.cols[0] != out_dim) ||
+      (c.parts == 2 && (c.col0[1] != c.cols[0] || c.cols[0] + c.cols[1] != out_dim || c.cols[1] <= 0)))
+    return false;
+  const auto fits = [&](Part& q, const cublasLtMatmulAlgo_t& a) {
+    cublasLtMatmulHeuristicResult_t res{};
+    if (cublasLtMatmulAlgoCheck(blas.lt(), p.op, q.w, p.in, q.out, q.out, &a, &res) != CUBLAS_STATUS_SUCCESS ||
+        res.workspaceSize > kLtWorkspace)
+      return false;
+    q.algo = a, q.workspace = res.workspaceSize;
+    return true;
+  };
+  if (c.parts == 1) return fits(p.part[0], c.algo[0]);
+  Part q[2];
+  cublasLtMatmulHeuristicResult_t cand[kGemmCandidates];
+  bool ok = true;
+  for (int i = 0; i < 2 && ok; ++i)
+    ok = planner.heuristics(q[i], c.col0[i], c.cols[i], cand) > 0 && fits(q[i], c.algo[i]);
+  if (!ok) {
+    destroy(q[0]);
+    destroy(q[1]);
+    return false;
+  }
+  destroy(p.part[0]);
+  p.part[0] = q[0], p.part[1] = q[1], p.parts = 2;
+  return true;
+}
+
+void try_split(Blas& blas, Planner& planner, Plan& p, const PlanKey& key, float whole, int64_t main_cols,
+               unsigned long long* ref, bool* have_ref);
+
 // The plan for `key`, made at its first use. Untuned: the heuristic's first choice for the
 // whole product. Tuned: the fastest of its candidates with the first choice's bits; and where
 // out_dim is above 128 but no multiple of it, also the columns up to the multiple of 128 and
@@ -309,12 +419,29 @@ const Plan& plan_for(Blas& blas, const PlanKey& key, const void* W, const void* 
   p.part[0].workspace = cand[0].workspaceSize;
   if (!blas.tunes()) return p;
 
+  if (!blas.forces_split()) read_cache(blas);
+  if (auto it = blas.plans().cached.find(key); it != blas.plans().cached.end() && adopt(blas, planner, p, it->second)) {
+    blas.count_cached();
+    return p;
+  }
+
   planner.start_timing();
   unsigned long long ref = 0;
   bool have_ref = false;
   const float whole = planner.choose(0, p.part[0], cand, found, &ref, &have_ref);
   const int64_t main_cols = key.out_dim / 128 * 128;
-  if (whole < 0 || main_cols == 0 || main_cols == key.out_dim) return p;
+  if (whole >= 0 && main_cols > 0 && main_cols < key.out_dim) try_split(blas, planner, p, key, whole, main_cols, &ref,
+                                                                         &have_ref);
+  blas.count_timed();
+  if (whole >= 0 && !blas.forces_split()) write_cache(blas, key, p);
+  return p;
+}
+
+// The columns up to main_cols and the rest as two products, each part's fastest candidate
+// with the whole's bits (`ref`), kept in `p` if together faster than `whole` (ms).
+void try_split(Blas& blas, Planner& planner, Plan& p, const PlanKey& key, float whole, int64_t main_cols,
+               unsigned long long* ref, bool* have_ref) {
+  cublasLtMatmulHeuristicResult_t cand[kGemmCandidates];
   Part split[2];
   cublasLtMatmulHeuristicResult_t rest[kGemmCandidates];
   const int found_main = planner.heuristics(split[0], 0, main_cols, cand);
@@ -323,8 +450,8 @@ const Plan& plan_for(Blas& blas, const PlanKey& key, const void* W, const void* 
   float t_main = -1, t_rest = -1;
   if (found_main > 0 && found_rest > 0 && planner.run(2, split[1], rest[0].algo)) {
     split[1].algo = rest[0].algo, split[1].workspace = rest[0].workspaceSize;
-    t_main = planner.choose(1, split[0], cand, found_main, &ref, &have_ref);
-    if (t_main >= 0) t_rest = planner.choose(2, split[1], rest, found_rest, &ref, &have_ref);
+    t_main = planner.choose(1, split[0], cand, found_main, ref, have_ref);
+    if (t_main >= 0) t_rest = planner.choose(2, split[1], rest, found_rest, ref, have_ref);
   }
   if (t_main >= 0 && t_rest >= 0 && (t_main + t_rest < whole || blas.forces_split())) {
     destroy(p.part[0]);
@@ -334,7 +461,6 @@ const Plan& plan_for(Blas& blas, const PlanKey& key, const void* W, const void* 
     destroy(split[0]);
     destroy(split[1]);
   }
-  return p;
 }
 
 // out^T [out_dim, rows] = W [out_dim, in_dim] · in^T, column-major view of the row-major

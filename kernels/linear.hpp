@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "device_buffer.hpp"
 
@@ -38,8 +39,10 @@ enum class MathMode { FP32, FP32X3, TF32, BF16 };
 // too, under the same rule. The output so never depends on the timing (run to run, or rank
 // to rank). On an H100 at the 130m shapes and 65536 rows this took in_proj from 509 to 483
 // µs (Mamba-2; 425 + 40 µs split as 3328 + 24 columns) and from 427 to 391 µs (Mamba-1),
-// out_proj from 294 to 261 µs. LATIM_GEMM_TUNE=0 keeps the heuristic's first choice
-// without timing.
+// out_proj from 294 to 261 µs; at 1M rows the first choice was as fast. Timing a model's
+// products costs its first forward about 0.1 s, so the choices are kept in a cache file for
+// the next runs (cache_path). LATIM_GEMM_TUNE=0 keeps the heuristic's first choice without
+// timing.
 constexpr int kGemmCandidates = 16;
 constexpr int64_t kGemmTuneRows = 65536;
 
@@ -60,6 +63,20 @@ class Blas {
   // How many plans split their columns in two products.
   int split_plans() const { return split_plans_; }
   void count_split() { ++split_plans_; }
+  // The file that keeps tuned plans between runs, so that only a machine's first run of a
+  // shape times its candidates: LATIM_GEMM_CACHE, else $XDG_CACHE_HOME/latim/gemm-plans.txt
+  // or ~/.cache/latim/gemm-plans.txt; empty with LATIM_GEMM_CACHE=off. Each line is tagged
+  // with the GPU's name, its compute capability and the cuBLAS version, and a plan read back
+  // must pass cublasLt's check for its shape (cublasLt documents its algorithm descriptions
+  // as reusable with the same library version). A file that cannot be read or written only
+  // means tuning again.
+  const std::string& cache_path() const { return cache_path_; }
+  const std::string& device_tag() const { return device_tag_; }
+  // Plans timed in this process, and plans read back from the cache file.
+  int timed_plans() const { return timed_plans_; }
+  int cached_plans() const { return cached_plans_; }
+  void count_timed() { ++timed_plans_; }
+  void count_cached() { ++cached_plans_; }
 
   // Workspaces of the split products: the weight's split copy [out_dim, 3 in_dim] and one
   // block of split input rows [split_rows(rows, in_dim), 3 in_dim].
@@ -74,7 +91,8 @@ class Blas {
  private:
   cublasLtHandle_t lt_ = nullptr;
   bool tf32_ = false, tune_ = true, force_split_ = false;
-  int split_plans_ = 0;
+  int split_plans_ = 0, timed_plans_ = 0, cached_plans_ = 0;
+  std::string cache_path_, device_tag_;
   std::unique_ptr<Plans> plans_;
 };
 

@@ -28,6 +28,7 @@
 #include "tile_reduce.hpp"
 #include "latim/latim.hpp"
 #include "test_cuda_util.hpp"
+#include "test_util.hpp"
 
 namespace latim {
 namespace {
@@ -1006,6 +1007,10 @@ TEST_F(CudaKernels, LinearWithBf16OutputIsOneRoundingOfThePlainProduct) {
 // multiples of 128 and widths that are not, and operands aligned to 2 and 4 bytes only.
 // Sampled rows are also checked against fp64.
 TEST_F(CudaKernels, TunedProductsKeepTheBitsOfTheHeuristicsFirstChoice) {
+  setenv("LATIM_GEMM_CACHE", "off", 1);  // every plan timed here (the cache has its own test)
+  struct Unset {
+    ~Unset() { unsetenv("LATIM_GEMM_CACHE"); }
+  } unset;
   setenv("LATIM_GEMM_TUNE", "0", 1);
   cuda::Blas plain;
   setenv("LATIM_GEMM_TUNE", "split", 1);
@@ -1070,6 +1075,66 @@ TEST_F(CudaKernels, TunedProductsKeepTheBitsOfTheHeuristicsFirstChoice) {
   // 770 and 898 wide, need not: their parts may sum in another order, and are then refused).
   EXPECT_GE(split.split_plans(), 1) << "no split reproduced the whole product's bits on this GPU";
   EXPECT_EQ(splittable, 4);
+}
+
+// Tuned plans kept in the cache file (LATIM_GEMM_CACHE) are read back by the next Blas: no
+// timing, the same bits. Lines that are not plans, or of another device, are ignored; a
+// directory that does not exist yet is made.
+TEST_F(CudaKernels, TunedPlansAreReadBackFromTheCacheFile) {
+  test::TempDir dir;
+  const std::string path = dir / "cache/plans.txt";
+  setenv("LATIM_GEMM_CACHE", path.c_str(), 1);
+  struct Unset {
+    ~Unset() { unsetenv("LATIM_GEMM_CACHE"); }
+  } unset;
+  const int64_t rows = 3000;
+  const std::vector<uint16_t> in16 = to_bf16_host(random_vector(rng, rows * 1536, -2, 2)),
+                              Wa = to_bf16_host(random_vector(rng, 3352 * 768, -0.1f, 0.1f)),
+                              Wb = to_bf16_host(random_vector(rng, 770 * 1536, -0.1f, 0.1f));
+  const std::vector<float> init = random_vector(rng, rows * 770, -1, 1);
+  auto din = to_device(in16), dWa = to_device(Wa), dWb = to_device(Wb);
+  const auto run = [&](cuda::Blas& blas) {
+    auto a = to_device(std::vector<uint16_t>(rows * 3352, 0));
+    cuda::linear_bf16(blas, din.get(), rows, 768, 768, dWa.get(), 3352, a.get(), 3352, nullptr, "cache test", 0);
+    auto b = to_device(init);
+    cuda::linear_bf16(blas, din.get(), rows, 1536, 1536, dWb.get(), 770, nullptr, b.get(), 770, nullptr, "cache test",
+                      0, true);
+    return std::make_pair(to_host(a, rows * 3352), to_host(b, rows * 770));
+  };
+  const auto plan_lines = [&](const std::string& tag) {
+    std::ifstream f(path);
+    int n = 0;
+    for (std::string line; std::getline(f, line);) n += line.rfind("latim-gemm-plan 1 " + tag + " ", 0) == 0;
+    return n;
+  };
+  std::filesystem::create_directories(dir / "cache");
+  {
+    std::ofstream f(path);
+    f << "not a plan\nlatim-gemm-plan 1 Another_GPU/sm00/cublasLt1 1 2 3\n";
+  }
+  cuda::Blas first;
+  const auto want = run(first);
+  EXPECT_EQ(first.timed_plans(), 2);
+  EXPECT_EQ(first.cached_plans(), 0);
+  EXPECT_EQ(plan_lines(first.device_tag()), 2) << path;
+  cuda::Blas second;
+  const auto got = run(second);
+  EXPECT_EQ(second.timed_plans(), 0);
+  EXPECT_EQ(second.cached_plans(), 2);
+  EXPECT_TRUE(same_bits(want.first, got.first));
+  EXPECT_TRUE(same_bits(want.second, got.second));
+  setenv("LATIM_GEMM_TUNE", "0", 1);
+  cuda::Blas plain;
+  unsetenv("LATIM_GEMM_TUNE");
+  const auto first_choice = run(plain);
+  EXPECT_TRUE(same_bits(want.first, first_choice.first));
+  EXPECT_TRUE(same_bits(want.second, first_choice.second));
+  // A cache directory that cannot be made: the plans are timed, and the products still run.
+  setenv("LATIM_GEMM_CACHE", (dir / "cache/plans.txt/below-a-file/plans.txt").c_str(), 1);
+  cuda::Blas unwritable;
+  const auto again = run(unwritable);
+  EXPECT_EQ(unwritable.timed_plans(), 2);
+  EXPECT_TRUE(same_bits(want.first, again.first));
 }
 
 // The kernels that read in_proj's bf16 output (conv, Mamba-2 Δ, the Mamba-1 gate, the gated
