@@ -63,12 +63,12 @@ __global__ void causal_conv_kernel(const In* __restrict__ in, int64_t T, int64_t
 
 // The bf16-to-bf16 conv with 2 channels per thread (4-byte accesses of bf16 pairs): the
 // same sums in the same order as causal_conv_kernel, so the same bits, with half its
-// address arithmetic and memory instructions. Runs of kRun2 positions: the K - 1 inputs
+// address arithmetic and memory instructions. Runs of kPairRun positions: the K - 1 inputs
 // before a run are read again by its thread, so longer runs read less twice. (H100, bf16
 // forward at 64K, Mamba-2 130m: runs of 16 1,493,345-1,496,131 -> 1,501,136-1,502,104
 // tok/s against runs of 8; 32 and 4, and 8 channels per thread in 16-byte accesses, were
 // slower.)
-constexpr int kRun2 = 16;
+constexpr int kPairRun = 16;
 template <int KM>
 __global__ void causal_conv_bf16x2_kernel(const uint16_t* __restrict__ in, int64_t T, int64_t channels,
                                           int64_t lda, const float* __restrict__ w, int K,
@@ -82,9 +82,9 @@ __global__ void causal_conv_bf16x2_kernel(const uint16_t* __restrict__ in, int64
 #pragma unroll
     for (int s = 0; s < KM; ++s) tap[j][s] = s < K ? w[(c + j) * K + (K - 1 - s)] : 0.0f;
   const float bias[2] = {b ? b[c] : 0.0f, b ? b[c + 1] : 0.0f};
-  const int64_t runs = (T + kRun2 - 1) / kRun2;
+  const int64_t runs = (T + kPairRun - 1) / kPairRun;
   for (int64_t r = blockIdx.y; r < runs; r += gridDim.y) {
-    const int64_t t0 = r * kRun2;
+    const int64_t t0 = r * kPairRun;
     float2 win[KM];
 #pragma unroll
     for (int s = 1; s < KM; ++s)
@@ -92,12 +92,12 @@ __global__ void causal_conv_bf16x2_kernel(const uint16_t* __restrict__ in, int64
                : t0 - s >= 0 ? widen_bf16x2(*reinterpret_cast<const uint32_t*>(in + (t0 - s) * lda + c))
                : halo        ? *reinterpret_cast<const float2*>(halo + (K - 1 + t0 - s) * channels + c)
                              : make_float2(0.0f, 0.0f);
-    const int n = static_cast<int>(T - t0 < kRun2 ? T - t0 : kRun2);
-    uint32_t x[kRun2];
+    const int n = static_cast<int>(T - t0 < kPairRun ? T - t0 : kPairRun);
+    uint32_t x[kPairRun];
 #pragma unroll
-    for (int q = 0; q < kRun2; ++q) x[q] = q < n ? *reinterpret_cast<const uint32_t*>(in + (t0 + q) * lda + c) : 0u;
+    for (int q = 0; q < kPairRun; ++q) x[q] = q < n ? *reinterpret_cast<const uint32_t*>(in + (t0 + q) * lda + c) : 0u;
 #pragma unroll
-    for (int q = 0; q < kRun2; ++q) {
+    for (int q = 0; q < kPairRun; ++q) {
       if (q >= n) break;
       win[0] = widen_bf16x2(x[q]);
       float acc0 = bias[0], acc1 = bias[1];
@@ -158,7 +158,7 @@ void causal_conv_with_halo(const uint16_t* in, int64_t T, int64_t channels, int6
     launch_conv(in, T, channels, lda, w, K, b, silu, halo, out, stream, layer);
     return;
   }
-  const int64_t runs = (T + kRun2 - 1) / kRun2, threads = channels / 2;
+  const int64_t runs = (T + kPairRun - 1) / kPairRun, threads = channels / 2;
   const dim3 grid(static_cast<unsigned>((threads + kThreads - 1) / kThreads),
                   static_cast<unsigned>(runs < 65535 ? runs : 65535));
   if (K <= 4)

@@ -8,6 +8,7 @@
 #include <iomanip>
 #include <limits>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <tuple>
@@ -84,6 +85,7 @@ struct Blas::Plans {
   std::map<PlanKey, Plan> map;
   std::map<PlanKey, Cached> cached;  // this device's lines of the cache file
   bool cache_read = false;
+  int split = 0, timed = 0, from_cache = 0;  // plans split, timed, read back
   static void destroy(Plan& p) {
     for (Part& q : p.part) latim::cuda::destroy(q);
     if (p.in) cublasLtMatrixLayoutDestroy(p.in);
@@ -97,10 +99,11 @@ struct Blas::Plans {
 
 Blas::Blas() : plans_(std::make_unique<Plans>()) {
   check_blas(cublasLtCreate(&lt_), "cublasLtCreate", -1);
-  int dev = 0, major = 0;
+  int dev = 0;
   check(cudaGetDevice(&dev), "cudaGetDevice");
-  check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "cudaDeviceGetAttribute");
-  tf32_ = major >= 8;
+  cudaDeviceProp prop{};
+  check(cudaGetDeviceProperties(&prop, dev), "cudaGetDeviceProperties");
+  tf32_ = prop.major >= 8;
   if (const char* e = std::getenv("LATIM_GEMM_TUNE")) {
     tune_ = std::strcmp(e, "0") != 0;
     force_split_ = std::strcmp(e, "split") == 0;
@@ -112,8 +115,6 @@ Blas::Blas() : plans_(std::make_unique<Plans>()) {
   } else if (const char* h = std::getenv("HOME"); h && *h) {
     cache_path_ = std::string(h) + "/.cache/latim/gemm-plans.txt";
   }
-  cudaDeviceProp prop{};
-  check(cudaGetDeviceProperties(&prop, dev), "cudaGetDeviceProperties");
   std::string name = prop.name;
   for (char& c : name)
     if (c == ' ' || c == '\t') c = '_';
@@ -124,6 +125,9 @@ Blas::~Blas() {
   plans_.reset();
   if (lt_) cublasLtDestroy(lt_);
 }
+int Blas::split_plans() const { return plans_->split; }
+int Blas::timed_plans() const { return plans_->timed; }
+int Blas::cached_plans() const { return plans_->from_cache; }
 
 namespace {
 // cublasLt's workspace: what cuBLAS itself reserves on Hopper.
@@ -261,21 +265,48 @@ class Planner {
   }
 
   // Runs part `i`'s candidates (the other parts' outputs already in place) and keeps in it
-  // the fastest whose whole output has the digest `ref` (when `ref` is null, candidate 0's
-  // digest becomes it). The time of the kept one, or a negative number if none was.
-  float choose(int i, Part& part, const cublasLtMatmulHeuristicResult_t* cand, int found, unsigned long long* ref,
-               bool* have_ref) {
+  // the fastest whose whole output has the reference digest (the first candidate run's, the
+  // heuristic's first choice for the whole product). The time of the kept one, or a negative
+  // number if none was.
+  float choose(int i, Part& part, const cublasLtMatmulHeuristicResult_t* cand, int found) {
     float best = -1;
     for (int c = 0; c < found; ++c) {
       if (!run(i, part, cand[c].algo)) continue;
       const unsigned long long h = digest();
-      if (!*have_ref) *ref = h, *have_ref = true;
-      else if (h != *ref) continue;  // another order of sums: never chosen
+      if (!ref_) ref_ = h;
+      else if (h != *ref_) continue;  // another order of sums: never chosen
       const float ms = time(i, part, cand[c].algo);
       if (best < 0 || ms < best) best = ms, part.algo = cand[c].algo, part.workspace = cand[c].workspaceSize;
     }
     if (best >= 0) run(i, part, part.algo);  // leave the kept algorithm's output in place
     return best;
+  }
+
+  // Where out_dim is above 128 and no multiple of it: the columns up to the multiple and the
+  // rest as two products, each part's fastest candidate with the reference digest, kept in
+  // the plan if together faster than `whole` (ms, the whole product's best).
+  void try_split(float whole) {
+    const int64_t main_cols = k_.out_dim / 128 * 128;
+    if (main_cols == 0 || main_cols == k_.out_dim) return;
+    cublasLtMatmulHeuristicResult_t cand[kGemmCandidates], rest[kGemmCandidates];
+    Part split[2];
+    const int found_main = heuristics(split[0], 0, main_cols, cand);
+    const int found_rest = heuristics(split[1], main_cols, k_.out_dim - main_cols, rest);
+    // The rest's first candidate in place, then each part's fastest.
+    float t_main = -1, t_rest = -1;
+    if (found_main > 0 && found_rest > 0 && run(2, split[1], rest[0].algo)) {
+      split[1].algo = rest[0].algo, split[1].workspace = rest[0].workspaceSize;
+      t_main = choose(1, split[0], cand, found_main);
+      if (t_main >= 0) t_rest = choose(2, split[1], rest, found_rest);
+    }
+    if (t_main >= 0 && t_rest >= 0 && (t_main + t_rest < whole || blas_.forces_split())) {
+      destroy(p_.part[0]);
+      p_.part[0] = split[0], p_.part[1] = split[1], p_.parts = 2;
+      ++blas_.plans().split;
+    } else {
+      destroy(split[0]);
+      destroy(split[1]);
+    }
   }
 
  private:
@@ -293,6 +324,7 @@ class Planner {
   int layer_;
   int64_t rows_ = 0;
   int reps_ = 0;  // runs per timing, set by the first (0: not yet)
+  std::optional<unsigned long long> ref_;  // the reference digest
   cublasLtMatrixLayout_t lin_ = nullptr, lout_[3] = {nullptr, nullptr, nullptr};
   uint8_t* d_ = nullptr;
   void* work_ = nullptr;
@@ -380,9 +412,6 @@ bool adopt(Blas& blas, Planner& planner, Plan& p, const Cached& c) {
   return true;
 }
 
-void try_split(Blas& blas, Planner& planner, Plan& p, const PlanKey& key, float whole, int64_t main_cols,
-               unsigned long long* ref, bool* have_ref);
-
 // The plan for `key`, made at its first use. Untuned: the heuristic's first choice for the
 // whole product. Tuned: the fastest of its candidates with the first choice's bits; and where
 // out_dim is above 128 but no multiple of it, also the columns up to the multiple of 128 and
@@ -421,46 +450,16 @@ const Plan& plan_for(Blas& blas, const PlanKey& key, const void* W, const void* 
 
   if (!blas.forces_split()) read_cache(blas);
   if (auto it = blas.plans().cached.find(key); it != blas.plans().cached.end() && adopt(blas, planner, p, it->second)) {
-    blas.count_cached();
+    ++blas.plans().from_cache;
     return p;
   }
 
   planner.start_timing();
-  unsigned long long ref = 0;
-  bool have_ref = false;
-  const float whole = planner.choose(0, p.part[0], cand, found, &ref, &have_ref);
-  const int64_t main_cols = key.out_dim / 128 * 128;
-  if (whole >= 0 && main_cols > 0 && main_cols < key.out_dim) try_split(blas, planner, p, key, whole, main_cols, &ref,
-                                                                         &have_ref);
-  blas.count_timed();
+  const float whole = planner.choose(0, p.part[0], cand, found);
+  if (whole >= 0) planner.try_split(whole);
+  ++blas.plans().timed;
   if (whole >= 0 && !blas.forces_split()) write_cache(blas, key, p);
   return p;
-}
-
-// The columns up to main_cols and the rest as two products, each part's fastest candidate
-// with the whole's bits (`ref`), kept in `p` if together faster than `whole` (ms).
-void try_split(Blas& blas, Planner& planner, Plan& p, const PlanKey& key, float whole, int64_t main_cols,
-               unsigned long long* ref, bool* have_ref) {
-  cublasLtMatmulHeuristicResult_t cand[kGemmCandidates];
-  Part split[2];
-  cublasLtMatmulHeuristicResult_t rest[kGemmCandidates];
-  const int found_main = planner.heuristics(split[0], 0, main_cols, cand);
-  const int found_rest = planner.heuristics(split[1], main_cols, key.out_dim - main_cols, rest);
-  // The rest's first candidate in place, then each part's fastest with the whole's bits.
-  float t_main = -1, t_rest = -1;
-  if (found_main > 0 && found_rest > 0 && planner.run(2, split[1], rest[0].algo)) {
-    split[1].algo = rest[0].algo, split[1].workspace = rest[0].workspaceSize;
-    t_main = planner.choose(1, split[0], cand, found_main, ref, have_ref);
-    if (t_main >= 0) t_rest = planner.choose(2, split[1], rest, found_rest, ref, have_ref);
-  }
-  if (t_main >= 0 && t_rest >= 0 && (t_main + t_rest < whole || blas.forces_split())) {
-    destroy(p.part[0]);
-    p.part[0] = split[0], p.part[1] = split[1], p.parts = 2;
-    blas.count_split();
-  } else {
-    destroy(split[0]);
-    destroy(split[1]);
-  }
 }
 
 // out^T [out_dim, rows] = W [out_dim, in_dim] · in^T, column-major view of the row-major

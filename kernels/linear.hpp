@@ -61,8 +61,7 @@ class Blas {
   // whenever it has the first choice's bits, faster or not.
   bool forces_split() const { return force_split_; }
   // How many plans split their columns in two products.
-  int split_plans() const { return split_plans_; }
-  void count_split() { ++split_plans_; }
+  int split_plans() const;
   // The file that keeps tuned plans between runs, so that only a machine's first run of a
   // shape times its candidates: LATIM_GEMM_CACHE, else $XDG_CACHE_HOME/latim/gemm-plans.txt
   // or ~/.cache/latim/gemm-plans.txt; empty with LATIM_GEMM_CACHE=off. Each line is tagged
@@ -73,10 +72,8 @@ class Blas {
   const std::string& cache_path() const { return cache_path_; }
   const std::string& device_tag() const { return device_tag_; }
   // Plans timed in this process, and plans read back from the cache file.
-  int timed_plans() const { return timed_plans_; }
-  int cached_plans() const { return cached_plans_; }
-  void count_timed() { ++timed_plans_; }
-  void count_cached() { ++cached_plans_; }
+  int timed_plans() const;
+  int cached_plans() const;
 
   // Workspaces of the split products: the weight's split copy [out_dim, 3 in_dim] and one
   // block of split input rows [split_rows(rows, in_dim), 3 in_dim].
@@ -91,7 +88,6 @@ class Blas {
  private:
   cublasLtHandle_t lt_ = nullptr;
   bool tf32_ = false, tune_ = true, force_split_ = false;
-  int split_plans_ = 0, timed_plans_ = 0, cached_plans_ = 0;
   std::string cache_path_, device_tag_;
   std::unique_ptr<Plans> plans_;
 };

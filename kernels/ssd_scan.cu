@@ -50,7 +50,8 @@ constexpr int kCS = kQ + 4;                       // row stride of the transpose
 constexpr int64_t kTile = int64_t{kNP} * kPP;     // floats of one padded state, layout [n][p]
 constexpr int64_t kSliceChunks = 512;             // chunks per slice (32768 positions)
 // Chunks per slice of the wgmma passes (262144 positions), whose chunk states take a slot per
-// group, not per chunk: 256 groups of 16 chunks, within the work buffer of the other paths.
+// group, not per chunk: 256 groups of 16 chunks, within the work buffer of the other paths
+// (work_layout).
 constexpr int64_t kWgSliceChunks = 4096;
 constexpr int kMaxHeadBatch = 8;                  // heads per output block
 constexpr int kStateSmem = (kQ * kPP + kQ * kNP + kQ) * 4;
@@ -883,14 +884,35 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
   if (!kOut && tid == 0) dgroup[grp * H + h] = run;
 }
 
-// The work buffer: chunk/group states, the carry, the decays, and (tensor-core path) C·Bᵀ of
-// every chunk of a slice and group, [nch][G][kQ][kQ].
-// The wgmma passes' layout in the same buffer: group states and entering states by group, the
-// carry, then the decays.
+// A slice's plan: the wgmma passes take about kWgBlocks blocks (see plan()).
+constexpr int64_t kWgBlocks = 768;
+Plan slice_plan(int64_t Ts, int64_t H, bool wg) { return wg ? plan(Ts, H, kWgBlocks) : plan(Ts, H); }
+
+// The work buffer's arrays (offsets in floats) and its size. Other paths: the group-local state
+// after every chunk (E, [nch][H] states), each group's entering state (Hg), the carry, the
+// decays (dcorr per chunk, dgroup per group) and (tensor-core path) C·Bᵀ of every chunk of a
+// slice and group, [nch][G][kQ][kQ], 16-byte aligned. The wgmma passes (wg): E per group, no
+// dcorr, no C·Bᵀ.
+struct WorkLayout {
+  int64_t E, Hg, carry, dcorr, dgroup, CB, total;
+};
+WorkLayout work_layout(int64_t T, int64_t H, int64_t G, bool wg) {
+  const Plan cap = slice_plan(std::min(T, (wg ? kWgSliceChunks : kSliceChunks) * kQ), H, wg);
+  WorkLayout w{};
+  w.E = 0;
+  w.Hg = (wg ? cap.cap : cap.nch) * H * kTile;
+  w.carry = w.Hg + cap.cap * H * kTile;
+  w.dcorr = w.carry + H * kTile;
+  w.dgroup = w.dcorr + (wg ? 0 : cap.nch * H);
+  const int64_t end = w.dgroup + cap.cap * H;
+  w.CB = (end + 3) / 4 * 4;  // work is 16-byte aligned
+  w.total = wg ? end : w.CB + cap.nch * G * kQ * kQ;
+  return w;
+}
+
+// Either path's layout fits (the wgmma passes apply or not by pointers and device).
 int64_t chunked_work(int64_t T, int64_t H, int64_t G) {
-  const Plan cap = plan(std::min(T, kSliceChunks * kQ), H), wcap = plan(std::min(T, kWgSliceChunks * kQ), H, 768);
-  return std::max((cap.nch + cap.cap + 1) * H * kTile + (cap.nch + cap.cap) * H + 3 + cap.nch * G * kQ * kQ,
-                  (2 * wcap.cap + 1) * H * kTile + wcap.cap * H);
+  return std::max(work_layout(T, H, G, false).total, work_layout(T, H, G, true).total);
 }
 
 // C·Bᵀ of each chunk and group of a slice, once for all the group's heads (the output pass
@@ -968,20 +990,9 @@ void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, 
   bool wg = false;
   if constexpr (!kF32) wg = ssd_wgmma_applies(x, ldx, B, C, ldbc, P, N, y, static_cast<int>(sizeof(Y)), layer);
   const int64_t slice_T = (wg ? kWgSliceChunks : kSliceChunks) * kQ;
-  const Plan cap = plan(std::min(T, kSliceChunks * kQ), H);
-  float* E = work;
-  float* Hg = E + cap.nch * H * kTile;
-  float* carry = Hg + cap.cap * H * kTile;
-  float* dcorr = carry + H * kTile;
-  float* dgroup = dcorr + cap.nch * H;
-  if (wg) {  // by group (see chunked_work)
-    const Plan wcap = plan(std::min(T, slice_T), H, 768);
-    Hg = E + wcap.cap * H * kTile;
-    carry = Hg + wcap.cap * H * kTile;
-    dgroup = carry + H * kTile;
-  }
-  // [nch][G][kQ][kQ] (tensor-core path), 16-byte aligned (work is, and kTile is a multiple of 4)
-  float* CB = dgroup + cap.cap * H + (4 - (cap.nch + cap.cap) * H % 4) % 4;
+  const WorkLayout L = work_layout(T, H, G, wg);
+  float *E = work + L.E, *Hg = work + L.Hg, *carry = work + L.carry, *dcorr = work + L.dcorr,
+        *dgroup = work + L.dgroup, *CB = work + L.CB;
   const int64_t hpg = H / G;
   const int64_t nbatch = (hpg + kMaxHeadBatch - 1) / kMaxHeadBatch;
   const int64_t HB = (hpg + nbatch - 1) / nbatch;
@@ -1007,7 +1018,7 @@ void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, 
   const int Hi = static_cast<int>(H), Pi = static_cast<int>(P), Ni = static_cast<int>(N), hpgi = static_cast<int>(hpg);
   for (int64_t tb = 0; tb < T; tb += slice_T) {
     const int64_t Ts = std::min(slice_T, T - tb);
-    const Plan pl = wg ? plan(Ts, H, 768) : plan(Ts, H);
+    const Plan pl = slice_plan(Ts, H, wg);
     const In* xs = x + tb * ldx;
     const float* ds = delta + tb * H;
     const In* Bs = B + tb * ldbc;

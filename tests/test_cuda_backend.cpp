@@ -403,7 +403,7 @@ TEST_P(CudaTilePrecision, WgmmaKernelMatchesMmaKernelAndFp64) {
   ScoreSet which;
   which.l2 = which.l1 = which.alti = which.hidden_attn = true;
   auto run = [&](bool mma, const ScoreSet& want) {
-    setenv("LATIM_TILE_KERNEL", mma ? "mma" : "wgmma", 1);
+    const cudatest::ScopedEnv kernel("LATIM_TILE_KERNEL", mma ? "mma" : "wgmma");
     auto tiles = make_cuda_tile_backend(Precision::BF16);
     TileScores t;
     t.i0 = 37;
@@ -411,7 +411,6 @@ TEST_P(CudaTilePrecision, WgmmaKernelMatchesMmaKernelAndFp64) {
     t.j0 = 5;
     t.nj = 235;
     tiles->compute_tile(f, want, t);
-    unsetenv("LATIM_TILE_KERNEL");
     return t;
   };
   const int64_t before = cuda::latim_tile_wgmma_launches();

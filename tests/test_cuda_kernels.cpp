@@ -7,6 +7,8 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <memory>
+#include <optional>
 #include <set>
 #include <cstdint>
 #include <cstring>
@@ -35,6 +37,7 @@ namespace {
 
 using cudatest::norm_error;
 using cudatest::random_vector;
+using cudatest::ScopedEnv;
 
 template <class T>
 cuda::DeviceArray<T> to_device(const std::vector<T>& v) {
@@ -507,10 +510,7 @@ TEST_F(CudaKernels, SsdScanTensorCoresMatchFp64AcrossChunks) {
 // output rounded to bf16.
 TEST_F(CudaKernels, SsdScanOnBf16InputsIsTheScanOfTheRoundedInputs) {
   // The mma.sync output pass (on a Hopper GPU the wgmma one runs by default: tested below).
-  setenv("LATIM_SSD_KERNEL", "mma", 1);
-  struct Unset {
-    ~Unset() { unsetenv("LATIM_SSD_KERNEL"); }
-  } unset;
+  const ScopedEnv mma("LATIM_SSD_KERNEL", "mma");
   const int64_t launches = cuda::ssd_output_wgmma_launches();
   for (const SsdCase k : {SsdCase{1100, 24, 64, 128, 1, 0, 0.5f, -3, -0.1f}, SsdCase{600, 4, 16, 128, 2, 3, 0.5f, -3, -0.1f},
                           SsdCase{33000, 2, 64, 128, 1, 0, 0.1f, -1, -0.1f}, SsdCase{5, 1, 64, 16, 1, 4, 0.5f, -3, -0.1f}}) {
@@ -999,6 +999,12 @@ TEST_F(CudaKernels, LinearWithBf16OutputIsOneRoundingOfThePlainProduct) {
   }
 }
 
+// A Blas made with LATIM_GEMM_TUNE set to `mode` (null: unset, tuning on).
+std::unique_ptr<cuda::Blas> blas_with_tuning(const char* mode) {
+  const ScopedEnv tune("LATIM_GEMM_TUNE", mode);
+  return std::make_unique<cuda::Blas>();
+}
+
 // The products' algorithm choice (linear.hpp, Blas): a tuned Blas, which times cublasLt's
 // candidates at each new shape, and one that splits the columns wherever it can
 // (LATIM_GEMM_TUNE=split), give the bits of one that keeps the heuristic's first choice
@@ -1007,16 +1013,10 @@ TEST_F(CudaKernels, LinearWithBf16OutputIsOneRoundingOfThePlainProduct) {
 // multiples of 128 and widths that are not, and operands aligned to 2 and 4 bytes only.
 // Sampled rows are also checked against fp64.
 TEST_F(CudaKernels, TunedProductsKeepTheBitsOfTheHeuristicsFirstChoice) {
-  setenv("LATIM_GEMM_CACHE", "off", 1);  // every plan timed here (the cache has its own test)
-  struct Unset {
-    ~Unset() { unsetenv("LATIM_GEMM_CACHE"); }
-  } unset;
-  setenv("LATIM_GEMM_TUNE", "0", 1);
-  cuda::Blas plain;
-  setenv("LATIM_GEMM_TUNE", "split", 1);
-  cuda::Blas split;
-  unsetenv("LATIM_GEMM_TUNE");
-  cuda::Blas tuned;
+  const ScopedEnv no_cache("LATIM_GEMM_CACHE", "off");  // every plan timed here (the cache has its own test)
+  const auto plain_ptr = blas_with_tuning("0"), split_ptr = blas_with_tuning("split"),
+             tuned_ptr = blas_with_tuning(nullptr);
+  cuda::Blas &plain = *plain_ptr, &split = *split_ptr, &tuned = *tuned_ptr;
   ASSERT_FALSE(plain.tunes());
   ASSERT_TRUE(tuned.tunes() && split.tunes() && split.forces_split());
   struct Case {
@@ -1083,10 +1083,7 @@ TEST_F(CudaKernels, TunedProductsKeepTheBitsOfTheHeuristicsFirstChoice) {
 TEST_F(CudaKernels, TunedPlansAreReadBackFromTheCacheFile) {
   test::TempDir dir;
   const std::string path = dir / "cache/plans.txt";
-  setenv("LATIM_GEMM_CACHE", path.c_str(), 1);
-  struct Unset {
-    ~Unset() { unsetenv("LATIM_GEMM_CACHE"); }
-  } unset;
+  std::optional<ScopedEnv> cache_env(std::in_place, "LATIM_GEMM_CACHE", path.c_str());
   const int64_t rows = 3000;
   const std::vector<uint16_t> in16 = to_bf16_host(random_vector(rng, rows * 1536, -2, 2)),
                               Wa = to_bf16_host(random_vector(rng, 3352 * 768, -0.1f, 0.1f)),
@@ -1123,14 +1120,12 @@ TEST_F(CudaKernels, TunedPlansAreReadBackFromTheCacheFile) {
   EXPECT_EQ(second.cached_plans(), 2);
   EXPECT_TRUE(same_bits(want.first, got.first));
   EXPECT_TRUE(same_bits(want.second, got.second));
-  setenv("LATIM_GEMM_TUNE", "0", 1);
-  cuda::Blas plain;
-  unsetenv("LATIM_GEMM_TUNE");
-  const auto first_choice = run(plain);
+  const auto first_choice = run(*blas_with_tuning("0"));
   EXPECT_TRUE(same_bits(want.first, first_choice.first));
   EXPECT_TRUE(same_bits(want.second, first_choice.second));
   // A cache directory that cannot be made: the plans are timed, and the products still run.
-  setenv("LATIM_GEMM_CACHE", (dir / "cache/plans.txt/below-a-file/plans.txt").c_str(), 1);
+  cache_env.reset();
+  cache_env.emplace("LATIM_GEMM_CACHE", (dir / "cache/plans.txt/below-a-file/plans.txt").c_str());
   cuda::Blas unwritable;
   const auto again = run(unwritable);
   EXPECT_EQ(unwritable.timed_plans(), 2);

@@ -32,4 +32,26 @@ inline std::vector<float> random_vector(std::mt19937& g, std::size_t n, float lo
 
 using reference::norm_error;
 
+// Sets an environment variable (or, with null, unsets it) for its lifetime, then puts back what
+// was there: the kernels read their switches (LATIM_SSD_KERNEL, LATIM_GEMM_TUNE, ...) from the
+// environment.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+    if (value) setenv(name, value, 1);
+    else unsetenv(name);
+  }
+  ~ScopedEnv() {
+    if (had_) setenv(name_.c_str(), old_.c_str(), 1);
+    else unsetenv(name_.c_str());
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::string name_, old_;
+  bool had_ = false;
+};
+
 }  // namespace latim::cudatest
