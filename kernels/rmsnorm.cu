@@ -176,10 +176,8 @@ __global__ void __launch_bounds__(kThreads, 3) gated_rmsnorm_kernel(Y* __restric
   const int64_t gs = D / G, steps = (gs + kOrder - 1) / kOrder;
   // y * gate at k..k+3, and s[i] += v_i^2 for v = y (norm before the gate) or y * gate.
   auto product = [&](int64_t k, int64_t end) {
-    const float4 yv = load4<Vec>(yt, k, end);
-    if (!z) return yv;  // y is gated already
     const float4 zv = load4<Vec>(zt, k, end);
-    const float4 g = kFast ? silu4_fast(zv) : silu4(zv);
+    const float4 yv = load4<Vec>(yt, k, end), g = kFast ? silu4_fast(zv) : silu4(zv);
     return make_float4(yv.x * g.x, yv.y * g.y, yv.z * g.z, yv.w * g.w);
   };
   auto gated = [&](double(&s)[4], int64_t k, int64_t end) {
@@ -289,7 +287,7 @@ __global__ void __launch_bounds__(kThreads) gated_rmsnorm_warp_kernel(const Y* _
 #pragma unroll
     for (int j = 0; j < kSteps; ++j) {
       load8(y + t * D + k0 + kOrder * j, yv[j]);
-      zv[j] = z ? __ldg(reinterpret_cast<const uint4*>(z + t * ldz + k0 + kOrder * j)) : make_uint4(0, 0, 0, 0);
+      zv[j] = __ldg(reinterpret_cast<const uint4*>(z + t * ldz + k0 + kOrder * j));
     }
     float yg[kSteps][8];
     double s[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
@@ -300,7 +298,7 @@ __global__ void __launch_bounds__(kThreads) gated_rmsnorm_warp_kernel(const Y* _
       widen8(zv[j], b);
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
-        yg[j][i] = z ? a[i] * silu_fast(b[i]) : a[i];  // (no z: y is gated already)
+        yg[j][i] = a[i] * silu_fast(b[i]);
         const float v = norm_before_gate ? a[i] : yg[j][i];
         s[i] += static_cast<double>(v) * v;
       }
@@ -507,7 +505,6 @@ void gated_rmsnorm(float* y, const uint16_t* z, int64_t ldz, int64_t T, int64_t 
 void gated_rmsnorm(const uint16_t* y, const uint16_t* z, int64_t ldz, int64_t T, int64_t D, int64_t G,
                    const float* w, double eps, bool norm_before_gate, uint16_t* y16, cudaStream_t stream, int layer) {
   if (!y16) fail("gated_rmsnorm (layer ", layer, "): internal: bf16 y needs a bf16 output");
-  if (!z && norm_before_gate) fail("gated_rmsnorm (layer ", layer, "): internal: a gated y cannot be normed before its gate");
   if (T == 0 || D == 0) return;
   if (gated_warp_rows<uint16_t>(y, z, ldz, T, D, G, w, eps, norm_before_gate, y16, stream, layer)) return;
   launch_gated(y, z, ldz, T, D, G, w, eps, norm_before_gate, nullptr, nullptr, y16, stream, layer);

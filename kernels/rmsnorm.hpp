@@ -31,9 +31,7 @@ void gated_rmsnorm(float* y, const uint16_t* z, int64_t ldz, int64_t T, int64_t 
                    double eps, bool norm_before_gate, float* gate_out, float* gamma_out, uint16_t* y16,
                    cudaStream_t stream, int layer);
 // The same with y in bf16 too (the SSD scan's bf16 output in untraced layers), into y16 only:
-// the bits of the fp32 kernel on the rounded y. With z null, y is y * SiLU(z) already (the SSD
-// scan applied the gate as it wrote y; norm_before_gate must then be false): the group norm
-// of y alone.
+// the bits of the fp32 kernel on the rounded y.
 void gated_rmsnorm(const uint16_t* y, const uint16_t* z, int64_t ldz, int64_t T, int64_t D, int64_t G,
                    const float* w, double eps, bool norm_before_gate, uint16_t* y16, cudaStream_t stream, int layer);
 

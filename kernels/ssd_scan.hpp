@@ -30,13 +30,6 @@ bool ssd_scan_takes_bf16(int64_t P, int64_t N);
 // gated norm reads y.
 void ssd_scan(const uint16_t* x, int64_t ldx, const float* delta, const float* A, const uint16_t* B,
               const uint16_t* C, int64_t ldbc, const float* Dskip, int64_t T, int64_t H, int64_t P, int64_t N,
-              int64_t G, float* y, uint16_t* y16, float* h_final, float* work, cudaStream_t stream, int layer,
-              const uint16_t* z = nullptr, int64_t ldz = 0);
-// Whether that bf16 scan can apply the gate: with z (bf16, leading dimension ldz) given, it
-// writes bf16(y SiLU(z)) into y16 instead of bf16(y) (silu_fast, from the unrounded y; the
-// gated norm then norms y16 alone). Only its Hopper wgmma output pass does this: rows of z
-// 16-byte aligned, and the pass taking the scan (ssd_wgmma_applies).
-bool ssd_scan_gates(const uint16_t* x, int64_t ldx, const uint16_t* B, const uint16_t* C, int64_t ldbc, int64_t P,
-                    int64_t N, const uint16_t* y16, const uint16_t* z, int64_t ldz, int layer);
+              int64_t G, float* y, uint16_t* y16, float* h_final, float* work, cudaStream_t stream, int layer);
 
 }  // namespace latim::cuda

@@ -105,13 +105,7 @@ __device__ __forceinline__ void cp16(unsigned dst, const void* src, bool ok) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0)
                : "memory");
 }
-// 4 bytes global -> shared, or 4 zero bytes where !ok.
-__device__ __forceinline__ void cp4(unsigned dst, const void* src, bool ok) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 4 : 0) : "memory");
-}
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int kPending>
-__device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory"); }
 __device__ __forceinline__ void cp_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 __device__ __forceinline__ void sts32(unsigned addr, uint32_t v) {
   asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
@@ -148,7 +142,7 @@ __global__ void __launch_bounds__(kThreads, 3)
                      const float* __restrict__ A, const uint16_t* __restrict__ B, const uint16_t* __restrict__ C,
                      int64_t ldbc, const float* __restrict__ Dskip, int64_t T, int H, int hpg, int64_t nch, int64_t K,
                      const float* __restrict__ Hg, float* __restrict__ E, float* __restrict__ dgroup,
-                     Y* __restrict__ y, const uint16_t* __restrict__ z, int64_t ldz) {
+                     Y* __restrict__ y) {
 #ifdef LATIM_WGMMA_DEVICE
   constexpr Smem S = smem_layout(kOut);
   extern __shared__ __align__(1024) uint8_t smem_raw[];
@@ -195,23 +189,6 @@ __global__ void __launch_bounds__(kThreads, 3)
   };
   const auto stage_b = [&](int64_t c, int buf) { stage_bc(Bg, base + S.b + S.b_step * buf, c); };
   const auto stage_c = [&](int64_t c) { stage_bc(Cg, sC, c); };
-  // The gate's z for chunk c: each thread copies the pairs its epilogue multiplies (rows i0
-  // and i1, columns 8 nt + 2 q, + 1 of this head) into the first half of the state copy's tile,
-  // which C Hᵀ has finished reading, at the places of the state copy's pairs it writes next:
-  // no other thread reads or writes them, so its own wait is enough (no barrier).
-  const auto stage_z = [&](int64_t c) {
-    const int64_t t0 = c * kQ;
-    const int len = static_cast<int>(min(int64_t{kQ}, T - t0));
-    const uint16_t* zh = z + int64_t{h} * kP + 2 * q;
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int i = half ? i1 : i0;
-      const bool ok = i < len;
-      const uint16_t* zr = ok ? zh + (t0 + i) * ldz : zh;
-#pragma unroll
-      for (int nt = 0; nt < 8; ++nt) cp4(sH + sw128(i, nt) + 4 * q, zr + 8 * nt, ok);
-    }
-  };
   // Accumulator element 4 nt + e of the state is (p = i0 + 8 (e / 2), n = 8 nt + 2 q + e % 2).
   float hacc[64];
   // The state's bf16 copy, layout [p][n] in two blocks of n (K-major for C Hᵀ).
@@ -350,10 +327,6 @@ __global__ void __launch_bounds__(kThreads, 3)
       fence_acc(yacc);
     }
     __syncthreads();  // S2: C and the state copy are read, w x is in place
-    if (kOut && z) {  // z in a group of its own (with the next x), waited for before the epilogue
-      stage_z(c);
-      cp_commit();
-    }
     if (kOut && !last) stage_c(c + 1);
     cp_commit();
     if constexpr (kOut) {
@@ -396,7 +369,6 @@ __global__ void __launch_bounds__(kThreads, 3)
     }
     wgmma_wait<0>();  // (reading y's accumulators with the state's products in flight made ptxas serialise all)
     fence_acc(hacc);
-    if (kOut && z) cp_wait<1>();  // this thread's z (the next chunk's C may still be on its way)
     if (kOut && !last) {  // B is read by no product now: the next chunk's, once every warp is here
       __syncthreads();
       stage_b(c + 1, 0);
@@ -413,13 +385,8 @@ __global__ void __launch_bounds__(kThreads, 3)
 #pragma unroll
         for (int nt = 0; nt < 8; ++nt) {
           const float2 xv = widen_bf16x2(lds32(sX + sw128(i, nt) + 4 * q));
-          float v0 = fmaf(dskip, xv.x, yacc[4 * nt + 2 * half]), v1 = fmaf(dskip, xv.y, yacc[4 * nt + 2 * half + 1]);
-          if (z) {  // y SiLU(z), as the gated norm would form it from an unrounded y
-            const float2 zv = widen_bf16x2(lds32(sH + sw128(i, nt) + 4 * q));
-            v0 *= silu_fast(zv.x);
-            v1 *= silu_fast(zv.y);
-          }
-          store_pair(yt + 8 * nt + 2 * q, v0, v1);
+          store_pair(yt + 8 * nt + 2 * q, fmaf(dskip, xv.x, yacc[4 * nt + 2 * half]),
+                     fmaf(dskip, xv.y, yacc[4 * nt + 2 * half + 1]));
         }
       }
     }
@@ -441,8 +408,7 @@ std::atomic<int64_t> g_launches{0};
 template <bool kOut, class Y>
 void launch(const uint16_t* x, int64_t ldx, const float* delta, const float* A, const uint16_t* B, const uint16_t* C,
             int64_t ldbc, const float* Dskip, int64_t T, int64_t H, int64_t G, int64_t nch, int64_t K, int64_t ng,
-            const float* Hg, float* E, float* dgroup, Y* y, const uint16_t* z, int64_t ldz, cudaStream_t stream,
-            int layer) {
+            const float* Hg, float* E, float* dgroup, Y* y, cudaStream_t stream, int layer) {
   constexpr int smem = static_cast<int>(smem_layout(kOut).total);
   auto kernel = ssd_wgmma_kernel<kOut, Y>;
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
@@ -452,7 +418,7 @@ void launch(const uint16_t* x, int64_t ldx, const float* delta, const float* A, 
         "ssd_scan (SSD wgmma: carveout attribute)", layer);
   const dim3 grid(static_cast<unsigned>(H), static_cast<unsigned>(ng));
   kernel<<<grid, kThreads, smem, stream>>>(x, ldx, delta, A, B, C, ldbc, Dskip, T, static_cast<int>(H),
-                                           static_cast<int>(H / G), nch, K, Hg, E, dgroup, y, z, ldz);
+                                           static_cast<int>(H / G), nch, K, Hg, E, dgroup, y);
   check_launch(kOut ? "ssd_scan (SSD output, wgmma)" : "ssd_scan (SSD chunk states, wgmma)", layer, stream);
   if (kOut) ++g_launches;
 }
@@ -481,20 +447,18 @@ void ssd_states_wgmma(const uint16_t* x, int64_t ldx, const float* delta, const 
                       int64_t ldbc, int64_t T, int64_t H, int64_t G, int64_t nch, int64_t K, int64_t ng, float* E,
                       float* dgroup, cudaStream_t stream, int layer) {
   launch<false, float>(x, ldx, delta, A, B, nullptr, ldbc, nullptr, T, H, G, nch, K, ng, nullptr, E, dgroup, nullptr,
-                       nullptr, 0, stream, layer);
+                       stream, layer);
 }
 void ssd_output_wgmma(const uint16_t* x, int64_t ldx, const float* delta, const float* A, const uint16_t* B,
                       const uint16_t* C, int64_t ldbc, const float* Dskip, int64_t T, int64_t H, int64_t G,
                       int64_t nch, int64_t K, int64_t ng, const float* Hg, float* y, cudaStream_t stream, int layer) {
-  launch<true>(x, ldx, delta, A, B, C, ldbc, Dskip, T, H, G, nch, K, ng, Hg, nullptr, nullptr, y, nullptr, 0, stream,
-               layer);
+  launch<true>(x, ldx, delta, A, B, C, ldbc, Dskip, T, H, G, nch, K, ng, Hg, nullptr, nullptr, y, stream, layer);
 }
 void ssd_output_wgmma(const uint16_t* x, int64_t ldx, const float* delta, const float* A, const uint16_t* B,
                       const uint16_t* C, int64_t ldbc, const float* Dskip, int64_t T, int64_t H, int64_t G,
-                      int64_t nch, int64_t K, int64_t ng, const float* Hg, uint16_t* y, const uint16_t* z,
-                      int64_t ldz, cudaStream_t stream, int layer) {
-  launch<true>(x, ldx, delta, A, B, C, ldbc, Dskip, T, H, G, nch, K, ng, Hg, nullptr, nullptr, y, z, ldz, stream,
-               layer);
+                      int64_t nch, int64_t K, int64_t ng, const float* Hg, uint16_t* y, cudaStream_t stream,
+                      int layer) {
+  launch<true>(x, ldx, delta, A, B, C, ldbc, Dskip, T, H, G, nch, K, ng, Hg, nullptr, nullptr, y, stream, layer);
 }
 int64_t ssd_output_wgmma_launches() { return g_launches.load(); }
 

@@ -23,15 +23,14 @@ void ssd_states_wgmma(const uint16_t* x, int64_t ldx, const float* delta, const 
                       int64_t ldbc, int64_t T, int64_t H, int64_t G, int64_t nch, int64_t K, int64_t ng, float* E,
                       float* dgroup, cudaStream_t stream, int layer);
 // Outputs: per (head, group) the group's chunks from its entering state Hg ([ng][H][128][64],
-// layout [n][p]), y = C h + D x; in bf16, with z (bf16, leading dimension ldz, 16-byte
-// aligned rows) not null, y SiLU(z) instead (silu_fast, from the unrounded y).
+// layout [n][p]), y = C h + D x.
 void ssd_output_wgmma(const uint16_t* x, int64_t ldx, const float* delta, const float* A, const uint16_t* B,
                       const uint16_t* C, int64_t ldbc, const float* Dskip, int64_t T, int64_t H, int64_t G,
                       int64_t nch, int64_t K, int64_t ng, const float* Hg, float* y, cudaStream_t stream, int layer);
 void ssd_output_wgmma(const uint16_t* x, int64_t ldx, const float* delta, const float* A, const uint16_t* B,
                       const uint16_t* C, int64_t ldbc, const float* Dskip, int64_t T, int64_t H, int64_t G,
-                      int64_t nch, int64_t K, int64_t ng, const float* Hg, uint16_t* y, const uint16_t* z,
-                      int64_t ldz, cudaStream_t stream, int layer);
+                      int64_t nch, int64_t K, int64_t ng, const float* Hg, uint16_t* y, cudaStream_t stream,
+                      int layer);
 // Launches of the output kernel in this process (so that a test can tell which kernel ran).
 int64_t ssd_output_wgmma_launches();
 

@@ -730,16 +730,9 @@ class CudaBackend final : public ComputeBackend {
     float* y = y_bf16 ? nullptr : y_.reserve(T * D, "forward workspace (scan output)", layer);
     uint16_t* ys16 = y_bf16 ? ys16_.reserve(T * D, "forward workspace (scan output, bf16)", layer) : nullptr;
     float* work = scan_work_.reserve(cuda::ssd_scan_work(T, H, P, N, G), "SSD scan chunk states", layer);
-    // With a bf16 y where the scan's output pass can apply the gate (and the norm comes after
-    // it), the scan writes y SiLU(z) and the gated norm reads that alone: z is read once, by
-    // the scan, and y's bf16 copy is not read back for the gate.
-    const bool gated_in_scan = ys16 && !c.norm_before_gate &&
-                               cuda::ssd_scan_gates(conv16, CC, conv16 + D, conv16 + D + GN, CC, P, N, ys16, pj.bf16,
-                                                    IR, layer);
     if (conv16)
       cuda::ssd_scan(conv16, CC, delta, w.A.get(), conv16 + D, conv16 + D + GN, CC, w.D_skip.get(), T, H, P, N, G, y,
-                     ys16, scan_summary(c, H * P * N, layer), work, nullptr, layer, gated_in_scan ? pj.bf16 : nullptr,
-                     IR);
+                     ys16, scan_summary(c, H * P * N, layer), work, nullptr, layer);
     else
       cuda::ssd_scan(conv, CC, delta, w.A.get(), conv + D, conv + D + GN, CC, w.D_skip.get(), T, H, P, N, G, y,
                      scan_summary(c, H * P * N, layer), work, mode_ != cuda::MathMode::FP32, nullptr, layer);
@@ -762,8 +755,8 @@ class CudaBackend final : public ComputeBackend {
     // Only out_proj reads the normed y (the trace keeps gate and γ): bf16 in the bf16 mode.
     uint16_t* y16 = bf16_operands() ? y16_.reserve(T * D, "forward workspace (gated norm output, bf16)", layer) : nullptr;
     if (ys16)
-      cuda::gated_rmsnorm(ys16, gated_in_scan ? nullptr : pj.bf16, IR, T, D, G, w.gated_norm.get(), c.gated_norm_eps,
-                          c.norm_before_gate, y16, nullptr, layer);
+      cuda::gated_rmsnorm(ys16, pj.bf16, IR, T, D, G, w.gated_norm.get(), c.gated_norm_eps, c.norm_before_gate, y16,
+                          nullptr, layer);
     else
       pj.with([&](const auto* p) {
         cuda::gated_rmsnorm(y, p, IR, T, D, G, w.gated_norm.get(), c.gated_norm_eps, c.norm_before_gate, gate, gamma,
