@@ -416,8 +416,9 @@ bool adopt(Blas& blas, Planner& planner, Plan& p, const Cached& c) {
 // whole product. Tuned: the fastest of its candidates with the first choice's bits; and where
 // out_dim is above 128 but no multiple of it, also the columns up to the multiple of 128 and
 // the rest as two products (each part's fastest candidate with those bits), kept if the two
-// together are faster. (H100, Mamba-2 130m's in_proj, 3352 outputs at 65536 rows: 485 µs as
-// one product, 425 + 40 µs as 3328 and 24.)
+// together are faster. (H100, 3352 outputs at 65536 rows, Mamba-2 130m's in_proj before the
+// backend padded its bf16 weight to whole tiles: 485 µs as one product, 425 + 40 µs as 3328
+// and 24; padded to 3456, 444 µs.)
 const Plan& plan_for(Blas& blas, const PlanKey& key, const void* W, const void* in, void* out, const float* alpha,
                      const float* beta, cudaStream_t stream, const char* what, int layer) {
   auto& map = blas.plans().map;
