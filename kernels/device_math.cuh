@@ -22,12 +22,6 @@ __device__ __forceinline__ float4 silu4_fast(const float4& z) {
 // softplus as torch computes it (threshold 20), the CPU reference's formula: Δ of Mamba-1
 // (softplus_rows, and the selective scan that applies it in its first pass) and Mamba-2.
 __device__ __forceinline__ float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
-// Mamba-2's Δ from in_proj's raw dt: softplus(dt + bias) clamped to [lo, hi] (mamba2_delta, and
-// the SSD wgmma passes that finish it themselves).
-__device__ __forceinline__ float mamba2_dt(float raw, float bias, double lo, double hi) {
-  const double v = softplus(raw + bias);
-  return static_cast<float>(fmin(fmax(v, lo), hi));
-}
 // The same on the special-function unit, for values rounded to bf16 next (Mamba-1's Δ in the
 // bf16 mode): max(x, 0) + log1p(e^-|x|), log1p(u) as u (1 - u/2) below u = 2^-10 (error
 // under u^3/3) and as __logf(1 + u) above (a few 10^-7 relative). About 10 instructions

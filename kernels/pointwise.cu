@@ -58,7 +58,8 @@ __global__ void mamba2_delta_kernel(const In* dt, int64_t ld, int64_t T, int64_t
   const int64_t n = T * H;
   for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < n; k += int64_t{gridDim.x} * blockDim.x) {
     const int64_t t = k / H, h = k % H;
-    delta[k] = mamba2_dt(ld_act(dt, t * ld + h), dt_bias[h], dt_min, dt_max);
+    const double v = softplus(ld_act(dt, t * ld + h) + dt_bias[h]);
+    delta[k] = static_cast<float>(fmin(fmax(v, dt_min), dt_max));
   }
 }
 

@@ -980,7 +980,7 @@ __global__ void __launch_bounds__(kThreads) ssd_cb_kernel(const In* __restrict__
 template <class In, class Y>
 void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, const In* B, const In* C, int64_t ldbc,
                   const float* Dskip, int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, Y* y, float* h_final,
-                  float* work, bool tc, cudaStream_t stream, int layer, const SsdRawDt& raw = {}) {
+                  float* work, bool tc, cudaStream_t stream, int layer) {
   constexpr bool kF32 = std::is_same_v<In, float>;
   if (!kF32 && !tc) fail("ssd_scan (layer ", layer, "): internal: bf16 inputs need the tensor-core path");
   if (reinterpret_cast<std::uintptr_t>(work) % 16 != 0) fail("ssd_scan (layer ", layer, "): work buffer not 16-byte aligned");
@@ -989,7 +989,6 @@ void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, 
   // start at multiples of 32768 rows, so their alignment is the whole arrays'.
   bool wg = false;
   if constexpr (!kF32) wg = ssd_wgmma_applies(x, ldx, B, C, ldbc, P, N, y, static_cast<int>(sizeof(Y)), layer);
-  if (raw.dt && !wg) fail("ssd_scan (layer ", layer, "): internal: a raw dt goes with the wgmma passes only");
   const int64_t slice_T = (wg ? kWgSliceChunks : kSliceChunks) * kQ;
   const WorkLayout L = work_layout(T, H, G, wg);
   float *E = work + L.E, *Hg = work + L.Hg, *carry = work + L.carry, *dcorr = work + L.dcorr,
@@ -1021,9 +1020,7 @@ void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, 
     const int64_t Ts = std::min(slice_T, T - tb);
     const Plan pl = slice_plan(Ts, H, wg);
     const In* xs = x + tb * ldx;
-    const float* ds = delta ? delta + tb * H : nullptr;  // (null where the wgmma passes finish a raw dt)
-    SsdRawDt rs = raw;
-    if (rs.dt) rs.dt += tb * rs.ld;
+    const float* ds = delta + tb * H;
     const In* Bs = B + tb * ldbc;
     const In* Cs = C + tb * ldbc;
     Y* ys = y + tb * H * P;
@@ -1042,10 +1039,9 @@ void chunked_scan(const In* x, int64_t ldx, const float* delta, const float* A, 
       const bool vec = ldx % 4 == 0 && ldbc % 4 == 0 && P % 4 == 0 && N % 4 == 0 && al16(xs) && al16(Bs) && al16(Cs);
       if constexpr (!kF32) {
         if (wg) {
-          ssd_states_wgmma(xs, ldx, ds, A, Bs, ldbc, Ts, H, G, pl.nch, pl.K, pl.ng, E, dgroup, stream, layer, rs);
+          ssd_states_wgmma(xs, ldx, ds, A, Bs, ldbc, Ts, H, G, pl.nch, pl.K, pl.ng, E, dgroup, stream, layer);
           chain();
-          ssd_output_wgmma(xs, ldx, ds, A, Bs, Cs, ldbc, Dskip, Ts, H, G, pl.nch, pl.K, pl.ng, Hg, ys, stream, layer,
-                           rs);
+          ssd_output_wgmma(xs, ldx, ds, A, Bs, Cs, ldbc, Dskip, Ts, H, G, pl.nch, pl.K, pl.ng, Hg, ys, stream, layer);
           continue;
         }
       }
@@ -1284,20 +1280,13 @@ bool ssd_scan_takes_bf16(int64_t P, int64_t N) { return fast_path(P, N); }
 
 void ssd_scan(const uint16_t* x, int64_t ldx, const float* delta, const float* A, const uint16_t* B,
               const uint16_t* C, int64_t ldbc, const float* Dskip, int64_t T, int64_t H, int64_t P, int64_t N,
-              int64_t G, float* y, uint16_t* y16, float* h_final, float* work, cudaStream_t stream, int layer,
-              const SsdRawDt& raw) {
+              int64_t G, float* y, uint16_t* y16, float* h_final, float* work, cudaStream_t stream, int layer) {
   if (T == 0 || H == 0) return;
   if (!fast_path(P, N))
     fail("ssd_scan (layer ", layer, "): internal: bf16 inputs with head dim ", P, " and state size ", N,
          " (the chunked path takes P <= 64, N <= 128)");
-  if (y16)
-    chunked_scan(x, ldx, delta, A, B, C, ldbc, Dskip, T, H, P, N, G, y16, h_final, work, true, stream, layer, raw);
-  else chunked_scan(x, ldx, delta, A, B, C, ldbc, Dskip, T, H, P, N, G, y, h_final, work, true, stream, layer, raw);
-}
-
-bool ssd_scan_takes_raw_dt(const uint16_t* x, int64_t ldx, const uint16_t* B, const uint16_t* C, int64_t ldbc,
-                           int64_t P, int64_t N, const void* y, int y_elem, int layer) {
-  return fast_path(P, N) && ssd_wgmma_applies(x, ldx, B, C, ldbc, P, N, y, y_elem, layer);
+  if (y16) chunked_scan(x, ldx, delta, A, B, C, ldbc, Dskip, T, H, P, N, G, y16, h_final, work, true, stream, layer);
+  else chunked_scan(x, ldx, delta, A, B, C, ldbc, Dskip, T, H, P, N, G, y, h_final, work, true, stream, layer);
 }
 
 }  // namespace latim::cuda

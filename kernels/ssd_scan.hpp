@@ -24,25 +24,12 @@ void ssd_scan(const float* x, int64_t ldx, const float* delta, const float* A, c
               float* h_final, float* work, bool tensor_cores, cudaStream_t stream, int layer);
 // Whether the scan takes bf16 x, B and C for these shapes (the tensor-core chunked path).
 bool ssd_scan_takes_bf16(int64_t P, int64_t N);
-// Mamba-2's Δ left for the scan to finish: in_proj's raw dt (bf16, leading dimension ld, head
-// h at column h), Δ = min(max(softplus(dt + bias[h]), lo), hi), the bits mamba2_delta writes.
-struct SsdRawDt {
-  const uint16_t* dt = nullptr;
-  int64_t ld = 0;
-  const float* bias = nullptr;
-  double lo = 0.0, hi = 0.0;
-};
 // The tensor-core scan on bf16 x, B and C (bf16 bits: the bf16 mode's conv output), widened
 // exactly as they are staged: the bits the fp32 version gives on the rounded values. With
 // y16 not null, y goes there rounded to bf16 (y is not written): for layers where only the
 // gated norm reads y.
 void ssd_scan(const uint16_t* x, int64_t ldx, const float* delta, const float* A, const uint16_t* B,
               const uint16_t* C, int64_t ldbc, const float* Dskip, int64_t T, int64_t H, int64_t P, int64_t N,
-              int64_t G, float* y, uint16_t* y16, float* h_final, float* work, cudaStream_t stream, int layer,
-              const SsdRawDt& raw = {});
-// Whether that scan can take `raw` instead of delta (which it then does not read): where its
-// Hopper wgmma passes take it (ssd_wgmma_applies), which finish Δ as they load it.
-bool ssd_scan_takes_raw_dt(const uint16_t* x, int64_t ldx, const uint16_t* B, const uint16_t* C, int64_t ldbc,
-                           int64_t P, int64_t N, const void* y, int y_elem, int layer);
+              int64_t G, float* y, uint16_t* y16, float* h_final, float* work, cudaStream_t stream, int layer);
 
 }  // namespace latim::cuda

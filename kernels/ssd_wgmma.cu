@@ -142,7 +142,7 @@ __global__ void __launch_bounds__(kThreads, 3)
                      const float* __restrict__ A, const uint16_t* __restrict__ B, const uint16_t* __restrict__ C,
                      int64_t ldbc, const float* __restrict__ Dskip, int64_t T, int H, int hpg, int64_t nch, int64_t K,
                      const float* __restrict__ Hg, float* __restrict__ E, float* __restrict__ dgroup,
-                     Y* __restrict__ y, SsdRawDt rdt) {
+                     Y* __restrict__ y) {
 #ifdef LATIM_WGMMA_DEVICE
   constexpr Smem S = smem_layout(kOut);
   extern __shared__ __align__(1024) uint8_t smem_raw[];
@@ -219,26 +219,13 @@ __global__ void __launch_bounds__(kThreads, 3)
   // the tensor cores run the chunk before, into the other of two buffers (lane l: positions
   // 2l, 2l + 1); their Δ is loaded a chunk before that.
   float dn0 = 0.0f, dn1 = 0.0f;
-  bool dl0 = false, dl1 = false;  // (raw dt: whether the positions are before T)
   const auto load_dt = [&](int64_t c) {
     const int64_t j0 = c * kQ + 2 * lane, j1 = j0 + 1;
-    if (rdt.dt) {  // the raw dt (finished in chunk_decays, so that nothing waits on the load here)
-      dl0 = j0 < T;
-      dl1 = j1 < T;
-      dn0 = dl0 ? bf16_float(rdt.dt[j0 * rdt.ld + h]) : 0.0f;
-      dn1 = dl1 ? bf16_float(rdt.dt[j1 * rdt.ld + h]) : 0.0f;
-    } else {
-      dn0 = j0 < T ? delta[j0 * H + h] : 0.0f;
-      dn1 = j1 < T ? delta[j1 * H + h] : 0.0f;
-    }
+    dn0 = j0 < T ? delta[j0 * H + h] : 0.0f;
+    dn1 = j1 < T ? delta[j1 * H + h] : 0.0f;
   };
-  const float dt_b = rdt.dt ? rdt.bias[h] : 0.0f;
   const auto chunk_decays = [&](float* L) {
-    float d0 = dn0, d1 = dn1;
-    if (rdt.dt) {  // Δ from the raw dt: mamba2_delta's bits (positions past T: 0, as a loaded Δ)
-      d0 = dl0 ? mamba2_dt(d0, dt_b, rdt.lo, rdt.hi) : 0.0f;
-      d1 = dl1 ? mamba2_dt(d1, dt_b, rdt.lo, rdt.hi) : 0.0f;
-    }
+    const float d0 = dn0, d1 = dn1;
     float L0, L1;
     warp_pair_cumsum(d0 * a2, d1 * a2, lane, L0, L1);
     const float Ll = __shfl_sync(0xffffffffu, L1, 31);
@@ -421,7 +408,7 @@ std::atomic<int64_t> g_launches{0};
 template <bool kOut, class Y>
 void launch(const uint16_t* x, int64_t ldx, const float* delta, const float* A, const uint16_t* B, const uint16_t* C,
             int64_t ldbc, const float* Dskip, int64_t T, int64_t H, int64_t G, int64_t nch, int64_t K, int64_t ng,
-            const float* Hg, float* E, float* dgroup, Y* y, const SsdRawDt& raw, cudaStream_t stream, int layer) {
+            const float* Hg, float* E, float* dgroup, Y* y, cudaStream_t stream, int layer) {
   constexpr int smem = static_cast<int>(smem_layout(kOut).total);
   auto kernel = ssd_wgmma_kernel<kOut, Y>;
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
@@ -431,7 +418,7 @@ void launch(const uint16_t* x, int64_t ldx, const float* delta, const float* A, 
         "ssd_scan (SSD wgmma: carveout attribute)", layer);
   const dim3 grid(static_cast<unsigned>(H), static_cast<unsigned>(ng));
   kernel<<<grid, kThreads, smem, stream>>>(x, ldx, delta, A, B, C, ldbc, Dskip, T, static_cast<int>(H),
-                                           static_cast<int>(H / G), nch, K, Hg, E, dgroup, y, raw);
+                                           static_cast<int>(H / G), nch, K, Hg, E, dgroup, y);
   check_launch(kOut ? "ssd_scan (SSD output, wgmma)" : "ssd_scan (SSD chunk states, wgmma)", layer, stream);
   if (kOut) ++g_launches;
 }
@@ -458,21 +445,20 @@ bool ssd_wgmma_applies(const uint16_t* x, int64_t ldx, const uint16_t* B, const 
 
 void ssd_states_wgmma(const uint16_t* x, int64_t ldx, const float* delta, const float* A, const uint16_t* B,
                       int64_t ldbc, int64_t T, int64_t H, int64_t G, int64_t nch, int64_t K, int64_t ng, float* E,
-                      float* dgroup, cudaStream_t stream, int layer, const SsdRawDt& raw) {
+                      float* dgroup, cudaStream_t stream, int layer) {
   launch<false, float>(x, ldx, delta, A, B, nullptr, ldbc, nullptr, T, H, G, nch, K, ng, nullptr, E, dgroup, nullptr,
-                       raw, stream, layer);
+                       stream, layer);
 }
 void ssd_output_wgmma(const uint16_t* x, int64_t ldx, const float* delta, const float* A, const uint16_t* B,
                       const uint16_t* C, int64_t ldbc, const float* Dskip, int64_t T, int64_t H, int64_t G,
-                      int64_t nch, int64_t K, int64_t ng, const float* Hg, float* y, cudaStream_t stream, int layer,
-                      const SsdRawDt& raw) {
-  launch<true>(x, ldx, delta, A, B, C, ldbc, Dskip, T, H, G, nch, K, ng, Hg, nullptr, nullptr, y, raw, stream, layer);
+                      int64_t nch, int64_t K, int64_t ng, const float* Hg, float* y, cudaStream_t stream, int layer) {
+  launch<true>(x, ldx, delta, A, B, C, ldbc, Dskip, T, H, G, nch, K, ng, Hg, nullptr, nullptr, y, stream, layer);
 }
 void ssd_output_wgmma(const uint16_t* x, int64_t ldx, const float* delta, const float* A, const uint16_t* B,
                       const uint16_t* C, int64_t ldbc, const float* Dskip, int64_t T, int64_t H, int64_t G,
                       int64_t nch, int64_t K, int64_t ng, const float* Hg, uint16_t* y, cudaStream_t stream,
-                      int layer, const SsdRawDt& raw) {
-  launch<true>(x, ldx, delta, A, B, C, ldbc, Dskip, T, H, G, nch, K, ng, Hg, nullptr, nullptr, y, raw, stream, layer);
+                      int layer) {
+  launch<true>(x, ldx, delta, A, B, C, ldbc, Dskip, T, H, G, nch, K, ng, Hg, nullptr, nullptr, y, stream, layer);
 }
 int64_t ssd_output_wgmma_launches() { return g_launches.load(); }
 

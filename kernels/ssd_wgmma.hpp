@@ -6,8 +6,6 @@
 
 #include <cstdint>
 
-#include "ssd_scan.hpp"
-
 namespace latim::cuda {
 
 // Whether the wgmma passes take this scan: built for sm_90a, a GPU of compute capability 9.0,
@@ -21,20 +19,18 @@ bool ssd_wgmma_applies(const uint16_t* x, int64_t ldx, const uint16_t* B, const 
 // States: per (head, group) the group-local state after the group's last chunk into E (slot of
 // the group, [ng][H][128][64], layout [n][p]) and the product of the group's chunk decays
 // into dgroup [ng][H].
-// With raw.dt set, both passes finish Δ from it as they load it (delta is not read).
 void ssd_states_wgmma(const uint16_t* x, int64_t ldx, const float* delta, const float* A, const uint16_t* B,
                       int64_t ldbc, int64_t T, int64_t H, int64_t G, int64_t nch, int64_t K, int64_t ng, float* E,
-                      float* dgroup, cudaStream_t stream, int layer, const SsdRawDt& raw = {});
+                      float* dgroup, cudaStream_t stream, int layer);
 // Outputs: per (head, group) the group's chunks from its entering state Hg ([ng][H][128][64],
 // layout [n][p]), y = C h + D x.
 void ssd_output_wgmma(const uint16_t* x, int64_t ldx, const float* delta, const float* A, const uint16_t* B,
                       const uint16_t* C, int64_t ldbc, const float* Dskip, int64_t T, int64_t H, int64_t G,
-                      int64_t nch, int64_t K, int64_t ng, const float* Hg, float* y, cudaStream_t stream, int layer,
-                      const SsdRawDt& raw = {});
+                      int64_t nch, int64_t K, int64_t ng, const float* Hg, float* y, cudaStream_t stream, int layer);
 void ssd_output_wgmma(const uint16_t* x, int64_t ldx, const float* delta, const float* A, const uint16_t* B,
                       const uint16_t* C, int64_t ldbc, const float* Dskip, int64_t T, int64_t H, int64_t G,
                       int64_t nch, int64_t K, int64_t ng, const float* Hg, uint16_t* y, cudaStream_t stream,
-                      int layer, const SsdRawDt& raw = {});
+                      int layer);
 // Launches of the output kernel in this process (so that a test can tell which kernel ran).
 int64_t ssd_output_wgmma_launches();
 

@@ -547,49 +547,6 @@ TEST_F(CudaKernels, SsdScanOnBf16InputsIsTheScanOfTheRoundedInputs) {
   EXPECT_EQ(cuda::ssd_output_wgmma_launches(), launches) << "LATIM_SSD_KERNEL=mma still ran the wgmma kernel";
 }
 
-// The wgmma passes finishing Δ from in_proj's raw dt as they load it: the bits of the scan on
-// mamba2_delta's Δ (y in bf16 and fp32, the final state), with and without the clamp doing
-// anything, across two slices (T = 263000), the raw dt at an odd column of a wider row.
-TEST_F(CudaKernels, SsdScanWgmmaFinishesDeltaFromTheRawDt) {
-  for (const SsdCase k : {SsdCase{1100, 24, 64, 128, 1, 0, 0.5f, -3, -0.1f}, SsdCase{263000, 1, 64, 128, 1, 0, 0.1f, -1, -0.1f},
-                          SsdCase{601, 4, 64, 128, 2, 8, 0.5f, -1, -0.1f}}) {
-    const int64_t D = k.H * k.P, GN = k.G * k.N, ldx = D + 2 * GN + k.pad, ldr = k.H + 7;
-    const std::vector<uint16_t> x16 = to_bf16_host(random_vector(rng, k.T * ldx, -2, 2));
-    const std::vector<uint16_t> raw16 = to_bf16_host(random_vector(rng, k.T * ldr, -6, 2));
-    const auto bias = random_vector(rng, k.H, -1, 1), A = random_vector(rng, k.H, k.a_lo, k.a_hi),
-               Ds = random_vector(rng, k.H, 0, 1);
-    auto d16 = to_device(x16), draw = to_device(raw16);
-    auto dbias = to_device(bias), dA = to_device(A), dDs = to_device(Ds);
-    const uint16_t *B = d16.get() + D, *C = d16.get() + D + GN, *dt = draw.get() + 3;
-    cuda::DeviceArray<float> work;
-    work.reserve(cuda::ssd_scan_work(k.T, k.H, k.P, k.N, k.G), "work");
-    auto y16a = poisoned<uint16_t>(k.T * D);
-    if (!cuda::ssd_scan_takes_raw_dt(d16.get(), ldx, B, C, ldx, k.P, k.N, y16a.get(), 2, 0))
-      GTEST_SKIP() << "the wgmma passes do not run here";
-    for (const auto [lo, hi] : {std::pair<double, double>{0.0, 1e30}, std::pair<double, double>{0.01, 0.3}}) {
-      auto delta = poisoned<float>(k.T * k.H);
-      cuda::mamba2_delta(dt, ldr, k.T, k.H, dbias.get(), lo, hi, delta.get(), nullptr, 0);
-      const cuda::SsdRawDt raw{dt, ldr, dbias.get(), lo, hi};
-      auto y16b = poisoned<uint16_t>(k.T * D);
-      auto ya = poisoned<float>(k.T * D), yb = poisoned<float>(k.T * D);
-      auto ha = poisoned<float>(k.H * k.P * k.N), hb = poisoned<float>(k.H * k.P * k.N);
-      const auto scan = [&](const float* dl, float* y, uint16_t* y16, float* h, const cuda::SsdRawDt& r) {
-        cuda::ssd_scan(d16.get(), ldx, dl, dA.get(), B, C, ldx, dDs.get(), k.T, k.H, k.P, k.N, k.G, y, y16, h,
-                       work.get(), nullptr, 0, r);
-      };
-      scan(delta.get(), nullptr, y16a.get(), ha.get(), {});
-      scan(nullptr, nullptr, y16b.get(), hb.get(), raw);
-      scan(delta.get(), ya.get(), nullptr, nullptr, {});
-      scan(nullptr, yb.get(), nullptr, nullptr, raw);
-      const std::string at = "T=" + std::to_string(k.T) + " H=" + std::to_string(k.H) + " clamp [" +
-                             std::to_string(lo) + ", " + std::to_string(hi) + "]";
-      EXPECT_TRUE(same_bits(to_host(y16a, k.T * D), to_host(y16b, k.T * D))) << at << " y in bf16";
-      EXPECT_TRUE(same_bits(to_host(ya, k.T * D), to_host(yb, k.T * D))) << at << " y in fp32";
-      EXPECT_TRUE(same_bits(to_host(ha, k.H * k.P * k.N), to_host(hb, k.H * k.P * k.N))) << at << " final state";
-    }
-  }
-}
-
 // Mamba-2 SSD as a plain bf16 implementation computes it (mamba_ssm's chunked kernels), here
 // in fp64 with the roundings such an implementation makes: chunks of 64 positions, the products
 // on bf16 operands: the chunk's entering state rounded to bf16 for C·H, the decayed and masked

@@ -734,32 +734,22 @@ class CudaBackend final : public ComputeBackend {
                                     c.activation == Activation::SiLU, halo, conv, nullptr, layer);
       });
     }
+    clock_.start("delta");
+    float* delta = delta_.reserve(T * H, "forward workspace (delta)", layer);
+    pj.with([&](const auto* p) {
+      cuda::mamba2_delta(p + D + CC, pj.ld, T, H, w.dt_bias.get(), c.dt_min, c.dt_max, delta, nullptr, layer);
+    });
+    clock_.start("ssd scan");
     // The scan output y: bf16 where only the gated norm reads it (bf16 inputs, so an untraced
     // layer, and no join of slices adds to it), as a plain bf16 implementation keeps it;
     // otherwise fp32.
     const bool y_bf16 = conv16 && activations_local(pj);
     float* y = y_bf16 ? nullptr : y_.reserve(T * D, "forward workspace (scan output)", layer);
     uint16_t* ys16 = y_bf16 ? ys16_.reserve(T * D, "forward workspace (scan output, bf16)", layer) : nullptr;
-    // Δ: where only the scan reads it (the same layers) and its wgmma passes run, they finish
-    // it from in_proj's raw dt as they load it (mamba2_delta's bits, one launch less);
-    // otherwise mamba2_delta writes it for the scan, the join of slices and the trace.
-    const bool dt_in_scan =
-        y_bf16 && cuda::ssd_scan_takes_raw_dt(conv16, CC, conv16 + D, conv16 + D + GN, CC, P, N, ys16, 2, layer);
-    float* delta = nullptr;
-    if (!dt_in_scan) {
-      clock_.start("delta");
-      delta = delta_.reserve(T * H, "forward workspace (delta)", layer);
-      pj.with([&](const auto* p) {
-        cuda::mamba2_delta(p + D + CC, pj.ld, T, H, w.dt_bias.get(), c.dt_min, c.dt_max, delta, nullptr, layer);
-      });
-    }
-    clock_.start("ssd scan");
     float* work = scan_work_.reserve(cuda::ssd_scan_work(T, H, P, N, G), "SSD scan chunk states", layer);
     if (conv16)
       cuda::ssd_scan(conv16, CC, delta, w.A.get(), conv16 + D, conv16 + D + GN, CC, w.D_skip.get(), T, H, P, N, G, y,
-                     ys16, scan_summary(c, H * P * N, layer), work, nullptr, layer,
-                     dt_in_scan ? cuda::SsdRawDt{pj.bf16 + D + CC, pj.ld, w.dt_bias.get(), c.dt_min, c.dt_max}
-                                : cuda::SsdRawDt{});
+                     ys16, scan_summary(c, H * P * N, layer), work, nullptr, layer);
     else
       cuda::ssd_scan(conv, CC, delta, w.A.get(), conv + D, conv + D + GN, CC, w.D_skip.get(), T, H, P, N, G, y,
                      scan_summary(c, H * P * N, layer), work, mode_ != cuda::MathMode::FP32, nullptr, layer);
