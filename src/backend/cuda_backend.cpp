@@ -464,7 +464,8 @@ class CudaBackend final : public ComputeBackend {
       put(g.dt_bias, w.dt_bias, "weights (dt_bias)", layer);
       put(g.gated_norm, w.gated_norm, "weights (gated norm)", layer);
       if (bf16_operands()) {
-        in_proj_copy(g.in_proj, m.config.d_model, g.in_proj16, layer);
+        bf16_copy(g.in_proj, g.in_proj16, "weights (in_proj, bf16 copy)", layer,
+                  padded_rows(static_cast<int64_t>(g.in_proj.size()) / m.config.d_model) * m.config.d_model);
         bf16_copy(g.out_proj, g.out_proj16, "weights (out_proj, bf16 copy)", layer);
         if (g.x_proj.size()) bf16_copy(g.x_proj, g.x_proj16, "weights (x_proj, bf16 copy)", layer);
         if (g.dt_proj.size()) bf16_copy(g.dt_proj, g.dt_proj16, "weights (dt_proj, bf16 copy)", layer);
@@ -483,23 +484,22 @@ class CudaBackend final : public ComputeBackend {
   // COMPUTE_32F_FAST_16BF, for which cuBLAS chose tf32 kernels on the H100: more accurate,
   // and half as fast.
   bool bf16_operands() const { return mode_ == cuda::MathMode::BF16; }
-  static void bf16_copy(const DeviceArray<float>& a, DeviceArray<uint16_t>& b, const char* what, int layer) {
-    cuda::to_bf16(a.get(), a.size(), b.reserve(a.size(), what, layer), nullptr, what, layer);
+  // A weight's bf16 copy, zero-padded to n values (n >= its size).
+  static void bf16_copy(const DeviceArray<float>& a, DeviceArray<uint16_t>& b, const char* what, int layer,
+                        int64_t n = -1) {
+    const int64_t size = a.size();
+    if (n < size) n = size;
+    uint16_t* dst = b.reserve(n, what, layer);
+    if (n > size) cuda::check(cudaMemsetAsync(dst + size, 0, (n - size) * sizeof(uint16_t)), what, layer);
+    cuda::to_bf16(a.get(), size, dst, nullptr, what, layer);
   }
-  // in_proj's bf16 copy, its rows (output columns) padded with zero rows to a multiple of 128
-  // where there are more than 128 of them: one product of whole 128-column tiles (Mamba-2's
-  // 3352 columns as 3456) instead of a 3328-column product and a 24-column one that reads
-  // the input again (cublasLt, H100, 65536 rows: 444 us against 419 + 40). The padded
-  // columns are computed (zeros) and never read; the real ones keep their bits (each output
-  // column is its own dot product). Products on fp32 operands read the first rows only.
+  // in_proj's bf16 copy has its rows (output columns) padded with zero rows to a multiple of
+  // 128 where there are more than 128 of them: one product of whole 128-column tiles
+  // (Mamba-2's 3352 columns as 3456) instead of a 3328-column product and a 24-column one
+  // that reads the input again (cublasLt, H100, 65536 rows: 444 us against 419 + 40). The
+  // padded columns are computed (zeros) and never read; the real ones keep their bits (each
+  // output column is its own dot product). Products on fp32 operands read the first rows only.
   static int64_t padded_rows(int64_t rows) { return rows > 128 && rows % 128 != 0 ? (rows + 127) / 128 * 128 : rows; }
-  static void in_proj_copy(const DeviceArray<float>& a, int64_t d, DeviceArray<uint16_t>& b, int layer) {
-    const char* what = "weights (in_proj, bf16 copy)";
-    const int64_t rows = static_cast<int64_t>(a.size()) / d, rp = padded_rows(rows);
-    uint16_t* dst = b.reserve(rp * d, what, layer);
-    if (rp > rows) cuda::check(cudaMemsetAsync(dst + rows * d, 0, (rp - rows) * d * sizeof(uint16_t)), what, layer);
-    cuda::to_bf16(a.get(), a.size(), dst, nullptr, what, layer);
-  }
 
   // Where a norm writes its rows: out (fp32) and/or out16 (bf16), with the norm's weights w.
   struct NormTarget {
@@ -634,7 +634,7 @@ class CudaBackend final : public ComputeBackend {
                                   c.activation == Activation::SiLU, halo, x16, nullptr, layer);
     } else {
       x = x_.reserve(T * D, "forward workspace (conv output)", layer);
-      cuda::causal_conv_with_halo(proj, T, D, 2 * D, w.conv_w.get(), static_cast<int>(K), ptr(w.conv_b),
+      cuda::causal_conv_with_halo(proj, T, D, pj.ld, w.conv_w.get(), static_cast<int>(K), ptr(w.conv_b),
                                   c.activation == Activation::SiLU, halo, x, nullptr, layer);
     }
     clock_.start("x_proj, dt_proj");
@@ -688,14 +688,14 @@ class CudaBackend final : public ComputeBackend {
     if (tr && on_device) {
       clock_.start("device trace");
       tr->T = shard_ ? shard_->T() : T;  // a sharded forward hands over the whole sequence's trace
-      tr->device = device_trace(c, hw, w, layer, T, r, o, {proj, 2 * D, gate, S ? S : cumulative_delta(delta, T, D, layer),
+      tr->device = device_trace(c, hw, w, layer, T, r, o, {proj, pj.ld, gate, S ? S : cumulative_delta(delta, T, D, layer),
                                                            delta, xdbl + R, xdbl + R + N, XR});
     } else if (tr) {
       clock_.start("trace download");
       tr->T = T;
       stage_.download(tr->r_in, static_cast<const float*>(r), T, d, d, "trace download (r_in)", layer);
       stage_.download(tr->o, static_cast<const float*>(o), T, d, d, "trace download (o)", layer);
-      stage_.download(tr->v, static_cast<const float*>(proj), T, D, 2 * D, "trace download (v)", layer);
+      stage_.download(tr->v, static_cast<const float*>(proj), T, D, pj.ld, "trace download (v)", layer);
       stage_.download(tr->x, static_cast<const float*>(x), T, D, D, "trace download (x)", layer);
       stage_.download(tr->delta, static_cast<const float*>(delta), T, D, D, "trace download (delta)", layer);
       stage_.download(tr->B, static_cast<const float*>(xdbl + R), T, N, XR, "trace download (B)", layer);
@@ -712,9 +712,9 @@ class CudaBackend final : public ComputeBackend {
                     LayerTrace* tr, bool on_device, const Chain& chain) {
     const int64_t d = c.d_model, D = c.d_inner, N = c.d_state, K = c.d_conv;
     const int64_t H = c.n_heads, P = c.head_dim, G = c.n_groups, GN = G * N;
-    const int64_t CC = c.conv_channels(), IR = c.in_proj_rows();
+    const int64_t CC = c.conv_channels();
     const Operand u = layer_input(c, w, layer, T, r, chain);
-    const Proj pj = in_proj(w, u, T, d, IR, tr != nullptr, layer);
+    const Proj pj = in_proj(w, u, T, d, c.in_proj_rows(), tr != nullptr, layer);
     float* proj = pj.f32;  // null where in_proj wrote bf16 (an untraced layer)
     clock_.start("conv");
     // The conv output (x, B, C): fp32, or bf16 where in_proj wrote bf16 and the scan's
@@ -784,14 +784,14 @@ class CudaBackend final : public ComputeBackend {
       clock_.start("device trace");
       cuda::latim_gate_factor(gate, gamma, T * D, gamma, nullptr, layer);  // Z = γ ⊙ SiLU(z), in place
       tr->T = shard_ ? shard_->T() : T;  // a sharded forward hands over the whole sequence's trace
-      tr->device = device_trace(c, hw, w, layer, T, r, o, {proj + D, IR, gamma, S ? S : cumulative_delta(delta, T, H, layer),
+      tr->device = device_trace(c, hw, w, layer, T, r, o, {proj + D, pj.ld, gamma, S ? S : cumulative_delta(delta, T, H, layer),
                                                            delta, conv + D, conv + D + GN, CC});
     } else if (tr) {
       clock_.start("trace download");
       tr->T = T;
       stage_.download(tr->r_in, static_cast<const float*>(r), T, d, d, "trace download (r_in)", layer);
       stage_.download(tr->o, static_cast<const float*>(o), T, d, d, "trace download (o)", layer);
-      stage_.download(tr->v, static_cast<const float*>(proj + D), T, D, IR, "trace download (v)", layer);
+      stage_.download(tr->v, static_cast<const float*>(proj + D), T, D, pj.ld, "trace download (v)", layer);
       stage_.download(tr->x, static_cast<const float*>(conv), T, D, CC, "trace download (x)", layer);
       stage_.download(tr->delta, static_cast<const float*>(delta), T, H, H, "trace download (delta)", layer);
       stage_.download(tr->B, static_cast<const float*>(conv + D), T, GN, CC, "trace download (B)", layer);
