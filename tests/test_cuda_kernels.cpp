@@ -318,7 +318,9 @@ void scan_reference(int64_t T, int64_t D, int64_t N, const std::vector<float>& x
 
 // The last two cases have decays from 1 down to far below 2^-126 in one step (A in [-16, -8],
 // Δ up to 8): the scan's exponentials (ex2.approx.ftz) over their whole range, flushed to
-// zero at the end.
+// zero at the end. Widths that are multiples of 8 (40, 8, 24, 256) stage Δ, x and z by
+// 16-byte copies, the others (130, 3) by plain loads; N = 5 stages B and C by plain loads;
+// T = 1100 with D = 256 has two channel blocks and a last chunk that ends mid-stage.
 TEST_F(CudaKernels, SelectiveScanMatchesFp64AcrossChunks) {
   struct Case {
     int64_t T, D, N;
@@ -327,7 +329,8 @@ TEST_F(CudaKernels, SelectiveScanMatchesFp64AcrossChunks) {
   for (const auto [T, D, N, dt_lo, dt_hi, a_lo, a_hi] :
        {Case{1000, 40, 16, 0.001f, 0.5f, -3, -0.1f}, Case{300, 130, 5, 0.001f, 0.5f, -3, -0.1f},
         Case{257, 8, 40, 0.001f, 0.5f, -3, -0.1f}, Case{1, 3, 16, 0.001f, 0.5f, -3, -0.1f},
-        Case{700, 40, 16, 0.0001f, 8.0f, -16, -8}, Case{300, 24, 32, 0.0001f, 8.0f, -16, -8}}) {
+        Case{700, 40, 16, 0.0001f, 8.0f, -16, -8}, Case{300, 24, 32, 0.0001f, 8.0f, -16, -8},
+        Case{1100, 256, 16, 0.001f, 0.5f, -3, -0.1f}}) {
     const auto x = random_vector(rng, T * D, -2, 2), dt = random_vector(rng, T * D, dt_lo, dt_hi),
                A = random_vector(rng, D * N, a_lo, a_hi), B = random_vector(rng, T * N, -1, 1),
                C = random_vector(rng, T * N, -1, 1), Ds = random_vector(rng, D, 0, 1);
