@@ -26,8 +26,8 @@ namespace {
 
 constexpr int64_t kChunk = 256;  // positions per chunk
 constexpr int kThreads = 128;    // channels per block
-constexpr int kS = 16;           // positions per stage
-constexpr int kStages = 3;       // stages in shared memory: s scanned while s + 1, s + 2 land
+constexpr int kS = 32;           // positions per stage
+constexpr int kStages = 2;       // stages in shared memory: s scanned while s + 1 lands
 constexpr float kLog2e = 1.4426950408889634f;
 
 // 16 bytes global -> shared, or 16 zero bytes when !ok (src is then not read).
@@ -110,15 +110,15 @@ __device__ __forceinline__ float widen(uint16_t v) { return bf16_float(v); }
 
 // DT: float or uint16_t (bf16 bits): Δ, or raw dt finished in place by the first pass (in
 // bf16: rounded to bf16, and the rounded value used).
-template <int NS, bool kFromState, bool kWriteY, class X, class DT>
-__global__ void __launch_bounds__(kThreads, 5)
+template <int NS, bool kFromState, bool kWriteY, bool kGated, class X, class DT>
+__global__ void __launch_bounds__(kThreads, kWriteY ? 4 : 5)
     scan_chunk_kernel(const X* __restrict__ x, DT* __restrict__ delta, const float* __restrict__ dt_bias, bool raw_dt,
                       const float* __restrict__ A, const float* __restrict__ B, int64_t ldb,
                       const float* __restrict__ C, int64_t ldc, const float* __restrict__ Dskip, int64_t T,
                       int64_t D, int N, int64_t chunk_len, bool vec, bool vec_bc, float* __restrict__ state,
                       float* __restrict__ dsum, float* __restrict__ y, ScanGate gate) {
   extern __shared__ __align__(16) unsigned char smem[];
-  const bool gated = kWriteY && gate.y16 != nullptr;
+  constexpr bool gated = kWriteY && kGated;
   float* const Bs = reinterpret_cast<float*>(smem);  // [kStages][kS][NS]
   float* const Cs = Bs + kStages * kS * NS;           // the same (kWriteY)
   DT* const dts = reinterpret_cast<DT*>(Cs + (kWriteY ? kStages * kS * NS : 0));  // [kStages][kS][kThreads]
@@ -159,7 +159,7 @@ __global__ void __launch_bounds__(kThreads, 5)
   const float dskip = active ? Dskip[c] : 0.0f;
   // Δ from dt_proj's raw output (first launch only; the output pass reads the finished Δ).
   constexpr bool k16 = std::is_same_v<DT, uint16_t>;
-  const bool finish = !kFromState && raw_dt;
+  const bool finish = !kFromState && (k16 || raw_dt);  // bf16 dt is always dt_proj's raw output
   const float dtb = finish && active && dt_bias ? dt_bias[c] : 0.0f;
   float ds = 0.0f;
 
@@ -178,7 +178,7 @@ __global__ void __launch_bounds__(kThreads, 5)
     const X* const xb = xs + b * kS * kThreads + tid;
     const uint16_t* const zb = zs + b * kS * kThreads + tid;
     DT* const dw = delta + s0 * D + c;  // Δ written back (first launch, raw dt)
-    float* const yp = y + s0 * D + c;
+    float* const yp = gated ? nullptr : y + s0 * D + c;
     uint16_t* const y16p = gated ? gate.y16 + s0 * D + c : nullptr;
     const auto position = [&](int p) {
       float dt = widen(dtb_s[p * kThreads]);
@@ -268,17 +268,18 @@ void launch(dim3 grid, cudaStream_t stream, bool gated, const X* x, DT* delta, c
             const float* A, const float* B, int64_t ldb, const float* C, int64_t ldc, const float* Dskip, int64_t T,
             int64_t D, int N, int64_t chunk_len, bool vec, bool vec_bc, float* state, float* dsum, float* y,
             const ScanGate& gate, int layer) {
-  const auto kernel = scan_chunk_kernel<NS, kFromState, kWriteY, X, DT>;
+  auto kernel = scan_chunk_kernel<NS, kFromState, kWriteY, false, X, DT>;
+  if constexpr (kWriteY)
+    if (gated) kernel = scan_chunk_kernel<NS, kFromState, kWriteY, true, X, DT>;
   const int64_t bytes = smem_bytes<NS, kWriteY, X, DT>(gated);
   if (bytes > 48 * 1024) {  // above the default limit: raised once per kernel and device
-    static bool raised[64] = {};
+    static bool raised[2][64] = {};  // [gated][device]
     int dev = 0;
     check(cudaGetDevice(&dev), "cudaGetDevice (selective_scan)", layer);
-    if (dev < 0 || dev >= 64 || !raised[dev]) {
-      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 static_cast<int>(smem_bytes<NS, kWriteY, X, DT>(true))),
+    if (dev < 0 || dev >= 64 || !raised[gated][dev]) {
+      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
             "cudaFuncSetAttribute (selective_scan shared memory)", layer);
-      if (dev >= 0 && dev < 64) raised[dev] = true;
+      if (dev >= 0 && dev < 64) raised[gated][dev] = true;
     }
   }
   kernel<<<grid, kThreads, bytes, stream>>>(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T, D, N, chunk_len,
