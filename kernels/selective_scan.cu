@@ -3,7 +3,7 @@
 // zero, the chain over chunks, then the scan from each chunk's incoming state.
 //
 // A block stages its chunk kS positions at a time through shared memory: B (and C), Δ, x
-// (and z) of stage s + 2 are copied (cp.async, 16-byte pieces) while stage s is scanned, so
+// (and z) of stage s + 1 are copied (cp.async, 16-byte pieces) while stage s is scanned, so
 // the scan's inner loop reads shared memory only and does no address arithmetic; shapes the
 // 16-byte pieces do not fit (widths not a multiple of 8, B not 16-byte aligned) are staged by
 // plain loads instead.
