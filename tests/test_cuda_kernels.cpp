@@ -431,6 +431,82 @@ TEST_F(CudaKernels, SelectiveScanMatchesFp64AcrossChunks) {
   }
 }
 
+// dt_proj fused into the scan's first pass (bf16 mode): the raw dt of each stage from a
+// tensor-core product of x_proj's fp32 output (rounded to bf16) with dt_proj's bf16 weight.
+// Against the unfused path (cuBLAS's bf16 dt_proj, then the scan finishing its bf16 output):
+// Δ within two bf16 ulps and mostly the same bits (the products' sums run in another order);
+// and the fused scan's y and gate are the bits of the fp32-Δ scan given the Δ it wrote.
+// Ranks 48 and 16 stage x_proj's rows by 16-byte copies, 6 and 2 by plain loads; D = 130 has
+// a part block; T = 1 takes the single launch.
+TEST_F(CudaKernels, SelectiveScanFusesDtProj) {
+  struct Case {
+    int64_t T, D, N, R;
+  };
+  cuda::Blas blas;
+  for (const auto [T, D, N, R] : {Case{1100, 256, 16, 48}, Case{300, 130, 16, 6}, Case{257, 40, 16, 16},
+                                  Case{1, 24, 16, 2}}) {
+    ASSERT_TRUE(cuda::selective_scan_fuses_dt_proj(R));
+    const int64_t XR = R + 2 * N + 4;  // x_proj's output: dt input, B, C, and a pad
+    const std::vector<uint16_t> x16 = to_bf16_host(random_vector(rng, T * D, -2, 2));
+    const std::vector<float> xr = from_bf16_host(x16), xdbl = random_vector(rng, T * XR, -1, 1),
+                             A = random_vector(rng, D * N, -3, -0.1f), Ds = random_vector(rng, D, 0, 1),
+                             bias = random_vector(rng, D, -3, -1);
+    const std::vector<uint16_t> w16 = to_bf16_host(random_vector(rng, D * R, -0.5f, 0.5f)),
+                                z16 = to_bf16_host(random_vector(rng, T * 2 * D, -3, 3));
+    auto dx16 = to_device(x16), dw = to_device(w16), dz = to_device(z16);
+    auto dxr = to_device(xr), dxdbl = to_device(xdbl), dA = to_device(A), dDs = to_device(Ds), db = to_device(bias);
+    const float *Bp = dxdbl.get() + R, *Cp = dxdbl.get() + R + N;
+    cuda::DeviceArray<float> work;
+    work.reserve(cuda::selective_scan_work(T, D, N), "work");
+    for (const bool final_state : {true, false}) {
+      for (const bool gated : {false, true}) {
+        const std::string at = "T=" + std::to_string(T) + " D=" + std::to_string(D) + " R=" + std::to_string(R) +
+                               (final_state ? "" : " no final state") + (gated ? " gated" : "");
+        // Unfused: dt_proj on cuBLAS (bf16 operands, bf16 output), then the scan.
+        auto dt_in = poisoned<uint16_t>(T * R), raw = poisoned<uint16_t>(T * D);
+        cuda::to_bf16_rows(dxdbl.get(), XR, T, R, dt_in.get(), nullptr, "test", 0);
+        cuda::linear_bf16(blas, dt_in.get(), T, R, R, dw.get(), D, raw.get(), D, nullptr, "test", 0);
+        auto y_ref = poisoned<float>(T * D), y_f = poisoned<float>(T * D);
+        auto h_ref = poisoned<float>(D * N), h_f = poisoned<float>(D * N);
+        auto g_ref = poisoned<uint16_t>(T * D), g_f = poisoned<uint16_t>(T * D);
+        const cuda::ScanGate gate_ref = gated ? cuda::ScanGate{dz.get() + D, 2 * D, g_ref.get()} : cuda::ScanGate{};
+        const cuda::ScanGate gate_f = gated ? cuda::ScanGate{dz.get() + D, 2 * D, g_f.get()} : cuda::ScanGate{};
+        cuda::selective_scan(dx16.get(), raw.get(), db.get(), dA.get(), Bp, XR, Cp, XR, dDs.get(), T, D, N, y_ref.get(),
+                             final_state ? h_ref.get() : nullptr, work.get(), nullptr, 0, gate_ref);
+        // Fused.
+        auto delta = poisoned<uint16_t>(T * D);
+        cuda::selective_scan(dx16.get(), dxdbl.get(), XR, dw.get(), R, delta.get(), db.get(), dA.get(), Bp, XR, Cp, XR,
+                             dDs.get(), T, D, N, y_f.get(), final_state ? h_f.get() : nullptr, work.get(), nullptr, 0,
+                             gate_f);
+        const std::vector<uint16_t> d_f = to_host(delta, T * D), d_ref = to_host(raw, T * D);
+        int64_t same = 0;
+        double worst = 0;
+        for (int64_t k = 0; k < T * D; ++k) {
+          same += d_f[k] == d_ref[k];
+          const double r = from_bf16(d_ref[k]);
+          worst = std::max(worst, std::abs(from_bf16(d_f[k]) - r) / bf16_ulp(r));
+        }
+        EXPECT_LE(worst, 2.0) << at << ": Δ, in bf16 ulps of the unfused Δ";
+        EXPECT_GE(same, T * D * 95 / 100) << at << ": Δ with the unfused Δ's bits";
+        // The fp32-Δ scan on the Δ the fused scan wrote: the same y, state and gate bits.
+        auto d32 = to_device(from_bf16_host(d_f));
+        auto y_c = poisoned<float>(T * D), h_c = poisoned<float>(D * N);
+        cuda::selective_scan(dxr.get(), d32.get(), nullptr, false, dA.get(), Bp, XR, Cp, XR, dDs.get(), T, D, N,
+                             y_c.get(), final_state ? h_c.get() : nullptr, work.get(), nullptr, 0);
+        if (final_state) EXPECT_TRUE(same_bits(to_host(h_f, D * N), to_host(h_c, D * N))) << at << " final state";
+        if (gated) {
+          auto g_c = poisoned<uint16_t>(T * D);
+          cuda::silu_gate(y_c.get(), dz.get() + D, 2 * D, T, D, nullptr, g_c.get(), nullptr, 0);
+          EXPECT_TRUE(same_bits(to_host(g_f, T * D), to_host(g_c, T * D))) << at << " gate";
+        } else {
+          EXPECT_TRUE(same_bits(to_host(y_f, T * D), to_host(y_c, T * D))) << at << " y";
+          EXPECT_LE(norm_error(to_host(y_f, T * D), to_host(y_ref, T * D)), 2e-2) << at << " y against the unfused";
+        }
+      }
+    }
+  }
+}
+
 // Mamba-2 scan in fp64 on the host: x, B and C side by side in one buffer of leading
 // dimension ldx (x, then B at column D, C at D + G N), as in the conv output.
 void ssd_reference(int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, int64_t ldx, const std::vector<float>& x,
