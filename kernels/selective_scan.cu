@@ -45,18 +45,11 @@ __device__ __forceinline__ void cp_wait() {
 
 // Bytes of shared memory a launch needs: kStages stages of B (and C) rows [kS][NS] and of
 // the Δ, x (and z) tiles [kS][kThreads].
-// With dt_proj fused (rp > 0: its rank rounded up to 16), the stage holds dt_proj's input rows
-// [kS][rp] in fp32 instead of a Δ tile, and one Δ tile (computed from the stage being scanned)
-// has rows of kDtPad more channels (the product's fragments stored without bank conflicts).
-constexpr int kDtPad = 8;
-constexpr int kMaxFusedRank = 128;
 template <int NS, bool kWriteY, class X, class DT>
-int64_t smem_bytes(bool gated, int rp = 0) {
-  const int64_t dt_tile = int64_t{kS} * (rp > 0 ? kThreads + kDtPad : kThreads) * int64_t(sizeof(DT));
+int64_t smem_bytes(bool gated) {
   const int64_t stage = int64_t{kS} * NS * 4 * (kWriteY ? 2 : 1) +
-                        int64_t{kS} * kThreads * int64_t(sizeof(X) + (kWriteY && gated ? 2 : 0)) +
-                        (rp > 0 ? int64_t{kS} * rp * 4 : dt_tile);
-  return kStages * stage + (rp > 0 ? dt_tile : 0);
+                        int64_t{kS} * kThreads * int64_t(sizeof(DT) + sizeof(X) + (kWriteY && gated ? 2 : 0));
+  return kStages * stage;
 }
 
 // Stages rows [len][kThreads] of a [.][ld] activation (src at the stage's first row and the
@@ -112,108 +105,25 @@ __device__ __forceinline__ uint16_t bf16_bits_packed(float x) {
   return static_cast<uint16_t>(r);
 }
 
-// Two floats rounded to bf16 and packed (lo in the low half).
-__device__ __forceinline__ uint32_t pack2_bf16(float lo, float hi) {
-  uint32_t r;
-  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
-}
-// D += A B on tensor cores: m16n8k16, bf16 operands, fp32 sums.
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Stages rows [len][rp] of dt_proj's fp32 input (R valid columns, the rest zero).
-__device__ __forceinline__ void stage_dt_low(float* dst, const float* src, int64_t ld, int len, int R, int rp,
-                                             bool vec) {
-  if (vec) {  // R, ld and the pointer multiples of 4 floats
-    const int pieces = rp / 4;
-    for (int i = threadIdx.x; i < kS * pieces; i += kThreads) {
-      const int p = i / pieces, q = i % pieces;
-      const bool ok = p < len && 4 * q < R;
-      cp16(dst + p * rp + 4 * q, ok ? src + p * ld + 4 * q : src, ok);
-    }
-  } else {
-    for (int i = threadIdx.x; i < len * rp; i += kThreads) {
-      const int p = i / rp, k = i % rp;
-      dst[p * rp + k] = k < R ? src[p * ld + k] : 0.0f;
-    }
-  }
-}
-
-// dt_proj's raw output for one stage: [kS][kThreads] = L [kS][rp] · W[c0 .. c0 + 127][0 .. R)ᵀ
-// with bf16 operands (L rounded to bf16, W given in bf16) and fp32 sums, rounded to bf16
-// (what dt_proj's bf16 product writes) into dst (rows of kThreads + kDtPad). Warp w takes
-// channels 32w .. 32w + 31; channels from D on give zeros.
-__device__ __forceinline__ void dt_proj_stage(uint16_t* dst, const float* L, int rp, const uint16_t* __restrict__ W,
-                                              int R, int64_t c0, int64_t D) {
-  constexpr int ld = kThreads + kDtPad;
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t4 = lane & 3;
-#pragma unroll
-  for (int mt = 0; mt < kS / 16; ++mt) {
-    const int r0 = mt * 16 + g;
-#pragma unroll 1
-    for (int j = 0; j < 4; ++j) {  // one 8-channel tile at a time: 4 accumulators live, not 16
-      const int64_t ch = c0 + 32 * w + 8 * j + g;
-      const uint16_t* wr = W + ch * R;
-      const bool ok = ch < D;
-      float acc[4] = {};
-      for (int k0 = 0; k0 < rp; k0 += 16) {
-        const float2 v00 = *reinterpret_cast<const float2*>(L + r0 * rp + k0 + 2 * t4);
-        const float2 v10 = *reinterpret_cast<const float2*>(L + (r0 + 8) * rp + k0 + 2 * t4);
-        const float2 v01 = *reinterpret_cast<const float2*>(L + r0 * rp + k0 + 8 + 2 * t4);
-        const float2 v11 = *reinterpret_cast<const float2*>(L + (r0 + 8) * rp + k0 + 8 + 2 * t4);
-        const uint32_t a[4] = {pack2_bf16(v00.x, v00.y), pack2_bf16(v10.x, v10.y), pack2_bf16(v01.x, v01.y),
-                               pack2_bf16(v11.x, v11.y)};
-        const uint32_t b0 = ok && k0 + 2 * t4 < R ? __ldg(reinterpret_cast<const unsigned*>(wr + k0 + 2 * t4)) : 0u;
-        const uint32_t b1 =
-            ok && k0 + 8 + 2 * t4 < R ? __ldg(reinterpret_cast<const unsigned*>(wr + k0 + 8 + 2 * t4)) : 0u;
-        mma_bf16(acc, a, b0, b1);
-      }
-      const int col = 32 * w + 8 * j + 2 * t4;
-      *reinterpret_cast<uint32_t*>(dst + r0 * ld + col) = pack2_bf16(acc[0], acc[1]);
-      *reinterpret_cast<uint32_t*>(dst + (r0 + 8) * ld + col) = pack2_bf16(acc[2], acc[3]);
-    }
-  }
-}
-
-// dt_proj fused into the first pass (bf16 mode): its fp32 input rows (ld apart), its bf16
-// weight [D][R] (R even), R rounded up to 16; vec: the input rows staged by 16-byte copies.
-struct FusedDtProj {
-  const float* low = nullptr;
-  int64_t ld = 0;
-  const uint16_t* w = nullptr;
-  int R = 0, rp = 0;
-  bool vec = false;
-};
-
 __device__ __forceinline__ float widen(float v) { return v; }
 __device__ __forceinline__ float widen(uint16_t v) { return bf16_float(v); }
 
 // DT: float or uint16_t (bf16 bits): Δ, or raw dt finished in place by the first pass (in
 // bf16: rounded to bf16, and the rounded value used).
-template <int NS, bool kFromState, bool kWriteY, bool kGated, bool kFused, class X, class DT>
+template <int NS, bool kFromState, bool kWriteY, bool kGated, class X, class DT>
 __global__ void __launch_bounds__(kThreads, kWriteY ? 4 : 5)
     scan_chunk_kernel(const X* __restrict__ x, DT* __restrict__ delta, const float* __restrict__ dt_bias, bool raw_dt,
                       const float* __restrict__ A, const float* __restrict__ B, int64_t ldb,
                       const float* __restrict__ C, int64_t ldc, const float* __restrict__ Dskip, int64_t T,
                       int64_t D, int N, int64_t chunk_len, bool vec, bool vec_bc, float* __restrict__ state,
-                      float* __restrict__ dsum, float* __restrict__ y, ScanGate gate, FusedDtProj fd) {
+                      float* __restrict__ dsum, float* __restrict__ y, ScanGate gate) {
   extern __shared__ __align__(16) unsigned char smem[];
   constexpr bool gated = kWriteY && kGated;
-  constexpr bool fused = kFused && !kFromState && std::is_same_v<DT, uint16_t>;
-  constexpr int kDtRow = fused ? kThreads + kDtPad : kThreads;  // Δ tile row
   float* const Bs = reinterpret_cast<float*>(smem);  // [kStages][kS][NS]
   float* const Cs = Bs + kStages * kS * NS;           // the same (kWriteY)
-  constexpr int kDtTiles = fused ? 1 : kStages;  // fused: the one being scanned
-  DT* const dts = reinterpret_cast<DT*>(Cs + (kWriteY ? kStages * kS * NS : 0));  // [kDtTiles][kS][kDtRow]
-  X* const xs = reinterpret_cast<X*>(dts + kDtTiles * kS * kDtRow);
+  DT* const dts = reinterpret_cast<DT*>(Cs + (kWriteY ? kStages * kS * NS : 0));  // [kStages][kS][kThreads]
+  X* const xs = reinterpret_cast<X*>(dts + kStages * kS * kThreads);
   uint16_t* const zs = reinterpret_cast<uint16_t*>(xs + kStages * kS * kThreads);  // (gated)
-  float* const ls = reinterpret_cast<float*>(zs + (gated ? kStages * kS * kThreads : 0));  // [kStages][kS][rp] (fused)
 
   const int tid = threadIdx.x;
   const int64_t c0 = blockIdx.x * int64_t{kThreads};
@@ -230,10 +140,7 @@ __global__ void __launch_bounds__(kThreads, kWriteY ? 4 : 5)
     const int b = s % kStages;
     stage_rows<NS>(Bs + b * kS * NS, B + s0 * ldb, ldb, len, N, vec_bc);
     if (kWriteY) stage_rows<NS>(Cs + b * kS * NS, C + s0 * ldc, ldc, len, N, vec_bc);
-    if constexpr (fused)
-      stage_dt_low(ls + b * kS * fd.rp, fd.low + s0 * fd.ld, fd.ld, len, fd.R, fd.rp, fd.vec);
-    else
-      stage_tile(dts + b * kS * kThreads, delta + s0 * D + c0, D, len, width, vec);
+    stage_tile(dts + b * kS * kThreads, delta + s0 * D + c0, D, len, width, vec);
     stage_tile(xs + b * kS * kThreads, x + s0 * D + c0, D, len, width, vec);
     if (gated) stage_tile(zs + b * kS * kThreads, gate.z + s0 * gate.ldz + c0, gate.ldz, len, width, vec);
   };
@@ -261,25 +168,20 @@ __global__ void __launch_bounds__(kThreads, kWriteY ? 4 : 5)
     __syncthreads();  // stage s has landed for every thread; stage s - 1's buffer is free
     if (s + kStages - 1 < nst) load(s + kStages - 1);
     cp_commit();
-    if constexpr (fused) {  // dt_proj's raw output for this stage, into the Δ tile
-      if constexpr (std::is_same_v<DT, uint16_t>)
-        dt_proj_stage(dts, ls + (s % kStages) * kS * fd.rp, fd.rp, fd.w, fd.R, c0, D);
-      __syncthreads();
-    }
     if (!active) continue;
     const int64_t s0 = t0 + int64_t{s} * kS;
     const int len = static_cast<int>(min(int64_t{kS}, t1 - s0));
     const int b = s % kStages;
     const float* const Bb = Bs + b * kS * NS;
     const float* const Cb = Cs + b * kS * NS;
-    const DT* const dtb_s = dts + (fused ? 0 : b) * kS * kDtRow + tid;
+    const DT* const dtb_s = dts + b * kS * kThreads + tid;
     const X* const xb = xs + b * kS * kThreads + tid;
     const uint16_t* const zb = zs + b * kS * kThreads + tid;
     DT* const dw = delta + s0 * D + c;  // Δ written back (first launch, raw dt)
     float* const yp = gated ? nullptr : y + s0 * D + c;
     uint16_t* const y16p = gated ? gate.y16 + s0 * D + c : nullptr;
     const auto position = [&](int p) {
-      float dt = widen(dtb_s[p * kDtRow]);
+      float dt = widen(dtb_s[p * kThreads]);
       const float xv = widen(xb[p * kThreads]);
       if (finish) {
         if constexpr (k16) {  // rounded to bf16 next: the fast form
@@ -365,29 +267,23 @@ template <int NS, bool kFromState, bool kWriteY, class X, class DT>
 void launch(dim3 grid, cudaStream_t stream, bool gated, const X* x, DT* delta, const float* dt_bias, bool raw_dt,
             const float* A, const float* B, int64_t ldb, const float* C, int64_t ldc, const float* Dskip, int64_t T,
             int64_t D, int N, int64_t chunk_len, bool vec, bool vec_bc, float* state, float* dsum, float* y,
-            const ScanGate& gate, const FusedDtProj& fd, int layer) {
-  gated = kWriteY && gated;
-  auto kernel = scan_chunk_kernel<NS, kFromState, kWriteY, false, false, X, DT>;
+            const ScanGate& gate, int layer) {
+  auto kernel = scan_chunk_kernel<NS, kFromState, kWriteY, false, X, DT>;
   if constexpr (kWriteY)
-    if (gated) kernel = scan_chunk_kernel<NS, kFromState, kWriteY, true, false, X, DT>;
-  const bool fused = !kFromState && std::is_same_v<DT, uint16_t> && fd.rp > 0;
-  if constexpr (!kFromState && std::is_same_v<DT, uint16_t>)
-    if (fused)
-      kernel = gated ? scan_chunk_kernel<NS, kFromState, kWriteY, kWriteY, true, X, DT>
-                     : scan_chunk_kernel<NS, kFromState, kWriteY, false, true, X, DT>;
-  const int64_t bytes = smem_bytes<NS, kWriteY, X, DT>(gated, fused ? fd.rp : 0);
-  if (bytes > 48 * 1024) {  // above the default limit: raised to the most a launch asks for
-    static int64_t raised[2][2][64] = {};  // [gated][fused][device]
+    if (gated) kernel = scan_chunk_kernel<NS, kFromState, kWriteY, true, X, DT>;
+  const int64_t bytes = smem_bytes<NS, kWriteY, X, DT>(gated);
+  if (bytes > 48 * 1024) {  // above the default limit: raised once per kernel and device
+    static bool raised[2][64] = {};  // [gated][device]
     int dev = 0;
     check(cudaGetDevice(&dev), "cudaGetDevice (selective_scan)", layer);
-    if (dev < 0 || dev >= 64 || raised[gated][fused][dev] < bytes) {
+    if (dev < 0 || dev >= 64 || !raised[gated][dev]) {
       check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
             "cudaFuncSetAttribute (selective_scan shared memory)", layer);
-      if (dev >= 0 && dev < 64) raised[gated][fused][dev] = bytes;
+      if (dev >= 0 && dev < 64) raised[gated][dev] = true;
     }
   }
   kernel<<<grid, kThreads, bytes, stream>>>(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T, D, N, chunk_len,
-                                            vec, vec_bc, state, dsum, y, gate, fd);
+                                            vec, vec_bc, state, dsum, y, gate);
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
@@ -395,7 +291,7 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 
 template <int NS, class X, class DT>
 void run(const X* x, DT* delta, const float* dt_bias, bool raw_dt, const float* A, const float* B, int64_t ldb,
          const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N, float* y, float* h_final, float* work,
-         cudaStream_t stream, int layer, const ScanGate& gate, const FusedDtProj& fd) {
+         cudaStream_t stream, int layer, const ScanGate& gate) {
   const int64_t nchunks = (T + kChunk - 1) / kChunk;
   if (nchunks > 65535) fail("selective_scan: T = ", T, " exceeds the supported ", 65535 * kChunk, " tokens");
   const dim3 grid(static_cast<unsigned>((D + kThreads - 1) / kThreads), static_cast<unsigned>(nchunks));
@@ -408,18 +304,18 @@ void run(const X* x, DT* delta, const float* dt_bias, bool raw_dt, const float* 
   const bool vec_bc = N % 4 == 0 && ldb % 4 == 0 && ldc % 4 == 0 && aligned16(B) && aligned16(C);
   if (nchunks == 1 && !h_final) {
     launch<NS, false, true>(grid, stream, gated, x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T, D, n, kChunk,
-                            vec, vec_bc, state, dsum, y, gate, fd, layer);
+                            vec, vec_bc, state, dsum, y, gate, layer);
     check_launch("selective_scan", layer, stream);
     return;
   }
   launch<NS, false, false>(grid, stream, false, x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T, D, n, kChunk,
-                           vec, vec_bc, state, dsum, y, gate, fd, layer);
+                           vec, vec_bc, state, dsum, y, gate, layer);
   check_launch("selective_scan (chunk states)", layer, stream);
   chain_chunks_kernel<<<static_cast<unsigned>((D * N + 255) / 256), 256, 0, stream>>>(A, D, N, nchunks, state, dsum,
                                                                                       h_final);
   check_launch("selective_scan (chunk chain)", layer, stream);
   launch<NS, true, true>(grid, stream, gated, x, delta, nullptr, false, A, B, ldb, C, ldc, Dskip, T, D, n, kChunk, vec,
-                         vec_bc, state, dsum, y, gate, FusedDtProj{}, layer);
+                         vec_bc, state, dsum, y, gate, layer);
   check_launch("selective_scan (output)", layer, stream);
 }
 }  // namespace
@@ -433,12 +329,11 @@ namespace {
 template <class X, class DT>
 void dispatch(const X* x, DT* delta, const float* dt_bias, bool raw_dt, const float* A, const float* B, int64_t ldb,
               const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N, float* y,
-              float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate,
-              const FusedDtProj& fd = {}) {
+              float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate) {
   if (T == 0 || D == 0) return;
   const auto go = [&](auto ns) {
     run<decltype(ns)::value>(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream,
-                             layer, gate, fd);
+                             layer, gate);
   };
   if (N <= 8) go(std::integral_constant<int, 8>{});
   else if (N <= 16) go(std::integral_constant<int, 16>{});
@@ -464,27 +359,6 @@ void selective_scan(const uint16_t* x, uint16_t* dt16, const float* dt_bias, con
                     int64_t ldb, const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N,
                     float* y, float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate) {
   dispatch(x, dt16, dt_bias, true, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream, layer, gate);
-}
-
-bool selective_scan_fuses_dt_proj(int64_t R) { return R > 0 && R % 2 == 0 && R <= kMaxFusedRank; }
-
-void selective_scan(const uint16_t* x, const float* dt_in, int64_t ld_in, const uint16_t* w_dt16, int64_t R,
-                    uint16_t* delta16, const float* dt_bias, const float* A, const float* B, int64_t ldb,
-                    const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N, float* y,
-                    float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate) {
-  if (!selective_scan_fuses_dt_proj(R))
-    fail("selective_scan (layer ", layer, "): dt_rank = ", R, " cannot be fused (an even rank up to ", kMaxFusedRank,
-         ")");
-  if ((reinterpret_cast<uintptr_t>(w_dt16) & 3) != 0)
-    fail("selective_scan (layer ", layer, "): dt_proj's bf16 weight is not 4-byte aligned");
-  FusedDtProj fd;
-  fd.low = dt_in;
-  fd.ld = ld_in;
-  fd.w = w_dt16;
-  fd.R = static_cast<int>(R);
-  fd.rp = static_cast<int>((R + 15) / 16 * 16);
-  fd.vec = R % 4 == 0 && ld_in % 4 == 0 && (reinterpret_cast<uintptr_t>(dt_in) & 15) == 0;
-  dispatch(x, delta16, dt_bias, true, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream, layer, gate, fd);
 }
 
 }  // namespace latim::cuda

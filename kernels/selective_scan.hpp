@@ -41,16 +41,4 @@ void selective_scan(const uint16_t* x, uint16_t* dt16, const float* dt_bias, con
                     int64_t ldb, const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N,
                     float* y, float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate = {});
 
-// The same with dt_proj fused into the first pass (bf16 mode): dt_in [T, ld_in] holds
-// dt_proj's fp32 input (x_proj's first R columns), w_dt16 [D, R] its bf16 weight. Each
-// stage's raw dt is the tensor-core product of dt_in rounded to bf16 with w_dt16 (fp32
-// sums), rounded to bf16 (what the bf16 dt_proj writes, up to the order of the sums), and
-// finished as in the overload above; delta16 [T, D] receives Δ. Only where
-// selective_scan_fuses_dt_proj(R) (an even rank up to 128); else a one-line error.
-bool selective_scan_fuses_dt_proj(int64_t R);
-void selective_scan(const uint16_t* x, const float* dt_in, int64_t ld_in, const uint16_t* w_dt16, int64_t R,
-                    uint16_t* delta16, const float* dt_bias, const float* A, const float* B, int64_t ldb,
-                    const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N, float* y,
-                    float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate = {});
-
 }  // namespace latim::cuda

@@ -655,12 +655,7 @@ class CudaBackend final : public ComputeBackend {
     if (activations_local(pj)) fused = {pj.bf16 + D, pj.ld, y16};
     float* delta = nullptr;
     uint16_t* dt16 = nullptr;
-    // There, where the rank allows, the scan's first pass runs dt_proj itself on tensor cores
-    // from x_proj's fp32 output (dt_fused): no dt_proj product, and no raw dt in memory.
-    const bool dt_fused = fused.y16 && cuda::selective_scan_fuses_dt_proj(R);
-    if (dt_fused) {
-      dt16 = dt16_.reserve(T * D, "forward workspace (delta, bf16)", layer);
-    } else if (fused.y16) {
+    if (fused.y16) {
       uint16_t* dt_in = dt_in16_.reserve(T * R, "forward workspace (dt_proj input, bf16)", layer);
       cuda::to_bf16_rows(xdbl, XR, T, R, dt_in, nullptr, "dt_proj input (bf16)", layer);
       dt16 = dt16_.reserve(T * D, "forward workspace (dt_proj output, bf16)", layer);
@@ -678,11 +673,7 @@ class CudaBackend final : public ComputeBackend {
       cuda::selective_scan(xs, delta, ptr(w.dt_proj_b), true, w.A.get(), xdbl + R, XR, xdbl + R + N, XR,
                            w.D_skip.get(), T, D, N, y, scan_summary(c, D * N, layer), work, nullptr, layer, fused);
     };
-    if (dt_fused)
-      cuda::selective_scan(x16, xdbl, XR, w.dt_proj16.get(), R, dt16, ptr(w.dt_proj_b), w.A.get(), xdbl + R, XR,
-                           xdbl + R + N, XR, w.D_skip.get(), T, D, N, y, scan_summary(c, D * N, layer), work, nullptr,
-                           layer, fused);
-    else if (dt16)
+    if (dt16)
       cuda::selective_scan(x16, dt16, ptr(w.dt_proj_b), w.A.get(), xdbl + R, XR, xdbl + R + N, XR, w.D_skip.get(), T, D,
                            N, y, scan_summary(c, D * N, layer), work, nullptr, layer, fused);
     else if (x16) scan(static_cast<const uint16_t*>(x16));
