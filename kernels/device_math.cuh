@@ -52,6 +52,13 @@ __device__ __forceinline__ float softplus_fast(float x) {
 
 // The bits of x rounded to bf16 (to nearest even).
 __device__ __forceinline__ uint16_t bf16_bits(float x) { return __bfloat16_as_ushort(__float2bfloat16_rn(x)); }
+// The same bits by the packing conversion (F2FP): off the special-function unit, where the
+// Mamba-1 scan's first pass, bound by that unit, rounds Δ.
+__device__ __forceinline__ uint16_t bf16_bits_packed(float x) {
+  uint32_t r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %1;" : "=r"(r) : "f"(x));
+  return static_cast<uint16_t>(r);
+}
 // Two floats rounded to bf16 and packed in 4 bytes (a first, in the low half).
 __device__ __forceinline__ uint32_t pack_bf16x2(float a, float b) {
   return bf16_bits(a) | static_cast<uint32_t>(bf16_bits(b)) << 16;

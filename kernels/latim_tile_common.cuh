@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 
+#include "cp_async.cuh"
 #include "cuda_check.hpp"
 #include "device_buffer.hpp"
 #include "latim_tile.hpp"
@@ -37,12 +38,6 @@ inline void* tile_scratch(int dev, int64_t bytes, int layer) {
   return buffers[dev]->reserve(bytes, "LaTIM tile scratch (u of the resident blocks)", layer);
 }
 
-__device__ __forceinline__ void cp_async16(void* smem_ptr, const void* gptr) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem_ptr));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gptr));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

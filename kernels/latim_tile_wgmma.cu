@@ -131,11 +131,6 @@ __device__ __forceinline__ void bulk_store_part(void* dst, unsigned src, unsigne
                : "memory");
 }
 __device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
-// 16 bytes global -> shared, or 16 zero bytes when !ok (src is then not read).
-__device__ __forceinline__ void cp16_or_zero(void* dst, const void* src, bool ok) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(ok ? 16 : 0)
-               : "memory");
-}
 // The barrier's next arrival happens when this thread's earlier cp.async copies have landed.
 __device__ __forceinline__ void cp_async_arrive(unsigned bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
@@ -265,18 +260,18 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int row = idx / 16, ch = idx % 16;
         if (row < kBI) {
           const int64_t i = ib + row;
-          cp16_or_zero(Zs + (slot * kBI + row) * kBK + 4 * row_chunk(ch), f.Z + (i < T ? i : 0) * D + c0 + 4 * ch,
+          cp_async16_or_zero(Zs + (slot * kBI + row) * kBK + 4 * row_chunk(ch), f.Z + (i < T ? i : 0) * D + c0 + 4 * ch,
                        i < T);
         } else {
           const int64_t j = jb + row - kBI;
-          cp16_or_zero(Vs + (slot * kBJ + row - kBI) * kBK + 4 * v_chunk(ch, row - kBI),
+          cp_async16_or_zero(Vs + (slot * kBJ + row - kBI) * kBK + 4 * v_chunk(ch, row - kBI),
                        f.v + (j < T ? j : 0) * f.ldv + c0 + 4 * ch, j < T);
         }
       }
       for (int ch = t; ch < K * 16; ch += 128)  // (K = 4: chunk ch holds the taps of channel ch)
-        cp16_or_zero(CWs + slot * kBK * kKMax + 4 * tap_chunk(ch), f.conv_w + c0 * K + 4 * ch, true);
+        cp_async16_or_zero(CWs + slot * kBK * kKMax + 4 * tap_chunk(ch), f.conv_w + c0 * K + 4 * ch, true);
       if (t < 16)
-        cp16_or_zero(CBs + slot * kBK + 4 * row_chunk(t), f.conv_b ? f.conv_b + c0 + 4 * t : f.Z,
+        cp_async16_or_zero(CBs + slot * kBK + 4 * row_chunk(t), f.conv_b ? f.conv_b + c0 + 4 * t : f.Z,
                      f.conv_b != nullptr);
       cp_async_arrive(in_full(slot));
     };

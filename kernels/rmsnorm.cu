@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "cuda_check.hpp"
+#include "device_buffer.hpp"
 #include "device_math.cuh"
 #include "rmsnorm.hpp"
 
@@ -393,8 +394,6 @@ void with_steps(int64_t steps, const F& go) {
   }
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-bool aligned8(const void* p) { return reinterpret_cast<uintptr_t>(p) % 8 == 0; }
 unsigned row_blocks(int64_t rows) { return static_cast<unsigned>((rows + kRows - 1) / kRows); }
 
 // Calls launch(vec, cache) with compile-time constants: the register cache holds as many

@@ -16,7 +16,9 @@
 // itself, so both passes see the same Δ, and Δ never goes through memory in fp32.
 #include <type_traits>
 
+#include "cp_async.cuh"
 #include "cuda_check.hpp"
+#include "device_buffer.hpp"
 #include "device_math.cuh"
 #include "selective_scan.hpp"
 
@@ -29,19 +31,6 @@ constexpr int kThreads = 128;    // channels per block
 constexpr int kS = 32;           // positions per stage
 constexpr int kStages = 2;       // stages in shared memory: s scanned while s + 1 lands
 constexpr float kLog2e = 1.4426950408889634f;
-
-// 16 bytes global -> shared, or 16 zero bytes when !ok (src is then not read).
-__device__ __forceinline__ void cp16(void* dst, const void* src, bool ok) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(
-                   static_cast<unsigned>(__cvta_generic_to_shared(dst))),
-               "l"(src), "r"(ok ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 
 // Bytes of shared memory a launch needs: kStages stages of B (and C) rows [kS][NS] and of
 // the Δ, x (and z) tiles [kS][kThreads].
@@ -69,7 +58,7 @@ __device__ __forceinline__ void stage_tile(T* dst, const T* src, int64_t ld, int
 #pragma unroll
     for (int j = 0; j < kS / rows; ++j) {
       const bool ok = col_ok && r + j * rows < len;
-      cp16(d + j * rows * kThreads, ok ? g + j * rows * ld : src, ok);
+      cp_async16_or_zero(d + j * rows * kThreads, ok ? g + j * rows * ld : src, ok);
     }
   } else {
     const int c = threadIdx.x;
@@ -88,7 +77,7 @@ __device__ __forceinline__ void stage_rows(float* dst, const float* src, int64_t
     for (int j = 0; j < (kS + rows - 1) / rows; ++j) {
       if (r + j * rows >= kS) break;
       const bool ok = r + j * rows < len && 4 * q < N;
-      cp16(dst + (r + j * rows) * NS + 4 * q, ok ? src + (r + j * rows) * ld + 4 * q : src, ok);
+      cp_async16_or_zero(dst + (r + j * rows) * NS + 4 * q, ok ? src + (r + j * rows) * ld + 4 * q : src, ok);
     }
   } else {
     for (int i = threadIdx.x; i < len * NS; i += kThreads) {
@@ -97,16 +86,6 @@ __device__ __forceinline__ void stage_rows(float* dst, const float* src, int64_t
     }
   }
 }
-
-// bf16_bits by the packing conversion (F2FP, off the special-function unit): the same bits.
-__device__ __forceinline__ uint16_t bf16_bits_packed(float x) {
-  uint32_t r;
-  asm("cvt.rn.bf16x2.f32 %0, %1, %1;" : "=r"(r) : "f"(x));
-  return static_cast<uint16_t>(r);
-}
-
-__device__ __forceinline__ float widen(float v) { return v; }
-__device__ __forceinline__ float widen(uint16_t v) { return bf16_float(v); }
 
 // DT: float or uint16_t (bf16 bits): Δ, or raw dt finished in place by the first pass (in
 // bf16: rounded to bf16, and the rounded value used). chunk_len is always kChunk: passed at
@@ -149,7 +128,7 @@ __global__ void __launch_bounds__(kThreads, kWriteY ? 4 : 5)
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < nst) load(s);
-    cp_commit();
+    cp_async_commit();
   }
 
   float a[NS], h[NS];
@@ -166,10 +145,10 @@ __global__ void __launch_bounds__(kThreads, kWriteY ? 4 : 5)
   float ds = 0.0f;
 
   for (int s = 0; s < nst; ++s) {
-    cp_wait<kStages - 2>();
+    cp_async_wait<kStages - 2>();
     __syncthreads();  // stage s has landed for every thread; stage s - 1's buffer is free
     if (s + kStages - 1 < nst) load(s + kStages - 1);
-    cp_commit();
+    cp_async_commit();
     if (!active) continue;
     const int64_t s0 = t0 + int64_t{s} * kS;
     const int len = static_cast<int>(min(int64_t{kS}, t1 - s0));
@@ -183,8 +162,8 @@ __global__ void __launch_bounds__(kThreads, kWriteY ? 4 : 5)
     float* const yp = gated ? nullptr : y + s0 * D + c;
     uint16_t* const y16p = gated ? gate.y16 + s0 * D + c : nullptr;
     const auto position = [&](int p) {
-      float dt = widen(dtb_s[p * kThreads]);
-      const float xv = widen(xb[p * kThreads]);
+      float dt = ld_act(dtb_s, p * kThreads);
+      const float xv = ld_act(xb, p * kThreads);
       if (finish) {
         if constexpr (k16) {  // rounded to bf16 next: the fast form
           const uint16_t bits = bf16_bits_packed(softplus_fast(dt + dtb));
@@ -225,7 +204,7 @@ __global__ void __launch_bounds__(kThreads, kWriteY ? 4 : 5)
       for (int p = 0; p < len; ++p) position(p);
     }
   }
-  cp_wait<0>();
+  cp_async_wait<0>();
   if (!kWriteY && active) {
 #pragma unroll
     for (int n = 0; n < NS; ++n)
@@ -288,8 +267,6 @@ void launch(dim3 grid, cudaStream_t stream, bool gated, const X* x, DT* delta, c
   kernel<<<grid, kThreads, bytes, stream>>>(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T, D, N, chunk_len,
                                             vec, vec_bc, state, dsum, y, gate);
 }
-
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 template <int NS, class X, class DT>
 void run(const X* x, DT* delta, const float* dt_bias, bool raw_dt, const float* A, const float* B, int64_t ldb,

@@ -26,6 +26,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "cp_async.cuh"
 #include "cuda_check.hpp"
 #include "device_math.cuh"
 #include "wgmma_common.cuh"
@@ -99,14 +100,6 @@ __device__ __forceinline__ void fence_acc(float (&d)[M]) {
 #pragma unroll
   for (int k = 0; k < M; ++k) asm volatile("" : "+f"(d[k])::"memory");
 }
-// 16 bytes global -> shared (dst a shared-space address), or 16 zero bytes where !ok (src is
-// then not read).
-__device__ __forceinline__ void cp16(unsigned dst, const void* src, bool ok) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-__device__ __forceinline__ void cp_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 __device__ __forceinline__ void sts32(unsigned addr, uint32_t v) {
   asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
 }
@@ -173,7 +166,7 @@ __global__ void __launch_bounds__(kThreads, 3)
     for (int k = 0; k < 4; ++k) {
       const int idx = tid + kThreads * k, r = idx >> 3, ch = idx & 7;
       const bool ok = r < len;
-      cp16(sX + sw128(r, ch), ok ? xh + (t0 + r) * ldx + 8 * ch : xh, ok);
+      cp_async16_or_zero(sX + sw128(r, ch), ok ? xh + (t0 + r) * ldx + 8 * ch : xh, ok);
     }
   };
   // B or C rows of chunk c into the tile at dst (two blocks of 64 n).
@@ -184,7 +177,7 @@ __global__ void __launch_bounds__(kThreads, 3)
     for (int k = 0; k < 8; ++k) {
       const int idx = tid + kThreads * k, r = idx >> 4, ch = idx & 15;
       const bool ok = r < len;
-      cp16(dst + 8192u * (ch >> 3) + sw128(r, ch & 7), ok ? src + (t0 + r) * ldbc + 8 * ch : src, ok);
+      cp_async16_or_zero(dst + 8192u * (ch >> 3) + sw128(r, ch & 7), ok ? src + (t0 + r) * ldbc + 8 * ch : src, ok);
     }
   };
   const auto stage_b = [&](int64_t c, int buf) { stage_bc(Bg, base + S.b + S.b_step * buf, c); };
@@ -214,7 +207,7 @@ __global__ void __launch_bounds__(kThreads, 3)
   stage_x(c0, 0);
   stage_b(c0, 0);
   if (kOut) stage_c(c0);
-  cp_commit();
+  cp_async_commit();
   // Warp 0 computes a chunk's L (log2 units, inclusive), Δ and weights w one chunk ahead, while
   // the tensor cores run the chunk before, into the other of two buffers (lane l: positions
   // 2l, 2l + 1); their Δ is loaded a chunk before that.
@@ -265,7 +258,7 @@ __global__ void __launch_bounds__(kThreads, 3)
     const bool last = c + 1 == c1;
     const bool update = !kOut || !last;  // the outputs need no state after the group's last chunk
     float* const Lsm = Lbuf + 3 * kQ * buf;
-    cp_wait_all();
+    cp_async_wait_all();
     fence_proxy_async();  // the copies and the state copy -> visible to the products
     __syncthreads();      // S1: x, B, C, L, Δ, w and the state copy of this chunk are in place
     // The next chunk's x (and B in the states pass): their buffer was last read by the chunk
@@ -328,7 +321,7 @@ __global__ void __launch_bounds__(kThreads, 3)
     }
     __syncthreads();  // S2: C and the state copy are read, w x is in place
     if (kOut && !last) stage_c(c + 1);
-    cp_commit();
+    cp_async_commit();
     if constexpr (kOut) {
       const float e0 = exp2_ftz(Li0), e1 = exp2_ftz(Li1);
 #pragma unroll
@@ -372,7 +365,7 @@ __global__ void __launch_bounds__(kThreads, 3)
     if (kOut && !last) {  // B is read by no product now: the next chunk's, once every warp is here
       __syncthreads();
       stage_b(c + 1, 0);
-      cp_commit();
+      cp_async_commit();
     }
     if constexpr (kOut) {
       fence_acc(yacc);
