@@ -254,16 +254,9 @@ void launch(dim3 grid, cudaStream_t stream, bool gated, const X* x, DT* delta, c
   if constexpr (kWriteY)
     if (gated) kernel = scan_chunk_kernel<NS, kFromState, kWriteY, true, X, DT>;
   const int64_t bytes = smem_bytes<NS, kWriteY, X, DT>(gated);
-  if (bytes > 48 * 1024) {  // above the default limit: raised once per kernel and device
-    static bool raised[2][64] = {};  // [gated][device]
-    int dev = 0;
-    check(cudaGetDevice(&dev), "cudaGetDevice (selective_scan)", layer);
-    if (dev < 0 || dev >= 64 || !raised[gated][dev]) {
-      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
-            "cudaFuncSetAttribute (selective_scan shared memory)", layer);
-      if (dev >= 0 && dev < 64) raised[gated][dev] = true;
-    }
-  }
+  if (bytes > 48 * 1024)  // above the default limit (as the other kernels do, at each launch)
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
+          "selective_scan (shared memory attribute)", layer);
   kernel<<<grid, kThreads, bytes, stream>>>(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T, D, N, chunk_len,
                                             vec, vec_bc, state, dsum, y, gate);
 }
