@@ -321,6 +321,11 @@ void scan_reference(int64_t T, int64_t D, int64_t N, const std::vector<float>& x
 // zero at the end. Widths that are multiples of 8 (40, 8, 24, 256) stage Δ, x and z by
 // 16-byte copies, the others (130, 3) by plain loads; N = 5 stages B and C by plain loads;
 // T = 1100 with D = 256 has two channel blocks and a last chunk that ends mid-stage.
+// Shapes with N a multiple of 4 up to 16 and D a multiple of 8 take the one-pass scan
+// (selective_scan_ring.cu; on sm_90): T = 50 is a single window (the second block of each
+// pair has none), N = 8 leaves half the kernel's states unused, D = 1536 is the 130m width
+// (24-channel groups on a 132-SM GPU, 32 windows chained across the pair); N = 5, 32 and 40
+// and D = 130 and 3 take the two-pass scan.
 TEST_F(CudaKernels, SelectiveScanMatchesFp64AcrossChunks) {
   struct Case {
     int64_t T, D, N;
@@ -330,7 +335,8 @@ TEST_F(CudaKernels, SelectiveScanMatchesFp64AcrossChunks) {
        {Case{1000, 40, 16, 0.001f, 0.5f, -3, -0.1f}, Case{300, 130, 5, 0.001f, 0.5f, -3, -0.1f},
         Case{257, 8, 40, 0.001f, 0.5f, -3, -0.1f}, Case{1, 3, 16, 0.001f, 0.5f, -3, -0.1f},
         Case{700, 40, 16, 0.0001f, 8.0f, -16, -8}, Case{300, 24, 32, 0.0001f, 8.0f, -16, -8},
-        Case{1100, 256, 16, 0.001f, 0.5f, -3, -0.1f}}) {
+        Case{1100, 256, 16, 0.001f, 0.5f, -3, -0.1f}, Case{50, 48, 16, 0.001f, 0.5f, -3, -0.1f},
+        Case{500, 64, 8, 0.001f, 0.5f, -3, -0.1f}, Case{2000, 1536, 16, 0.001f, 0.5f, -3, -0.1f}}) {
     const auto x = random_vector(rng, T * D, -2, 2), dt = random_vector(rng, T * D, dt_lo, dt_hi),
                A = random_vector(rng, D * N, a_lo, a_hi), B = random_vector(rng, T * N, -1, 1),
                C = random_vector(rng, T * N, -1, 1), Ds = random_vector(rng, D, 0, 1);
