@@ -21,7 +21,6 @@
 #include "device_buffer.hpp"
 #include "device_math.cuh"
 #include "selective_scan.hpp"
-#include "selective_scan_ring.hpp"
 
 namespace latim::cuda {
 
@@ -305,9 +304,6 @@ void dispatch(const X* x, DT* delta, const float* dt_bias, bool raw_dt, const fl
               const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N, float* y,
               float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate) {
   if (T == 0 || D == 0) return;
-  if (detail::selective_scan_ring(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, stream,
-                                  layer, gate))
-    return;
   const auto go = [&](auto ns) {
     run<decltype(ns)::value>(x, delta, dt_bias, raw_dt, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream,
                              layer, gate);

@@ -321,11 +321,8 @@ void scan_reference(int64_t T, int64_t D, int64_t N, const std::vector<float>& x
 // zero at the end. Widths that are multiples of 8 (40, 8, 24, 256) stage Δ, x and z by
 // 16-byte copies, the others (130, 3) by plain loads; N = 5 stages B and C by plain loads;
 // T = 1100 with D = 256 has two channel blocks and a last chunk that ends mid-stage.
-// Shapes with N a multiple of 4 up to 16 and D a multiple of 8 take the one-pass scan
-// (selective_scan_ring.cu; on sm_90): T = 50 is a single window (the second block of each
-// pair has none), N = 8 leaves half the kernel's states unused, D = 1536 is the 130m width
-// (24-channel groups on a 132-SM GPU, 32 windows chained across the pair); N = 5, 32 and 40
-// and D = 130 and 3 take the two-pass scan.
+// T = 50 is one short chunk, N = 8 takes the 8-state instantiation, and D = 1536 (the 130m
+// width, 12 channel blocks) runs 8 chunks.
 TEST_F(CudaKernels, SelectiveScanMatchesFp64AcrossChunks) {
   struct Case {
     int64_t T, D, N;
