@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "causal_conv.hpp"
+#include "conv_xproj.hpp"
 #include "device_buffer.hpp"
 #include "linear.hpp"
 #include "model/cpu_ops.hpp"
@@ -143,6 +144,45 @@ TEST_F(CudaKernels, CausalConvMatchesCpu) {
     cuda::causal_conv(din.get(), T, ch, lda, dw.get(), K, db.get(), silu, out.get(), nullptr, 0);
     EXPECT_LE(norm_error(to_host(out, T * ch), want), 1e-6) << "silu=" << silu;
   }
+}
+
+// Mamba-1's conv and x_proj in one kernel: the conv output has the bits of the bf16 conv
+// kernel, and the product is within fp32 rounding of the fp64 product of those bits with W.
+// Lengths that end mid-block (1000, 130, 1), widths of 1 to 24 channel slices, the three
+// x_proj widths the kernel takes, and a conv without bias or SiLU.
+TEST_F(CudaKernels, ConvXprojMatchesConvThenProduct) {
+  struct Case {
+    int64_t T, D, out;
+    bool silu, bias;
+  };
+  for (const auto [T, D, out, silu, with_bias] : {Case{1000, 128, 80, true, true}, Case{130, 1536, 96, true, true},
+                                                 Case{1, 64, 128, true, true}, Case{257, 192, 80, false, false}}) {
+    const int64_t lda = 2 * D + 8, K = 4;
+    const std::vector<uint16_t> in = to_bf16_host(random_vector(rng, T * lda, -2, 2));
+    const auto w = random_vector(rng, D * K, -1, 1), b = random_vector(rng, D, -0.5, 0.5);
+    const std::vector<uint16_t> W = to_bf16_host(random_vector(rng, out * D, -0.2f, 0.2f));
+    auto din = to_device(in), dW = to_device(W);
+    auto dw = to_device(w), db = to_device(b);
+    const float* bp = with_bias ? db.get() : nullptr;
+    auto x_ref = poisoned<uint16_t>(T * D), x = poisoned<uint16_t>(T * D);
+    auto proj = poisoned<float>(T * out);
+    cuda::causal_conv_with_halo(din.get(), T, D, lda, dw.get(), K, bp, silu, nullptr, x_ref.get(), nullptr, 0);
+    ASSERT_TRUE(cuda::conv_xproj_fits(D, lda, K, out, din.get(), x.get(), dW.get(), dw.get(), bp));
+    cuda::conv_xproj(din.get(), T, D, lda, dw.get(), K, bp, silu, dW.get(), out, x.get(), proj.get(), out, nullptr, 0);
+    const std::vector<uint16_t> xr = to_host(x_ref, T * D);
+    const std::string at = "T=" + std::to_string(T) + " D=" + std::to_string(D) + " out=" + std::to_string(out);
+    EXPECT_TRUE(same_bits(to_host(x, T * D), xr)) << at << ": conv output";
+    std::vector<double> want(T * out, 0.0);
+    const std::vector<float> xf = from_bf16_host(xr), Wf = from_bf16_host(W);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t o = 0; o < out; ++o) {
+        double acc = 0;
+        for (int64_t c = 0; c < D; ++c) acc += static_cast<double>(xf[t * D + c]) * Wf[o * D + c];
+        want[t * out + o] = acc;
+      }
+    EXPECT_LE(norm_error(to_host(proj, T * out), want), 1e-5) << at << ": x_proj";
+  }
+  EXPECT_FALSE(cuda::conv_xproj_fits(130, 264, 4, 80, nullptr, nullptr, nullptr, nullptr, nullptr));
 }
 
 TEST_F(CudaKernels, RmsNormMatchesCpu) {

@@ -17,6 +17,7 @@
 #include "backend/cuda_backend.hpp"
 #include "backend/cuda_nccl.hpp"
 #include "causal_conv.hpp"
+#include "conv_xproj.hpp"
 #include "device_buffer.hpp"
 #include "latim/error.hpp"
 #include "latim_tile.hpp"
@@ -628,22 +629,34 @@ class CudaBackend final : public ComputeBackend {
     uint16_t* x16 = nullptr;
     const float* halo = nullptr;
     pj.with([&](const auto* p) { halo = conv_halo(p, pj.ld, T, D, K, layer); });
+    float* xdbl = nullptr;  // x_proj's output, here where one kernel computes the conv and x_proj
     if (pj.bf16) {
       x16 = x16_.reserve(T * D, "forward workspace (conv output, bf16)", layer);
-      cuda::causal_conv_with_halo(pj.bf16, T, D, pj.ld, w.conv_w.get(), static_cast<int>(K), ptr(w.conv_b),
-                                  c.activation == Activation::SiLU, halo, x16, nullptr, layer);
+      if (!halo && cuda::conv_xproj_fits(D, pj.ld, static_cast<int>(K), XR, pj.bf16, x16, w.x_proj16.get(),
+                                             w.conv_w.get(), ptr(w.conv_b))) {
+        // The conv output goes to memory once, for the scan; x_proj takes it on chip.
+        clock_.start("conv, x_proj");
+        xdbl = xdbl_.reserve(T * XR, "forward workspace (x_proj output)", layer);
+        cuda::conv_xproj(pj.bf16, T, D, pj.ld, w.conv_w.get(), static_cast<int>(K), ptr(w.conv_b),
+                         c.activation == Activation::SiLU, w.x_proj16.get(), XR, x16, xdbl, XR, nullptr, layer);
+      } else {
+        cuda::causal_conv_with_halo(pj.bf16, T, D, pj.ld, w.conv_w.get(), static_cast<int>(K), ptr(w.conv_b),
+                                    c.activation == Activation::SiLU, halo, x16, nullptr, layer);
+      }
     } else {
       x = x_.reserve(T * D, "forward workspace (conv output)", layer);
       cuda::causal_conv_with_halo(proj, T, D, pj.ld, w.conv_w.get(), static_cast<int>(K), ptr(w.conv_b),
                                   c.activation == Activation::SiLU, halo, x, nullptr, layer);
     }
-    clock_.start("x_proj, dt_proj");
-    float* xdbl = xdbl_.reserve(T * XR, "forward workspace (x_proj output)", layer);
-    if (x16)
-      cuda::linear_bf16(blas_, x16, T, D, D, w.x_proj16.get(), XR, nullptr, xdbl, XR, nullptr, "x_proj", layer);
-    else
-      cuda::linear(blas_, product_mode(tr != nullptr), x, T, D, D, w.x_proj.get(), XR, nullptr, xdbl, XR, nullptr,
-                   "x_proj", layer);
+    clock_.start(xdbl ? "dt_proj" : "x_proj, dt_proj");
+    if (!xdbl) {
+      xdbl = xdbl_.reserve(T * XR, "forward workspace (x_proj output)", layer);
+      if (x16)
+        cuda::linear_bf16(blas_, x16, T, D, D, w.x_proj16.get(), XR, nullptr, xdbl, XR, nullptr, "x_proj", layer);
+      else
+        cuda::linear(blas_, product_mode(tr != nullptr), x, T, D, D, w.x_proj.get(), XR, nullptr, xdbl, XR, nullptr,
+                     "x_proj", layer);
+    }
     // Only out_proj reads the gated y (the trace keeps the gate): bf16 in the bf16 mode.
     uint16_t* y16 = bf16_operands() ? y16_.reserve(T * D, "forward workspace (gated output, bf16)", layer) : nullptr;
     // Where nothing reads y itself (bf16 in_proj output, so untraced, and no join of slices
