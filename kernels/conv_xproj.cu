@@ -208,6 +208,13 @@ bool conv_xproj_fits(int64_t channels, int64_t lda, int K, int64_t out_dim, cons
          (out_dim == 80 || out_dim == 96 || out_dim == 128) && aligned16(in) && aligned16(x_out) && aligned16(W);
 }
 
+bool conv_xproj_pays(int64_t T) {
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+    return false;
+  return (T + kBM - 1) / kBM >= 2 * int64_t{sms};
+}
+
 void conv_xproj(const uint16_t* in, int64_t T, int64_t channels, int64_t lda, const float* w, int K, const float* b,
                 bool silu, const uint16_t* W, int64_t out_dim, uint16_t* x_out, float* proj, int64_t ldp,
                 cudaStream_t stream, int layer) {

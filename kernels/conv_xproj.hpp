@@ -14,6 +14,12 @@ namespace latim::cuda {
 bool conv_xproj_fits(int64_t channels, int64_t lda, int K, int64_t out_dim, const void* in, const void* x_out,
                      const void* W, const float* w, const float* b);
 
+// Whether it is faster than the two kernels for T positions on the current GPU: it runs a
+// block per 64 positions, each walking all the channels, so it needs enough positions to
+// fill the GPU (T >= 128 times the SM count: 16,896 on an H100, where it measured as fast
+// at 16K and slower at 4K).
+bool conv_xproj_pays(int64_t T);
+
 // x_out[t, c] = the bits causal_conv_with_halo (bf16 in and out, no halo) writes, and
 // proj[t, o] = sum_c x_out[t, c] W[o, c] (W bf16 [out_dim, channels], fp32 sums; ldp the
 // leading dimension of proj), as linear_bf16 computes it up to the order of the sums.

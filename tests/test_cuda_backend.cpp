@@ -27,6 +27,7 @@
 #ifdef LATIM_HAVE_CUDA
 #include "../bench/bench_models.hpp"
 #include "backend/cuda_backend.hpp"
+#include "conv_xproj.hpp"
 #include "device_buffer.hpp"
 #include "latim_tile_wgmma.hpp"
 #endif
@@ -521,6 +522,26 @@ TEST_P(CudaLowPrecisionForward, MatchesCpuWithinTheRounding) {
 
 INSTANTIATE_TEST_SUITE_P(LowPrecision, CudaLowPrecisionForward, ::testing::Values(Precision::BF16, Precision::TF32),
                          [](const ::testing::TestParamInfo<Precision>& p) { return std::string(to_string(p.param)); });
+
+#ifdef LATIM_HAVE_CUDA
+// Mamba-1 in the bf16 mode at a length where its untraced layers run the conv and x_proj as
+// one kernel (conv_xproj): a mamba-130m-shaped layer against the CPU's fp32 forward. The
+// fixtures above are too narrow for that kernel, and too short for it to pay. The bound is
+// a sixth of the bf16 bound above (the bench measures 3.4e-3 on two such layers).
+TEST(CudaLowPrecisionLong, Mamba1ConvAndXprojInOneKernelMatchCpu) {
+  LATIM_SKIP_WITHOUT_GPU();
+  const int64_t T = 17408;
+  if (!cuda::conv_xproj_pays(T)) GTEST_SKIP() << "T = " << T << " is too short for conv_xproj on this GPU";
+  const ModelWeights m = bench::random_model(bench::shape_130m(Family::Mamba1, 1), 5);
+  const std::vector<int64_t> tokens = bench::random_tokens(T, m.config.vocab_size);
+  auto gpu = make_backend("cuda", Precision::BF16);
+  auto cpu = backend_for("cpu");
+  const ForwardOutput a = gpu->forward(m, tokens, nullptr);
+  const ForwardOutput b = cpu->forward(m, tokens, nullptr);
+  EXPECT_LE(norm_error(a.final_hidden, b.final_hidden), 2e-2);
+  EXPECT_EQ(gpu->forward(m, tokens, nullptr).final_hidden, a.final_hidden) << "second forward";
+}
+#endif
 
 // The grid's device forward (forward_stage) on one rank: a sequence in uneven chunks, the
 // conv tails, scan states and Δ sums carried on the device, every layer traced and kept on
