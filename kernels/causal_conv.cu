@@ -100,17 +100,7 @@ __global__ void causal_conv_bf16x2_kernel(const uint16_t* __restrict__ in, int64
     for (int q = 0; q < kPairRun; ++q) {
       if (q >= n) break;
       win[0] = widen_bf16x2(x[q]);
-      float acc0 = bias[0], acc1 = bias[1];
-#pragma unroll
-      for (int s = 0; s < KM; ++s) {
-        acc0 += tap[0][s] * win[s].x;
-        acc1 += tap[1][s] * win[s].y;
-      }
-      if (act) {
-        acc0 = silu_fast(acc0);
-        acc1 = silu_fast(acc1);
-      }
-      *reinterpret_cast<uint32_t*>(out + (t0 + q) * channels + c) = pack_bf16x2(acc0, acc1);
+      *reinterpret_cast<uint32_t*>(out + (t0 + q) * channels + c) = conv_pair_bf16(tap, bias[0], bias[1], win, act);
 #pragma unroll
       for (int s = KM - 1; s > 0; --s) win[s] = win[s - 1];
     }

@@ -3,9 +3,8 @@
 // A block of 4 warps owns 64 positions and walks the channels 64 at a time. For each slice
 // it stages 67 input rows (the 3 before its first position too), the conv's taps and bias
 // and the slice of x_proj's weight [out_dim][64] by cp.async, a slice ahead; each thread
-// convolves a run of 16 positions of a channel pair (the sums, SiLU and rounding of
-// causal_conv_bf16x2_kernel, so the same bits), writes them to memory for the scan and to a
-// shared tile, and each warp then multiplies its 16 rows of the tile by the weight slice on
+// convolves a run of 16 positions of a channel pair (conv_pair_bf16, as the bf16x2 conv
+// kernel does: the same bits), writes them to memory for the scan and to a shared tile, and each warp then multiplies its 16 rows of the tile by the weight slice on
 // mma.sync (bf16, fp32 sums). The conv output is written once and not read back: the
 // separate kernels wrote it, then x_proj read all of it again (H100, 64K positions, 130m
 // widths: 146 + 84 µs per layer, 199 µs here). Runs of 8 positions on 8 warps (twice the
@@ -127,17 +126,7 @@ __global__ void __launch_bounds__(kThreads, 4)
       for (int i = 0; i < kRun; ++i) {
         const int r = run * kRun + i;
         win[0] = widen_bf16x2(*reinterpret_cast<const uint32_t*>(xb + (r + kK - 1) * kLd));
-        float acc0 = bias0, acc1 = bias1;
-#pragma unroll
-        for (int q = 0; q < kK; ++q) {
-          acc0 += tap[0][q] * win[q].x;
-          acc1 += tap[1][q] * win[q].y;
-        }
-        if (act) {
-          acc0 = silu_fast(acc0);
-          acc1 = silu_fast(acc1);
-        }
-        const uint32_t v = pack_bf16x2(acc0, acc1);
+        const uint32_t v = conv_pair_bf16(tap, bias0, bias1, win, act);
         *reinterpret_cast<uint32_t*>(As + r * kLd + 2 * cp) = v;
         if (m0 + r < T) *reinterpret_cast<uint32_t*>(xo) = v;
         xo += channels;

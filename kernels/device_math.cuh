@@ -64,6 +64,25 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float a, float b) {
   return bf16_bits(a) | static_cast<uint32_t>(bf16_bits(b)) << 16;
 }
 
+// One bf16 output pair of a causal conv: bias + sum_s tap[j][s] win[s] in the order of s
+// (win[s] the inputs s steps back, taps likewise), then the fast SiLU where act, rounded and
+// packed. The bf16 conv kernel and conv_xproj both call it, so their outputs have the same bits.
+template <int KM>
+__device__ __forceinline__ uint32_t conv_pair_bf16(const float (&tap)[2][KM], float bias0, float bias1,
+                                                   const float2 (&win)[KM], bool act) {
+  float acc0 = bias0, acc1 = bias1;
+#pragma unroll
+  for (int s = 0; s < KM; ++s) {
+    acc0 += tap[0][s] * win[s].x;
+    acc1 += tap[1][s] * win[s].y;
+  }
+  if (act) {
+    acc0 = silu_fast(acc0);
+    acc1 = silu_fast(acc1);
+  }
+  return pack_bf16x2(acc0, acc1);
+}
+
 // An activation as a float: fp32 as it is, or the bits of a bf16 (exact: every bf16 is a float).
 __device__ __forceinline__ float bf16_float(uint16_t b) { return __uint_as_float(static_cast<uint32_t>(b) << 16); }
 __device__ __forceinline__ float ld_act(const float* p, int64_t i) { return p[i]; }
