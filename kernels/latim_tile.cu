@@ -39,6 +39,11 @@ constexpr int kBK = 32;                            // inner channels per slab (=
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
 constexpr int kScrLd = 68;               // epilogue scratch row stride (floats)
+// Row stride (floats) of the staged A·log2(e) rows of Mamba-1, [kBK channels][ns states]: 4
+// more than the states, so that the 16-byte loads of 8 consecutive lanes (one channel each)
+// fall on distinct banks. (Unpadded, a lane's row was 64 bytes from the next one's: the
+// 4-byte loads were 16-way bank conflicts, a third of the kernel's shared-memory wavefronts.)
+__host__ __device__ constexpr int a2_stride(int ns) { return ns + 4; }
 
 // Operand types and shared-memory strides per precision: 0 fp32 (FFMA), 1 tf32, 2 bf16.
 template <int PREC>
@@ -98,7 +103,7 @@ __host__ __device__ inline SmemLayout smem_layout(int prec, bool mamba2, int ns,
     L.si = take(off, 2 * int64_t{kBI} * kBK * 8);
     L.sl = take(off, 2 * int64_t{kNL} * kBK * 8);
     L.dl = take(off, 2 * int64_t{kNL} * kBK * 4);
-    L.a2 = take(off, 2 * int64_t{kBK} * ns * 4);
+    L.a2 = take(off, 2 * int64_t{kBK} * a2_stride(ns) * 4);
   }
   L.hat = take(off, kBM * 4);
   L.part = take(off, 4 * kBM * 3 * 4);
@@ -418,8 +423,11 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int64_t l = jb + row;
         stage_chunk(Dl0 + (b * kNL + row) * kBK, f.delta + l * D + c0, ch, l < T ? cavail : 0);
       }
-      for (int ch = tid; ch < static_cast<int>(N) * fc; ch += kThreads)
-        stage_chunk(A20 + b * kBK * NS, f.A2 + c0 * N, ch, cavail * N);
+      constexpr int AP = a2_stride(NS);
+      for (int idx = tid; idx < kBK * (NS / 4); idx += kThreads) {  // rows of N, zero to NS
+        const int row = idx / (NS / 4), q = idx % (NS / 4);
+        stage_chunk(A20 + (b * kBK + row) * AP, f.A2 + (c0 + row) * N, q, row < cavail ? N : 0);
+      }
     }
     }  // first
     cp_async_commit();
@@ -460,10 +468,13 @@ __global__ void __launch_bounds__(kThreads, 1)
       const double* Si = Si0 + b * kBI * kBK;
       const double* Sl = Sl0 + b * kNL * kBK;
       const float* Dl = Dl0 + b * kNL * kBK;
-      const float* A2s = A20 + b * kBK * NS;
-      float a2[NS];
+      const float4* A2s = reinterpret_cast<const float4*>(A20 + (b * kBK + lane) * a2_stride(NS));
+      float a2[NS];  // zero past N (staged so)
 #pragma unroll
-      for (int n = 0; n < NS; ++n) a2[n] = n < N ? A2s[lane * N + n] : 0.0f;
+      for (int q = 0; q < NS / 4; ++q) {
+        const float4 v = A2s[q];
+        a2[4 * q] = v.x, a2[4 * q + 1] = v.y, a2[4 * q + 2] = v.z, a2[4 * q + 3] = v.w;
+      }
       const float dsk = Dsk0[b * kBK + lane];
       for (int q = warp; q < kBI * kNL; q += kWarps) {
         const int ii = q / kNL, ll = q % kNL;
