@@ -632,7 +632,8 @@ class CudaBackend final : public ComputeBackend {
     float* xdbl = nullptr;  // x_proj's output, here where one kernel computes the conv and x_proj
     if (pj.bf16) {
       x16 = x16_.reserve(T * D, "forward workspace (conv output, bf16)", layer);
-      const bool one_kernel = !halo && cuda::conv_xproj_pays(T) &&
+      // As the scan's gate and Δ fusions: untraced, unsharded layers only.
+      const bool one_kernel = activations_local(pj) && !halo && cuda::conv_xproj_pays(T) &&
                               cuda::conv_xproj_fits(D, pj.ld, static_cast<int>(K), XR, pj.bf16, x16,
                                                     w.x_proj16.get(), w.conv_w.get(), ptr(w.conv_b));
       if (one_kernel) {
