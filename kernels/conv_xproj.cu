@@ -15,6 +15,7 @@
 #include "cuda_check.hpp"
 #include "device_buffer.hpp"
 #include "device_math.cuh"
+#include "mma_sync.cuh"
 
 namespace latim::cuda {
 
@@ -26,14 +27,6 @@ constexpr int kLd = kBK + 8;  // shared row length in bf16 (144 bytes: ldmatrix 
 constexpr int kBM = 64;       // positions per block
 constexpr int kRun = 16;      // positions per thread in the conv
 constexpr int kThreads = 128;  // 4 warps: a thread per channel pair and run in the conv, a warp per 16 rows in the product
-
-// acc += a b on mma.sync m16n8k16 (bf16 operands, fp32 sums).
-__device__ __forceinline__ void mma_bf16(float (&acc)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 template <int OUT>
 struct Smem {
@@ -145,20 +138,16 @@ __global__ void __launch_bounds__(kThreads, 4)
       unsigned a[4];
       {
         const int row = warp * 16 + (lane & 15), col = k + (lane >> 4) * 8;
-        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                     : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
-                     : "r"(a_base + static_cast<unsigned>(row * kLd + col) * 2u));
+        ldmatrix_x4(a[0], a[1], a[2], a[3], a_base + static_cast<unsigned>(row * kLd + col) * 2u);
       }
       const int id = lane >> 3;
 #pragma unroll
       for (int tp = 0; tp < NT / 2; ++tp) {
         const int n = tp * 16 + (id >> 1) * 8 + (lane & 7), kc = k + (id & 1) * 8;
         unsigned b0, b1, b2, b3;
-        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                     : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3)
-                     : "r"(w_base + static_cast<unsigned>(n * kLd + kc) * 2u));
-        mma_bf16(acc[2 * tp], a, b0, b1);
-        mma_bf16(acc[2 * tp + 1], a, b2, b3);
+        ldmatrix_x4(b0, b1, b2, b3, w_base + static_cast<unsigned>(n * kLd + kc) * 2u);
+        mma_bf16(acc[2 * tp], a[0], a[1], a[2], a[3], b0, b1);
+        mma_bf16(acc[2 * tp + 1], a[0], a[1], a[2], a[3], b2, b3);
       }
     }
   }

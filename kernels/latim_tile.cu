@@ -26,6 +26,7 @@
 #include "latim_tile.hpp"
 #include "latim_tile_common.cuh"
 #include "latim_tile_wgmma.hpp"
+#include "mma_sync.cuh"
 
 namespace latim::cuda {
 
@@ -184,11 +185,7 @@ struct MmaTf32Tile {
       for (int mt = 0; mt < 4; ++mt)
 #pragma unroll
         for (int t = 0; t < 4; ++t)
-          asm(
-              "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-              "{%0, %1, %2, %3};\n"
-              : "+f"(acc[mt][t][0]), "+f"(acc[mt][t][1]), "+f"(acc[mt][t][2]), "+f"(acc[mt][t][3])
-              : "r"(a[mt][0]), "r"(a[mt][1]), "r"(a[mt][2]), "r"(a[mt][3]), "r"(b[t][0]), "r"(b[t][1]));
+          mma_tf32(acc[mt][t], a[mt][0], a[mt][1], a[mt][2], a[mt][3], b[t][0], b[t][1]);
     }
   }
   // Rows 16r..16r+15 of the warp's region (pair tiles 2r, 2r + 1) into scr [16][kScrLd], row-major.
@@ -234,26 +231,19 @@ struct MmaBf16Tile {
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int row = wm * 32 + h * 16 + (lane & 15), col = k + (lane >> 4) * 8;
-        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                     : "=r"(a[h][0]), "=r"(a[h][1]), "=r"(a[h][2]), "=r"(a[h][3])
-                     : "r"(a_base + static_cast<unsigned>(row * LDA + col) * 2u));
+        ldmatrix_x4(a[h][0], a[h][1], a[h][2], a[h][3], a_base + static_cast<unsigned>(row * LDA + col) * 2u);
       }
 #pragma unroll
       for (int t2 = 0; t2 < 4; ++t2) {
         const int krow = k + (lane & 7) + ((lane >> 3) & 1) * 8, ncol = wn * 64 + t2 * 16 + (lane >> 4) * 8;
-        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                     : "=r"(b[2 * t2][0]), "=r"(b[2 * t2][1]), "=r"(b[2 * t2 + 1][0]), "=r"(b[2 * t2 + 1][1])
-                     : "r"(b_base + static_cast<unsigned>(krow * LDB + ncol) * 2u));
+        ldmatrix_x4_trans(b[2 * t2][0], b[2 * t2][1], b[2 * t2 + 1][0], b[2 * t2 + 1][1],
+                          b_base + static_cast<unsigned>(krow * LDB + ncol) * 2u);
       }
 #pragma unroll
       for (int h = 0; h < 2; ++h)
 #pragma unroll
         for (int t = 0; t < 8; ++t)
-          asm(
-              "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-              "{%0, %1, %2, %3};\n"
-              : "+f"(acc[h][t][0]), "+f"(acc[h][t][1]), "+f"(acc[h][t][2]), "+f"(acc[h][t][3])
-              : "r"(a[h][0]), "r"(a[h][1]), "r"(a[h][2]), "r"(a[h][3]), "r"(b[t][0]), "r"(b[t][1]));
+          mma_bf16(acc[h][t], a[h][0], a[h][1], a[h][2], a[h][3], b[t][0], b[t][1]);
     }
   }
   // Rows 16r..16r+15 of the warp's region into scr [16][kScrLd].

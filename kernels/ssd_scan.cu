@@ -28,6 +28,7 @@
 
 #include "cuda_check.hpp"
 #include "device_math.cuh"
+#include "mma_sync.cuh"
 #include "ssd_scan.hpp"
 #include "ssd_wgmma.hpp"
 
@@ -415,18 +416,6 @@ __device__ __forceinline__ uint32_t to_tf32(float v) {
   asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
 #endif
   return r;
-}
-
-// d += a b, m16n8k8, tf32 operands, fp32 accumulators. PTX fragments (g = lane / 4, q = lane % 4):
-//   A 16 x 8 (row): a0 (m g, k q), a1 (m g + 8, k q), a2 (m g, k q + 4), a3 (m g + 8, k q + 4);
-//   B 8 x 8 (col):  b0 (k q, n g), b1 (k q + 4, n g);
-//   C 16 x 8:       c0 (m g, n 2q), c1 (m g, n 2q + 1), c2 (m g + 8, n 2q), c3 (m g + 8, n 2q + 1).
-__device__ __forceinline__ void mma_tf32(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
 __device__ __forceinline__ float tf32f(float v) { return __uint_as_float(to_tf32(v)); }
