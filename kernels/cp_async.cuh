@@ -1,5 +1,5 @@
 // cp.async, the asynchronous global-to-shared copies the staging kernels issue (sm_80 on):
-// one definition for the Mamba-1 scan, the SSD wgmma passes and the LaTIM tile kernels.
+// one definition for the Mamba-1 scan, the SSD passes, conv_xproj and the LaTIM tile kernels.
 #pragma once
 
 namespace latim::cuda {
@@ -17,6 +17,22 @@ __device__ __forceinline__ void cp_async16_or_zero(void* dst, const void* src, b
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(src));
+}
+// The zero-fill copies of 16 and 4 bytes (the 4-byte one through L1) with the source passed
+// as a global-space address, as the SSD scan's tf32 passes issue them. (The generic-address
+// forms above and these compile to different code around them; each kernel keeps the form it
+// was measured with.)
+__device__ __forceinline__ void cp_async16_global_or_zero(float* dst, const float* src, bool ok) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(__cvta_generic_to_global(src)),
+               "r"(ok ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async4_global_or_zero(float* dst, const float* src, bool ok) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(__cvta_generic_to_global(src)),
+               "r"(ok ? 4 : 0)
+               : "memory");
 }
 // Closes this thread's group of copies issued since the last commit.
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }

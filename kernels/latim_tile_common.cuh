@@ -38,7 +38,6 @@ inline void* tile_scratch(int dev, int64_t bytes, int layer) {
   return buffers[dev]->reserve(bytes, "LaTIM tile scratch (u of the resident blocks)", layer);
 }
 
-
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;

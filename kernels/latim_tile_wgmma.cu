@@ -260,19 +260,19 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int row = idx / 16, ch = idx % 16;
         if (row < kBI) {
           const int64_t i = ib + row;
-          cp_async16_or_zero(Zs + (slot * kBI + row) * kBK + 4 * row_chunk(ch), f.Z + (i < T ? i : 0) * D + c0 + 4 * ch,
-                       i < T);
+          cp_async16_or_zero(Zs + (slot * kBI + row) * kBK + 4 * row_chunk(ch),
+                             f.Z + (i < T ? i : 0) * D + c0 + 4 * ch, i < T);
         } else {
           const int64_t j = jb + row - kBI;
           cp_async16_or_zero(Vs + (slot * kBJ + row - kBI) * kBK + 4 * v_chunk(ch, row - kBI),
-                       f.v + (j < T ? j : 0) * f.ldv + c0 + 4 * ch, j < T);
+                             f.v + (j < T ? j : 0) * f.ldv + c0 + 4 * ch, j < T);
         }
       }
       for (int ch = t; ch < K * 16; ch += 128)  // (K = 4: chunk ch holds the taps of channel ch)
         cp_async16_or_zero(CWs + slot * kBK * kKMax + 4 * tap_chunk(ch), f.conv_w + c0 * K + 4 * ch, true);
       if (t < 16)
         cp_async16_or_zero(CBs + slot * kBK + 4 * row_chunk(t), f.conv_b ? f.conv_b + c0 + 4 * t : f.Z,
-                     f.conv_b != nullptr);
+                           f.conv_b != nullptr);
       cp_async_arrive(in_full(slot));
     };
 

@@ -291,6 +291,7 @@ void run(const X* x, DT* delta, const float* dt_bias, bool raw_dt, const float* 
                          vec_bc, state, dsum, y, gate, layer);
   check_launch("selective_scan (output)", layer, stream);
 }
+
 }  // namespace
 
 int64_t selective_scan_work(int64_t T, int64_t D, int64_t N) {

@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "cp_async.cuh"
 #include "cuda_check.hpp"
 #include "device_math.cuh"
 #include "mma_sync.cuh"
@@ -435,23 +436,6 @@ __device__ __forceinline__ V* atb(float* base, int boff) {
   return reinterpret_cast<V*>(reinterpret_cast<char*>(base) + boff);
 }
 
-// Asynchronous copies into shared memory; where !ok nothing is read and zeros are written.
-__device__ __forceinline__ void cp_async4(float* dst, const float* src, bool ok) {
-  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(__cvta_generic_to_global(src)),
-               "r"(ok ? 4 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async16(float* dst, const float* src, bool ok) {
-  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(__cvta_generic_to_global(src)),
-               "r"(ok ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_wait_all() {
-  asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
-}
-
 constexpr int kTcStateSmem = (kQ * kNP + kQ * kPP + 3 * kQ) * 4;               // Bs, Xs, Ls, ws, dts
 constexpr int kTcOutputSmem = kTcStateSmem + (kQ * kNP + kPP * kNP) * 4;      // + Cs, Hs: 115456 bytes
 
@@ -575,7 +559,8 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
 #pragma unroll
         for (int k = 0; k < kQ / 8; ++k) {
           const bool ok = colok && sr0 + 8 * k < len;
-          cp_async16(atb<float>(dst, (o_st ^ (64 * (k & 1))) + 4096 * k), ok ? p + 8 * k * ld : src, ok);
+          cp_async16_global_or_zero(atb<float>(dst, (o_st ^ (64 * (k & 1))) + 4096 * k), ok ? p + 8 * k * ld : src,
+                                    ok);
         }
       } else {
         const bool colok = xc4 < ncols;
@@ -583,7 +568,7 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
 #pragma unroll
         for (int k = 0; k < kQ / 16; ++k) {
           const bool ok = colok && xr0 + 16 * k < len;
-          cp_async16(atb<float>(dst, o_st + 4096 * k), ok ? p + 16 * k * ld : src, ok);
+          cp_async16_global_or_zero(atb<float>(dst, o_st + 4096 * k), ok ? p + 16 * k * ld : src, ok);
         }
       }
     } else {
@@ -591,7 +576,7 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
       for (int idx = tid; idx < kQ * width; idx += kThreads) {
         const int r = idx / width, cc = idx % width;
         const bool ok = r < len && cc < ncols;
-        cp_async4(dst + swz(r, cc, width), src + (ok ? (t0 + r) * ld + col0 + cc : 0), ok);
+        cp_async4_global_or_zero(dst + swz(r, cc, width), src + (ok ? (t0 + r) * ld + col0 + cc : 0), ok);
       }
     }
   };
@@ -653,6 +638,7 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3)
         reinterpret_cast<float2*>(ws)[lane] = make_float2(w0, w1);
       }
     }
+    cp_async_commit();
     cp_async_wait_all();
     constexpr bool kRound = std::is_same_v<In, float>;  // bf16 values are tf32 values already
     if (kRound) round_tile(Bs, o_st128);
