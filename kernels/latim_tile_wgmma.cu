@@ -35,6 +35,7 @@
 
 #include "cuda_check.hpp"
 #include "device_buffer.hpp"
+#include "device_math.cuh"
 #include "latim_tile.hpp"
 #include "latim_tile_common.cuh"
 #include "latim_tile_swizzle.hpp"
@@ -67,19 +68,46 @@ constexpr int kStoreLag = 4;
 struct Layout {
   int64_t bars, stages, z, v, cw, cb, ms, rows, total;
   M2Offsets m2;
+  int64_t m1slots, m1cb, m1hat, m1tmp;  // Mamba-1 only (see m1)
   int nstages;
 };
+
+// Mamba-1 (template argument M1). There is no M prologue: M_{i,l}[c] has D·N exponentials
+// per (i, l), so the consumers compute it for each slab as they build u, on the special-
+// function unit, while the tensor cores run the slab before. The producer stages, per slab,
+// in one of kSlotsM1 slots (offsets in floats below): Z rows, the conv taps of every source
+// (SiLU applied), S_i and S_l relative to S at the block's first source (fp64 difference,
+// then fp32: exact to an fp32 rounding of the gap, since 0 <= S_l - S_jb <= S_i - S_jb), the
+// Δ_l rows, A·log2(e) (rows of N = 16, padded to 20 floats so that the 16-byte loads of 8
+// consecutive channels fall on distinct banks) and D. Per pair block it computes C_i[n] B_l[n].
+namespace m1 {
+constexpr int kSlotsM1 = 2;
+constexpr int kNS = 16;  // d_state the Mamba-1 path takes
+constexpr int kA2Ld = kNS + 4;
+constexpr int kZ = 0, kTap = kZ + kBI * kBK, kSi = kTap + kKMax * kBJ * kBK, kSl = kSi + kBI * kBK,
+              kDl = kSl + kNL * kBK, kA2 = kDl + kNL * kBK, kDsk = kA2 + kBK * kA2Ld, kSlotFloats = kDsk + kBK;
+}  // namespace m1
 
 // Shared memory: the barriers, `nstages` pipeline stages (1024-byte aligned for the swizzle),
 // the producer's kSlots slots of slab inputs (Z, v, conv weights and bias) and its M prologue.
 [[maybe_unused]] __host__ __device__ inline Layout layout(int nstages, int64_t H, int64_t GN, int64_t G,
-                                                          int64_t nslab) {
+                                                          int64_t nslab, bool mamba1 = false) {
   Layout L{};
   int64_t off = 0;
   L.nstages = nstages;
   // full, empty; inputs full, inputs free; M free, M ready; one `stored` per slab
   L.bars = take(off, 8 * (2 * nstages + 2 * kSlots + 2 + nslab), 8);
   L.stages = take(off, int64_t{kStage} * nstages, 1024);
+  if (mamba1) {
+    L.m1slots = take(off, int64_t{m1::kSlotsM1} * m1::kSlotFloats * 4);
+    L.m1cb = take(off, int64_t{kBI} * kNL * m1::kNS * 4);
+    L.m1hat = take(off, 2 * kBM * 4);  // per channel half of the slab: Σ_c M_{i,j}[c]
+    // the producer's staging of S (fp64), v rows, conv taps and bias for one fetch
+    L.m1tmp = take(off, (kBI + kNL) * kBK * 8 + kBJ * kBK * 4 + kBK * kKMax * 4 + kBK * 4);
+    L.rows = take(off, 8 * 2 * kBN * 4);
+    L.total = off + 1024;
+    return L;
+  }
   L.z = take(off, kSlots * kBI * kBK * 4);
   L.v = take(off, kSlots * kBJ * kBK * 4);
   L.cw = take(off, kSlots * kBK * kKMax * 4);
@@ -152,7 +180,7 @@ __device__ __forceinline__ void bar_wait(unsigned bar, unsigned parity) {
 
 // SiLU through the hardware tanh: x σ(x) = h + h tanh(h), h = x / 2. tanh.approx's relative
 // error (2^-11) is a quarter of the bf16 rounding that u gets right after.
-__device__ __forceinline__ float silu_fast(float x) {
+__device__ __forceinline__ float silu_tanh(float x) {
   const float h = 0.5f * x;
   float t;
   asm("tanh.approx.f32 %0, %1;" : "=f"(t) : "f"(h));
@@ -188,7 +216,7 @@ __device__ __forceinline__ void fence_acc(float (&d)[128]) {
 
 // ALL: the epilogue also sums the l1 and ALTI partials (else only ‖T‖², which is all that
 // l2 and the plans on it need; the l1/ALTI partials are then left unwritten).
-template <int K, bool SILU, bool ALL>
+template <int K, bool SILU, bool ALL, bool M1>
 __global__ void __launch_bounds__(kThreads, 1)
     wgmma_tile_kernel(TileFactors f, const __nv_bfloat16* __restrict__ Wk, int nstages, int64_t i0,
                       int64_t ni, int64_t j0, int64_t nj, int ncb, bool want_hattn, float* __restrict__ partial,
@@ -196,7 +224,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 #ifdef LATIM_WGMMA_DEVICE
   extern __shared__ unsigned char smem_raw[];
   unsigned char* const smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
-  const Layout L = layout(nstages, f.H, f.G * f.N, f.G, f.D / kBK);
+  const Layout L = layout(nstages, f.H, f.G * f.N, f.G, f.D / kBK, M1);
+  constexpr int kSl = M1 ? m1::kSlotsM1 : kSlots;  // input slots in use
   const unsigned bars = smem_u32(smem + L.bars);
   const unsigned stages = smem_u32(smem + L.stages);
   auto full = [&](int s) { return bars + 8u * static_cast<unsigned>(s); };
@@ -214,8 +243,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       bar_init(full(s), 1);  // the producer's expect_tx for the copies into the stage
       bar_init(empty(s), 256);
     }
-    for (int s = 0; s < kSlots; ++s) {
-      bar_init(in_full(s), 128);  // each producer thread's copies into the slot
+    for (int s = 0; s < kSl; ++s) {
+      // each producer thread's copies into the slot (Mamba-1: and its stores, a second arrival)
+      bar_init(in_full(s), M1 ? 256 : 128);
       bar_init(in_free(s), 2);    // each consumer warpgroup done building from it
     }
     bar_init(m_free, 2);   // each consumer warpgroup done with the block's M
@@ -253,8 +283,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     // The slot's `in_full` barrier completes when every thread's copies have landed (the
     // launcher checks the 16-byte alignment that the copies need).
     auto fetch_inputs = [&](int64_t ib, int64_t jb, int slab, unsigned n) {
-      const int slot = static_cast<int>(n % kSlots);
-      bar_wait(in_free(slot), ((n / kSlots) & 1u) ^ 1u);
+      const int slot = static_cast<int>(n % kSl);
+      bar_wait(in_free(slot), ((n / kSl) & 1u) ^ 1u);
       const int64_t c0 = int64_t{slab} * kBK;
       for (int idx = t; idx < (kBI + kBJ) * 16; idx += 128) {
         const int row = idx / 16, ch = idx % 16;
@@ -296,17 +326,106 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     };
 
-    unsigned nfetch = 0;  // slab fetches so far (slot = index % kSlots)
+    // Mamba-1: fetch number n (slab `slab`) into slot n % kSl (see m1). 16-byte copies of the
+    // Z, Δ_l, A·log2(e) and D rows into the slot, and of the S rows (fp64), v rows, conv taps
+    // and bias into the producer's staging area; once those have landed, the producer
+    // computes S relative to S_jb and the SiLU'd taps into the slot. The slot's `in_full`
+    // completes with each thread's copies (cp.async arrival) and stores (a second arrival).
+    auto fetch_m1 = [&](int64_t ib, int64_t jb, int slab, unsigned n) {
+      const int slot = static_cast<int>(n % kSl);
+      bar_wait(in_free(slot), ((n / kSl) & 1u) ^ 1u);
+      float* const sp = reinterpret_cast<float*>(smem + L.m1slots) + slot * m1::kSlotFloats;
+      double* const tS = reinterpret_cast<double*>(smem + L.m1tmp);  // [kBI + kNL][kBK]
+      float* const tV = reinterpret_cast<float*>(tS + (kBI + kNL) * kBK);  // [kBJ][kBK]
+      float* const tW = tV + kBJ * kBK;  // [kBK][K]
+      float* const tB = tW + kBK * kKMax;  // [kBK]
+      const int64_t c0 = int64_t{slab} * kBK;
+#pragma unroll 1
+      for (int idx = t; idx < (kBI + kNL) * 16; idx += 128) {
+        const int row = idx / 16, ch = idx % 16;
+        if (row < kBI) {
+          const int64_t i = ib + row;
+          cp_async16_or_zero(sp + m1::kZ + row * kBK + 4 * ch, f.Z + (i < T ? i : 0) * D + c0 + 4 * ch, i < T);
+        } else {
+          const int64_t l = jb + row - kBI;
+          cp_async16_or_zero(sp + m1::kDl + (row - kBI) * kBK + 4 * ch, f.delta + (l < T ? l : 0) * D + c0 + 4 * ch,
+                             l < T);
+        }
+      }
+#pragma unroll 1
+      for (int idx = t; idx < kBK * (m1::kNS / 4); idx += 128) {
+        const int row = idx / (m1::kNS / 4), q4 = idx % (m1::kNS / 4);
+        cp_async16_or_zero(sp + m1::kA2 + row * m1::kA2Ld + 4 * q4, f.A2 + (c0 + row) * m1::kNS + 4 * q4, true);
+      }
+#pragma unroll 1
+      for (int idx = t; idx < (kBI + kNL) * (kBK / 2); idx += 128) {  // S: 2 doubles per copy
+        const int row = idx / (kBK / 2), ch = idx % (kBK / 2);
+        const int64_t p = row < kBI ? ib + row : jb + row - kBI;
+        cp_async16_or_zero(tS + row * kBK + 2 * ch, f.S + (p < T ? p : 0) * D + c0 + 2 * ch, p < T);
+      }
+#pragma unroll 1
+      for (int idx = t; idx < kBJ * (kBK / 4); idx += 128) {
+        const int row = idx / (kBK / 4), ch = idx % (kBK / 4);
+        const int64_t j = jb + row;
+        cp_async16_or_zero(tV + row * kBK + 4 * ch, f.v + (j < T ? j : 0) * f.ldv + c0 + 4 * ch, j < T);
+      }
+      if (t < kBK) cp_async16_or_zero(tW + 4 * t, f.conv_w + (c0 + t) * K, true);  // (K = 4: one copy per channel)
+      if (t < kBK / 4) {
+        cp_async16_or_zero(sp + m1::kDsk + 4 * t, f.Dskip + c0 + 4 * t, true);
+        cp_async16_or_zero(tB + 4 * t, f.conv_b ? f.conv_b + c0 + 4 * t : f.Z, f.conv_b != nullptr);
+      }
+      cp_async_arrive(in_full(slot));
+      cp_async_commit();
+      cp_async_wait_all();
+      producer_sync();  // every producer thread's copies have landed
+#pragma unroll 4
+      for (int idx = t; idx < (kBI + kNL) * kBK; idx += 128)  // S_i rows, then S_l rows; row kBI is S_jb
+        sp[m1::kSi + idx] = static_cast<float>(tS[idx] - tS[kBI * kBK + idx % kBK]);
+#pragma unroll 2
+      for (int idx = t; idx < kBJ * kBK; idx += 128) {  // taps [K][kBJ][kBK]
+        const int jj = idx / kBK, cc = idx % kBK;
+        const float vj = tV[idx];
+#pragma unroll
+        for (int kk = 0; kk < K; ++kk) {
+          const float pre = tW[cc * K + K - 1 - kk] * vj + (kk == 0 ? tB[cc] : 0.0f);
+          sp[m1::kTap + (kk * kBJ + jj) * kBK + cc] = SILU ? silu_tanh(pre) : pre;
+        }
+      }
+      bar_arrive(in_full(slot));  // release: the stores above are seen by the consumers
+      producer_sync();  // the staging area is read before the next fetch rewrites it
+    };
+    // Mamba-1: C_i[n] B_l[n] of the block (0 for targets past the tile and positions past T),
+    // and the hidden-attention sums cleared.
+    auto prologue_m1 = [&](int64_t ib, int64_t jb) {
+      float* const cb = reinterpret_cast<float*>(smem + L.m1cb);
+      float* const hat = reinterpret_cast<float*>(smem + L.m1hat);
+#pragma unroll 1
+      for (int idx = t; idx < kBI * kNL * m1::kNS; idx += 128) {
+        const int n = idx % m1::kNS, q = idx / m1::kNS, ii = q / kNL, ll = q % kNL;
+        const int64_t i = ib + ii, l = jb + ll;
+        cb[idx] = i < iend && l < T ? f.C[i * f.ldbc + n] * f.B[l * f.ldbc + n] : 0.0f;
+      }
+#pragma unroll 1
+      for (int idx = t; idx < 2 * kBM; idx += 128) hat[idx] = 0.0f;
+      producer_sync();
+    };
+    auto fetch = [&](int64_t ib, int64_t jb, int slab, unsigned n) {
+      if constexpr (M1) fetch_m1(ib, jb, slab, n);
+      else fetch_inputs(ib, jb, slab, n);
+    };
+
+    unsigned nfetch = 0;  // slab fetches so far (slot = index % kSl)
     unsigned nblk = 0;    // pair blocks so far (the parity of the `m_free` and `stored` phases)
     for (int64_t pb = blockIdx.x; pb < npb; pb += gridDim.x) {
       const int64_t ib = i0 + (pb / njb) * kBI, jb = j0 + (pb % njb) * kBJ;
       if (jb > ib + kBI - 1) continue;  // every pair of the block has j > i
       bar_wait(m_free, (nblk & 1u) ^ 1u);  // the consumers are done with the last block's M
       producer_sync();  // every warp is done with the last block's M before the prologue rewrites it
-      prologue(ib, jb);
+      if constexpr (M1) prologue_m1(ib, jb);
+      else prologue(ib, jb);
       // Every producer thread's M is written (the prologue's last sync): the consumers may read it.
       if (t == 0) bar_arrive(m_ready);
-      for (int k = 0; k < 2 && k < nslab; ++k) fetch_inputs(ib, jb, k, nfetch++);
+      for (int k = 0; k < kSl - 1 && k < nslab; ++k) fetch(ib, jb, k, nfetch++);
       for (int cbk = 0; cbk < ncb; ++cbk) {
         // The consumers build u in the first column block and store each slab to this block's
         // scratch; in the others it is copied back with the W_out slab, so u is built once per pair.
@@ -326,7 +445,7 @@ __global__ void __launch_bounds__(kThreads, 1)
               bulk_copy(su, ublk + int64_t{sl} * (kStageU / 2), kStageU, full(s));
             }
           }
-          if (build && slab + 2 < nslab) fetch_inputs(ib, jb, slab + 2, nfetch++);
+          if (build && slab + kSl - 1 < nslab) fetch(ib, jb, slab + kSl - 1, nfetch++);
           if (++stage == nstages) stage = 0, phase ^= 1u;
         }
       }
@@ -374,7 +493,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
         for (int kk = 0; kk < K; ++kk) {
           const float pre = wk[kk] * vj[e] + (kk == 0 ? bias[e] : 0.0f);
-          tap[kk][e] = SILU ? silu_fast(pre) : pre;
+          tap[kk][e] = SILU ? silu_tanh(pre) : pre;
         }
       }
       const float* Mh = Ms + h * kMsHead + jj;
@@ -403,6 +522,72 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     };
 
+    // Mamba-1: this warpgroup's u rows of the slab into the stage at `sst`, computing M on the
+    // way. Warp w takes channel half w % 2 of the slab (lane = channel) and targets
+    // 4c + 2 (w / 2) + {0, 1}; for each target it walks the kNL positions l, computes
+    // M_{i,l}[c] = Δ_l Σ_n C_i B_l[n] 2^(A[c,n] log2(e) (S_i - S_l)) (D folded into M_{i,i};
+    // 0 for l > i and targets past the tile), and adds M_{i,l} x_{l←j} into u_{ij} for the K
+    // sources j = l - K + 1 .. l, in registers. u is stored once complete: 16 rows per target.
+    auto build_m1 = [&](int64_t ib, int64_t jb, int slot, unsigned sst) {
+      const float* const sp = reinterpret_cast<const float*>(smem + L.m1slots) + slot * m1::kSlotFloats;
+      const float* const cbs = reinterpret_cast<const float*>(smem + L.m1cb);
+      float* const hat = reinterpret_cast<float*>(smem + L.m1hat);
+      const int half = w & 1, cc = 32 * half + lane;
+      float a2[m1::kNS];
+#pragma unroll
+      for (int q = 0; q < m1::kNS / 4; ++q) {
+        const float4 v = *reinterpret_cast<const float4*>(sp + m1::kA2 + cc * m1::kA2Ld + 4 * q);
+        a2[4 * q] = v.x, a2[4 * q + 1] = v.y, a2[4 * q + 2] = v.z, a2[4 * q + 3] = v.w;
+      }
+      const float dsk = sp[m1::kDsk + cc];
+      const unsigned col = static_cast<unsigned>((cc & 7) * 2);
+#pragma unroll 1
+      for (int tg = 0; tg < 2; ++tg) {
+        const int ii = 4 * c + 2 * (w >> 1) + tg;
+        const int64_t i = ib + ii;
+        const float si = sp[m1::kSi + ii * kBK + cc], z = sp[m1::kZ + ii * kBK + cc];
+        // u of sources jb + ll - kk (kk = 0 .. K - 1) at step ll: a window of K sums in registers.
+        float win[K];
+#pragma unroll
+        for (int kk = 0; kk < K; ++kk) win[kk] = 0.0f;
+#pragma unroll 1
+        for (int ll = 0; ll < kNL; ++ll) {
+          const int64_t l = jb + ll;
+          const float gap = si - sp[m1::kSl + ll * kBK + cc];  // >= 0 where used
+          const float4* const cb4 = reinterpret_cast<const float4*>(cbs + (ii * kNL + ll) * m1::kNS);
+          float s0 = 0.0f, s1 = 0.0f;
+#pragma unroll
+          for (int q4 = 0; q4 < m1::kNS / 4; ++q4) {
+            const float4 b = cb4[q4];
+            s0 += b.x * exp2_ftz(a2[4 * q4] * gap);
+            s1 += b.y * exp2_ftz(a2[4 * q4 + 1] * gap);
+            s0 += b.z * exp2_ftz(a2[4 * q4 + 2] * gap);
+            s1 += b.w * exp2_ftz(a2[4 * q4 + 3] * gap);
+          }
+          const bool ok = i < iend && l <= i;
+          float m = ok ? (s0 + s1) * sp[m1::kDl + ll * kBK + cc] : 0.0f;
+          if (ll < kBJ && want_hattn) {
+            const float hs = warp_sum(m);
+            if (lane == 0) hat[half * kBM + ii * kBJ + ll] += hs;
+          }
+          if (ok && l == i) m += dsk;
+#pragma unroll
+          for (int kk = 0; kk < K; ++kk) {
+            const int jj = ll - kk;
+            if (jj >= 0 && jj < kBJ) win[kk] += m * sp[m1::kTap + (kk * kBJ + jj) * kBK + cc];
+          }
+          if (const int jj = ll - (K - 1); jj >= 0) {  // u_{i, jb + jj} is complete
+            const float u = jb + jj < jend ? z * win[K - 1] : 0.0f;
+            const unsigned short bits = __bfloat16_as_ushort(__float2bfloat16_rn(u));
+            asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(sst + sw128(ii * kBJ + jj, cc >> 3) + col), "h"(bits));
+          }
+#pragma unroll
+          for (int kk = K - 1; kk > 0; --kk) win[kk] = win[kk - 1];
+          win[0] = 0.0f;
+        }
+      }
+    };
+
     unsigned nbuilt = 0;  // slab fetches built from so far (the producer's fetch numbers)
     float acc[128];
 #pragma unroll
@@ -424,11 +609,25 @@ __global__ void __launch_bounds__(kThreads, 1)
             // Builds while the tensor cores run the last slab's products. The stage's u rows of
             // this warpgroup were last read by its own products nstages slabs ago (waited for).
             const unsigned n = nbuilt++;
-            const int slot = static_cast<int>(n % kSlots);
-            bar_wait(in_full(slot), (n / kSlots) & 1u);  // the producer's copies have landed
-            build_u(jb, slab, slot, sst);
+            const int slot = static_cast<int>(n % kSl);
+            bar_wait(in_full(slot), (n / kSl) & 1u);  // the producer's copies have landed
+            if constexpr (M1) build_m1(ib, jb, slot, sst);
+            else build_u(jb, slab, slot, sst);
             fence_proxy_async();  // u (st.shared) -> visible to the async proxy (wgmma, bulk store)
             consumer_sync(c);  // the warpgroup's rows are built
+            if constexpr (M1) {
+              if (slab == nslab - 1 && want_hattn) {  // Mamba-1's hidden attention, complete now
+                const float* const hat = reinterpret_cast<const float*>(smem + L.m1hat);
+                if (t < 4 * kBJ) {
+                  const int ii = 4 * c + t / kBJ, jj = t % kBJ;
+                  const int64_t i = ib + ii, j = jb + jj;
+                  if (i < iend && j < jend && j <= i)
+                    hattn[(i - i0) * nj + (j - j0)] =
+                        (hat[ii * kBJ + jj] + hat[kBM + ii * kBJ + jj]) / static_cast<float>(D);
+                }
+                consumer_sync(c);  // read before the producer clears them for the next block
+              }
+            }
             if (t == 0) {
               bar_arrive(in_free(slot));
               if (slab == nslab - 1) bar_arrive(m_free);
@@ -591,10 +790,14 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
       (void)contrib, (void)stream, (void)layer;
   return false;
 #else
-  if (!f.mamba2 || f.D % kBK != 0 || f.P <= 0 || f.P % 8 != 0 || f.K != 4) return false;
+  const bool m1 = !f.mamba2;
+  if (f.D % kBK != 0 || f.K != 4) return false;
+  if (!m1 && (f.P <= 0 || f.P % 8 != 0)) return false;
+  if (m1 && f.N != m1::kNS) return false;  // Mamba-1 with d_state 16 (mamba-130m .. 2.8b)
   // The producer stages rows with 16-byte copies.
   const auto addr = [](const void* p) { return reinterpret_cast<uintptr_t>(p); };
   if (f.ldv % 4 != 0 || ((addr(f.Z) | addr(f.v) | addr(f.conv_w) | addr(f.conv_b)) & 15) != 0) return false;
+  if (m1 && ((addr(f.delta) | addr(f.A2) | addr(f.Dskip) | addr(f.S)) & 15) != 0) return false;
   if (const char* e = std::getenv("LATIM_TILE_KERNEL"); e && std::strcmp(e, "mma") == 0) return false;
   int dev = 0, major = 0, minor = 0, max_smem = 0, sms = 0;
   check(cudaGetDevice(&dev), "cudaGetDevice", layer);
@@ -605,15 +808,18 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
         layer);
   check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute", layer);
   int nstages = 4;
-  while (nstages >= 2 && layout(nstages, f.H, f.G * f.N, f.G, f.D / kBK).total > max_smem) --nstages;
+  while (nstages >= 2 && layout(nstages, f.H, f.G * f.N, f.G, f.D / kBK, m1).total > max_smem) --nstages;
   if (nstages < 2) return false;  // too many heads or too wide B/C for the shared memory
-  const Layout L = layout(nstages, f.H, f.G * f.N, f.G, f.D / kBK);
+  const Layout L = layout(nstages, f.H, f.G * f.N, f.G, f.D / kBK, m1);
   const int ncb = static_cast<int>(latim_tile_column_blocks(f.d));
   const int64_t npb = ((ni + kBI - 1) / kBI) * ((nj + kBJ - 1) / kBJ);
   const int64_t Dpad = latim_tile_Dpad(f.D), dpad = latim_tile_dpad(f.d);
   const auto* Wk = static_cast<const __nv_bfloat16*>(f.WoutT) + Dpad * dpad;  // the swizzled image
-  auto kernel = f.silu ? (l1_alti ? wgmma_tile_kernel<4, true, true> : wgmma_tile_kernel<4, true, false>)
-                       : (l1_alti ? wgmma_tile_kernel<4, false, true> : wgmma_tile_kernel<4, false, false>);
+  auto kernel =
+      m1 ? (f.silu ? (l1_alti ? wgmma_tile_kernel<4, true, true, true> : wgmma_tile_kernel<4, true, false, true>)
+                   : (l1_alti ? wgmma_tile_kernel<4, false, true, true> : wgmma_tile_kernel<4, false, false, true>))
+         : (f.silu ? (l1_alti ? wgmma_tile_kernel<4, true, true, false> : wgmma_tile_kernel<4, true, false, false>)
+                   : (l1_alti ? wgmma_tile_kernel<4, false, true, false> : wgmma_tile_kernel<4, false, false, false>));
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              static_cast<int>(L.total)),
         "latim_tile_wgmma (shared memory attribute)", layer);

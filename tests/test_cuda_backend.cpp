@@ -387,14 +387,16 @@ TEST_P(CudaTilePrecision, ErrorAtMostTwiceAPlainImplementation) {
 }
 
 #ifdef LATIM_HAVE_CUDA
-// The sm_90a wgmma kernel (Mamba-2, bf16) against the mma.sync kernel on the same tile, every
-// output, and against fp64 on a block of pairs. A mamba2-130m-shaped layer (the fixtures are
-// too narrow for the wgmma kernel), a tile whose edges cut through pair blocks. On a GPU
-// that can run the wgmma kernel the test fails if it did not run.
+// The sm_90a wgmma kernel (bf16) against the mma.sync kernel on the same tile, every output,
+// and against fp64 on a block of pairs. A mamba2-130m- and a mamba-130m-shaped layer (the
+// fixtures are too narrow for the wgmma kernel), a tile whose edges cut through pair blocks.
+// On a GPU that can run the wgmma kernel the test fails if it did not run.
 TEST_P(CudaTilePrecision, WgmmaKernelMatchesMmaKernelAndFp64) {
   const auto [precision, bits] = GetParam();
   if (precision != Precision::BF16) GTEST_SKIP() << "the wgmma kernel is the bf16 path";
-  const ModelWeights m = bench::random_model(bench::shape_130m(Family::Mamba2, 1), 11);
+  for (const Family fam : {Family::Mamba2, Family::Mamba1}) {
+  SCOPED_TRACE(fam == Family::Mamba1 ? "mamba-130m shapes" : "mamba2-130m shapes");
+  const ModelWeights m = bench::random_model(bench::shape_130m(fam, 1), 11);
   const int64_t T = 240;
   auto cpu = backend_for("cpu");
   Recorder rec;
@@ -440,7 +442,9 @@ TEST_P(CudaTilePrecision, WgmmaKernelMatchesMmaKernelAndFp64) {
   EXPECT_LE(norm_error(as_double(w.l2), as_double(s.l2)), 1e-3);
   EXPECT_LE(norm_error(as_double(w.l1), as_double(s.l1)), 1e-3);
   EXPECT_LE(norm_error(as_double(w.alti), as_double(s.alti)), 2e-3);
-  EXPECT_LE(norm_error(as_double(w.hidden_attn), as_double(s.hidden_attn)), 1e-6);
+  // (Mamba-1: the wgmma kernel's gaps S_i - S_l come from fp32 offsets to S at the block's
+  // first source, the mma.sync kernel's from fp64 S; the channel sums run in another order.)
+  EXPECT_LE(norm_error(as_double(w.hidden_attn), as_double(s.hidden_attn)), fam == Family::Mamba1 ? 1e-5 : 1e-6);
   EXPECT_LE(norm_error(w.contrib_sum, s.contrib_sum), 1.5e-3);
   for (std::size_t k = 0; k < w.l2.size(); ++k)
     ASSERT_EQ(std::isnan(w.l2[k]), std::isnan(s.l2[k])) << "pair " << k << ": upper triangle differs";
@@ -458,6 +462,7 @@ TEST_P(CudaTilePrecision, WgmmaKernelMatchesMmaKernelAndFp64) {
       plain.push_back(l2(bits));
     }
   EXPECT_LE(norm_error(got, exact), 2 * norm_error(plain, exact) + 1e-7);
+  }
 }
 #endif
 
