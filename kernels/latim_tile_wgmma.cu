@@ -1,7 +1,9 @@
-// The Hopper (sm_90a) LaTIM tile kernel for Mamba-2 in bf16: warp-specialised, with the
-// product on wgmma. Same pair blocks (8 targets x 16 sources = 128 pairs), same operand
-// u_{ij} = Z_i ⊙ Σ_k M_{i,j+k} x_{j+k←j} and the same partial scores as latim_tile.cu, which
-// stays the kernel for every other case (fp32/tf32, Mamba-1, other GPUs, conv width ≠ 4).
+// The Hopper (sm_90a) LaTIM tile kernel in bf16, for Mamba-2 and (d_state 16) Mamba-1:
+// warp-specialised, with the product on wgmma. Same pair blocks (8 targets x 16 sources = 128
+// pairs), same operand u_{ij} = Z_i ⊙ Σ_k M_{i,j+k} x_{j+k←j} and the same partial scores as
+// latim_tile.cu, which stays the kernel for every other case (fp32/tf32, other GPUs, conv
+// width ≠ 4, channels not a multiple of 64, Mamba-1 with d_state ≠ 16). The description
+// below is Mamba-2's; Mamba-1's differences are at `namespace m1`.
 //
 // A block has three warpgroups and stays resident (one per SM, persistent over pair blocks):
 //   - warpgroup 0, the producer (88 registers, the consumers 208): per pair block it computes
@@ -275,8 +277,15 @@ __global__ void __launch_bounds__(kThreads, 1)
     // ---------------- producer ----------------
     // 88 + 2 x 208 registers per thread fill the register file (3 x 128 threads): the consumers'
     // 128 accumulators stay live while they build u, and nothing spills at these counts.
+    // Mamba-1: 40 + 2 x 232. The consumers' M loop is bound by the latency of its exponentials
+    // and loads (2 consumer warps per scheduler), and more registers let it keep more of them
+    // in flight: 6.22e7 pairs/s at 56 + 2 x 224, 6.95e7 at 40 + 2 x 232 (T = 16K, H100). The
+    // producer only stages and copies; its spills are a few words per fetch.
 #ifndef LATIM_NO_SETMAXNREG
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 88;\n");
+    if constexpr (M1)
+      asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+    else
+      asm volatile("setmaxnreg.dec.sync.aligned.u32 88;\n");
 #endif
     // Fetch number n (slab `slab` of the block): its Z and v rows, conv taps and bias into
     // slot n % kSlots, once both consumer warpgroups have built from the slot's previous fetch.
@@ -454,7 +463,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   } else {
     // ---------------- consumers ----------------
 #ifndef LATIM_NO_SETMAXNREG  // (-DLATIM_WGMMA_SETMAXNREG=OFF, for sanitizer runs)
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 208;\n");
+    if constexpr (M1)
+      asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+    else
+      asm volatile("setmaxnreg.inc.sync.aligned.u32 208;\n");
 #endif
     const int c = wg - 1;  // pairs 64c .. 64c + 63 of the block: targets 4c .. 4c + 3
     const int w = t / 32, lane = t % 32, g = lane >> 2, q = lane & 3;
@@ -524,7 +536,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
     // Mamba-1: this warpgroup's u rows of the slab into the stage at `sst`, computing M on the
     // way. Warp w takes channel half w % 2 of the slab (lane = channel) and targets
-    // 4c + 2 (w / 2) + {0, 1}; for each target it walks the kNL positions l, computes
+    // 4c + 2 (w / 2) + {0, 1}; for the two targets it walks the kNL positions l, computes
     // M_{i,l}[c] = Δ_l Σ_n C_i B_l[n] 2^(A[c,n] log2(e) (S_i - S_l)) (D folded into M_{i,i};
     // 0 for l > i and targets past the tile), and adds M_{i,l} x_{l←j} into u_{ij} for the K
     // sources j = l - K + 1 .. l, in registers. u is stored once complete: 16 rows per target.
@@ -541,50 +553,67 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       const float dsk = sp[m1::kDsk + cc];
       const unsigned col = static_cast<unsigned>((cc & 7) * 2);
-#pragma unroll 1
-      for (int tg = 0; tg < 2; ++tg) {
-        const int ii = 4 * c + 2 * (w >> 1) + tg;
-        const int64_t i = ib + ii;
-        const float si = sp[m1::kSi + ii * kBK + cc], z = sp[m1::kZ + ii * kBK + cc];
-        // u of sources jb + ll - kk (kk = 0 .. K - 1) at step ll: a window of K sums in registers.
-        float win[K];
+      // Both targets at once: two independent chains of exponentials per step, and the loads
+      // of S_l, Δ_l and the taps shared.
+      const int ii0 = 4 * c + 2 * (w >> 1);
+      const int64_t ia = ib + ii0, ibb = ia + 1;
+      const float sia = sp[m1::kSi + ii0 * kBK + cc], sib = sp[m1::kSi + (ii0 + 1) * kBK + cc];
+      const float za = sp[m1::kZ + ii0 * kBK + cc], zb = sp[m1::kZ + (ii0 + 1) * kBK + cc];
+      // u of sources jb + ll - kk (kk = 0 .. K - 1) at step ll: a window of K sums per target.
+      float wa[K], wb[K];
 #pragma unroll
-        for (int kk = 0; kk < K; ++kk) win[kk] = 0.0f;
-#pragma unroll 1
-        for (int ll = 0; ll < kNL; ++ll) {
-          const int64_t l = jb + ll;
-          const float gap = si - sp[m1::kSl + ll * kBK + cc];  // >= 0 where used
-          const float4* const cb4 = reinterpret_cast<const float4*>(cbs + (ii * kNL + ll) * m1::kNS);
-          float s0 = 0.0f, s1 = 0.0f;
+      for (int kk = 0; kk < K; ++kk) wa[kk] = wb[kk] = 0.0f;
+#pragma unroll 2
+      for (int ll = 0; ll < kNL; ++ll) {
+        const int64_t l = jb + ll;
+        const float sl = sp[m1::kSl + ll * kBK + cc];
+        const float ga = sia - sl, gb = sib - sl;  // >= 0 where used
+        const float4* const cba = reinterpret_cast<const float4*>(cbs + (ii0 * kNL + ll) * m1::kNS);
+        const float4* const cbb = cba + kNL * m1::kNS / 4;  // target ii0 + 1
+        float a0 = 0.0f, a1 = 0.0f, b0 = 0.0f, b1 = 0.0f;
 #pragma unroll
-          for (int q4 = 0; q4 < m1::kNS / 4; ++q4) {
-            const float4 b = cb4[q4];
-            s0 += b.x * exp2_ftz(a2[4 * q4] * gap);
-            s1 += b.y * exp2_ftz(a2[4 * q4 + 1] * gap);
-            s0 += b.z * exp2_ftz(a2[4 * q4 + 2] * gap);
-            s1 += b.w * exp2_ftz(a2[4 * q4 + 3] * gap);
-          }
-          const bool ok = i < iend && l <= i;
-          float m = ok ? (s0 + s1) * sp[m1::kDl + ll * kBK + cc] : 0.0f;
-          if (ll < kBJ && want_hattn) {
-            const float hs = warp_sum(m);
-            if (lane == 0) hat[half * kBM + ii * kBJ + ll] += hs;
-          }
-          if (ok && l == i) m += dsk;
-#pragma unroll
-          for (int kk = 0; kk < K; ++kk) {
-            const int jj = ll - kk;
-            if (jj >= 0 && jj < kBJ) win[kk] += m * sp[m1::kTap + (kk * kBJ + jj) * kBK + cc];
-          }
-          if (const int jj = ll - (K - 1); jj >= 0) {  // u_{i, jb + jj} is complete
-            const float u = jb + jj < jend ? z * win[K - 1] : 0.0f;
-            const unsigned short bits = __bfloat16_as_ushort(__float2bfloat16_rn(u));
-            asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(sst + sw128(ii * kBJ + jj, cc >> 3) + col), "h"(bits));
-          }
-#pragma unroll
-          for (int kk = K - 1; kk > 0; --kk) win[kk] = win[kk - 1];
-          win[0] = 0.0f;
+        for (int q4 = 0; q4 < m1::kNS / 4; ++q4) {
+          const float4 x = cba[q4], y = cbb[q4];
+          a0 += x.x * exp2_ftz(a2[4 * q4] * ga);
+          b0 += y.x * exp2_ftz(a2[4 * q4] * gb);
+          a1 += x.y * exp2_ftz(a2[4 * q4 + 1] * ga);
+          b1 += y.y * exp2_ftz(a2[4 * q4 + 1] * gb);
+          a0 += x.z * exp2_ftz(a2[4 * q4 + 2] * ga);
+          b0 += y.z * exp2_ftz(a2[4 * q4 + 2] * gb);
+          a1 += x.w * exp2_ftz(a2[4 * q4 + 3] * ga);
+          b1 += y.w * exp2_ftz(a2[4 * q4 + 3] * gb);
         }
+        const float dl = sp[m1::kDl + ll * kBK + cc];
+        const bool oka = ia < iend && l <= ia, okb = ibb < iend && l <= ibb;
+        float ma = oka ? (a0 + a1) * dl : 0.0f, mb = okb ? (b0 + b1) * dl : 0.0f;
+        if (ll < kBJ && want_hattn) {
+          const float ha = warp_sum(ma), hb = warp_sum(mb);
+          if (lane == 0) {
+            hat[half * kBM + ii0 * kBJ + ll] += ha;
+            hat[half * kBM + (ii0 + 1) * kBJ + ll] += hb;
+          }
+        }
+        if (oka && l == ia) ma += dsk;
+        if (okb && l == ibb) mb += dsk;
+#pragma unroll
+        for (int kk = 0; kk < K; ++kk) {
+          const int jj = ll - kk;
+          if (jj >= 0 && jj < kBJ) {
+            const float tap = sp[m1::kTap + (kk * kBJ + jj) * kBK + cc];
+            wa[kk] += ma * tap;
+            wb[kk] += mb * tap;
+          }
+        }
+        if (const int jj = ll - (K - 1); jj >= 0) {  // u_{i, jb + jj} is complete for both targets
+          const bool jok = jb + jj < jend;
+          const unsigned short ba = __bfloat16_as_ushort(__float2bfloat16_rn(jok ? za * wa[K - 1] : 0.0f));
+          const unsigned short bb = __bfloat16_as_ushort(__float2bfloat16_rn(jok ? zb * wb[K - 1] : 0.0f));
+          asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(sst + sw128(ii0 * kBJ + jj, cc >> 3) + col), "h"(ba));
+          asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(sst + sw128((ii0 + 1) * kBJ + jj, cc >> 3) + col), "h"(bb));
+        }
+#pragma unroll
+        for (int kk = K - 1; kk > 0; --kk) wa[kk] = wa[kk - 1], wb[kk] = wb[kk - 1];
+        wa[0] = wb[0] = 0.0f;
       }
     };
 

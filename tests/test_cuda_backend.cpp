@@ -395,73 +395,73 @@ TEST_P(CudaTilePrecision, WgmmaKernelMatchesMmaKernelAndFp64) {
   const auto [precision, bits] = GetParam();
   if (precision != Precision::BF16) GTEST_SKIP() << "the wgmma kernel is the bf16 path";
   for (const Family fam : {Family::Mamba2, Family::Mamba1}) {
-  SCOPED_TRACE(fam == Family::Mamba1 ? "mamba-130m shapes" : "mamba2-130m shapes");
-  const ModelWeights m = bench::random_model(bench::shape_130m(fam, 1), 11);
-  const int64_t T = 240;
-  auto cpu = backend_for("cpu");
-  Recorder rec;
-  rec.trace_layers = 1;
-  cpu->forward(m, bench::random_tokens(T, m.config.vocab_size, 5), &rec);
-  const LayerFactors f = make_layer_factors(m.config, m.layers[0], rec.trace[0]);
-  ScoreSet which;
-  which.l2 = which.l1 = which.alti = which.hidden_attn = true;
-  auto run = [&](bool mma, const ScoreSet& want) {
-    const cudatest::ScopedEnv kernel("LATIM_TILE_KERNEL", mma ? "mma" : "wgmma");
-    auto tiles = make_cuda_tile_backend(Precision::BF16);
-    TileScores t;
-    t.i0 = 37;
-    t.ni = 203;
-    t.j0 = 5;
-    t.nj = 235;
-    tiles->compute_tile(f, want, t);
-    return t;
-  };
-  const int64_t before = cuda::latim_tile_wgmma_launches();
-  const TileScores w = run(false, which);
-  if (cuda::latim_tile_wgmma_supported()) EXPECT_GT(cuda::latim_tile_wgmma_launches(), before) << "wgmma kernel did not run";
-  {
-    // l2 alone runs the epilogue without the l1 and ALTI sums: the same ‖T‖² bits.
-    ScoreSet l2_only;
-    l2_only.l2 = true;
-    const TileScores o = run(false, l2_only);
-    EXPECT_TRUE(o.l1.empty() && o.alti.empty());
-    ASSERT_EQ(o.l2.size(), w.l2.size());
-    for (std::size_t k = 0; k < w.l2.size(); ++k)
-      ASSERT_TRUE(o.l2[k] == w.l2[k] || (std::isnan(o.l2[k]) && std::isnan(w.l2[k]))) << "l2 alone, pair " << k;
-    // (fp64 atomics: the order of the additions may differ between launches)
-    EXPECT_LE(norm_error(o.contrib_sum, w.contrib_sum), 1e-12) << "l2 alone: Σ_j T_i(x_j) differs";
-  }
-  const int64_t mid = cuda::latim_tile_wgmma_launches();
-  const TileScores s = run(true, which);
-  EXPECT_EQ(cuda::latim_tile_wgmma_launches(), mid) << "LATIM_TILE_KERNEL=mma still ran the wgmma kernel";
-  auto as_double = [](const auto& v) { return std::vector<double>(v.begin(), v.end()); };
-  // The same products up to fp32 sum order and the wgmma kernel's SiLU through tanh.approx
-  // (relative error 2^-11), which changes the bf16 rounding of some u values: measured
-  // 4.1e-4 (l2, l1) and 6.2e-4 (Σ_j T), against 2.3e-3 for the bf16 error itself. The
-  // accuracy bound that matters is the fp64 one below.
-  EXPECT_LE(norm_error(as_double(w.l2), as_double(s.l2)), 1e-3);
-  EXPECT_LE(norm_error(as_double(w.l1), as_double(s.l1)), 1e-3);
-  EXPECT_LE(norm_error(as_double(w.alti), as_double(s.alti)), 2e-3);
-  // (Mamba-1: the wgmma kernel's gaps S_i - S_l come from fp32 offsets to S at the block's
-  // first source, the mma.sync kernel's from fp64 S; the channel sums run in another order.)
-  EXPECT_LE(norm_error(as_double(w.hidden_attn), as_double(s.hidden_attn)), fam == Family::Mamba1 ? 1e-5 : 1e-6);
-  EXPECT_LE(norm_error(w.contrib_sum, s.contrib_sum), 1.5e-3);
-  for (std::size_t k = 0; k < w.l2.size(); ++k)
-    ASSERT_EQ(std::isnan(w.l2[k]), std::isnan(s.l2[k])) << "pair " << k << ": upper triangle differs";
-  // fp64 on the pairs of rows [220, 240) x columns [170, 190), which include the diagonal.
-  std::vector<double> got, exact, plain;
-  for (int64_t i = 220; i < 240; ++i)
-    for (int64_t j = 170; j < 190 && j <= i; ++j) {
-      got.push_back(w.l2[(i - w.i0) * w.nj + (j - w.j0)]);
-      auto l2 = [&](int b) {
-        double ss = 0.0;
-        for (const double t : reference_contribution(f, i, j, b)) ss += t * t;
-        return std::sqrt(ss);
-      };
-      exact.push_back(l2(0));
-      plain.push_back(l2(bits));
+    SCOPED_TRACE(fam == Family::Mamba1 ? "mamba-130m shapes" : "mamba2-130m shapes");
+    const ModelWeights m = bench::random_model(bench::shape_130m(fam, 1), 11);
+    const int64_t T = 240;
+    auto cpu = backend_for("cpu");
+    Recorder rec;
+    rec.trace_layers = 1;
+    cpu->forward(m, bench::random_tokens(T, m.config.vocab_size, 5), &rec);
+    const LayerFactors f = make_layer_factors(m.config, m.layers[0], rec.trace[0]);
+    ScoreSet which;
+    which.l2 = which.l1 = which.alti = which.hidden_attn = true;
+    auto run = [&](bool mma, const ScoreSet& want) {
+      const cudatest::ScopedEnv kernel("LATIM_TILE_KERNEL", mma ? "mma" : "wgmma");
+      auto tiles = make_cuda_tile_backend(Precision::BF16);
+      TileScores t;
+      t.i0 = 37;
+      t.ni = 203;
+      t.j0 = 5;
+      t.nj = 235;
+      tiles->compute_tile(f, want, t);
+      return t;
+    };
+    const int64_t before = cuda::latim_tile_wgmma_launches();
+    const TileScores w = run(false, which);
+    if (cuda::latim_tile_wgmma_supported()) EXPECT_GT(cuda::latim_tile_wgmma_launches(), before) << "wgmma kernel did not run";
+    {
+      // l2 alone runs the epilogue without the l1 and ALTI sums: the same ‖T‖² bits.
+      ScoreSet l2_only;
+      l2_only.l2 = true;
+      const TileScores o = run(false, l2_only);
+      EXPECT_TRUE(o.l1.empty() && o.alti.empty());
+      ASSERT_EQ(o.l2.size(), w.l2.size());
+      for (std::size_t k = 0; k < w.l2.size(); ++k)
+        ASSERT_TRUE(o.l2[k] == w.l2[k] || (std::isnan(o.l2[k]) && std::isnan(w.l2[k]))) << "l2 alone, pair " << k;
+      // (fp64 atomics: the order of the additions may differ between launches)
+      EXPECT_LE(norm_error(o.contrib_sum, w.contrib_sum), 1e-12) << "l2 alone: Σ_j T_i(x_j) differs";
     }
-  EXPECT_LE(norm_error(got, exact), 2 * norm_error(plain, exact) + 1e-7);
+    const int64_t mid = cuda::latim_tile_wgmma_launches();
+    const TileScores s = run(true, which);
+    EXPECT_EQ(cuda::latim_tile_wgmma_launches(), mid) << "LATIM_TILE_KERNEL=mma still ran the wgmma kernel";
+    auto as_double = [](const auto& v) { return std::vector<double>(v.begin(), v.end()); };
+    // The same products up to fp32 sum order and the wgmma kernel's SiLU through tanh.approx
+    // (relative error 2^-11), which changes the bf16 rounding of some u values: measured
+    // 4.1e-4 (l2, l1) and 6.2e-4 (Σ_j T), against 2.3e-3 for the bf16 error itself. The
+    // accuracy bound that matters is the fp64 one below.
+    EXPECT_LE(norm_error(as_double(w.l2), as_double(s.l2)), 1e-3);
+    EXPECT_LE(norm_error(as_double(w.l1), as_double(s.l1)), 1e-3);
+    EXPECT_LE(norm_error(as_double(w.alti), as_double(s.alti)), 2e-3);
+    // (Mamba-1: the wgmma kernel's gaps S_i - S_l come from fp32 offsets to S at the block's
+    // first source, the mma.sync kernel's from fp64 S; the channel sums run in another order.)
+    EXPECT_LE(norm_error(as_double(w.hidden_attn), as_double(s.hidden_attn)), fam == Family::Mamba1 ? 1e-5 : 1e-6);
+    EXPECT_LE(norm_error(w.contrib_sum, s.contrib_sum), 1.5e-3);
+    for (std::size_t k = 0; k < w.l2.size(); ++k)
+      ASSERT_EQ(std::isnan(w.l2[k]), std::isnan(s.l2[k])) << "pair " << k << ": upper triangle differs";
+    // fp64 on the pairs of rows [220, 240) x columns [170, 190), which include the diagonal.
+    std::vector<double> got, exact, plain;
+    for (int64_t i = 220; i < 240; ++i)
+      for (int64_t j = 170; j < 190 && j <= i; ++j) {
+        got.push_back(w.l2[(i - w.i0) * w.nj + (j - w.j0)]);
+        auto l2 = [&](int b) {
+          double ss = 0.0;
+          for (const double t : reference_contribution(f, i, j, b)) ss += t * t;
+          return std::sqrt(ss);
+        };
+        exact.push_back(l2(0));
+        plain.push_back(l2(bits));
+      }
+    EXPECT_LE(norm_error(got, exact), 2 * norm_error(plain, exact) + 1e-7);
   }
 }
 #endif
