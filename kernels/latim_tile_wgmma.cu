@@ -79,9 +79,11 @@ struct Layout {
 // function unit, while the tensor cores run the slab before. The producer stages, per slab,
 // in one of kSlotsM1 slots (offsets in floats below): Z rows, the conv taps of every source
 // (SiLU applied), S_i and S_l relative to S at the block's first source (fp64 difference,
-// then fp32: exact to an fp32 rounding of the gap, since 0 <= S_l - S_jb <= S_i - S_jb), the
-// Δ_l rows, A·log2(e) (rows of N = 16, padded to 20 floats so that the 16-byte loads of 8
-// consecutive channels fall on distinct banks) and D. Per pair block it computes C_i[n] B_l[n].
+// then rounded to fp32: since 0 <= S_l - S_jb <= S_i - S_jb, the gap S_i - S_l is off by at
+// most two fp32 roundings of S_i - S_jb = gap + (S_l - S_jb), the last a sum of Δ over at
+// most 18 positions), the Δ_l rows, A·log2(e) (rows of N = 16, padded to 20 floats so that
+// the 16-byte loads of 8 consecutive channels fall on distinct banks) and D. Per pair block
+// it computes C_i[n] B_l[n].
 namespace m1 {
 constexpr int kSlotsM1 = 2;
 constexpr int kNS = 16;  // d_state the Mamba-1 path takes
