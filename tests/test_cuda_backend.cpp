@@ -388,15 +388,24 @@ TEST_P(CudaTilePrecision, ErrorAtMostTwiceAPlainImplementation) {
 
 #ifdef LATIM_HAVE_CUDA
 // The sm_90a wgmma kernel (bf16) against the mma.sync kernel on the same tile, every output,
-// and against fp64 on a block of pairs. A mamba2-130m- and a mamba-130m-shaped layer (the
-// fixtures are too narrow for the wgmma kernel), a tile whose edges cut through pair blocks.
+// and against fp64 on a block of pairs. A mamba2-130m- and a mamba-130m-shaped layer, the
+// latter also with the identity activation (the fixtures are too narrow for the wgmma
+// kernel), a tile whose edges cut through pair blocks.
 // On a GPU that can run the wgmma kernel the test fails if it did not run.
 TEST_P(CudaTilePrecision, WgmmaKernelMatchesMmaKernelAndFp64) {
   const auto [precision, bits] = GetParam();
   if (precision != Precision::BF16) GTEST_SKIP() << "the wgmma kernel is the bf16 path";
-  for (const Family fam : {Family::Mamba2, Family::Mamba1}) {
-    SCOPED_TRACE(fam == Family::Mamba1 ? "mamba-130m shapes" : "mamba2-130m shapes");
-    const ModelWeights m = bench::random_model(bench::shape_130m(fam, 1), 11);
+  struct Case {
+    Family fam;
+    Activation act;
+  };
+  for (const Case c : {Case{Family::Mamba2, Activation::SiLU}, Case{Family::Mamba1, Activation::SiLU},
+                       Case{Family::Mamba1, Activation::Identity}}) {
+    const Family fam = c.fam;
+    SCOPED_TRACE(std::string(fam == Family::Mamba1 ? "mamba-130m shapes" : "mamba2-130m shapes") +
+                 (c.act == Activation::Identity ? ", identity activation" : ""));
+    ModelWeights m = bench::random_model(bench::shape_130m(fam, 1), 11);
+    m.config.activation = c.act;
     const int64_t T = 240;
     auto cpu = backend_for("cpu");
     Recorder rec;
