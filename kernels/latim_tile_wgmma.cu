@@ -108,16 +108,14 @@ constexpr int kZ = 0, kTap = kZ + kBI * kBK, kSi = kTap + kKMax * kBJ * kBK, kSl
     L.m1hat = take(off, 2 * kBM * 4);  // per channel half of the slab: Σ_c M_{i,j}[c]
     // the producer's staging of S (fp64), v rows, conv taps and bias for one fetch
     L.m1tmp = take(off, (kBI + kNL) * kBK * 8 + kBJ * kBK * 4 + kBK * kKMax * 4 + kBK * 4);
-    L.rows = take(off, 8 * 2 * kBN * 4);
-    L.total = off + 1024;
-    return L;
+  } else {
+    L.z = take(off, kSlots * kBI * kBK * 4);
+    L.v = take(off, kSlots * kBJ * kBK * 4);
+    L.cw = take(off, kSlots * kBK * kKMax * 4);
+    L.cb = take(off, kSlots * kBK * 4);
+    L.ms = take(off, H * kMsHead * 4);
+    L.m2 = m2_staging_layout(off, H, GN, G);
   }
-  L.z = take(off, kSlots * kBI * kBK * 4);
-  L.v = take(off, kSlots * kBJ * kBK * 4);
-  L.cw = take(off, kSlots * kBK * kKMax * 4);
-  L.cb = take(off, kSlots * kBK * 4);
-  L.ms = take(off, H * kMsHead * 4);
-  L.m2 = m2_staging_layout(off, H, GN, G);
   L.rows = take(off, 8 * 2 * kBN * 4);  // per consumer warp: its target's ŷ and r_in columns
   L.total = off + 1024;  // slack to align the dynamic shared memory base to 1024 bytes
   return L;
@@ -248,8 +246,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       bar_init(empty(s), 256);
     }
     for (int s = 0; s < kSl; ++s) {
-      // each producer thread's copies into the slot (Mamba-1: and its stores, a second arrival)
-      bar_init(in_full(s), M1 ? 256 : 128);
+      bar_init(in_full(s), 128);  // each producer thread's copies (Mamba-1: and stores) into the slot
       bar_init(in_free(s), 2);    // each consumer warpgroup done building from it
     }
     bar_init(m_free, 2);   // each consumer warpgroup done with the block's M
@@ -340,8 +337,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     // Mamba-1: fetch number n (slab `slab`) into slot n % kSl (see m1). 16-byte copies of the
     // Z, Δ_l, A·log2(e) and D rows into the slot, and of the S rows (fp64), v rows, conv taps
     // and bias into the producer's staging area; once those have landed, the producer
-    // computes S relative to S_jb and the SiLU'd taps into the slot. The slot's `in_full`
-    // completes with each thread's copies (cp.async arrival) and stores (a second arrival).
+    // computes S relative to S_jb and the SiLU'd taps into the slot. Each thread arrives on the
+    // slot's `in_full` once, after its copies have landed and its stores are made (a release).
     auto fetch_m1 = [&](int64_t ib, int64_t jb, int slab, unsigned n) {
       const int slot = static_cast<int>(n % kSl);
       bar_wait(in_free(slot), ((n / kSl) & 1u) ^ 1u);
@@ -385,7 +382,6 @@ __global__ void __launch_bounds__(kThreads, 1)
         cp_async16_or_zero(sp + m1::kDsk + 4 * t, f.Dskip + c0 + 4 * t, true);
         cp_async16_or_zero(tB + 4 * t, f.conv_b ? f.conv_b + c0 + 4 * t : f.Z, f.conv_b != nullptr);
       }
-      cp_async_arrive(in_full(slot));
       cp_async_commit();
       cp_async_wait_all();
       producer_sync();  // every producer thread's copies have landed
@@ -402,7 +398,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           sp[m1::kTap + (kk * kBJ + jj) * kBK + cc] = SILU ? silu_tanh(pre) : pre;
         }
       }
-      bar_arrive(in_full(slot));  // release: the stores above are seen by the consumers
+      bar_arrive(in_full(slot));  // release: the copies and stores above are seen by the consumers
       producer_sync();  // the staging area is read before the next fetch rewrites it
     };
     // Mamba-1: C_i[n] B_l[n] of the block (0 for targets past the tile and positions past T),
