@@ -84,6 +84,16 @@ struct Layout {
 // most 18 positions), the Δ_l rows, A·log2(e) (rows of N = 16, padded to 20 floats so that
 // the 16-byte loads of 8 consecutive channels fall on distinct banks) and D. Per pair block
 // it computes C_i[n] B_l[n].
+//
+// A block whose positions all precede its targets (jb + kNL - 1 <= ib, all but about two
+// source blocks per target block) takes a factorised path instead. With S_R = S_ib, S
+// non-decreasing and A < 0,
+//   2^(a (S_i - S_l)) = 2^(a (S_i - S_R)) · 2^(a (S_R - S_l)),  both exponents <= 0,
+// so M_{i,l}[c] = Δ_l Σ_n P_i[c,n] Q_l[c,n] with P_i = C_i 2^(a (S_i - S_R)) and
+// Q_l = B_l 2^(a (S_R - S_l)): 8 + 19 exponentials per (c, n) and block instead of 8 · 19.
+// Neither factor can overflow, and one underflows only where the exact product is below
+// 2^-126 too. The slot then holds S_i - S_R and S_R - S_l (fp64 differences, rounded once)
+// and the taps multiplied by Δ_l; the prologue stages the B and C rows instead of C·B.
 namespace m1 {
 constexpr int kSlotsM1 = 2;
 constexpr int kNS = 16;  // d_state the Mamba-1 path takes
@@ -105,7 +115,7 @@ constexpr int kZ = 0, kTap = kZ + kBI * kBK, kSi = kTap + kKMax * kBJ * kBK, kSl
   if (mamba1) {
     L.m1slots = take(off, int64_t{m1::kSlotsM1} * m1::kSlotFloats * 4);
     L.m1cb = take(off, int64_t{kBI} * kNL * m1::kNS * 4);
-    L.m1hat = take(off, 2 * kBM * 4);  // per channel half of the slab: Σ_c M_{i,j}[c]
+    L.m1hat = take(off, 4 * kBM * 4);  // per consumer warp (of a warpgroup): its share of Σ_c M_{i,j}[c]
     // the producer's staging of S (fp64), v rows, conv taps and bias for one fetch
     L.m1tmp = take(off, (kBI + kNL) * kBK * 8 + kBJ * kBK * 4 + kBK * kKMax * 4 + kBK * 4);
   } else {
@@ -271,6 +281,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   float* const Ms = reinterpret_cast<float*>(smem + L.ms);
   __nv_bfloat16* const ublk = uscratch + int64_t{blockIdx.x} * nslab * (kStageU / 2);  // this block's u
   const int H32 = static_cast<int>(f.H), P32 = static_cast<int>(f.P);
+  // Mamba-1: the block's positions all precede its targets, so M factorises (see m1).
+  auto m1_fast = [](int64_t ib, int64_t jb) { return jb + kNL - 1 <= ib; };
 
   if (wg == 0) {
     // ---------------- producer ----------------
@@ -339,7 +351,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     // and bias into the producer's staging area; once those have landed, the producer
     // computes S relative to S_jb and the SiLU'd taps into the slot. Each thread arrives on the
     // slot's `in_full` once, after its copies have landed and its stores are made (a release).
-    auto fetch_m1 = [&](int64_t ib, int64_t jb, int slab, unsigned n) {
+    auto fetch_m1 = [&](int64_t ib, int64_t jb, int slab, unsigned n, bool fast) {
       const int slot = static_cast<int>(n % kSl);
       bar_wait(in_free(slot), ((n / kSl) & 1u) ^ 1u);
       float* const sp = reinterpret_cast<float*>(smem + L.m1slots) + slot * m1::kSlotFloats;
@@ -385,9 +397,15 @@ __global__ void __launch_bounds__(kThreads, 1)
       cp_async_commit();
       cp_async_wait_all();
       producer_sync();  // every producer thread's copies have landed
+      if (fast) {
 #pragma unroll 4
-      for (int idx = t; idx < (kBI + kNL) * kBK; idx += 128)  // S_i rows, then S_l rows; row kBI is S_jb
-        sp[m1::kSi + idx] = static_cast<float>(tS[idx] - tS[kBI * kBK + idx % kBK]);
+        for (int idx = t; idx < (kBI + kNL) * kBK; idx += 128)  // S_i - S_ib, then S_ib - S_l (row 0 is S_ib)
+          sp[m1::kSi + idx] = static_cast<float>(idx < kBI * kBK ? tS[idx] - tS[idx % kBK] : tS[idx % kBK] - tS[idx]);
+      } else {
+#pragma unroll 4
+        for (int idx = t; idx < (kBI + kNL) * kBK; idx += 128)  // S_i rows, then S_l rows; row kBI is S_jb
+          sp[m1::kSi + idx] = static_cast<float>(tS[idx] - tS[kBI * kBK + idx % kBK]);
+      }
 #pragma unroll 2
       for (int idx = t; idx < kBJ * kBK; idx += 128) {  // taps [K][kBJ][kBK]
         const int jj = idx / kBK, cc = idx % kBK;
@@ -395,29 +413,41 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
         for (int kk = 0; kk < K; ++kk) {
           const float pre = tW[cc * K + K - 1 - kk] * vj + (kk == 0 ? tB[cc] : 0.0f);
-          sp[m1::kTap + (kk * kBJ + jj) * kBK + cc] = SILU ? silu_tanh(pre) : pre;
+          const float tap = SILU ? silu_tanh(pre) : pre;
+          sp[m1::kTap + (kk * kBJ + jj) * kBK + cc] = fast ? tap * sp[m1::kDl + (jj + kk) * kBK + cc] : tap;
         }
       }
       bar_arrive(in_full(slot));  // release: the copies and stores above are seen by the consumers
       producer_sync();  // the staging area is read before the next fetch rewrites it
     };
     // Mamba-1: C_i[n] B_l[n] of the block (0 for targets past the tile and positions past T),
-    // and the hidden-attention sums cleared.
-    auto prologue_m1 = [&](int64_t ib, int64_t jb) {
+    // or for the factorised path the B rows [kNL][N] then the C rows [kBI][N] (0 alike), and
+    // the hidden-attention sums cleared.
+    auto prologue_m1 = [&](int64_t ib, int64_t jb, bool fast) {
       float* const cb = reinterpret_cast<float*>(smem + L.m1cb);
       float* const hat = reinterpret_cast<float*>(smem + L.m1hat);
+      if (fast) {
 #pragma unroll 1
-      for (int idx = t; idx < kBI * kNL * m1::kNS; idx += 128) {
-        const int n = idx % m1::kNS, q = idx / m1::kNS, ii = q / kNL, ll = q % kNL;
-        const int64_t i = ib + ii, l = jb + ll;
-        cb[idx] = i < iend && l < T ? f.C[i * f.ldbc + n] * f.B[l * f.ldbc + n] : 0.0f;
+        for (int idx = t; idx < (kNL + kBI) * m1::kNS; idx += 128) {
+          const int n = idx % m1::kNS, row = idx / m1::kNS;
+          const int64_t p = row < kNL ? jb + row : ib + row - kNL;
+          const bool ok = row < kNL ? p < T : p < iend;
+          cb[idx] = ok ? (row < kNL ? f.B : f.C)[p * f.ldbc + n] : 0.0f;
+        }
+      } else {
+#pragma unroll 1
+        for (int idx = t; idx < kBI * kNL * m1::kNS; idx += 128) {
+          const int n = idx % m1::kNS, q = idx / m1::kNS, ii = q / kNL, ll = q % kNL;
+          const int64_t i = ib + ii, l = jb + ll;
+          cb[idx] = i < iend && l < T ? f.C[i * f.ldbc + n] * f.B[l * f.ldbc + n] : 0.0f;
+        }
       }
 #pragma unroll 1
-      for (int idx = t; idx < 2 * kBM; idx += 128) hat[idx] = 0.0f;
+      for (int idx = t; idx < 4 * kBM; idx += 128) hat[idx] = 0.0f;
       producer_sync();
     };
     auto fetch = [&](int64_t ib, int64_t jb, int slab, unsigned n) {
-      if constexpr (M1) fetch_m1(ib, jb, slab, n);
+      if constexpr (M1) fetch_m1(ib, jb, slab, n, m1_fast(ib, jb));
       else fetch_inputs(ib, jb, slab, n);
     };
 
@@ -428,7 +458,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (jb > ib + kBI - 1) continue;  // every pair of the block has j > i
       bar_wait(m_free, (nblk & 1u) ^ 1u);  // the consumers are done with the last block's M
       producer_sync();  // every warp is done with the last block's M before the prologue rewrites it
-      if constexpr (M1) prologue_m1(ib, jb);
+      if constexpr (M1) prologue_m1(ib, jb, m1_fast(ib, jb));
       else prologue(ib, jb);
       // Every producer thread's M is written (the prologue's last sync): the consumers may read it.
       if (t == 0) bar_arrive(m_ready);
@@ -615,6 +645,101 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     };
 
+    // Mamba-1, factorised path (see m1): this warpgroup's u rows of the slab. Warp w takes
+    // channels 16w .. 16w + 15 of the slab, two lanes per channel, each lane one half of the N
+    // = 16 states, for all four of the warpgroup's targets. A lane computes P_i for its states
+    // once, then walks the kNL positions: Q_l for its states (8 exponentials), its half of
+    // Σ_n P_i Q_l for the 4 targets, and the window of K sums of u per target with the taps
+    // (Δ_l folded in by the producer). When u_{ij} is complete, the two lanes of a channel
+    // swap halves: each then holds the whole sum for two of the targets and stores them.
+    auto build_m1_fast = [&](int64_t ib, int64_t jb, int slot, unsigned sst) {
+      const float* const sp = reinterpret_cast<const float*>(smem + L.m1slots) + slot * m1::kSlotFloats;
+      const float* const bs = reinterpret_cast<const float*>(smem + L.m1cb);  // B rows [kNL][N]
+      const float* const cs = bs + kNL * m1::kNS;                             // C rows [kBI][N]
+      float* const hat = reinterpret_cast<float*>(smem + L.m1hat);
+      const int cc = 16 * w + (lane >> 1), nh = lane & 1, n0 = 8 * nh;
+      const unsigned col = static_cast<unsigned>((cc & 7) * 2);
+      float a2[8];
+      {
+        const float4 x = *reinterpret_cast<const float4*>(sp + m1::kA2 + cc * m1::kA2Ld + n0);
+        const float4 y = *reinterpret_cast<const float4*>(sp + m1::kA2 + cc * m1::kA2Ld + n0 + 4);
+        a2[0] = x.x, a2[1] = x.y, a2[2] = x.z, a2[3] = x.w, a2[4] = y.x, a2[5] = y.y, a2[6] = y.z, a2[7] = y.w;
+      }
+      float P[4][8];
+#pragma unroll
+      for (int t4 = 0; t4 < 4; ++t4) {
+        const int ii = 4 * c + t4;
+        const float si = sp[m1::kSi + ii * kBK + cc];  // S_i - S_ib >= 0 (for targets in the tile)
+        const bool ok = ib + ii < iend;
+        const float4 x = *reinterpret_cast<const float4*>(cs + ii * m1::kNS + n0);
+        const float4 y = *reinterpret_cast<const float4*>(cs + ii * m1::kNS + n0 + 4);
+        const float cn[8] = {x.x, x.y, x.z, x.w, y.x, y.y, y.z, y.w};
+#pragma unroll
+        for (int n = 0; n < 8; ++n) P[t4][n] = ok ? cn[n] * exp2_ftz(a2[n] * si) : 0.0f;  // a select: no 0 · inf
+      }
+      // after the swap, this lane's targets are 4c + 2 nh + {0, 1}
+      const float z0 = sp[m1::kZ + (4 * c + 2 * nh) * kBK + cc], z1 = sp[m1::kZ + (4 * c + 2 * nh + 1) * kBK + cc];
+      float wu[K][4];
+#pragma unroll
+      for (int kk = 0; kk < K; ++kk)
+#pragma unroll
+        for (int t4 = 0; t4 < 4; ++t4) wu[kk][t4] = 0.0f;
+#pragma unroll
+      for (int ll = 0; ll < kNL; ++ll) {
+        const float gl = sp[m1::kSl + ll * kBK + cc];  // S_ib - S_l >= 0
+        const float4 x = *reinterpret_cast<const float4*>(bs + ll * m1::kNS + n0);
+        const float4 y = *reinterpret_cast<const float4*>(bs + ll * m1::kNS + n0 + 4);
+        const float bn[8] = {x.x, x.y, x.z, x.w, y.x, y.y, y.z, y.w};
+        float q[8];
+#pragma unroll
+        for (int n = 0; n < 8; ++n) q[n] = bn[n] * exp2_ftz(a2[n] * gl);
+        float m[4];
+#pragma unroll
+        for (int t4 = 0; t4 < 4; ++t4) {
+          float s0 = P[t4][0] * q[0], s1 = P[t4][1] * q[1];
+#pragma unroll
+          for (int n = 2; n < 8; n += 2) s0 = fmaf(P[t4][n], q[n], s0), s1 = fmaf(P[t4][n + 1], q[n + 1], s1);
+          m[t4] = s0 + s1;  // this lane's half of Σ_n C_i B_l 2^(a (S_i - S_l)), without Δ_l
+        }
+        if (ll < kBJ && want_hattn) {
+          const float dl = sp[m1::kDl + ll * kBK + cc];
+#pragma unroll
+          for (int t4 = 0; t4 < 4; ++t4) {
+            const float h = warp_sum(m[t4] * dl);  // both halves of N, the warp's 16 channels
+            if (lane == 0) hat[w * kBM + (4 * c + t4) * kBJ + ll] += h;
+          }
+        }
+#pragma unroll
+        for (int kk = 0; kk < K; ++kk) {
+          const int jj = ll - kk;
+          if (jj >= 0 && jj < kBJ) {
+            const float tap = sp[m1::kTap + (kk * kBJ + jj) * kBK + cc];  // x_{l←j}·Δ_l
+#pragma unroll
+            for (int t4 = 0; t4 < 4; ++t4) wu[kk][t4] = fmaf(m[t4], tap, wu[kk][t4]);
+          }
+        }
+        if (const int jj = ll - (K - 1); jj >= 0) {  // u_{i, jb + jj} is complete for the 4 targets
+          const float* const wk = wu[K - 1];
+          const float send0 = nh ? wk[0] : wk[2], send1 = nh ? wk[1] : wk[3];
+          const float keep0 = nh ? wk[2] : wk[0], keep1 = nh ? wk[3] : wk[1];
+          const float r0 = keep0 + __shfl_xor_sync(0xffffffffu, send0, 1);
+          const float r1 = keep1 + __shfl_xor_sync(0xffffffffu, send1, 1);
+          const bool jok = jb + jj < jend;
+          const int ii = 4 * c + 2 * nh;
+          const unsigned short b0 = __bfloat16_as_ushort(__float2bfloat16_rn(jok ? z0 * r0 : 0.0f));
+          const unsigned short b1 = __bfloat16_as_ushort(__float2bfloat16_rn(jok ? z1 * r1 : 0.0f));
+          asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(sst + sw128(ii * kBJ + jj, cc >> 3) + col), "h"(b0));
+          asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(sst + sw128((ii + 1) * kBJ + jj, cc >> 3) + col), "h"(b1));
+        }
+#pragma unroll
+        for (int kk = K - 1; kk > 0; --kk)
+#pragma unroll
+          for (int t4 = 0; t4 < 4; ++t4) wu[kk][t4] = wu[kk - 1][t4];
+#pragma unroll
+        for (int t4 = 0; t4 < 4; ++t4) wu[0][t4] = 0.0f;
+      }
+    };
+
     unsigned nbuilt = 0;  // slab fetches built from so far (the producer's fetch numbers)
     float acc[128];
 #pragma unroll
@@ -638,7 +763,10 @@ __global__ void __launch_bounds__(kThreads, 1)
             const unsigned n = nbuilt++;
             const int slot = static_cast<int>(n % kSl);
             bar_wait(in_full(slot), (n / kSl) & 1u);  // the producer's copies have landed
-            if constexpr (M1) build_m1(ib, jb, slot, sst);
+            if constexpr (M1) {
+              if (m1_fast(ib, jb)) build_m1_fast(ib, jb, slot, sst);
+              else build_m1(ib, jb, slot, sst);
+            }
             else build_u(jb, slab, slot, sst);
             fence_proxy_async();  // u (st.shared) -> visible to the async proxy (wgmma, bulk store)
             consumer_sync(c);  // the warpgroup's rows are built
@@ -650,7 +778,9 @@ __global__ void __launch_bounds__(kThreads, 1)
                   const int64_t i = ib + ii, j = jb + jj;
                   if (i < iend && j < jend && j <= i)
                     hattn[(i - i0) * nj + (j - j0)] =
-                        (hat[ii * kBJ + jj] + hat[kBM + ii * kBJ + jj]) / static_cast<float>(D);
+                        (hat[ii * kBJ + jj] + hat[kBM + ii * kBJ + jj] + hat[2 * kBM + ii * kBJ + jj] +
+                         hat[3 * kBM + ii * kBJ + jj]) /
+                        static_cast<float>(D);
                 }
                 consumer_sync(c);  // read before the producer clears them for the next block
               }
