@@ -70,20 +70,19 @@ constexpr int kStoreLag = 4;
 struct Layout {
   int64_t bars, stages, z, v, cw, cb, ms, rows, total;
   M2Offsets m2;
-  int64_t m1slots, m1cb, m1hat, m1tmp;  // Mamba-1 only (see m1)
+  int64_t m1slots, m1cb, m1hat;  // Mamba-1 only (see m1)
   int nstages;
 };
 
 // Mamba-1 (template argument M1). There is no M prologue: M_{i,l}[c] has D·N exponentials
-// per (i, l), so the consumers compute it for each slab as they build u, on the special-
-// function unit, while the tensor cores run the slab before. The producer stages, per slab,
-// in one of kSlotsM1 slots (offsets in floats below): Z rows, the conv taps of every source
-// (SiLU applied), S_i and S_l relative to S at the block's first source (fp64 difference,
-// then rounded to fp32: since 0 <= S_l - S_jb <= S_i - S_jb, the gap S_i - S_l is off by at
-// most two fp32 roundings of S_i - S_jb = gap + (S_l - S_jb), the last a sum of Δ over at
-// most 18 positions), the Δ_l rows, A·log2(e) (rows of N = 16, padded to 20 floats so that
-// the 16-byte loads of 8 consecutive channels fall on distinct banks) and D. Per pair block
-// it computes C_i[n] B_l[n].
+// per (i, l), so the consumers compute it for each slab as they build u, while the tensor cores
+// run the slab before. The producer only copies: per slab, into one of kSlotsM1 slots (offsets
+// in floats below), the Z rows, the conv taps x_{j+k←j} of every source (computed for the
+// launch's sources by m1_taps_kernel before the tile kernel: they depend on the source alone),
+// the Δ_l rows, A·log2(e) (rows of N = 16), D, and the S rows (fp64) of the block's targets and
+// of its first source jb. The consumers take S_i - S_jb in fp64 and round it once; for the
+// positions they add up Δ: S_l - S_jb = Σ_{jb < m <= l} Δ_m, at most 18 terms in fp32. Per pair
+// block the prologue computes C_i[n] B_l[n].
 //
 // A block whose positions all precede its targets (jb + kNL - 1 <= ib, all but about two
 // source blocks per target block) takes a factorised path instead. With S_R = S_ib, S
@@ -92,14 +91,13 @@ struct Layout {
 // so M_{i,l}[c] = Δ_l Σ_n P_i[c,n] Q_l[c,n] with P_i = C_i 2^(a (S_i - S_R)) and
 // Q_l = B_l 2^(a (S_R - S_l)): 8 + 19 exponentials per (c, n) and block instead of 8 · 19.
 // Neither factor can overflow, and one underflows only where the exact product is below
-// 2^-126 too. The slot then holds S_i - S_R and S_R - S_l (fp64 differences, rounded once)
-// and the taps multiplied by Δ_l; the prologue stages the B and C rows instead of C·B.
+// 2^-126 too. The prologue then stages the B and C rows instead of C·B.
 namespace m1 {
-constexpr int kSlotsM1 = 2;
+constexpr int kSlotsM1 = 3;
 constexpr int kNS = 16;  // d_state the Mamba-1 path takes
-constexpr int kA2Ld = kNS + 4;
-constexpr int kZ = 0, kTap = kZ + kBI * kBK, kSi = kTap + kKMax * kBJ * kBK, kSl = kSi + kBI * kBK,
-              kDl = kSl + kNL * kBK, kA2 = kDl + kNL * kBK, kDsk = kA2 + kBK * kA2Ld, kSlotFloats = kDsk + kBK;
+constexpr int kZ = 0, kTap = kZ + kBI * kBK, kDl = kTap + kKMax * kBJ * kBK, kA2 = kDl + kNL * kBK,
+              kDsk = kA2 + kBK * kNS, kS = kDsk + kBK,  // kS: fp64 rows, the kBI targets' then S_jb's
+    kSlotFloats = kS + 2 * (kBI + 1) * kBK;
 }  // namespace m1
 
 // Shared memory: the barriers, `nstages` pipeline stages (1024-byte aligned for the swizzle),
@@ -116,8 +114,6 @@ constexpr int kZ = 0, kTap = kZ + kBI * kBK, kSi = kTap + kKMax * kBJ * kBK, kSl
     L.m1slots = take(off, int64_t{m1::kSlotsM1} * m1::kSlotFloats * 4);
     L.m1cb = take(off, int64_t{kBI} * kNL * m1::kNS * 4);
     L.m1hat = take(off, 4 * kBM * 4);  // per consumer warp (of a warpgroup): its share of Σ_c M_{i,j}[c]
-    // the producer's staging of S (fp64), v rows, conv taps and bias for one fetch
-    L.m1tmp = take(off, (kBI + kNL) * kBK * 8 + kBJ * kBK * 4 + kBK * kKMax * 4 + kBK * 4);
   } else {
     L.z = take(off, kSlots * kBI * kBK * 4);
     L.v = take(off, kSlots * kBJ * kBK * 4);
@@ -232,7 +228,8 @@ template <int K, bool SILU, bool ALL, bool M1>
 __global__ void __launch_bounds__(kThreads, 1)
     wgmma_tile_kernel(TileFactors f, const __nv_bfloat16* __restrict__ Wk, int nstages, int64_t i0,
                       int64_t ni, int64_t j0, int64_t nj, int ncb, bool want_hattn, float* __restrict__ partial,
-                      float* __restrict__ hattn, double* __restrict__ contrib, __nv_bfloat16* __restrict__ uscratch) {
+                      float* __restrict__ hattn, double* __restrict__ contrib, __nv_bfloat16* __restrict__ uscratch,
+                      const float* __restrict__ taps) {
 #ifdef LATIM_WGMMA_DEVICE
   extern __shared__ unsigned char smem_raw[];
   unsigned char* const smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
@@ -346,79 +343,49 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     };
 
-    // Mamba-1: fetch number n (slab `slab`) into slot n % kSl (see m1). 16-byte copies of the
-    // Z, Δ_l, A·log2(e) and D rows into the slot, and of the S rows (fp64), v rows, conv taps
-    // and bias into the producer's staging area; once those have landed, the producer
-    // computes S relative to S_jb and the SiLU'd taps into the slot. Each thread arrives on the
-    // slot's `in_full` once, after its copies have landed and its stores are made (a release).
-    auto fetch_m1 = [&](int64_t ib, int64_t jb, int slab, unsigned n, bool fast) {
+    // Mamba-1: fetch number n (slab `slab`) into slot n % kSl (see m1), 16-byte copies only:
+    // rows past T (and taps of sources past the tile) are zero. The slot's `in_full` completes
+    // when every producer thread's copies have landed.
+    auto fetch_m1 = [&](int64_t ib, int64_t jb, int slab, unsigned n) {
       const int slot = static_cast<int>(n % kSl);
       bar_wait(in_free(slot), ((n / kSl) & 1u) ^ 1u);
       float* const sp = reinterpret_cast<float*>(smem + L.m1slots) + slot * m1::kSlotFloats;
-      double* const tS = reinterpret_cast<double*>(smem + L.m1tmp);  // [kBI + kNL][kBK]
-      float* const tV = reinterpret_cast<float*>(tS + (kBI + kNL) * kBK);  // [kBJ][kBK]
-      float* const tW = tV + kBJ * kBK;  // [kBK][K]
-      float* const tB = tW + kBK * kKMax;  // [kBK]
       const int64_t c0 = int64_t{slab} * kBK;
+      constexpr int kRows = kBI + kNL + K * kBJ;  // Z rows, Δ rows, tap rows: 16 chunks each
 #pragma unroll 1
-      for (int idx = t; idx < (kBI + kNL) * 16; idx += 128) {
+      for (int idx = t; idx < kRows * 16; idx += 128) {
         const int row = idx / 16, ch = idx % 16;
+        const float* src;
+        float* dst;
+        bool ok;
         if (row < kBI) {
           const int64_t i = ib + row;
-          cp_async16_or_zero(sp + m1::kZ + row * kBK + 4 * ch, f.Z + (i < T ? i : 0) * D + c0 + 4 * ch, i < T);
-        } else {
+          ok = i < T, dst = sp + m1::kZ + row * kBK, src = f.Z + (ok ? i : 0) * D;
+        } else if (row < kBI + kNL) {
           const int64_t l = jb + row - kBI;
-          cp_async16_or_zero(sp + m1::kDl + (row - kBI) * kBK + 4 * ch, f.delta + (l < T ? l : 0) * D + c0 + 4 * ch,
-                             l < T);
+          ok = l < T, dst = sp + m1::kDl + (row - kBI) * kBK, src = f.delta + (ok ? l : 0) * D;
+        } else {
+          const int r = row - kBI - kNL, kk = r / kBJ, jj = r % kBJ;  // tap row [kk][jj]
+          const int64_t j = jb + jj;
+          ok = j < jend, dst = sp + m1::kTap + r * kBK, src = taps + ((ok ? j - j0 : 0) * K + kk) * D;
         }
+        cp_async16_or_zero(dst + 4 * ch, src + c0 + 4 * ch, ok);
       }
 #pragma unroll 1
-      for (int idx = t; idx < kBK * (m1::kNS / 4); idx += 128) {
-        const int row = idx / (m1::kNS / 4), q4 = idx % (m1::kNS / 4);
-        cp_async16_or_zero(sp + m1::kA2 + row * m1::kA2Ld + 4 * q4, f.A2 + (c0 + row) * m1::kNS + 4 * q4, true);
-      }
-#pragma unroll 1
-      for (int idx = t; idx < (kBI + kNL) * (kBK / 2); idx += 128) {  // S: 2 doubles per copy
+      for (int idx = t; idx < (kBI + 1) * (kBK / 2); idx += 128) {  // S rows (fp64): 2 per copy
         const int row = idx / (kBK / 2), ch = idx % (kBK / 2);
-        const int64_t p = row < kBI ? ib + row : jb + row - kBI;
-        cp_async16_or_zero(tS + row * kBK + 2 * ch, f.S + (p < T ? p : 0) * D + c0 + 2 * ch, p < T);
+        const int64_t p = row < kBI ? ib + row : jb;
+        cp_async16_or_zero(sp + m1::kS + 2 * (row * kBK + 2 * ch), f.S + (p < T ? p : 0) * D + c0 + 2 * ch, p < T);
       }
 #pragma unroll 1
-      for (int idx = t; idx < kBJ * (kBK / 4); idx += 128) {
-        const int row = idx / (kBK / 4), ch = idx % (kBK / 4);
-        const int64_t j = jb + row;
-        cp_async16_or_zero(tV + row * kBK + 4 * ch, f.v + (j < T ? j : 0) * f.ldv + c0 + 4 * ch, j < T);
+      for (int idx = t; idx < kBK * m1::kNS / 4 + kBK / 4; idx += 128) {  // A·log2(e) rows, then D
+        if (idx < kBK * m1::kNS / 4)
+          cp_async16_or_zero(sp + m1::kA2 + 4 * idx, f.A2 + c0 * m1::kNS + 4 * idx, true);
+        else
+          cp_async16_or_zero(sp + m1::kDsk + 4 * (idx - kBK * m1::kNS / 4),
+                             f.Dskip + c0 + 4 * (idx - kBK * m1::kNS / 4), true);
       }
-      if (t < kBK) cp_async16_or_zero(tW + 4 * t, f.conv_w + (c0 + t) * K, true);  // (K = 4: one copy per channel)
-      if (t < kBK / 4) {
-        cp_async16_or_zero(sp + m1::kDsk + 4 * t, f.Dskip + c0 + 4 * t, true);
-        cp_async16_or_zero(tB + 4 * t, f.conv_b ? f.conv_b + c0 + 4 * t : f.Z, f.conv_b != nullptr);
-      }
-      cp_async_commit();
-      cp_async_wait_all();
-      producer_sync();  // every producer thread's copies have landed
-      if (fast) {
-#pragma unroll 4
-        for (int idx = t; idx < (kBI + kNL) * kBK; idx += 128)  // S_i - S_ib, then S_ib - S_l (row 0 is S_ib)
-          sp[m1::kSi + idx] = static_cast<float>(idx < kBI * kBK ? tS[idx] - tS[idx % kBK] : tS[idx % kBK] - tS[idx]);
-      } else {
-#pragma unroll 4
-        for (int idx = t; idx < (kBI + kNL) * kBK; idx += 128)  // S_i rows, then S_l rows; row kBI is S_jb
-          sp[m1::kSi + idx] = static_cast<float>(tS[idx] - tS[kBI * kBK + idx % kBK]);
-      }
-#pragma unroll 2
-      for (int idx = t; idx < kBJ * kBK; idx += 128) {  // taps [K][kBJ][kBK]
-        const int jj = idx / kBK, cc = idx % kBK;
-        const float vj = tV[idx];
-#pragma unroll
-        for (int kk = 0; kk < K; ++kk) {
-          const float pre = tW[cc * K + K - 1 - kk] * vj + (kk == 0 ? tB[cc] : 0.0f);
-          const float tap = SILU ? silu_tanh(pre) : pre;
-          sp[m1::kTap + (kk * kBJ + jj) * kBK + cc] = fast ? tap * sp[m1::kDl + (jj + kk) * kBK + cc] : tap;
-        }
-      }
-      bar_arrive(in_full(slot));  // release: the copies and stores above are seen by the consumers
-      producer_sync();  // the staging area is read before the next fetch rewrites it
+      cp_async_arrive(in_full(slot));
     };
     // Mamba-1: C_i[n] B_l[n] of the block (0 for targets past the tile and positions past T),
     // or for the factorised path the B rows [kNL][N] then the C rows [kBI][N] (0 alike), and
@@ -447,7 +414,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       producer_sync();
     };
     auto fetch = [&](int64_t ib, int64_t jb, int slab, unsigned n) {
-      if constexpr (M1) fetch_m1(ib, jb, slab, n, m1_fast(ib, jb));
+      if constexpr (M1) fetch_m1(ib, jb, slab, n);
       else fetch_inputs(ib, jb, slab, n);
     };
 
@@ -576,7 +543,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       float a2[m1::kNS];
 #pragma unroll
       for (int q = 0; q < m1::kNS / 4; ++q) {
-        const float4 v = *reinterpret_cast<const float4*>(sp + m1::kA2 + cc * m1::kA2Ld + 4 * q);
+        const float4 v = *reinterpret_cast<const float4*>(sp + m1::kA2 + cc * m1::kNS + 4 * q);
         a2[4 * q] = v.x, a2[4 * q + 1] = v.y, a2[4 * q + 2] = v.z, a2[4 * q + 3] = v.w;
       }
       const float dsk = sp[m1::kDsk + cc];
@@ -585,17 +552,22 @@ __global__ void __launch_bounds__(kThreads, 1)
       // of S_l, Δ_l and the taps shared.
       const int ii0 = 4 * c + 2 * (w >> 1);
       const int64_t ia = ib + ii0, ibb = ia + 1;
-      const float sia = sp[m1::kSi + ii0 * kBK + cc], sib = sp[m1::kSi + (ii0 + 1) * kBK + cc];
+      const double* const srow = reinterpret_cast<const double*>(sp + m1::kS);  // [kBI + 1][kBK]
+      const double sjb = srow[kBI * kBK + cc];
+      const float sia = static_cast<float>(srow[ii0 * kBK + cc] - sjb);  // S_i - S_jb
+      const float sib = static_cast<float>(srow[(ii0 + 1) * kBK + cc] - sjb);
       const float za = sp[m1::kZ + ii0 * kBK + cc], zb = sp[m1::kZ + (ii0 + 1) * kBK + cc];
       // u of sources jb + ll - kk (kk = 0 .. K - 1) at step ll: a window of K sums per target.
       float wa[K], wb[K];
 #pragma unroll
       for (int kk = 0; kk < K; ++kk) wa[kk] = wb[kk] = 0.0f;
+      float sl = 0.0f;  // S_l - S_jb, summed up from Δ
 #pragma unroll 2
       for (int ll = 0; ll < kNL; ++ll) {
         const int64_t l = jb + ll;
-        const float sl = sp[m1::kSl + ll * kBK + cc];
-        const float ga = sia - sl, gb = sib - sl;  // >= 0 where used
+        const float dl = sp[m1::kDl + ll * kBK + cc];
+        if (ll > 0) sl += dl;
+        const float ga = sia - sl, gb = sib - sl;  // >= 0 where used (up to rounding)
         const float4* const cba = reinterpret_cast<const float4*>(cbs + (ii0 * kNL + ll) * m1::kNS);
         const float4* const cbb = cba + kNL * m1::kNS / 4;  // target ii0 + 1
         float a0 = 0.0f, a1 = 0.0f, b0 = 0.0f, b1 = 0.0f;
@@ -611,7 +583,6 @@ __global__ void __launch_bounds__(kThreads, 1)
           a1 += x.w * exp2_ftz(a2[4 * q4 + 3] * ga);
           b1 += y.w * exp2_ftz(a2[4 * q4 + 3] * gb);
         }
-        const float dl = sp[m1::kDl + ll * kBK + cc];
         const bool oka = ia < iend && l <= ia, okb = ibb < iend && l <= ibb;
         float ma = oka ? (a0 + a1) * dl : 0.0f, mb = okb ? (b0 + b1) * dl : 0.0f;
         if (ll < kBJ && want_hattn) {
@@ -649,8 +620,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     // channels 16w .. 16w + 15 of the slab, two lanes per channel, each lane one half of the N
     // = 16 states, for all four of the warpgroup's targets. A lane computes P_i for its states
     // once, then walks the kNL positions: Q_l for its states (8 exponentials), its half of
-    // Σ_n P_i Q_l for the 4 targets, and the window of K sums of u per target with the taps
-    // (Δ_l folded in by the producer). When u_{ij} is complete, the two lanes of a channel
+    // Σ_n P_i Q_l for the 4 targets (times Δ_l), and the window of K sums of u per target with
+    // the taps. When u_{ij} is complete, the two lanes of a channel
     // swap halves: each then holds the whole sum for two of the targets and stores them.
     auto build_m1_fast = [&](int64_t ib, int64_t jb, int slot, unsigned sst) {
       const float* const sp = reinterpret_cast<const float*>(smem + L.m1slots) + slot * m1::kSlotFloats;
@@ -658,18 +629,21 @@ __global__ void __launch_bounds__(kThreads, 1)
       const float* const cs = bs + kNL * m1::kNS;                             // C rows [kBI][N]
       float* const hat = reinterpret_cast<float*>(smem + L.m1hat);
       const int cc = 16 * w + (lane >> 1), nh = lane & 1, n0 = 8 * nh;
+      const double* const srow = reinterpret_cast<const double*>(sp + m1::kS);  // [kBI + 1][kBK]
+      const double sib = srow[cc];                                              // S_ib
+      const float d0 = static_cast<float>(sib - srow[kBI * kBK + cc]);          // S_ib - S_jb
       const unsigned col = static_cast<unsigned>((cc & 7) * 2);
       float a2[8];
       {
-        const float4 x = *reinterpret_cast<const float4*>(sp + m1::kA2 + cc * m1::kA2Ld + n0);
-        const float4 y = *reinterpret_cast<const float4*>(sp + m1::kA2 + cc * m1::kA2Ld + n0 + 4);
+        const float4 x = *reinterpret_cast<const float4*>(sp + m1::kA2 + cc * m1::kNS + n0);
+        const float4 y = *reinterpret_cast<const float4*>(sp + m1::kA2 + cc * m1::kNS + n0 + 4);
         a2[0] = x.x, a2[1] = x.y, a2[2] = x.z, a2[3] = x.w, a2[4] = y.x, a2[5] = y.y, a2[6] = y.z, a2[7] = y.w;
       }
       float P[4][8];
 #pragma unroll
       for (int t4 = 0; t4 < 4; ++t4) {
         const int ii = 4 * c + t4;
-        const float si = sp[m1::kSi + ii * kBK + cc];  // S_i - S_ib >= 0 (for targets in the tile)
+        const float si = static_cast<float>(srow[ii * kBK + cc] - sib);  // S_i - S_ib >= 0 (targets in the tile)
         const bool ok = ib + ii < iend;
         const float4 x = *reinterpret_cast<const float4*>(cs + ii * m1::kNS + n0);
         const float4 y = *reinterpret_cast<const float4*>(cs + ii * m1::kNS + n0 + 4);
@@ -684,9 +658,12 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int kk = 0; kk < K; ++kk)
 #pragma unroll
         for (int t4 = 0; t4 < 4; ++t4) wu[kk][t4] = 0.0f;
+      float pre = 0.0f;  // S_l - S_jb, summed up from Δ
 #pragma unroll
       for (int ll = 0; ll < kNL; ++ll) {
-        const float gl = sp[m1::kSl + ll * kBK + cc];  // S_ib - S_l >= 0
+        const float dl = sp[m1::kDl + ll * kBK + cc];
+        if (ll > 0) pre += dl;
+        const float gl = d0 - pre;  // S_ib - S_l >= 0 (up to rounding)
         const float4 x = *reinterpret_cast<const float4*>(bs + ll * m1::kNS + n0);
         const float4 y = *reinterpret_cast<const float4*>(bs + ll * m1::kNS + n0 + 4);
         const float bn[8] = {x.x, x.y, x.z, x.w, y.x, y.y, y.z, y.w};
@@ -699,13 +676,12 @@ __global__ void __launch_bounds__(kThreads, 1)
           float s0 = P[t4][0] * q[0], s1 = P[t4][1] * q[1];
 #pragma unroll
           for (int n = 2; n < 8; n += 2) s0 = fmaf(P[t4][n], q[n], s0), s1 = fmaf(P[t4][n + 1], q[n + 1], s1);
-          m[t4] = s0 + s1;  // this lane's half of Σ_n C_i B_l 2^(a (S_i - S_l)), without Δ_l
+          m[t4] = (s0 + s1) * dl;  // this lane's half of M_{i,l}[c] = Δ_l Σ_n C_i B_l 2^(a (S_i - S_l))
         }
         if (ll < kBJ && want_hattn) {
-          const float dl = sp[m1::kDl + ll * kBK + cc];
 #pragma unroll
           for (int t4 = 0; t4 < 4; ++t4) {
-            const float h = warp_sum(m[t4] * dl);  // both halves of N, the warp's 16 channels
+            const float h = warp_sum(m[t4]);  // both halves of N, the warp's 16 channels
             if (lane == 0) hat[w * kBM + (4 * c + t4) * kBJ + ll] += h;
           }
         }
@@ -713,7 +689,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int kk = 0; kk < K; ++kk) {
           const int jj = ll - kk;
           if (jj >= 0 && jj < kBJ) {
-            const float tap = sp[m1::kTap + (kk * kBJ + jj) * kBK + cc];  // x_{l←j}·Δ_l
+            const float tap = sp[m1::kTap + (kk * kBJ + jj) * kBK + cc];  // x_{l←j}
 #pragma unroll
             for (int t4 = 0; t4 < 4; ++t4) wu[kk][t4] = fmaf(m[t4], tap, wu[kk][t4]);
           }
@@ -921,6 +897,26 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif  // LATIM_WGMMA_DEVICE
 }
 
+// Mamba-1: the conv taps x_{j+k←j}[c] = act(w[c][K-1-k] v_j[c] + (k == 0 ? b[c] : 0)) of the
+// sources j0 .. j0 + nj - 1, into taps[(j - j0) K + k][D] (rows of D floats), for the tile
+// kernel's producer to copy. They depend on the source alone, so each is computed once per
+// launch instead of once per target block.
+template <int K, bool SILU>
+__global__ void m1_taps_kernel(TileFactors f, int64_t j0, int64_t nj, float* __restrict__ taps) {
+#ifdef LATIM_WGMMA_DEVICE
+  const int64_t D = f.D, n = nj * D;
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < n; idx += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t jj = idx / D, c = idx % D;
+    const float vj = f.v[(j0 + jj) * f.ldv + c];
+#pragma unroll
+    for (int kk = 0; kk < K; ++kk) {
+      const float pre = f.conv_w[c * K + K - 1 - kk] * vj + (kk == 0 && f.conv_b ? f.conv_b[c] : 0.0f);
+      taps[(jj * K + kk) * D + c] = SILU ? silu_tanh(pre) : pre;
+    }
+  }
+#endif
+}
+
 std::atomic<int64_t> g_launches{0};
 
 }  // namespace
@@ -982,8 +978,16 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
         "latim_tile_wgmma (shared memory attribute)", layer);
   const int64_t grid = npb < sms ? npb : sms;
   auto* const us = static_cast<__nv_bfloat16*>(tile_scratch(dev, grid * (f.D / kBK) * kStageU, layer));
+  float* taps = nullptr;
+  if (m1) {
+    taps = static_cast<float*>(tile_scratch(dev, nj * f.K * f.D * int64_t{sizeof(float)}, layer, 1));
+    const int64_t blocks = (nj * f.D + 255) / 256;
+    (f.silu ? m1_taps_kernel<4, true> : m1_taps_kernel<4, false>)<<<static_cast<unsigned>(blocks < 4096 ? blocks : 4096),
+                                                                      256, 0, stream>>>(f, j0, nj, taps);
+    check_launch("latim_tile_wgmma (Mamba-1 conv taps)", layer, stream);
+  }
   kernel<<<static_cast<unsigned>(grid), kThreads, L.total, stream>>>(
-      f, Wk, nstages, i0, ni, j0, nj, ncb, hidden_attn, partial, hattn, contrib, us);
+      f, Wk, nstages, i0, ni, j0, nj, ncb, hidden_attn, partial, hattn, contrib, us, taps);
   check_launch("latim_tile_wgmma", layer, stream);
   ++g_launches;
   return true;
