@@ -156,6 +156,8 @@ __device__ __forceinline__ void bulk_copy(unsigned dst, const void* src, unsigne
 __device__ __forceinline__ void bulk_wait_read_all_but_last() {
   asm volatile("cp.async.bulk.wait_group.read 1;\n" ::: "memory");
 }
+// Every bulk group has been read from shared memory.
+__device__ __forceinline__ void bulk_wait_read_all() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
 // Every bulk group but the newest N is complete: its writes are done.
 template <int N>
 __device__ __forceinline__ void bulk_wait_all_but() {
@@ -623,7 +625,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     // Σ_n P_i Q_l for the 4 targets (times Δ_l), and the window of K sums of u per target with
     // the taps. When u_{ij} is complete, the two lanes of a channel
     // swap halves: each then holds the whole sum for two of the targets and stores them.
-    auto build_m1_fast = [&](int64_t ib, int64_t jb, int slot, unsigned sst) {
+    auto build_m1_fast = [&](int64_t ib, int64_t jb, int slot, unsigned sst, auto&& release_prev) {
       const float* const sp = reinterpret_cast<const float*>(smem + L.m1slots) + slot * m1::kSlotFloats;
       const float* const bs = reinterpret_cast<const float*>(smem + L.m1cb);  // B rows [kNL][N]
       const float* const cs = bs + kNL * m1::kNS;                             // C rows [kBI][N]
@@ -661,6 +663,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       float pre = 0.0f;  // S_l - S_jb, summed up from Δ
 #pragma unroll
       for (int ll = 0; ll < kNL; ++ll) {
+        // The last slab's products are done by now: release its stage, so that the producer
+        // fetches the W_out slab after next while this one is built, not after.
+        if (ll == 4) release_prev();
         const float dl = sp[m1::kDl + ll * kBK + cc];
         if (ll > 0) pre += dl;
         const float gl = d0 - pre;  // S_ib - S_l >= 0 (up to rounding)
@@ -733,6 +738,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           const int s = stage;
           const unsigned sst = stages + static_cast<unsigned>(s * kStage);
           const unsigned su = sst + static_cast<unsigned>(c * 64 * 128), sw = sst + kStageU;
+          bool released = false;  // the last slab's stage (Mamba-1's factorised build releases it early)
           if (build) {
             // Builds while the tensor cores run the last slab's products. The stage's u rows of
             // this warpgroup were last read by its own products nstages slabs ago (waited for).
@@ -740,7 +746,17 @@ __global__ void __launch_bounds__(kThreads, 1)
             const int slot = static_cast<int>(n % kSl);
             bar_wait(in_full(slot), (n / kSl) & 1u);  // the producer's copies have landed
             if constexpr (M1) {
-              if (m1_fast(ib, jb)) build_m1_fast(ib, jb, slot, sst);
+              if (m1_fast(ib, jb))
+                build_m1_fast(ib, jb, slot, sst, [&] {
+                  wgmma_wait<0>();  // the last slab's products are done
+                  fence_acc(acc);
+                  if (ncb > 1) {  // and its u rows' bulk store has read them
+                    if (lane == 0) bulk_wait_read_all();
+                    __syncwarp();
+                  }
+                  if (prev >= 0) bar_arrive(empty(prev));
+                  released = true;
+                });
               else build_m1(ib, jb, slot, sst);
             }
             else build_u(jb, slab, slot, sst);
@@ -799,7 +815,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             }
             __syncwarp();
           }
-          if (prev >= 0) bar_arrive(empty(prev));
+          if (prev >= 0 && !released) bar_arrive(empty(prev));
           prev = s;
           if (++stage == nstages) stage = 0, phase ^= 1u;
         }
