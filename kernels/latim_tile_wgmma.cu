@@ -79,10 +79,12 @@ struct Layout {
 // run the slab before. The producer only copies: per slab, into one of kSlotsM1 slots (offsets
 // in floats below), the Z rows, the conv taps x_{j+k←j} of every source (computed for the
 // launch's sources by m1_taps_kernel before the tile kernel: they depend on the source alone),
-// the Δ_l rows, A·log2(e) (rows of N = 16), D, and the S rows (fp64) of the block's targets and
-// of its first source jb. The consumers take S_i - S_jb in fp64 and round it once; for the
-// positions they add up Δ: S_l - S_jb = Σ_{jb < m <= l} Δ_m, at most 18 terms in fp32. Per pair
-// block the prologue computes C_i[n] B_l[n].
+// the Δ rows of the positions and of the targets after the first, A·log2(e) (rows of N = 16),
+// D, and the S rows (fp64) of the first target ib and the first source jb. The consumers take
+// S_ib - S_jb in fp64 and round it once, and add up Δ for the rest: S_l - S_jb =
+// Σ_{jb < m <= l} Δ_m and S_i - S_ib = Σ_{ib < m <= i} Δ_m, at most 18 and 7 terms in fp32.
+// Per pair block the prologue stages the B rows of the positions and the C rows of the
+// targets (0 past T and past the tile).
 //
 // A block whose positions all precede its targets (jb + kNL - 1 <= ib, all but about two
 // source blocks per target block) takes a factorised path instead. With S_R = S_ib, S
@@ -91,13 +93,14 @@ struct Layout {
 // so M_{i,l}[c] = Δ_l Σ_n P_i[c,n] Q_l[c,n] with P_i = C_i 2^(a (S_i - S_R)) and
 // Q_l = B_l 2^(a (S_R - S_l)): 8 + 19 exponentials per (c, n) and block instead of 8 · 19.
 // Neither factor can overflow, and one underflows only where the exact product is below
-// 2^-126 too. The prologue then stages the B and C rows instead of C·B.
+// 2^-126 too.
 namespace m1 {
-constexpr int kSlotsM1 = 3;
+constexpr int kSlotsM1 = 2;
 constexpr int kNS = 16;  // d_state the Mamba-1 path takes
 constexpr int kZ = 0, kTap = kZ + kBI * kBK, kDl = kTap + kKMax * kBJ * kBK, kA2 = kDl + kNL * kBK,
-              kDsk = kA2 + kBK * kNS, kS = kDsk + kBK,  // kS: fp64 rows, the kBI targets' then S_jb's
-    kSlotFloats = kS + 2 * (kBI + 1) * kBK;
+              kDsk = kA2 + kBK * kNS, kDt = kDsk + kBK,  // kDt: Δ of targets ib + 1 .. ib + kBI - 1
+    kS = kDt + (kBI - 1) * kBK,                          // kS: fp64 rows S_ib, S_jb
+    kSlotFloats = kS + 2 * 2 * kBK;
 }  // namespace m1
 
 // Shared memory: the barriers, `nstages` pipeline stages (1024-byte aligned for the swizzle),
@@ -112,7 +115,7 @@ constexpr int kZ = 0, kTap = kZ + kBI * kBK, kDl = kTap + kKMax * kBJ * kBK, kA2
   L.stages = take(off, int64_t{kStage} * nstages, 1024);
   if (mamba1) {
     L.m1slots = take(off, int64_t{m1::kSlotsM1} * m1::kSlotFloats * 4);
-    L.m1cb = take(off, int64_t{kBI} * kNL * m1::kNS * 4);
+    L.m1cb = take(off, int64_t{kNL + kBI} * m1::kNS * 4);  // B rows, then C rows
     L.m1hat = take(off, 4 * kBM * 4);  // per consumer warp (of a warpgroup): its share of Σ_c M_{i,j}[c]
   } else {
     L.z = take(off, kSlots * kBI * kBK * 4);
@@ -353,7 +356,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       bar_wait(in_free(slot), ((n / kSl) & 1u) ^ 1u);
       float* const sp = reinterpret_cast<float*>(smem + L.m1slots) + slot * m1::kSlotFloats;
       const int64_t c0 = int64_t{slab} * kBK;
-      constexpr int kRows = kBI + kNL + K * kBJ;  // Z rows, Δ rows, tap rows: 16 chunks each
+      constexpr int kRows = kBI + kNL + K * kBJ + kBI - 1;  // Z, Δ, tap and target Δ rows: 16 chunks each
 #pragma unroll 1
       for (int idx = t; idx < kRows * 16; idx += 128) {
         const int row = idx / 16, ch = idx % 16;
@@ -366,17 +369,21 @@ __global__ void __launch_bounds__(kThreads, 1)
         } else if (row < kBI + kNL) {
           const int64_t l = jb + row - kBI;
           ok = l < T, dst = sp + m1::kDl + (row - kBI) * kBK, src = f.delta + (ok ? l : 0) * D;
-        } else {
+        } else if (row < kBI + kNL + K * kBJ) {
           const int r = row - kBI - kNL, kk = r / kBJ, jj = r % kBJ;  // tap row [kk][jj]
           const int64_t j = jb + jj;
           ok = j < jend, dst = sp + m1::kTap + r * kBK, src = taps + ((ok ? j - j0 : 0) * K + kk) * D;
+        } else {
+          const int r = row - kBI - kNL - K * kBJ;  // Δ of target ib + 1 + r
+          const int64_t i = ib + 1 + r;
+          ok = i < T, dst = sp + m1::kDt + r * kBK, src = f.delta + (ok ? i : 0) * D;
         }
         cp_async16_or_zero(dst + 4 * ch, src + c0 + 4 * ch, ok);
       }
 #pragma unroll 1
-      for (int idx = t; idx < (kBI + 1) * (kBK / 2); idx += 128) {  // S rows (fp64): 2 per copy
+      for (int idx = t; idx < 2 * (kBK / 2); idx += 128) {  // S rows of ib and jb (fp64): 2 per copy
         const int row = idx / (kBK / 2), ch = idx % (kBK / 2);
-        const int64_t p = row < kBI ? ib + row : jb;
+        const int64_t p = row == 0 ? ib : jb;
         cp_async16_or_zero(sp + m1::kS + 2 * (row * kBK + 2 * ch), f.S + (p < T ? p : 0) * D + c0 + 2 * ch, p < T);
       }
 #pragma unroll 1
@@ -389,27 +396,17 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       cp_async_arrive(in_full(slot));
     };
-    // Mamba-1: C_i[n] B_l[n] of the block (0 for targets past the tile and positions past T),
-    // or for the factorised path the B rows [kNL][N] then the C rows [kBI][N] (0 alike), and
-    // the hidden-attention sums cleared.
-    auto prologue_m1 = [&](int64_t ib, int64_t jb, bool fast) {
+    // Mamba-1: the block's B rows [kNL][N] then C rows [kBI][N] (0 for positions past T and
+    // targets past the tile), and the hidden-attention sums cleared.
+    auto prologue_m1 = [&](int64_t ib, int64_t jb) {
       float* const cb = reinterpret_cast<float*>(smem + L.m1cb);
       float* const hat = reinterpret_cast<float*>(smem + L.m1hat);
-      if (fast) {
 #pragma unroll 1
-        for (int idx = t; idx < (kNL + kBI) * m1::kNS; idx += 128) {
-          const int n = idx % m1::kNS, row = idx / m1::kNS;
-          const int64_t p = row < kNL ? jb + row : ib + row - kNL;
-          const bool ok = row < kNL ? p < T : p < iend;
-          cb[idx] = ok ? (row < kNL ? f.B : f.C)[p * f.ldbc + n] : 0.0f;
-        }
-      } else {
-#pragma unroll 1
-        for (int idx = t; idx < kBI * kNL * m1::kNS; idx += 128) {
-          const int n = idx % m1::kNS, q = idx / m1::kNS, ii = q / kNL, ll = q % kNL;
-          const int64_t i = ib + ii, l = jb + ll;
-          cb[idx] = i < iend && l < T ? f.C[i * f.ldbc + n] * f.B[l * f.ldbc + n] : 0.0f;
-        }
+      for (int idx = t; idx < (kNL + kBI) * m1::kNS; idx += 128) {
+        const int n = idx % m1::kNS, row = idx / m1::kNS;
+        const int64_t p = row < kNL ? jb + row : ib + row - kNL;
+        const bool ok = row < kNL ? p < T : p < iend;
+        cb[idx] = ok ? (row < kNL ? f.B : f.C)[p * f.ldbc + n] : 0.0f;
       }
 #pragma unroll 1
       for (int idx = t; idx < 4 * kBM; idx += 128) hat[idx] = 0.0f;
@@ -427,7 +424,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (jb > ib + kBI - 1) continue;  // every pair of the block has j > i
       bar_wait(m_free, (nblk & 1u) ^ 1u);  // the consumers are done with the last block's M
       producer_sync();  // every warp is done with the last block's M before the prologue rewrites it
-      if constexpr (M1) prologue_m1(ib, jb, m1_fast(ib, jb));
+      if constexpr (M1) prologue_m1(ib, jb);
       else prologue(ib, jb);
       // Every producer thread's M is written (the prologue's last sync): the consumers may read it.
       if (t == 0) bar_arrive(m_ready);
@@ -539,7 +536,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     // sources j = l - K + 1 .. l, in registers. u is stored once complete: 16 rows per target.
     auto build_m1 = [&](int64_t ib, int64_t jb, int slot, unsigned sst) {
       const float* const sp = reinterpret_cast<const float*>(smem + L.m1slots) + slot * m1::kSlotFloats;
-      const float* const cbs = reinterpret_cast<const float*>(smem + L.m1cb);
+      const float* const bs = reinterpret_cast<const float*>(smem + L.m1cb);  // B rows [kNL][N]
+      const float* const cs = bs + kNL * m1::kNS;                             // C rows [kBI][N]
       float* const hat = reinterpret_cast<float*>(smem + L.m1hat);
       const int half = w & 1, cc = 32 * half + lane;
       float a2[m1::kNS];
@@ -554,10 +552,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       // of S_l, Δ_l and the taps shared.
       const int ii0 = 4 * c + 2 * (w >> 1);
       const int64_t ia = ib + ii0, ibb = ia + 1;
-      const double* const srow = reinterpret_cast<const double*>(sp + m1::kS);  // [kBI + 1][kBK]
-      const double sjb = srow[kBI * kBK + cc];
-      const float sia = static_cast<float>(srow[ii0 * kBK + cc] - sjb);  // S_i - S_jb
-      const float sib = static_cast<float>(srow[(ii0 + 1) * kBK + cc] - sjb);
+      const double* const srow = reinterpret_cast<const double*>(sp + m1::kS);  // S_ib, S_jb
+      float sia = static_cast<float>(srow[cc] - srow[kBK + cc]);  // S_i - S_jb: S_ib - S_jb, then Δ
+      for (int r = 0; r < ii0; ++r) sia += sp[m1::kDt + r * kBK + cc];
+      const float sib = sia + sp[m1::kDt + ii0 * kBK + cc];
       const float za = sp[m1::kZ + ii0 * kBK + cc], zb = sp[m1::kZ + (ii0 + 1) * kBK + cc];
       // u of sources jb + ll - kk (kk = 0 .. K - 1) at step ll: a window of K sums per target.
       float wa[K], wb[K];
@@ -570,12 +568,15 @@ __global__ void __launch_bounds__(kThreads, 1)
         const float dl = sp[m1::kDl + ll * kBK + cc];
         if (ll > 0) sl += dl;
         const float ga = sia - sl, gb = sib - sl;  // >= 0 where used (up to rounding)
-        const float4* const cba = reinterpret_cast<const float4*>(cbs + (ii0 * kNL + ll) * m1::kNS);
-        const float4* const cbb = cba + kNL * m1::kNS / 4;  // target ii0 + 1
+        const float4* const bl = reinterpret_cast<const float4*>(bs + ll * m1::kNS);
+        const float4* const ca = reinterpret_cast<const float4*>(cs + ii0 * m1::kNS);
+        const float4* const cb = ca + m1::kNS / 4;  // target ii0 + 1
         float a0 = 0.0f, a1 = 0.0f, b0 = 0.0f, b1 = 0.0f;
 #pragma unroll
         for (int q4 = 0; q4 < m1::kNS / 4; ++q4) {
-          const float4 x = cba[q4], y = cbb[q4];
+          const float4 bv = bl[q4], cx = ca[q4], cy = cb[q4];
+          const float4 x = make_float4(cx.x * bv.x, cx.y * bv.y, cx.z * bv.z, cx.w * bv.w);
+          const float4 y = make_float4(cy.x * bv.x, cy.y * bv.y, cy.z * bv.z, cy.w * bv.w);
           a0 += x.x * exp2_ftz(a2[4 * q4] * ga);
           b0 += y.x * exp2_ftz(a2[4 * q4] * gb);
           a1 += x.y * exp2_ftz(a2[4 * q4 + 1] * ga);
@@ -631,9 +632,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       const float* const cs = bs + kNL * m1::kNS;                             // C rows [kBI][N]
       float* const hat = reinterpret_cast<float*>(smem + L.m1hat);
       const int cc = 16 * w + (lane >> 1), nh = lane & 1, n0 = 8 * nh;
-      const double* const srow = reinterpret_cast<const double*>(sp + m1::kS);  // [kBI + 1][kBK]
-      const double sib = srow[cc];                                              // S_ib
-      const float d0 = static_cast<float>(sib - srow[kBI * kBK + cc]);          // S_ib - S_jb
+      const double* const srow = reinterpret_cast<const double*>(sp + m1::kS);  // S_ib, S_jb
+      const float d0 = static_cast<float>(srow[cc] - srow[kBK + cc]);           // S_ib - S_jb
       const unsigned col = static_cast<unsigned>((cc & 7) * 2);
       float a2[8];
       {
@@ -642,10 +642,12 @@ __global__ void __launch_bounds__(kThreads, 1)
         a2[0] = x.x, a2[1] = x.y, a2[2] = x.z, a2[3] = x.w, a2[4] = y.x, a2[5] = y.y, a2[6] = y.z, a2[7] = y.w;
       }
       float P[4][8];
+      float si = 0.0f;  // S_i - S_ib >= 0 (targets in the tile), summed up from Δ
+      for (int r = 0; r < 4 * c; ++r) si += sp[m1::kDt + r * kBK + cc];
 #pragma unroll
       for (int t4 = 0; t4 < 4; ++t4) {
         const int ii = 4 * c + t4;
-        const float si = static_cast<float>(srow[ii * kBK + cc] - sib);  // S_i - S_ib >= 0 (targets in the tile)
+        if (t4 > 0) si += sp[m1::kDt + (ii - 1) * kBK + cc];
         const bool ok = ib + ii < iend;
         const float4 x = *reinterpret_cast<const float4*>(cs + ii * m1::kNS + n0);
         const float4 y = *reinterpret_cast<const float4*>(cs + ii * m1::kNS + n0 + 4);
