@@ -6,10 +6,11 @@
 //     plain implementation in the same precision). Exit code 1 if any row fails.
 //   cuda_bench bench [--forward-T 4096,16384,65536] [--latim-T 4096,16384] [--tile 4096]
 //                    [--layers 24] [--only forward|latim] [--family mamba1|mamba2]
-//                    [--forward-precision fp32,tf32,bf16] [--json FILE]
+//                    [--forward-precision fp32,tf32,bf16] [--latim-precision bf16,tf32,fp32]
+//                    [--json FILE]
 //     forward tok/s (fp32, tf32, bf16, or those of --forward-precision) and LaTIM l2
-//     pairs/s (bf16, tf32, fp32; end to end through the panel driver and the bare tile
-//     kernel), device memory, and the tile kernel's
+//     pairs/s (bf16, tf32, fp32, or those of --latim-precision; end to end through the panel
+//     driver and the bare tile kernel), device memory, and the tile kernel's
 //     fraction of the measured cuBLAS bf16 rate. Each configuration is checked against the
 //     CPU backend before it is timed.
 #include <cublas_v2.h>
@@ -298,7 +299,7 @@ std::vector<int64_t> parse_list(const std::string& s) {
 
 int run_benchmarks(const std::vector<int64_t>& forward_T, const std::vector<int64_t>& latim_T, int64_t tile, int layers,
                    const std::string& json_path, const std::string& what, const std::string& family,
-                   const std::vector<Precision>& forward_precisions) {
+                   const std::vector<Precision>& forward_precisions, const std::vector<Precision>& latim_precisions) {
   Json js(json_path);
   const double peak = cublas_bf16_tflops();
   std::printf("cuBLAS bf16 8192^3: %.0f TFLOP/s (reference rate for the tile kernel)\n", peak);
@@ -356,7 +357,7 @@ int run_benchmarks(const std::vector<int64_t>& forward_T, const std::vector<int6
       const LayerFactors f = make_layer_factors(m.config, m.layers[0], rec.trace[0]);
       const double pairs = double(T) * (T + 1) / 2, flops = pairs * 2.0 * m.config.d_inner * m.config.d_model;
       auto cpu_tiles = make_cpu_tile_backend();
-      for (Precision p : {Precision::BF16, Precision::TF32, Precision::FP32}) {
+      for (Precision p : latim_precisions) {
         {  // -c: one diagonal tile of 128 rows against the CPU engine
           TileScores a, b;
           a.i0 = b.i0 = T - 128;
@@ -460,6 +461,7 @@ int run_benchmarks(const std::vector<int64_t>& forward_T, const std::vector<int6
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // each row as it is measured, also into a pipe or a log
   try {
     if (argc < 2) {
       std::fprintf(stderr, "usage: cuda_bench parity|bench [options]  (see the top of bench/cuda_bench.cpp)\n");
@@ -469,6 +471,13 @@ int main(int argc, char** argv) {
     std::string data = "tests/data", json = "cuda_" + mode + ".json", what = "all", family = "all";
     std::vector<int64_t> forward_T{4096, 16384, 65536}, latim_T{4096, 16384};
     std::vector<Precision> forward_precisions{Precision::FP32, Precision::TF32, Precision::BF16};
+    std::vector<Precision> latim_precisions{Precision::BF16, Precision::TF32, Precision::FP32};
+    auto precisions = [](const std::string& list) {
+      std::vector<Precision> v;
+      std::stringstream ss(list);
+      for (std::string part; std::getline(ss, part, ',');) v.push_back(parse_precision(part));
+      return v;
+    };
     int64_t tile = 4096;
     int layers = 24;
     for (int i = 2; i < argc; ++i) {
@@ -485,11 +494,8 @@ int main(int argc, char** argv) {
       else if (a == "--layers") layers = std::stoi(next());
       else if (a == "--only") what = next();  // forward | latim | all
       else if (a == "--family") family = next();  // mamba1 | mamba2 | all
-      else if (a == "--forward-precision") {
-        forward_precisions.clear();
-        std::stringstream ss(next());
-        for (std::string part; std::getline(ss, part, ',');) forward_precisions.push_back(parse_precision(part));
-      }
+      else if (a == "--forward-precision") forward_precisions = precisions(next());
+      else if (a == "--latim-precision") latim_precisions = precisions(next());
       else fail("unknown option ", a);
     }
     if (!cuda_available()) {
@@ -498,7 +504,8 @@ int main(int argc, char** argv) {
     }
     if (mode == "parity") return parity(data, json);
     if (mode == "bench")
-      return run_benchmarks(forward_T, latim_T, tile, layers, json, what, family, forward_precisions);
+      return run_benchmarks(forward_T, latim_T, tile, layers, json, what, family, forward_precisions,
+                            latim_precisions);
     fail("unknown mode ", mode, " (parity or bench)");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cuda_bench: %s\n", e.what());

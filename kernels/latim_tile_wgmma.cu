@@ -131,7 +131,10 @@ constexpr int kZ = 0, kTap = kZ + kBI * kBK, kDl = kTap + kKMax * kBJ * kBK, kA2
 }
 
 #ifdef LATIM_WGMMA_DEVICE
-__device__ __forceinline__ void producer_sync() { asm volatile("bar.sync 1, 128;\n" ::: "memory"); }
+// The 128 producer threads. Not `bar.sync` (= barrier.sync.aligned, which a warp must reach
+// as a whole): producer thread 0 waits alone for `stored` while lanes 1-31 of its warp go on
+// fetching, and may reach this barrier apart from them. The unaligned form counts threads.
+__device__ __forceinline__ void producer_sync() { asm volatile("barrier.sync 1, 128;\n" ::: "memory"); }
 // The 128 threads of consumer warpgroup c (named barriers 2 and 3).
 __device__ __forceinline__ void consumer_sync(int c) {
   if (c == 0)
