@@ -15,6 +15,14 @@ __device__ __forceinline__ float exp2_ftz(float v) {
   return r;
 }
 
+// log2(v) on the special-function unit (lg2.approx.ftz: about 2^-22 absolute error; -inf for
+// v = 0), for a positive factor folded into an exponent of exp2_ftz.
+__device__ __forceinline__ float lg2_ftz(float v) {
+  float r;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(v));
+  return r;
+}
+
 // x σ(x), as the CPU reference computes it (expf, an IEEE division).
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 // The same with __expf's exponential and __fdividef (a few fp32 ulps; 0 for x below about
