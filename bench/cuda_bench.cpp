@@ -288,14 +288,19 @@ struct Json {
   void close(const std::string& tail) { out << "\n], " << tail << "}\n"; }
 };
 
-std::vector<int64_t> parse_list(const std::string& s) {
-  std::vector<int64_t> v;
+// A comma-separated list, each non-empty item through `parse`.
+template <class Parse>
+auto parse_list(const std::string& s, Parse parse) {
+  std::vector<decltype(parse(s))> v;
   std::stringstream ss(s);
-  std::string part;
-  while (std::getline(ss, part, ','))
-    if (!part.empty()) v.push_back(std::stoll(part));
+  for (std::string part; std::getline(ss, part, ',');)
+    if (!part.empty()) v.push_back(parse(part));
   return v;
 }
+std::vector<int64_t> parse_ints(const std::string& s) {
+  return parse_list(s, [](const std::string& x) { return int64_t{std::stoll(x)}; });
+}
+std::vector<Precision> parse_precisions(const std::string& s) { return parse_list(s, parse_precision); }
 
 int run_benchmarks(const std::vector<int64_t>& forward_T, const std::vector<int64_t>& latim_T, int64_t tile, int layers,
                    const std::string& json_path, const std::string& what, const std::string& family,
@@ -472,12 +477,6 @@ int main(int argc, char** argv) {
     std::vector<int64_t> forward_T{4096, 16384, 65536}, latim_T{4096, 16384};
     std::vector<Precision> forward_precisions{Precision::FP32, Precision::TF32, Precision::BF16};
     std::vector<Precision> latim_precisions{Precision::BF16, Precision::TF32, Precision::FP32};
-    auto precisions = [](const std::string& list) {
-      std::vector<Precision> v;
-      std::stringstream ss(list);
-      for (std::string part; std::getline(ss, part, ',');) v.push_back(parse_precision(part));
-      return v;
-    };
     int64_t tile = 4096;
     int layers = 24;
     for (int i = 2; i < argc; ++i) {
@@ -488,14 +487,14 @@ int main(int argc, char** argv) {
       };
       if (a == "--data") data = next();
       else if (a == "--json") json = next();
-      else if (a == "--forward-T") forward_T = parse_list(next());
-      else if (a == "--latim-T") latim_T = parse_list(next());
+      else if (a == "--forward-T") forward_T = parse_ints(next());
+      else if (a == "--latim-T") latim_T = parse_ints(next());
       else if (a == "--tile") tile = std::stoll(next());
       else if (a == "--layers") layers = std::stoi(next());
       else if (a == "--only") what = next();  // forward | latim | all
       else if (a == "--family") family = next();  // mamba1 | mamba2 | all
-      else if (a == "--forward-precision") forward_precisions = precisions(next());
-      else if (a == "--latim-precision") latim_precisions = precisions(next());
+      else if (a == "--forward-precision") forward_precisions = parse_precisions(next());
+      else if (a == "--latim-precision") latim_precisions = parse_precisions(next());
       else fail("unknown option ", a);
     }
     if (!cuda_available()) {

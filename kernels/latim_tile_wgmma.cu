@@ -625,9 +625,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     // Mamba-1, factorised path (see m1): this warpgroup's u rows of the slab. Warp w takes
     // channels 16w .. 16w + 15 of the slab, two lanes per channel, each lane one half of the N
     // = 16 states, for all four of the warpgroup's targets. A lane computes P_i for its states
-    // once, then walks the kNL positions: Q_l for its states (8 exponentials), its half of
-    // Σ_n P_i Q_l for the 4 targets (times Δ_l), and the window of K sums of u per target with
-    // the taps. When u_{ij} is complete, the two lanes of a channel
+    // once, then walks the kNL positions: Δ_l Q_l for its states (8 exponentials, log2 Δ_l in
+    // their exponent), its half of Σ_n P_i Δ_l Q_l for the 4 targets, and the window of K sums
+    // of u per target with the taps. When u_{ij} is complete, the two lanes of a channel
     // swap halves: each then holds the whole sum for two of the targets and stores them.
     auto build_m1_fast = [&](int64_t ib, int64_t jb, int slot, unsigned sst, auto&& release_prev) {
       const float* const sp = reinterpret_cast<const float*>(smem + L.m1slots) + slot * m1::kSlotFloats;
