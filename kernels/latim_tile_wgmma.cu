@@ -71,6 +71,7 @@ struct Layout {
   int64_t bars, stages, z, v, cw, cb, ms, rows, total;
   M2Offsets m2;
   int64_t m1slots, m1cb, m1hat;  // Mamba-1 only (see m1)
+  int64_t ring;                  // Mamba-1 with u factored (see rf)
   int nstages;
 };
 
@@ -93,7 +94,19 @@ struct Layout {
 // so M_{i,l}[c] = Δ_l Σ_n P_i[c,n] Q_l[c,n] with P_i = C_i 2^(a (S_i - S_R)) and
 // Q_l = B_l 2^(a (S_R - S_l)): 8 + 19 exponentials per (c, n) and block instead of 8 · 19.
 // Neither factor can overflow, and one underflows only where the exact product is below
-// 2^-126 too.
+// 2^-126 too. The inequality is strict: every position then precedes every target, so the
+// skip term D (on M_{i,i}) never falls in such a block.
+//
+// Without the hidden attention (which needs M_{i,j} itself), a launch of fast blocks factors
+// u instead (template argument RF, namespace rf): with the reference S_R = S_e at the block's
+// last position e = jb + kNL - 1 (S_l <= S_R <= S_i for every position l and target i),
+//   u_{ij}[c] = Z_i[c] Σ_n P_i[c,n] R_j[c,n],   P_i = C_i 2^(a (S_i - S_R)),
+//   R_j[c,n] = Σ_k x_{j+k←j}[c] Δ_{j+k}[c] B_{j+k}[n] 2^(a (S_R - S_{j+k}[c])),
+// where R depends on the source block alone: m1_rfac_kernel computes it once per launch
+// (exact exp2f, fp64 gaps) and the producer bulk-copies it in chunks of kRS sources. The
+// consumers' build is then 8 exponentials and 16 · 8 fused multiply-adds per (channel,
+// state half, target) and slab, with no exponential per position. The diagonal band of
+// slow blocks runs in a second launch of the M1 kernel (band_only).
 namespace m1 {
 constexpr int kSlotsM1 = 2;
 constexpr int kNS = 16;  // d_state the Mamba-1 path takes
@@ -103,17 +116,37 @@ constexpr int kZ = 0, kTap = kZ + kBI * kBK, kDl = kTap + kKMax * kBJ * kBK, kA2
     kSlotFloats = kS + 2 * 2 * kBK;
 }  // namespace m1
 
+// Mamba-1 with u factored (RF, see m1). R of a source block and slab, [kBJ][kBK][kNS]
+// floats, is copied in chunks of kRS sources into a ring of kRing chunks, each laid out
+// [source][q][channel][half][4]: state n = 8 half + 4 q + e, so that the consumer lanes
+// (channel, half) read 16 contiguous bytes each, a warp 512 contiguous bytes per load.
+// The slot holds the rest per slab: Z rows, A·log2(e) rows, and the fp64 S rows of the
+// block's targets and of its reference position.
+namespace rf {
+constexpr int kRS = 2;
+constexpr int kChunks = kBJ / kRS;
+constexpr int kChunkFloats = kRS * kBK * m1::kNS;  // 8 KiB
+constexpr int kRing = 5;
+constexpr int kZ = 0, kA2 = kZ + kBI * kBK, kS = kA2 + kBK * m1::kNS,  // kS: fp64 rows S_i (kBI), S_R
+    kSlotFloats = kS + 2 * (kBI + 1) * kBK;
+}  // namespace rf
+
 // Shared memory: the barriers, `nstages` pipeline stages (1024-byte aligned for the swizzle),
 // the producer's kSlots slots of slab inputs (Z, v, conv weights and bias) and its M prologue.
 [[maybe_unused]] __host__ __device__ inline Layout layout(int nstages, int64_t H, int64_t GN, int64_t G,
-                                                          int64_t nslab, bool mamba1 = false) {
+                                                          int64_t nslab, bool mamba1 = false, bool rfac = false) {
   Layout L{};
   int64_t off = 0;
   L.nstages = nstages;
-  // full, empty; inputs full, inputs free; M free, M ready; one `stored` per slab
-  L.bars = take(off, 8 * (2 * nstages + 2 * kSlots + 2 + nslab), 8);
+  // full, empty; inputs full, inputs free; M free, M ready; one `stored` per slab; R chunk
+  // full, R chunk free
+  L.bars = take(off, 8 * (2 * nstages + 2 * kSlots + 2 + nslab + 2 * rf::kRing), 8);
   L.stages = take(off, int64_t{kStage} * nstages, 1024);
-  if (mamba1) {
+  if (rfac) {
+    L.m1slots = take(off, int64_t{m1::kSlotsM1} * rf::kSlotFloats * 4);
+    L.ring = take(off, int64_t{rf::kRing} * rf::kChunkFloats * 4, 128);
+    L.m1cb = take(off, int64_t{kNL + kBI} * m1::kNS * 4);  // (B rows unused), then C rows
+  } else if (mamba1) {
     L.m1slots = take(off, int64_t{m1::kSlotsM1} * m1::kSlotFloats * 4);
     L.m1cb = take(off, int64_t{kNL + kBI} * m1::kNS * 4);  // B rows, then C rows
     L.m1hat = take(off, 4 * kBM * 4);  // per consumer warp (of a warpgroup): its share of Σ_c M_{i,j}[c]
@@ -232,16 +265,19 @@ __device__ __forceinline__ void fence_acc(float (&d)[128]) {
 
 // ALL: the epilogue also sums the l1 and ALTI partials (else only ‖T‖², which is all that
 // l2 and the plans on it need; the l1/ALTI partials are then left unwritten).
-template <int K, bool SILU, bool ALL, bool M1>
+// RF (Mamba-1 only): the fast blocks alone, u factored (see m1, rf), from R in `rfac`; no
+// hidden attention. band_only (Mamba-1 without RF): the blocks that are not fast alone.
+template <int K, bool SILU, bool ALL, bool M1, bool RF>
 __global__ void __launch_bounds__(kThreads, 1)
     wgmma_tile_kernel(TileFactors f, const __nv_bfloat16* __restrict__ Wk, int nstages, int64_t i0,
                       int64_t ni, int64_t j0, int64_t nj, int ncb, bool want_hattn, float* __restrict__ partial,
                       float* __restrict__ hattn, double* __restrict__ contrib, __nv_bfloat16* __restrict__ uscratch,
-                      const float* __restrict__ taps) {
+                      const float* __restrict__ taps, const float* __restrict__ rfac, bool band_only) {
+  static_assert(M1 || !RF, "u is factored for Mamba-1 only");
 #ifdef LATIM_WGMMA_DEVICE
   extern __shared__ unsigned char smem_raw[];
   unsigned char* const smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
-  const Layout L = layout(nstages, f.H, f.G * f.N, f.G, f.D / kBK, M1);
+  const Layout L = layout(nstages, f.H, f.G * f.N, f.G, f.D / kBK, M1, RF);
   constexpr int kSl = M1 ? m1::kSlotsM1 : kSlots;  // input slots in use
   const unsigned bars = smem_u32(smem + L.bars);
   const unsigned stages = smem_u32(smem + L.stages);
@@ -252,6 +288,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   const unsigned m_free = bars + 8u * static_cast<unsigned>(2 * nstages + 2 * kSlots);
   const unsigned m_ready = m_free + 8u;
   auto stored = [&](int slab) { return m_free + 16u + 8u * static_cast<unsigned>(slab); };
+  const int nslab_ = static_cast<int>(f.D / kBK);
+  auto rfull = [&](int r) { return m_free + 16u + 8u * static_cast<unsigned>(nslab_ + r); };
+  auto rfree = [&](int r) { return m_free + 16u + 8u * static_cast<unsigned>(nslab_ + rf::kRing + r); };
   const int tid = threadIdx.x, wg = tid / 128, t = tid % 128;
   const int64_t T = f.T, D = f.D, d = f.d;
   const int nslab = static_cast<int>(D / kBK);
@@ -267,6 +306,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     bar_init(m_free, 2);   // each consumer warpgroup done with the block's M
     bar_init(m_ready, 1);  // the producer's prologue has written the block's M
     for (int k = 0; k < nslab; ++k) bar_init(stored(k), 8);  // each consumer warp's u rows stored
+    if constexpr (RF)
+      for (int r = 0; r < rf::kRing; ++r) {
+        bar_init(rfull(r), 1);  // the producer's expect_tx for the chunk's bulk copy
+        bar_init(rfree(r), 8);  // each consumer warp done reading the chunk
+      }
     // The bulk copies complete on `full` through the async proxy: make the initialisations
     // visible to it before any copy is issued (the PTX ISA's rule for mbarrier.init).
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
@@ -287,7 +331,15 @@ __global__ void __launch_bounds__(kThreads, 1)
   __nv_bfloat16* const ublk = uscratch + int64_t{blockIdx.x} * nslab * (kStageU / 2);  // this block's u
   const int H32 = static_cast<int>(f.H), P32 = static_cast<int>(f.P);
   // Mamba-1: the block's positions all precede its targets, so M factorises (see m1).
-  auto m1_fast = [](int64_t ib, int64_t jb) { return jb + kNL - 1 <= ib; };
+  auto m1_fast = [](int64_t ib, int64_t jb) { return jb + kNL - 1 < ib; };
+  // Blocks this launch leaves out: those with every pair above the diagonal, and (Mamba-1)
+  // the fast ones or the others, as RF and band_only say. Producer and consumers alike.
+  auto skip = [&](int64_t ib, int64_t jb) {
+    if (jb > ib + kBI - 1) return true;
+    if constexpr (RF) return !m1_fast(ib, jb);
+    if constexpr (M1) return band_only && m1_fast(ib, jb);
+    return false;
+  };
 
   if (wg == 0) {
     // ---------------- producer ----------------
@@ -411,12 +463,56 @@ __global__ void __launch_bounds__(kThreads, 1)
         const bool ok = row < kNL ? p < T : p < iend;
         cb[idx] = ok ? (row < kNL ? f.B : f.C)[p * f.ldbc + n] : 0.0f;
       }
+      if constexpr (!RF) {
 #pragma unroll 1
-      for (int idx = t; idx < 4 * kBM; idx += 128) hat[idx] = 0.0f;
+        for (int idx = t; idx < 4 * kBM; idx += 128) hat[idx] = 0.0f;
+      }
       producer_sync();
     };
+    // Mamba-1, u factored (RF): fetch number n (slab `slab`) into slot n % kSl: the Z rows, A·log2(e)
+    // rows and the fp64 S rows of the targets and of the reference position (see rf), by
+    // 16-byte copies (rows past T are zero); then, by producer thread 0, R of the source block
+    // and slab in kChunks bulk copies into the ring, each once the chunk it overwrites is read.
+    unsigned nring = 0;  // R chunks fetched so far (ring index nring % kRing); all producer threads count
+    auto fetch_rf = [&](int64_t ib, int64_t jb, int slab, unsigned n) {
+      const int slot = static_cast<int>(n % kSl);
+      bar_wait(in_free(slot), ((n / kSl) & 1u) ^ 1u);
+      float* const sp = reinterpret_cast<float*>(smem + L.m1slots) + slot * rf::kSlotFloats;
+      const int64_t c0 = int64_t{slab} * kBK;
+      const int64_t ref = jb + kNL - 1 < T ? jb + kNL - 1 : T - 1;
+#pragma unroll 1
+      for (int idx = t; idx < kBI * 16 + kBK * m1::kNS / 4 + (kBI + 1) * (kBK / 2); idx += 128) {
+        if (idx < kBI * 16) {
+          const int row = idx / 16, ch = idx % 16;
+          const int64_t i = ib + row;
+          cp_async16_or_zero(sp + rf::kZ + row * kBK + 4 * ch, f.Z + (i < T ? i : 0) * D + c0 + 4 * ch, i < T);
+        } else if (idx < kBI * 16 + kBK * m1::kNS / 4) {
+          const int k = idx - kBI * 16;
+          cp_async16_or_zero(sp + rf::kA2 + 4 * k, f.A2 + c0 * m1::kNS + 4 * k, true);
+        } else {
+          const int k = idx - kBI * 16 - kBK * m1::kNS / 4, row = k / (kBK / 2), ch = k % (kBK / 2);
+          const int64_t p = row < kBI ? ib + row : ref;
+          cp_async16_or_zero(sp + rf::kS + 2 * (row * kBK + 2 * ch), f.S + (p < T ? p : 0) * D + c0 + 2 * ch, p < T);
+        }
+      }
+      cp_async_arrive(in_full(slot));
+      const float* const src =
+          rfac + ((((jb - j0) / kBJ) * nslab + slab) * int64_t{rf::kChunks}) * rf::kChunkFloats;
+      if (t == 0) {
+        for (int g = 0; g < rf::kChunks; ++g) {
+          const unsigned r = (nring + static_cast<unsigned>(g)) % rf::kRing,
+                         use = (nring + static_cast<unsigned>(g)) / rf::kRing;
+          bar_wait(rfree(static_cast<int>(r)), (use & 1u) ^ 1u);
+          bar_arrive_expect_tx(rfull(static_cast<int>(r)), rf::kChunkFloats * 4);
+          bulk_copy(smem_u32(smem + L.ring) + r * (rf::kChunkFloats * 4), src + int64_t{g} * rf::kChunkFloats,
+                    rf::kChunkFloats * 4, rfull(static_cast<int>(r)));
+        }
+      }
+      nring += rf::kChunks;
+    };
     auto fetch = [&](int64_t ib, int64_t jb, int slab, unsigned n) {
-      if constexpr (M1) fetch_m1(ib, jb, slab, n);
+      if constexpr (RF) fetch_rf(ib, jb, slab, n);
+      else if constexpr (M1) fetch_m1(ib, jb, slab, n);
       else fetch_inputs(ib, jb, slab, n);
     };
 
@@ -424,7 +520,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     unsigned nblk = 0;    // pair blocks so far (the parity of the `m_free` and `stored` phases)
     for (int64_t pb = blockIdx.x; pb < npb; pb += gridDim.x) {
       const int64_t ib = i0 + (pb / njb) * kBI, jb = j0 + (pb % njb) * kBJ;
-      if (jb > ib + kBI - 1) continue;  // every pair of the block has j > i
+      if (skip(ib, jb)) continue;
       bar_wait(m_free, (nblk & 1u) ^ 1u);  // the consumers are done with the last block's M
       producer_sync();  // every warp is done with the last block's M before the prologue rewrites it
       if constexpr (M1) prologue_m1(ib, jb);
@@ -731,6 +827,81 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     };
 
+    // Mamba-1, u factored (RF): this warpgroup's u rows of the slab, u_{ij}[c] = Z_i Σ_n P_i R_j
+    // (see m1). Lane (channel cc = 16w + lane / 2, half nh = lane % 2) computes P_i for its 8
+    // states and the warpgroup's 4 targets once, then per source its half of the 4 sums from
+    // R (two 16-byte loads); the two lanes of a channel swap halves, as in build_m1_fast, and
+    // each stores the u of two targets. The R chunks come through the ring; each warp frees
+    // a chunk once it has read it.
+    unsigned nring = 0;  // R chunks consumed so far (the producer's count)
+    auto build_rf = [&](int64_t ib, int slot, unsigned sst, auto&& release_prev) {
+      const float* const sp = reinterpret_cast<const float*>(smem + L.m1slots) + slot * rf::kSlotFloats;
+      const float* const cs = reinterpret_cast<const float*>(smem + L.m1cb) + kNL * m1::kNS;  // C rows [kBI][N]
+      const int cc = 16 * w + (lane >> 1), nh = lane & 1, n0 = 8 * nh;
+      const unsigned col = static_cast<unsigned>((cc & 7) * 2);
+      const double* const srow = reinterpret_cast<const double*>(sp + rf::kS);  // S_i rows, then S_R
+      const double sref = srow[kBI * kBK + cc];
+      float P[4][8];
+      {
+        float a2[8];
+        const float4 x = *reinterpret_cast<const float4*>(sp + rf::kA2 + cc * m1::kNS + n0);
+        const float4 y = *reinterpret_cast<const float4*>(sp + rf::kA2 + cc * m1::kNS + n0 + 4);
+        a2[0] = x.x, a2[1] = x.y, a2[2] = x.z, a2[3] = x.w, a2[4] = y.x, a2[5] = y.y, a2[6] = y.z, a2[7] = y.w;
+#pragma unroll
+        for (int t4 = 0; t4 < 4; ++t4) {
+          const int ii = 4 * c + t4;
+          const bool ok = ib + ii < iend;
+          const float si = static_cast<float>(srow[ii * kBK + cc] - sref);  // S_i - S_R >= 0
+          const float4 cx = *reinterpret_cast<const float4*>(cs + ii * m1::kNS + n0);
+          const float4 cy = *reinterpret_cast<const float4*>(cs + ii * m1::kNS + n0 + 4);
+          const float cn[8] = {cx.x, cx.y, cx.z, cx.w, cy.x, cy.y, cy.z, cy.w};
+#pragma unroll
+          for (int n = 0; n < 8; ++n) P[t4][n] = ok ? cn[n] * exp2_ftz(a2[n] * si) : 0.0f;  // a select: no 0 · inf
+        }
+      }
+      // after the swap, this lane's targets are 4c + 2 nh + {0, 1}
+      const float z0 = sp[rf::kZ + (4 * c + 2 * nh) * kBK + cc], z1 = sp[rf::kZ + (4 * c + 2 * nh + 1) * kBK + cc];
+      const int ii = 4 * c + 2 * nh;
+      const unsigned ring = smem_u32(smem + L.ring);
+#pragma unroll 1
+      for (int g = 0; g < rf::kChunks; ++g) {
+        // The last slab's products are done by now: release its stage, so that the producer
+        // fetches the W_out slab after next while this one is built, not after.
+        if (g == 2) release_prev();
+        const unsigned r = (nring + static_cast<unsigned>(g)) % rf::kRing,
+                       use = (nring + static_cast<unsigned>(g)) / rf::kRing;
+        bar_wait(rfull(static_cast<int>(r)), use & 1u);
+        const float4* const rc =
+            reinterpret_cast<const float4*>(smem + L.ring + int64_t{r} * (rf::kChunkFloats * 4)) + 2 * cc + nh;
+#pragma unroll
+        for (int s = 0; s < rf::kRS; ++s) {
+          const int jj = rf::kRS * g + s;
+          const float4 x = rc[(2 * s) * 2 * kBK], y = rc[(2 * s + 1) * 2 * kBK];  // states n0 .. n0 + 3, n0 + 4 .. + 7
+          const float rn[8] = {x.x, x.y, x.z, x.w, y.x, y.y, y.z, y.w};
+          float m[4];
+#pragma unroll
+          for (int t4 = 0; t4 < 4; ++t4) {
+            float a = P[t4][0] * rn[0];
+#pragma unroll
+            for (int n = 1; n < 8; ++n) a = fmaf(P[t4][n], rn[n], a);
+            m[t4] = a;  // this lane's half of Σ_n P_i R_j
+          }
+          const float send0 = nh ? m[0] : m[2], send1 = nh ? m[1] : m[3];
+          const float keep0 = nh ? m[2] : m[0], keep1 = nh ? m[3] : m[1];
+          const float r0 = keep0 + __shfl_xor_sync(0xffffffffu, send0, 1);
+          const float r1 = keep1 + __shfl_xor_sync(0xffffffffu, send1, 1);
+          // (R is 0 for sources past the tile, so is u)
+          const unsigned short b0 = __bfloat16_as_ushort(__float2bfloat16_rn(z0 * r0));
+          const unsigned short b1 = __bfloat16_as_ushort(__float2bfloat16_rn(z1 * r1));
+          asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(sst + sw128(ii * kBJ + jj, cc >> 3) + col), "h"(b0));
+          asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(sst + sw128((ii + 1) * kBJ + jj, cc >> 3) + col), "h"(b1));
+        }
+        __syncwarp();
+        if (lane == 0) bar_arrive(rfree(static_cast<int>(r)));
+      }
+      nring += rf::kChunks;
+    };
+
     unsigned nbuilt = 0;  // slab fetches built from so far (the producer's fetch numbers)
     float acc[128];
 #pragma unroll
@@ -738,7 +909,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     unsigned nblk = 0;  // pair blocks so far (the parity of the `m_ready` phases)
     for (int64_t pb = blockIdx.x; pb < npb; pb += gridDim.x) {
       const int64_t ib = i0 + (pb / njb) * kBI, jb = j0 + (pb % njb) * kBJ;
-      if (jb > ib + kBI - 1) continue;
+      if (skip(ib, jb)) continue;
       bar_wait(m_ready, nblk++ & 1u);  // the block's M (the inputs' barrier orders only the copies)
       for (int cbk = 0; cbk < ncb; ++cbk) {
         const int64_t n0 = int64_t{cbk} * kBN;
@@ -755,24 +926,25 @@ __global__ void __launch_bounds__(kThreads, 1)
             const unsigned n = nbuilt++;
             const int slot = static_cast<int>(n % kSl);
             bar_wait(in_full(slot), (n / kSl) & 1u);  // the producer's copies have landed
-            if constexpr (M1) {
-              if (m1_fast(ib, jb))
-                build_m1_fast(ib, jb, slot, sst, [&] {
-                  wgmma_wait<0>();  // the last slab's products are done
-                  fence_acc(acc);
-                  if (ncb > 1) {  // and its u rows' bulk store has read them
-                    if (lane == 0) bulk_wait_read_all();
-                    __syncwarp();
-                  }
-                  if (prev >= 0) bar_arrive(empty(prev));
-                  released = true;
-                });
+            auto release_prev = [&] {
+              wgmma_wait<0>();  // the last slab's products are done
+              fence_acc(acc);
+              if (ncb > 1) {  // and its u rows' bulk store has read them
+                if (lane == 0) bulk_wait_read_all();
+                __syncwarp();
+              }
+              if (prev >= 0) bar_arrive(empty(prev));
+              released = true;
+            };
+            if constexpr (RF) build_rf(ib, slot, sst, release_prev);
+            else if constexpr (M1) {
+              if (m1_fast(ib, jb)) build_m1_fast(ib, jb, slot, sst, release_prev);
               else build_m1(ib, jb, slot, sst);
             }
             else build_u(jb, slab, slot, sst);
             fence_proxy_async();  // u (st.shared) -> visible to the async proxy (wgmma, bulk store)
             consumer_sync(c);  // the warpgroup's rows are built
-            if constexpr (M1) {
+            if constexpr (M1 && !RF) {
               if (slab == nslab - 1 && want_hattn) {  // Mamba-1's hidden attention, complete now
                 const float* const hat = reinterpret_cast<const float*>(smem + L.m1hat);
                 if (t < 4 * kBJ) {
@@ -927,6 +1099,15 @@ __global__ void __launch_bounds__(kThreads, 1)
 // sources j0 .. j0 + nj - 1, into taps[(j - j0) K + k][D] (rows of D floats), for the tile
 // kernel's producer to copy. They depend on the source alone, so each is computed once per
 // launch instead of once per target block.
+#ifdef LATIM_WGMMA_DEVICE
+// The conv tap x_{j+kk←j}[c] = act(w[c][K-1-kk] v_j[c] + (kk == 0 ? b[c] : 0)).
+template <int K, bool SILU>
+__device__ __forceinline__ float m1_tap(const TileFactors& f, int64_t c, int kk, float vj) {
+  const float pre = f.conv_w[c * K + K - 1 - kk] * vj + (kk == 0 && f.conv_b ? f.conv_b[c] : 0.0f);
+  return SILU ? silu_tanh(pre) : pre;
+}
+#endif
+
 template <int K, bool SILU>
 __global__ void m1_taps_kernel(TileFactors f, int64_t j0, int64_t nj, float* __restrict__ taps) {
 #ifdef LATIM_WGMMA_DEVICE
@@ -935,15 +1116,64 @@ __global__ void m1_taps_kernel(TileFactors f, int64_t j0, int64_t nj, float* __r
     const int64_t jj = idx / D, c = idx % D;
     const float vj = f.v[(j0 + jj) * f.ldv + c];
 #pragma unroll
-    for (int kk = 0; kk < K; ++kk) {
-      const float pre = f.conv_w[c * K + K - 1 - kk] * vj + (kk == 0 && f.conv_b ? f.conv_b[c] : 0.0f);
-      taps[(jj * K + kk) * D + c] = SILU ? silu_tanh(pre) : pre;
-    }
+    for (int kk = 0; kk < K; ++kk) taps[(jj * K + kk) * D + c] = m1_tap<K, SILU>(f, c, kk, vj);
   }
 #endif
 }
 
-std::atomic<int64_t> g_launches{0};
+// Mamba-1, u factored (see m1, rf): R_j[c,n] of the launch's sources, for the fast blocks of
+// each source block jb (reference S_R = S at e = min(jb + kNL - 1, T - 1)), in the chunk
+// layout of rf: [source block][slab][chunk][source][q][channel][half][4]. One thread per
+// (source block, slab, channel, half, q): 4 states of the 16 sources. Sources past the tile
+// get 0, and so do positions past T. The gaps S_R - S_l are taken in fp64 and the
+// exponentials with exp2f.
+template <int K, bool SILU>
+__global__ void m1_rfac_kernel(TileFactors f, int64_t j0, int64_t nj, float* __restrict__ R) {
+#ifdef LATIM_WGMMA_DEVICE
+  const int64_t D = f.D, T = f.T, nslab = D / kBK, njb = (nj + kBJ - 1) / kBJ, jend = j0 + nj;
+  const int64_t n = njb * nslab * kBK * 4;
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < n; idx += int64_t{gridDim.x} * blockDim.x) {
+    const int q = static_cast<int>(idx & 1), nh = static_cast<int>((idx >> 1) & 1);
+    const int cc = static_cast<int>((idx >> 2) % kBK);
+    const int64_t rest = (idx >> 2) / kBK, slab = rest % nslab, mb = rest / nslab;
+    const int64_t c = slab * kBK + cc, jb = j0 + mb * kBJ;
+    const int n0 = 8 * nh + 4 * q;
+    const int64_t e = jb + kNL - 1 < T ? jb + kNL - 1 : T - 1;
+    const double sref = f.S[e * D + c];
+    float a2[4], r[kBJ][4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) a2[k] = f.A2[c * m1::kNS + n0 + k];
+#pragma unroll
+    for (int jj = 0; jj < kBJ; ++jj)
+#pragma unroll
+      for (int k = 0; k < 4; ++k) r[jj][k] = 0.0f;
+#pragma unroll
+    for (int ll = 0; ll < kNL; ++ll) {
+      const int64_t l = jb + ll;
+      if (l >= T) break;
+      const float dl = f.delta[l * D + c], gap = static_cast<float>(sref - f.S[l * D + c]);
+      float qn[4];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) qn[k] = dl * f.B[l * f.ldbc + n0 + k] * exp2f(a2[k] * gap);
+#pragma unroll
+      for (int kk = 0; kk < K; ++kk) {
+        const int jj = ll - kk;
+        if (jj < 0 || jj >= kBJ || jb + jj >= jend) continue;
+        const float tap = m1_tap<K, SILU>(f, c, kk, f.v[(jb + jj) * f.ldv + c]);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) r[jj][k] = fmaf(tap, qn[k], r[jj][k]);
+      }
+    }
+    float* const out = R + (mb * nslab + slab) * int64_t{kBJ} * kBK * m1::kNS;
+#pragma unroll
+    for (int jj = 0; jj < kBJ; ++jj)
+      *reinterpret_cast<float4*>(out + ((((jj * 2 + q) * kBK) + cc) * 2 + nh) * 4) =
+          make_float4(r[jj][0], r[jj][1], r[jj][2], r[jj][3]);
+  }
+#endif
+}
+
+std::atomic<int64_t> g_launches{0}, g_factored_launches{0};
 
 }  // namespace
 
@@ -961,6 +1191,7 @@ bool latim_tile_wgmma_supported() {
 }
 
 int64_t latim_tile_wgmma_launches() { return g_launches.load(); }
+int64_t latim_tile_wgmma_factored_launches() { return g_factored_launches.load(); }
 
 bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, int64_t nj, bool hidden_attn,
                       bool l1_alti, float* partial, float* hattn, double* contrib, cudaStream_t stream, int layer) {
@@ -986,35 +1217,66 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
   check(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "cudaDeviceGetAttribute",
         layer);
   check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute", layer);
-  int nstages = 4;
-  while (nstages >= 2 && layout(nstages, f.H, f.G * f.N, f.G, f.D / kBK, m1).total > max_smem) --nstages;
-  if (nstages < 2) return false;  // too many heads or too wide B/C for the shared memory
-  const Layout L = layout(nstages, f.H, f.G * f.N, f.G, f.D / kBK, m1);
+  // Mamba-1 without the hidden attention: the fast blocks with u factored (RF), the diagonal
+  // band in a second launch (LATIM_M1_FACTORED=0: every block in one launch, as with it).
+  const char* fe = std::getenv("LATIM_M1_FACTORED");
+  const bool rfac = m1 && !hidden_attn && !(fe && std::strcmp(fe, "0") == 0);
+  auto stages_for = [&](bool rf) {
+    int nstages = 4;
+    while (nstages >= 2 && layout(nstages, f.H, f.G * f.N, f.G, f.D / kBK, m1, rf).total > max_smem) --nstages;
+    return nstages;
+  };
+  const int nstages = stages_for(false), nstages_rf = rfac ? stages_for(true) : 2;
+  if (nstages < 2 || nstages_rf < 2) return false;  // too many heads or too wide B/C for the shared memory
   const int ncb = static_cast<int>(latim_tile_column_blocks(f.d));
-  const int64_t npb = ((ni + kBI - 1) / kBI) * ((nj + kBJ - 1) / kBJ);
+  const int64_t njb = (nj + kBJ - 1) / kBJ, npb = ((ni + kBI - 1) / kBI) * njb;
   const int64_t Dpad = latim_tile_Dpad(f.D), dpad = latim_tile_dpad(f.d);
   const auto* Wk = static_cast<const __nv_bfloat16*>(f.WoutT) + Dpad * dpad;  // the swizzled image
-  auto kernel =
-      m1 ? (f.silu ? (l1_alti ? wgmma_tile_kernel<4, true, true, true> : wgmma_tile_kernel<4, true, false, true>)
-                   : (l1_alti ? wgmma_tile_kernel<4, false, true, true> : wgmma_tile_kernel<4, false, false, true>))
-         : (f.silu ? (l1_alti ? wgmma_tile_kernel<4, true, true, false> : wgmma_tile_kernel<4, true, false, false>)
-                   : (l1_alti ? wgmma_tile_kernel<4, false, true, false> : wgmma_tile_kernel<4, false, false, false>));
-  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             static_cast<int>(L.total)),
-        "latim_tile_wgmma (shared memory attribute)", layer);
   const int64_t grid = npb < sms ? npb : sms;
   auto* const us = static_cast<__nv_bfloat16*>(tile_scratch(dev, grid * (f.D / kBK) * kStageU, layer));
-  float* taps = nullptr;
-  if (m1) {
-    taps = static_cast<float*>(tile_scratch(dev, nj * f.K * f.D * int64_t{sizeof(float)}, layer, 1));
+  const auto launch = [&](auto kernel, bool rf, int ns, const float* taps, const float* R, bool band_only) {
+    const Layout L = layout(ns, f.H, f.G * f.N, f.G, f.D / kBK, m1, rf);
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(L.total)),
+          "latim_tile_wgmma (shared memory attribute)", layer);
+    kernel<<<static_cast<unsigned>(grid), kThreads, L.total, stream>>>(f, Wk, ns, i0, ni, j0, nj, ncb, hidden_attn,
+                                                                       partial, hattn, contrib, us, taps, R,
+                                                                       band_only);
+    check_launch(rf ? "latim_tile_wgmma (Mamba-1, u factored)" : "latim_tile_wgmma", layer, stream);
+  };
+  if (!m1) {
+    launch(f.silu ? (l1_alti ? wgmma_tile_kernel<4, true, true, false, false> : wgmma_tile_kernel<4, true, false, false, false>)
+                  : (l1_alti ? wgmma_tile_kernel<4, false, true, false, false>
+                             : wgmma_tile_kernel<4, false, false, false, false>),
+           false, nstages, nullptr, nullptr, false);
+    ++g_launches;
+    return true;
+  }
+  // Whether some block of the tile is neither above the diagonal nor fast (see m1): its last
+  // position reaches a target, jb + kNL - 1 >= ib, for some jb <= ib + kBI - 1.
+  const bool band = j0 <= i0 + ni - 1 && j0 + ((nj - 1) / kBJ) * kBJ + kNL - 1 >= i0;
+  if (rfac) {
+    float* const R = static_cast<float*>(tile_scratch(dev, njb * kBJ * f.D * m1::kNS * int64_t{sizeof(float)}, layer, 2));
+    const int64_t threads = njb * (f.D / kBK) * kBK * 4, blocks = (threads + 255) / 256;
+    (f.silu ? m1_rfac_kernel<4, true> : m1_rfac_kernel<4, false>)<<<static_cast<unsigned>(blocks < 8192 ? blocks : 8192),
+                                                                     256, 0, stream>>>(f, j0, nj, R);
+    check_launch("latim_tile_wgmma (Mamba-1, R of the sources)", layer, stream);
+    launch(f.silu ? (l1_alti ? wgmma_tile_kernel<4, true, true, true, true> : wgmma_tile_kernel<4, true, false, true, true>)
+                  : (l1_alti ? wgmma_tile_kernel<4, false, true, true, true>
+                             : wgmma_tile_kernel<4, false, false, true, true>),
+           true, nstages_rf, nullptr, R, false);
+    ++g_factored_launches;
+  }
+  if (!rfac || band) {
+    float* const taps = static_cast<float*>(tile_scratch(dev, nj * f.K * f.D * int64_t{sizeof(float)}, layer, 1));
     const int64_t blocks = (nj * f.D + 255) / 256;
     (f.silu ? m1_taps_kernel<4, true> : m1_taps_kernel<4, false>)<<<static_cast<unsigned>(blocks < 4096 ? blocks : 4096),
                                                                       256, 0, stream>>>(f, j0, nj, taps);
     check_launch("latim_tile_wgmma (Mamba-1 conv taps)", layer, stream);
+    launch(f.silu ? (l1_alti ? wgmma_tile_kernel<4, true, true, true, false> : wgmma_tile_kernel<4, true, false, true, false>)
+                  : (l1_alti ? wgmma_tile_kernel<4, false, true, true, false>
+                             : wgmma_tile_kernel<4, false, false, true, false>),
+           false, nstages, taps, nullptr, rfac);
   }
-  kernel<<<static_cast<unsigned>(grid), kThreads, L.total, stream>>>(
-      f, Wk, nstages, i0, ni, j0, nj, ncb, hidden_attn, partial, hattn, contrib, us, taps);
-  check_launch("latim_tile_wgmma", layer, stream);
   ++g_launches;
   return true;
 #endif

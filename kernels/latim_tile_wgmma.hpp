@@ -22,5 +22,7 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
 bool latim_tile_wgmma_supported();
 // Launches of the kernel in this process (so that a test can tell which kernel ran).
 int64_t latim_tile_wgmma_launches();
+// Of those, the Mamba-1 launches that factored u (no hidden attention; see the kernel's m1).
+int64_t latim_tile_wgmma_factored_launches();
 
 }  // namespace latim::cuda

@@ -390,7 +390,10 @@ TEST_P(CudaTilePrecision, ErrorAtMostTwiceAPlainImplementation) {
 // The sm_90a wgmma kernel (bf16) against the mma.sync kernel on the same tile, every output,
 // and against fp64 on a block of pairs. A mamba2-130m- and a mamba-130m-shaped layer, the
 // latter also with the identity activation (the fixtures are too narrow for the wgmma
-// kernel), a tile whose edges cut through pair blocks.
+// kernel), a tile whose edges cut through pair blocks. The tile's corner (i0 - j0 = 34)
+// makes some pair blocks end at their first target (jb + 18 = ib): the skip term on M_{i,i}
+// must reach them. Mamba-1 without the hidden attention runs the factored launch (u from R,
+// the diagonal band apart): its scores are checked against the mma.sync kernel too.
 // On a GPU that can run the wgmma kernel the test fails if it did not run.
 TEST_P(CudaTilePrecision, WgmmaKernelMatchesMmaKernelAndFp64) {
   const auto [precision, bits] = GetParam();
@@ -418,8 +421,8 @@ TEST_P(CudaTilePrecision, WgmmaKernelMatchesMmaKernelAndFp64) {
       const cudatest::ScopedEnv kernel("LATIM_TILE_KERNEL", mma ? "mma" : "wgmma");
       auto tiles = make_cuda_tile_backend(Precision::BF16);
       TileScores t;
-      t.i0 = 37;
-      t.ni = 203;
+      t.i0 = 39;
+      t.ni = 201;
       t.j0 = 5;
       t.nj = 235;
       tiles->compute_tile(f, want, t);
@@ -428,22 +431,47 @@ TEST_P(CudaTilePrecision, WgmmaKernelMatchesMmaKernelAndFp64) {
     const int64_t before = cuda::latim_tile_wgmma_launches();
     const TileScores w = run(false, which);
     if (cuda::latim_tile_wgmma_supported()) EXPECT_GT(cuda::latim_tile_wgmma_launches(), before) << "wgmma kernel did not run";
-    {
-      // l2 alone runs the epilogue without the l1 and ALTI sums: the same ‖T‖² bits.
-      ScoreSet l2_only;
-      l2_only.l2 = true;
-      const TileScores o = run(false, l2_only);
-      EXPECT_TRUE(o.l1.empty() && o.alti.empty());
-      ASSERT_EQ(o.l2.size(), w.l2.size());
-      for (std::size_t k = 0; k < w.l2.size(); ++k)
-        ASSERT_TRUE(o.l2[k] == w.l2[k] || (std::isnan(o.l2[k]) && std::isnan(w.l2[k]))) << "l2 alone, pair " << k;
-      // (fp64 atomics: the order of the additions may differ between launches)
-      EXPECT_LE(norm_error(o.contrib_sum, w.contrib_sum), 1e-12) << "l2 alone: Σ_j T_i(x_j) differs";
-    }
     const int64_t mid = cuda::latim_tile_wgmma_launches();
     const TileScores s = run(true, which);
     EXPECT_EQ(cuda::latim_tile_wgmma_launches(), mid) << "LATIM_TILE_KERNEL=mma still ran the wgmma kernel";
     auto as_double = [](const auto& v) { return std::vector<double>(v.begin(), v.end()); };
+    std::vector<float> factored_l2;  // Mamba-1: l2 of the factored launch
+    {
+      // l2 alone runs the epilogue without the l1 and ALTI sums. Mamba-2: the same ‖T‖² bits.
+      // Mamba-1: the factored launch, within the bounds below of the mma.sync kernel; and
+      // l1 and ALTI without the hidden attention, likewise.
+      ScoreSet l2_only, no_hattn = which;
+      l2_only.l2 = true;
+      no_hattn.hidden_attn = false;
+      const int64_t fac = cuda::latim_tile_wgmma_factored_launches();
+      const TileScores o = run(false, l2_only);
+      EXPECT_TRUE(o.l1.empty() && o.alti.empty());
+      ASSERT_EQ(o.l2.size(), w.l2.size());
+      if (fam == Family::Mamba2) {
+        for (std::size_t k = 0; k < w.l2.size(); ++k)
+          ASSERT_TRUE(o.l2[k] == w.l2[k] || (std::isnan(o.l2[k]) && std::isnan(w.l2[k]))) << "l2 alone, pair " << k;
+        // (fp64 atomics: the order of the additions may differ between launches)
+        EXPECT_LE(norm_error(o.contrib_sum, w.contrib_sum), 1e-12) << "l2 alone: Σ_j T_i(x_j) differs";
+      } else {
+        if (cuda::latim_tile_wgmma_supported())
+          EXPECT_GT(cuda::latim_tile_wgmma_factored_launches(), fac) << "the factored launch did not run";
+        const TileScores a = run(false, no_hattn);
+        EXPECT_TRUE(a.hidden_attn.empty());
+        for (const TileScores* x : {&o, &a}) {
+          const std::string at = x == &o ? "factored, l2 alone" : "factored, all scores";
+          EXPECT_LE(norm_error(as_double(x->l2), as_double(s.l2)), 1e-3) << at;
+          EXPECT_LE(norm_error(x->contrib_sum, s.contrib_sum), 1.5e-3) << at;
+          for (std::size_t k = 0; k < x->l2.size(); ++k)
+            ASSERT_EQ(std::isnan(x->l2[k]), std::isnan(s.l2[k])) << at << ", pair " << k << ": upper triangle differs";
+        }
+        factored_l2 = o.l2;
+        EXPECT_LE(norm_error(as_double(a.l1), as_double(s.l1)), 1e-3) << "factored";
+        EXPECT_LE(norm_error(as_double(a.alti), as_double(s.alti)), 2e-3) << "factored";
+        std::printf("[ wgmma M1 factored ] l2 %.3g (unfactored %.3g), l1 %.3g, alti %.3g against mma.sync\n",
+                    norm_error(as_double(o.l2), as_double(s.l2)), norm_error(as_double(w.l2), as_double(s.l2)),
+                    norm_error(as_double(a.l1), as_double(s.l1)), norm_error(as_double(a.alti), as_double(s.alti)));
+      }
+    }
     // The same products up to fp32 sum order and the wgmma kernel's SiLU through tanh.approx
     // (relative error 2^-11), which changes the bf16 rounding of some u values: measured
     // 4.1e-4 (l2, l1) and 6.2e-4 (Σ_j T), against 2.3e-3 for the bf16 error itself. The
@@ -457,20 +485,31 @@ TEST_P(CudaTilePrecision, WgmmaKernelMatchesMmaKernelAndFp64) {
     EXPECT_LE(norm_error(w.contrib_sum, s.contrib_sum), 1.5e-3);
     for (std::size_t k = 0; k < w.l2.size(); ++k)
       ASSERT_EQ(std::isnan(w.l2[k]), std::isnan(s.l2[k])) << "pair " << k << ": upper triangle differs";
-    // fp64 on the pairs of rows [220, 240) x columns [170, 190), which include the diagonal.
-    std::vector<double> got, exact, plain;
-    for (int64_t i = 220; i < 240; ++i)
-      for (int64_t j = 170; j < 190 && j <= i; ++j) {
-        got.push_back(w.l2[(i - w.i0) * w.nj + (j - w.j0)]);
-        auto l2 = [&](int b) {
-          double ss = 0.0;
-          for (const double t : reference_contribution(f, i, j, b)) ss += t * t;
-          return std::sqrt(ss);
-        };
-        exact.push_back(l2(0));
-        plain.push_back(l2(bits));
-      }
-    EXPECT_LE(norm_error(got, exact), 2 * norm_error(plain, exact) + 1e-7);
+    // fp64 on the pairs of rows [ia, ib) x columns [ja, jb): error at most twice plain bf16's.
+    auto fp64_check = [&](const std::vector<float>& l2s, int64_t ia, int64_t ie, int64_t ja, int64_t je,
+                          const char* what) {
+      std::vector<double> got, exact, plain;
+      for (int64_t i = ia; i < ie; ++i)
+        for (int64_t j = ja; j < je && j <= i; ++j) {
+          got.push_back(l2s[(i - w.i0) * w.nj + (j - w.j0)]);
+          auto l2 = [&](int b) {
+            double ss = 0.0;
+            for (const double t : reference_contribution(f, i, j, b)) ss += t * t;
+            return std::sqrt(ss);
+          };
+          exact.push_back(l2(0));
+          plain.push_back(l2(bits));
+        }
+      EXPECT_LE(norm_error(got, exact), 2 * norm_error(plain, exact) + 1e-7) << what;
+    };
+    // Blocks whose positions all precede their targets.
+    fp64_check(w.l2, 220, 240, 170, 190, "rows 220-239, columns 170-189");
+    if (!factored_l2.empty()) fp64_check(factored_l2, 220, 240, 170, 190, "factored, rows 220-239, columns 170-189");
+    // The block of sources 197-212 ends at its first target (jb + 18 = ib = 215): pair (215, 212)
+    // takes D x_{215←212}; and a block on the diagonal.
+    fp64_check(w.l2, 215, 223, 197, 213, "block (215, 197)");
+    if (!factored_l2.empty()) fp64_check(factored_l2, 215, 223, 197, 213, "factored, block (215, 197)");
+    fp64_check(w.l2, 231, 239, 229, 240, "block on the diagonal");
   }
 }
 #endif
