@@ -87,7 +87,7 @@ struct Layout {
 // Per pair block the prologue stages the B rows of the positions and the C rows of the
 // targets (0 past T and past the tile).
 //
-// A block whose positions all precede its targets (jb + kNL - 1 <= ib, all but about two
+// A block whose positions all precede its targets (jb + kNL - 1 < ib, all but about two
 // source blocks per target block) takes a factorised path instead. With S_R = S_ib, S
 // non-decreasing and A < 0,
 //   2^(a (S_i - S_l)) = 2^(a (S_i - S_R)) · 2^(a (S_R - S_l)),  both exponents <= 0,
@@ -103,10 +103,15 @@ struct Layout {
 //   u_{ij}[c] = Z_i[c] Σ_n P_i[c,n] R_j[c,n],   P_i = C_i 2^(a (S_i - S_R)),
 //   R_j[c,n] = Σ_k x_{j+k←j}[c] Δ_{j+k}[c] B_{j+k}[n] 2^(a (S_R - S_{j+k}[c])),
 // where R depends on the source block alone: m1_rfac_kernel computes it once per launch
-// (exact exp2f, fp64 gaps) and the producer bulk-copies it in chunks of kRS sources. The
-// consumers' build is then 8 exponentials and 16 · 8 fused multiply-adds per (channel,
-// state half, target) and slab, with no exponential per position. The diagonal band of
-// slow blocks runs in a second launch of the M1 kernel (band_only).
+// (exact exp2f, fp64 gaps), and producer warp 3 bulk-copies it in chunks of kRS sources
+// through a ring (the other producer warps stage the slots). Per slab, a consumer lane
+// (channel, half of the states) then computes 8 exponentials per target once and 8 fused
+// multiply-adds per (target, source): no exponential per position. The pair blocks are taken
+// source-block major, so that the blocks resident at one time read the same R from L2. The
+// diagonal band of slow blocks runs in a second launch of the M1 kernel (band_only).
+// H100, T = 16K, l2: 1.33e8 pairs/s against 1.00e8 for the unfactored path; the same
+// pipeline with R copied but no u built runs at 1.50e8, and without R at 1.75e8
+// (docs/performance-cuda.md).
 namespace m1 {
 constexpr int kSlotsM1 = 2;
 constexpr int kNS = 16;  // d_state the Mamba-1 path takes
@@ -167,7 +172,9 @@ constexpr int kZ = 0, kA2 = kZ + kBI * kBK, kS = kA2 + kBK * m1::kNS,  // kS: fp
 // The 128 producer threads. Not `bar.sync` (= barrier.sync.aligned, which a warp must reach
 // as a whole): producer thread 0 waits alone for `stored` while lanes 1-31 of its warp go on
 // fetching, and may reach this barrier apart from them. The unaligned form counts threads.
-__device__ __forceinline__ void producer_sync() { asm volatile("barrier.sync 1, 128;\n" ::: "memory"); }
+// N: the producer threads that take part (Mamba-1 with u factored: warps 0-2; warp 3 copies R).
+template <int N = 128>
+__device__ __forceinline__ void producer_sync() { asm volatile("barrier.sync 1, %0;\n" ::"n"(N) : "memory"); }
 // The 128 threads of consumer warpgroup c (named barriers 2 and 3).
 __device__ __forceinline__ void consumer_sync(int c) {
   if (c == 0)
@@ -274,6 +281,8 @@ __global__ void __launch_bounds__(kThreads, 1)
                       float* __restrict__ hattn, double* __restrict__ contrib, __nv_bfloat16* __restrict__ uscratch,
                       const float* __restrict__ taps, const float* __restrict__ rfac, bool band_only) {
   static_assert(M1 || !RF, "u is factored for Mamba-1 only");
+  // Producer threads that stage the slots (RF: warp 3 only copies R, see below).
+  constexpr int kProd = RF ? 96 : 128;
 #ifdef LATIM_WGMMA_DEVICE
   extern __shared__ unsigned char smem_raw[];
   unsigned char* const smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
@@ -300,7 +309,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       bar_init(empty(s), 256);
     }
     for (int s = 0; s < kSl; ++s) {
-      bar_init(in_full(s), 128);  // each producer thread's copies (Mamba-1: and stores) into the slot
+      bar_init(in_full(s), kProd);  // each staging producer thread's copies into the slot
       bar_init(in_free(s), 2);    // each consumer warpgroup done building from it
     }
     bar_init(m_free, 2);   // each consumer warpgroup done with the block's M
@@ -317,8 +326,16 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   __syncthreads();
 
-  const int64_t njb = (nj + kBJ - 1) / kBJ;
-  const int64_t npb = ((ni + kBI - 1) / kBI) * njb;
+  const int64_t njb = (nj + kBJ - 1) / kBJ, nib = (ni + kBI - 1) / kBI;
+  const int64_t npb = nib * njb;
+  // Pair block pb: target-block major, or (RF) source-block major, so that the blocks resident
+  // at one time share their source block and its R stays in L2.
+  auto block_at = [&](int64_t pb, int64_t& ib, int64_t& jb) {
+    if (RF)
+      ib = i0 + (pb % nib) * kBI, jb = j0 + (pb / nib) * kBJ;
+    else
+      ib = i0 + (pb / njb) * kBI, jb = j0 + (pb % njb) * kBJ;
+  };
   const int64_t iend = i0 + ni, jend = j0 + nj;
   const int64_t nn = ni * nj;
   int stage = 0;        // pipeline stage of the current step, and the parity of its use:
@@ -457,7 +474,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       float* const cb = reinterpret_cast<float*>(smem + L.m1cb);
       float* const hat = reinterpret_cast<float*>(smem + L.m1hat);
 #pragma unroll 1
-      for (int idx = t; idx < (kNL + kBI) * m1::kNS; idx += 128) {
+      for (int idx = t; idx < (kNL + kBI) * m1::kNS; idx += kProd) {
         const int n = idx % m1::kNS, row = idx / m1::kNS;
         const int64_t p = row < kNL ? jb + row : ib + row - kNL;
         const bool ok = row < kNL ? p < T : p < iend;
@@ -465,15 +482,13 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       if constexpr (!RF) {
 #pragma unroll 1
-        for (int idx = t; idx < 4 * kBM; idx += 128) hat[idx] = 0.0f;
+        for (int idx = t; idx < 4 * kBM; idx += kProd) hat[idx] = 0.0f;
       }
-      producer_sync();
+      producer_sync<kProd>();
     };
     // Mamba-1, u factored (RF): fetch number n (slab `slab`) into slot n % kSl: the Z rows, A·log2(e)
     // rows and the fp64 S rows of the targets and of the reference position (see rf), by
-    // 16-byte copies (rows past T are zero); then, by producer thread 0, R of the source block
-    // and slab in kChunks bulk copies into the ring, each once the chunk it overwrites is read.
-    unsigned nring = 0;  // R chunks fetched so far (ring index nring % kRing); all producer threads count
+    // 16-byte copies (rows past T are zero). R goes through the ring (warp 3, above).
     auto fetch_rf = [&](int64_t ib, int64_t jb, int slab, unsigned n) {
       const int slot = static_cast<int>(n % kSl);
       bar_wait(in_free(slot), ((n / kSl) & 1u) ^ 1u);
@@ -481,7 +496,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int64_t c0 = int64_t{slab} * kBK;
       const int64_t ref = jb + kNL - 1 < T ? jb + kNL - 1 : T - 1;
 #pragma unroll 1
-      for (int idx = t; idx < kBI * 16 + kBK * m1::kNS / 4 + (kBI + 1) * (kBK / 2); idx += 128) {
+      for (int idx = t; idx < kBI * 16 + kBK * m1::kNS / 4 + (kBI + 1) * (kBK / 2); idx += kProd) {
         if (idx < kBI * 16) {
           const int row = idx / 16, ch = idx % 16;
           const int64_t i = ib + row;
@@ -496,19 +511,6 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
       }
       cp_async_arrive(in_full(slot));
-      const float* const src =
-          rfac + ((((jb - j0) / kBJ) * nslab + slab) * int64_t{rf::kChunks}) * rf::kChunkFloats;
-      if (t == 0) {
-        for (int g = 0; g < rf::kChunks; ++g) {
-          const unsigned r = (nring + static_cast<unsigned>(g)) % rf::kRing,
-                         use = (nring + static_cast<unsigned>(g)) / rf::kRing;
-          bar_wait(rfree(static_cast<int>(r)), (use & 1u) ^ 1u);
-          bar_arrive_expect_tx(rfull(static_cast<int>(r)), rf::kChunkFloats * 4);
-          bulk_copy(smem_u32(smem + L.ring) + r * (rf::kChunkFloats * 4), src + int64_t{g} * rf::kChunkFloats,
-                    rf::kChunkFloats * 4, rfull(static_cast<int>(r)));
-        }
-      }
-      nring += rf::kChunks;
     };
     auto fetch = [&](int64_t ib, int64_t jb, int slab, unsigned n) {
       if constexpr (RF) fetch_rf(ib, jb, slab, n);
@@ -518,11 +520,35 @@ __global__ void __launch_bounds__(kThreads, 1)
 
     unsigned nfetch = 0;  // slab fetches so far (slot = index % kSl)
     unsigned nblk = 0;    // pair blocks so far (the parity of the `m_free` and `stored` phases)
+    if constexpr (RF) {
+      // Warp 3: R of every slab of the launch's blocks, chunk by chunk through the ring (lane 0),
+      // each copy as soon as the chunk it overwrites has been read by every consumer warp.
+      if (t >= kProd) {
+        if (t == kProd) {
+          unsigned nr = 0;
+          for (int64_t pb = blockIdx.x; pb < npb; pb += gridDim.x) {
+            int64_t ib, jb;
+            block_at(pb, ib, jb);
+            if (skip(ib, jb)) continue;
+            const float* const src = rfac + ((jb - j0) / kBJ) * nslab * int64_t{rf::kChunks} * rf::kChunkFloats;
+            for (int g = 0; g < nslab * rf::kChunks; ++g, ++nr) {
+              const unsigned r = nr % rf::kRing;
+              bar_wait(rfree(static_cast<int>(r)), ((nr / rf::kRing) & 1u) ^ 1u);
+              bar_arrive_expect_tx(rfull(static_cast<int>(r)), rf::kChunkFloats * 4);
+              bulk_copy(smem_u32(smem + L.ring) + r * (rf::kChunkFloats * 4), src + int64_t{g} * rf::kChunkFloats,
+                        rf::kChunkFloats * 4, rfull(static_cast<int>(r)));
+            }
+          }
+        }
+        return;
+      }
+    }
     for (int64_t pb = blockIdx.x; pb < npb; pb += gridDim.x) {
-      const int64_t ib = i0 + (pb / njb) * kBI, jb = j0 + (pb % njb) * kBJ;
+      int64_t ib, jb;
+      block_at(pb, ib, jb);
       if (skip(ib, jb)) continue;
       bar_wait(m_free, (nblk & 1u) ^ 1u);  // the consumers are done with the last block's M
-      producer_sync();  // every warp is done with the last block's M before the prologue rewrites it
+      producer_sync<kProd>();  // every warp is done with the last block's M before the prologue rewrites it
       if constexpr (M1) prologue_m1(ib, jb);
       else prologue(ib, jb);
       // Every producer thread's M is written (the prologue's last sync): the consumers may read it.
@@ -849,7 +875,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         a2[0] = x.x, a2[1] = x.y, a2[2] = x.z, a2[3] = x.w, a2[4] = y.x, a2[5] = y.y, a2[6] = y.z, a2[7] = y.w;
 #pragma unroll
         for (int t4 = 0; t4 < 4; ++t4) {
-          const int ii = 4 * c + t4;
+          // P[0], P[1]: the targets this lane keeps after the swap, P[2], P[3]: those it sends
+          const int ii = 4 * c + ((t4 >> 1) ^ nh) * 2 + (t4 & 1);
           const bool ok = ib + ii < iend;
           const float si = static_cast<float>(srow[ii * kBK + cc] - sref);  // S_i - S_R >= 0
           const float4 cx = *reinterpret_cast<const float4*>(cs + ii * m1::kNS + n0);
@@ -861,9 +888,13 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       // after the swap, this lane's targets are 4c + 2 nh + {0, 1}
       const float z0 = sp[rf::kZ + (4 * c + 2 * nh) * kBK + cc], z1 = sp[rf::kZ + (4 * c + 2 * nh + 1) * kBK + cc];
-      const int ii = 4 * c + 2 * nh;
-      const unsigned ring = smem_u32(smem + L.ring);
-#pragma unroll 1
+      // u_{ij} goes to row 16 i + j of the stage, 16-byte chunk cc / 8 swizzled by row % 8 =
+      // j % 8: the offsets of the 8 swizzles, so that each store is one add from a base.
+      const unsigned base = sst + static_cast<unsigned>((4 * c + 2 * nh) * kBJ * 128) + col;
+      unsigned swz[8];
+#pragma unroll
+      for (int k = 0; k < 8; ++k) swz[k] = static_cast<unsigned>(((cc >> 3) ^ k) << 4);
+#pragma unroll
       for (int g = 0; g < rf::kChunks; ++g) {
         // The last slab's products are done by now: release its stage, so that the producer
         // fetches the W_out slab after next while this one is built, not after.
@@ -886,15 +917,14 @@ __global__ void __launch_bounds__(kThreads, 1)
             for (int n = 1; n < 8; ++n) a = fmaf(P[t4][n], rn[n], a);
             m[t4] = a;  // this lane's half of Σ_n P_i R_j
           }
-          const float send0 = nh ? m[0] : m[2], send1 = nh ? m[1] : m[3];
-          const float keep0 = nh ? m[2] : m[0], keep1 = nh ? m[3] : m[1];
-          const float r0 = keep0 + __shfl_xor_sync(0xffffffffu, send0, 1);
-          const float r1 = keep1 + __shfl_xor_sync(0xffffffffu, send1, 1);
+          const float r0 = m[0] + __shfl_xor_sync(0xffffffffu, m[2], 1);
+          const float r1 = m[1] + __shfl_xor_sync(0xffffffffu, m[3], 1);
           // (R is 0 for sources past the tile, so is u)
           const unsigned short b0 = __bfloat16_as_ushort(__float2bfloat16_rn(z0 * r0));
           const unsigned short b1 = __bfloat16_as_ushort(__float2bfloat16_rn(z1 * r1));
-          asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(sst + sw128(ii * kBJ + jj, cc >> 3) + col), "h"(b0));
-          asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(sst + sw128((ii + 1) * kBJ + jj, cc >> 3) + col), "h"(b1));
+          const unsigned a = base + swz[jj % 8];
+          asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(a + static_cast<unsigned>(jj * 128)), "h"(b0));
+          asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(a + static_cast<unsigned>((kBJ + jj) * 128)), "h"(b1));
         }
         __syncwarp();
         if (lane == 0) bar_arrive(rfree(static_cast<int>(r)));
@@ -908,7 +938,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int k = 0; k < 128; ++k) acc[k] = 0.0f;
     unsigned nblk = 0;  // pair blocks so far (the parity of the `m_ready` phases)
     for (int64_t pb = blockIdx.x; pb < npb; pb += gridDim.x) {
-      const int64_t ib = i0 + (pb / njb) * kBI, jb = j0 + (pb % njb) * kBJ;
+      int64_t ib, jb;
+      block_at(pb, ib, jb);
       if (skip(ib, jb)) continue;
       bar_wait(m_ready, nblk++ & 1u);  // the block's M (the inputs' barrier orders only the copies)
       for (int cbk = 0; cbk < ncb; ++cbk) {

@@ -1,4 +1,4 @@
-// The Hopper LaTIM tile kernel (latim_tile_wgmma.cu): Mamba-2, bf16, wgmma.
+// The Hopper LaTIM tile kernel (latim_tile_wgmma.cu): Mamba-2 and Mamba-1, bf16, wgmma.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -8,12 +8,14 @@
 
 namespace latim::cuda {
 
-// Runs latim_tile's bf16 work for a Mamba-2 layer on the warp-specialised wgmma kernel and
-// returns true, or returns false without doing anything when that kernel does not apply:
+// Runs latim_tile's bf16 work for a Mamba-2 or Mamba-1 (d_state 16) layer on the
+// warp-specialised wgmma kernel and returns true, or returns false without doing anything
+// when that kernel does not apply:
 // not built for sm_90a, a GPU other than compute capability 9.0, a layer shape it does not
 // take (d_inner not a multiple of 64, head size not a multiple of 8, conv width above 4, M
 // for all heads too large for shared memory, Z/v/conv rows not 16-byte aligned), or
-// LATIM_TILE_KERNEL=mma in the environment.
+// LATIM_TILE_KERNEL=mma in the environment. Mamba-1 without the hidden attention takes the
+// factored launch (u from a per-source R, see the kernel's m1) unless LATIM_M1_FACTORED=0.
 // f.WoutT must hold both layouts that latim_prepare_wout writes in bf16.
 // With l1_alti false it writes only the ‖T‖² partials (see latim_tile).
 bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, int64_t nj, bool hidden_attn,
