@@ -272,6 +272,22 @@ __device__ __forceinline__ void fence_acc(float (&d)[128]) {
 
 // ALL: the epilogue also sums the l1 and ALTI partials (else only ‖T‖², which is all that
 // l2 and the plans on it need; the l1/ALTI partials are then left unwritten).
+#ifdef LATIM_WGMMA_DEVICE
+// 8 floats from shared memory at p (16-byte aligned).
+__device__ __forceinline__ void load8(const float* p, float (&v)[8]) {
+  const float4 x = *reinterpret_cast<const float4*>(p), y = *reinterpret_cast<const float4*>(p + 4);
+  v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w, v[4] = y.x, v[5] = y.y, v[6] = y.z, v[7] = y.w;
+}
+// Mamba-1's factor P_i[n] = C_i[n] 2^(a[n] s) for a lane's 8 states (crow: C_i at the first of
+// them, s = S_i - S_R >= 0); 0 for a target past the tile (a select: no 0 · inf).
+__device__ __forceinline__ void m1_p_row(const float* crow, const float (&a2)[8], float s, bool ok, float (&P)[8]) {
+  float cn[8];
+  load8(crow, cn);
+#pragma unroll
+  for (int n = 0; n < 8; ++n) P[n] = ok ? cn[n] * exp2_ftz(a2[n] * s) : 0.0f;
+}
+#endif
+
 // RF (Mamba-1 only): the fast blocks alone, u factored (see m1, rf), from R in `rfac`; no
 // hidden attention. band_only (Mamba-1 without RF): the blocks that are not fast alone.
 template <int K, bool SILU, bool ALL, bool M1, bool RF>
@@ -761,11 +777,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       const float d0 = static_cast<float>(srow[cc] - srow[kBK + cc]);           // S_ib - S_jb
       const unsigned col = static_cast<unsigned>((cc & 7) * 2);
       float a2[8];
-      {
-        const float4 x = *reinterpret_cast<const float4*>(sp + m1::kA2 + cc * m1::kNS + n0);
-        const float4 y = *reinterpret_cast<const float4*>(sp + m1::kA2 + cc * m1::kNS + n0 + 4);
-        a2[0] = x.x, a2[1] = x.y, a2[2] = x.z, a2[3] = x.w, a2[4] = y.x, a2[5] = y.y, a2[6] = y.z, a2[7] = y.w;
-      }
+      load8(sp + m1::kA2 + cc * m1::kNS + n0, a2);
       float P[4][8];
       float si = 0.0f;  // S_i - S_ib >= 0 (targets in the tile), summed up from Δ
       for (int r = 0; r < 4 * c; ++r) si += sp[m1::kDt + r * kBK + cc];
@@ -773,12 +785,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int t4 = 0; t4 < 4; ++t4) {
         const int ii = 4 * c + t4;
         if (t4 > 0) si += sp[m1::kDt + (ii - 1) * kBK + cc];
-        const bool ok = ib + ii < iend;
-        const float4 x = *reinterpret_cast<const float4*>(cs + ii * m1::kNS + n0);
-        const float4 y = *reinterpret_cast<const float4*>(cs + ii * m1::kNS + n0 + 4);
-        const float cn[8] = {x.x, x.y, x.z, x.w, y.x, y.y, y.z, y.w};
-#pragma unroll
-        for (int n = 0; n < 8; ++n) P[t4][n] = ok ? cn[n] * exp2_ftz(a2[n] * si) : 0.0f;  // a select: no 0 · inf
+        m1_p_row(cs + ii * m1::kNS + n0, a2, si, ib + ii < iend, P[t4]);
       }
       // after the swap, this lane's targets are 4c + 2 nh + {0, 1}
       const float z0 = sp[m1::kZ + (4 * c + 2 * nh) * kBK + cc], z1 = sp[m1::kZ + (4 * c + 2 * nh + 1) * kBK + cc];
@@ -870,20 +877,13 @@ __global__ void __launch_bounds__(kThreads, 1)
       float P[4][8];
       {
         float a2[8];
-        const float4 x = *reinterpret_cast<const float4*>(sp + rf::kA2 + cc * m1::kNS + n0);
-        const float4 y = *reinterpret_cast<const float4*>(sp + rf::kA2 + cc * m1::kNS + n0 + 4);
-        a2[0] = x.x, a2[1] = x.y, a2[2] = x.z, a2[3] = x.w, a2[4] = y.x, a2[5] = y.y, a2[6] = y.z, a2[7] = y.w;
+        load8(sp + rf::kA2 + cc * m1::kNS + n0, a2);
 #pragma unroll
         for (int t4 = 0; t4 < 4; ++t4) {
           // P[0], P[1]: the targets this lane keeps after the swap, P[2], P[3]: those it sends
           const int ii = 4 * c + ((t4 >> 1) ^ nh) * 2 + (t4 & 1);
-          const bool ok = ib + ii < iend;
           const float si = static_cast<float>(srow[ii * kBK + cc] - sref);  // S_i - S_R >= 0
-          const float4 cx = *reinterpret_cast<const float4*>(cs + ii * m1::kNS + n0);
-          const float4 cy = *reinterpret_cast<const float4*>(cs + ii * m1::kNS + n0 + 4);
-          const float cn[8] = {cx.x, cx.y, cx.z, cx.w, cy.x, cy.y, cy.z, cy.w};
-#pragma unroll
-          for (int n = 0; n < 8; ++n) P[t4][n] = ok ? cn[n] * exp2_ftz(a2[n] * si) : 0.0f;  // a select: no 0 · inf
+          m1_p_row(cs + ii * m1::kNS + n0, a2, si, ib + ii < iend, P[t4]);
         }
       }
       // after the swap, this lane's targets are 4c + 2 nh + {0, 1}
