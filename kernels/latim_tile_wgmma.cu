@@ -286,6 +286,18 @@ __device__ __forceinline__ void m1_p_row(const float* crow, const float (&a2)[8]
 #pragma unroll
   for (int n = 0; n < 8; ++n) P[n] = ok ? cn[n] * exp2_ftz(a2[n] * s) : 0.0f;
 }
+// m[t] = Σ_n P[t][n] v[n] over a lane's 8 states for its 4 targets: one chain per target (1
+// multiply and 7 fused multiply-adds; the targets and the unrolled loop around give the
+// scheduler independent work).
+__device__ __forceinline__ void m1_dots(const float (&P)[4][8], const float (&v)[8], float (&m)[4]) {
+#pragma unroll
+  for (int t4 = 0; t4 < 4; ++t4) {
+    float a = P[t4][0] * v[0];
+#pragma unroll
+    for (int n = 1; n < 8; ++n) a = fmaf(P[t4][n], v[n], a);
+    m[t4] = a;
+  }
+}
 #endif
 
 // RF (Mamba-1 only): the fast blocks alone, u factored (see m1, rf), from R in `rfac`; no
@@ -806,22 +818,12 @@ __global__ void __launch_bounds__(kThreads, 1)
         // Δ_l > 0 (a softplus; 0 past T, where lg2 gives -inf and q = 0) goes into the
         // exponent: q_n = B_l[n] Δ_l 2^(a (S_ib - S_l)), one fused multiply-add per state.
         const float ldl = lg2_ftz(dl);
-        const float4 x = *reinterpret_cast<const float4*>(bs + ll * m1::kNS + n0);
-        const float4 y = *reinterpret_cast<const float4*>(bs + ll * m1::kNS + n0 + 4);
-        const float bn[8] = {x.x, x.y, x.z, x.w, y.x, y.y, y.z, y.w};
         float q[8];
+        load8(bs + ll * m1::kNS + n0, q);
 #pragma unroll
-        for (int n = 0; n < 8; ++n) q[n] = bn[n] * exp2_ftz(fmaf(a2[n], gl, ldl));
+        for (int n = 0; n < 8; ++n) q[n] *= exp2_ftz(fmaf(a2[n], gl, ldl));
         float m[4];
-#pragma unroll
-        for (int t4 = 0; t4 < 4; ++t4) {
-          // One chain per target (the four targets and the unrolled positions give the
-          // scheduler independent work): 1 multiply and 7 fused multiply-adds.
-          float s = P[t4][0] * q[0];
-#pragma unroll
-          for (int n = 1; n < 8; ++n) s = fmaf(P[t4][n], q[n], s);
-          m[t4] = s;  // this lane's half of M_{i,l}[c] = Δ_l Σ_n C_i B_l 2^(a (S_i - S_l))
-        }
+        m1_dots(P, q, m);  // this lane's half of M_{i,l}[c] = Δ_l Σ_n C_i B_l 2^(a (S_i - S_l))
         if (ll < kBJ && want_hattn) {
 #pragma unroll
           for (int t4 = 0; t4 < 4; ++t4) {
@@ -910,13 +912,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           const float4 x = rc[(2 * s) * 2 * kBK], y = rc[(2 * s + 1) * 2 * kBK];  // states n0 .. n0 + 3, n0 + 4 .. + 7
           const float rn[8] = {x.x, x.y, x.z, x.w, y.x, y.y, y.z, y.w};
           float m[4];
-#pragma unroll
-          for (int t4 = 0; t4 < 4; ++t4) {
-            float a = P[t4][0] * rn[0];
-#pragma unroll
-            for (int n = 1; n < 8; ++n) a = fmaf(P[t4][n], rn[n], a);
-            m[t4] = a;  // this lane's half of Σ_n P_i R_j
-          }
+          m1_dots(P, rn, m);  // this lane's half of Σ_n P_i R_j
           const float r0 = m[0] + __shfl_xor_sync(0xffffffffu, m[2], 1);
           const float r1 = m[1] + __shfl_xor_sync(0xffffffffu, m[3], 1);
           // (R is 0 for sources past the tile, so is u)
@@ -1206,6 +1202,13 @@ __global__ void m1_rfac_kernel(TileFactors f, int64_t j0, int64_t nj, float* __r
 
 std::atomic<int64_t> g_launches{0}, g_factored_launches{0};
 
+// The tile kernel for a family (M1) and path (RF), by activation and score set.
+template <bool M1, bool RF>
+auto tile_kernel_for(bool silu, bool all) {
+  return silu ? (all ? wgmma_tile_kernel<4, true, true, M1, RF> : wgmma_tile_kernel<4, true, false, M1, RF>)
+              : (all ? wgmma_tile_kernel<4, false, true, M1, RF> : wgmma_tile_kernel<4, false, false, M1, RF>);
+}
+
 }  // namespace
 
 bool latim_tile_wgmma_supported() {
@@ -1275,10 +1278,7 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
     check_launch(rf ? "latim_tile_wgmma (Mamba-1, u factored)" : "latim_tile_wgmma", layer, stream);
   };
   if (!m1) {
-    launch(f.silu ? (l1_alti ? wgmma_tile_kernel<4, true, true, false, false> : wgmma_tile_kernel<4, true, false, false, false>)
-                  : (l1_alti ? wgmma_tile_kernel<4, false, true, false, false>
-                             : wgmma_tile_kernel<4, false, false, false, false>),
-           false, nstages, nullptr, nullptr, false);
+    launch(tile_kernel_for<false, false>(f.silu, l1_alti), false, nstages, nullptr, nullptr, false);
     ++g_launches;
     return true;
   }
@@ -1291,10 +1291,7 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
     (f.silu ? m1_rfac_kernel<4, true> : m1_rfac_kernel<4, false>)<<<static_cast<unsigned>(blocks < 8192 ? blocks : 8192),
                                                                      256, 0, stream>>>(f, j0, nj, R);
     check_launch("latim_tile_wgmma (Mamba-1, R of the sources)", layer, stream);
-    launch(f.silu ? (l1_alti ? wgmma_tile_kernel<4, true, true, true, true> : wgmma_tile_kernel<4, true, false, true, true>)
-                  : (l1_alti ? wgmma_tile_kernel<4, false, true, true, true>
-                             : wgmma_tile_kernel<4, false, false, true, true>),
-           true, nstages_rf, nullptr, R, false);
+    launch(tile_kernel_for<true, true>(f.silu, l1_alti), true, nstages_rf, nullptr, R, false);
     ++g_factored_launches;
   }
   if (!rfac || band) {
@@ -1303,10 +1300,7 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
     (f.silu ? m1_taps_kernel<4, true> : m1_taps_kernel<4, false>)<<<static_cast<unsigned>(blocks < 4096 ? blocks : 4096),
                                                                       256, 0, stream>>>(f, j0, nj, taps);
     check_launch("latim_tile_wgmma (Mamba-1 conv taps)", layer, stream);
-    launch(f.silu ? (l1_alti ? wgmma_tile_kernel<4, true, true, true, false> : wgmma_tile_kernel<4, true, false, true, false>)
-                  : (l1_alti ? wgmma_tile_kernel<4, false, true, true, false>
-                             : wgmma_tile_kernel<4, false, false, true, false>),
-           false, nstages, taps, nullptr, rfac);
+    launch(tile_kernel_for<true, false>(f.silu, l1_alti), false, nstages, taps, nullptr, rfac);
   }
   ++g_launches;
   return true;
