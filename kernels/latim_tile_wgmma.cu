@@ -325,12 +325,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   const unsigned m_free = bars + 8u * static_cast<unsigned>(2 * nstages + 2 * kSlots);
   const unsigned m_ready = m_free + 8u;
   auto stored = [&](int slab) { return m_free + 16u + 8u * static_cast<unsigned>(slab); };
-  const int nslab_ = static_cast<int>(f.D / kBK);
-  auto rfull = [&](int r) { return m_free + 16u + 8u * static_cast<unsigned>(nslab_ + r); };
-  auto rfree = [&](int r) { return m_free + 16u + 8u * static_cast<unsigned>(nslab_ + rf::kRing + r); };
   const int tid = threadIdx.x, wg = tid / 128, t = tid % 128;
   const int64_t T = f.T, D = f.D, d = f.d;
   const int nslab = static_cast<int>(D / kBK);
+  // R chunk barriers, after the `stored` ones (RF)
+  auto rfull = [&](int r) { return stored(nslab + r); };
+  auto rfree = [&](int r) { return stored(nslab + rf::kRing + r); };
   if (tid == 0) {
     for (int s = 0; s < nstages; ++s) {
       bar_init(full(s), 1);  // the producer's expect_tx for the copies into the stage
