@@ -29,17 +29,18 @@ __host__ __device__ inline int64_t take(int64_t& off, int64_t bytes, int64_t ali
   return o;
 }
 
-// The tile kernels' u scratch on device `dev` (both kernels use the same one; a stream runs
-// one tile at a time): grow-only, kept for the life of the process.
-inline void* tile_scratch(int dev, int64_t bytes, int layer, int which = 0) {
+// The tile kernels' device scratch buffers, one of each kind per device (a stream runs one
+// tile at a time): grow-only, kept for the life of the process.
+enum class TileScratch { U, M1Taps, M1R };  // u of the resident blocks (both kernels); Mamba-1's conv taps; its R
+inline void* tile_scratch(int dev, int64_t bytes, int layer, TileScratch which = TileScratch::U) {
   static DeviceArray<unsigned char>* buffers[3][64] = {};
   if (dev < 0 || dev >= 64) fail("latim_tile (layer ", layer, "): device index ", dev, " out of range");
-  auto& b = buffers[which][dev];
+  auto& b = buffers[static_cast<int>(which)][dev];
   if (!b) b = new DeviceArray<unsigned char>();  // never freed: outlives static teardown
   return b->reserve(bytes,
-                    which == 0   ? "LaTIM tile scratch (u of the resident blocks)"
-                    : which == 1 ? "LaTIM tile scratch (Mamba-1 conv taps of the tile's sources)"
-                                 : "LaTIM tile scratch (Mamba-1 factored R of the tile's sources)",
+                    which == TileScratch::U        ? "LaTIM tile scratch (u of the resident blocks)"
+                    : which == TileScratch::M1Taps ? "LaTIM tile scratch (Mamba-1 conv taps of the tile's sources)"
+                                                   : "LaTIM tile scratch (Mamba-1 factored R of the tile's sources)",
                     layer);
 }
 

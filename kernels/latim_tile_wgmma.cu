@@ -134,6 +134,14 @@ constexpr int kChunkFloats = kRS * kBK * m1::kNS;  // 8 KiB
 constexpr int kRing = 5;
 constexpr int kZ = 0, kA2 = kZ + kBI * kBK, kS = kA2 + kBK * m1::kNS,  // kS: fp64 rows S_i (kBI), S_R
     kSlotFloats = kS + 2 * (kBI + 1) * kBK;
+// The reference position of the source block at jb: its last position, or the sequence's.
+__host__ __device__ inline int64_t ref_position(int64_t jb, int64_t T) {
+  return jb + kNL - 1 < T ? jb + kNL - 1 : T - 1;
+}
+// Where R of source block mb (the launch's mb-th) and slab begins, in floats: kChunks chunks.
+__host__ __device__ inline int64_t offset(int64_t mb, int64_t slab, int64_t nslab) {
+  return (mb * nslab + slab) * kChunks * kChunkFloats;
+}
 }  // namespace rf
 
 // Shared memory: the barriers, `nstages` pipeline stages (1024-byte aligned for the swizzle),
@@ -150,7 +158,7 @@ constexpr int kZ = 0, kA2 = kZ + kBI * kBK, kS = kA2 + kBK * m1::kNS,  // kS: fp
   if (rfac) {
     L.m1slots = take(off, int64_t{m1::kSlotsM1} * rf::kSlotFloats * 4);
     L.ring = take(off, int64_t{rf::kRing} * rf::kChunkFloats * 4, 128);
-    L.m1cb = take(off, int64_t{kNL + kBI} * m1::kNS * 4);  // (B rows unused), then C rows
+    L.m1cb = take(off, int64_t{kBI} * m1::kNS * 4);  // C rows (the B rows are in R)
   } else if (mamba1) {
     L.m1slots = take(off, int64_t{m1::kSlotsM1} * m1::kSlotFloats * 4);
     L.m1cb = take(off, int64_t{kNL + kBI} * m1::kNS * 4);  // B rows, then C rows
@@ -270,8 +278,6 @@ __device__ __forceinline__ void fence_acc(float (&d)[128]) {
 }
 #endif  // LATIM_WGMMA_DEVICE
 
-// ALL: the epilogue also sums the l1 and ALTI partials (else only ‖T‖², which is all that
-// l2 and the plans on it need; the l1/ALTI partials are then left unwritten).
 #ifdef LATIM_WGMMA_DEVICE
 // 8 floats from shared memory at p (16-byte aligned).
 __device__ __forceinline__ void load8(const float* p, float (&v)[8]) {
@@ -300,6 +306,8 @@ __device__ __forceinline__ void m1_dots(const float (&P)[4][8], const float (&v)
 }
 #endif
 
+// ALL: the epilogue also sums the l1 and ALTI partials (else only ‖T‖², which is all that
+// l2 and the plans on it need; the l1/ALTI partials are then left unwritten).
 // RF (Mamba-1 only): the fast blocks alone, u factored (see m1, rf), from R in `rfac`; no
 // hidden attention. band_only (Mamba-1 without RF): the blocks that are not fast alone.
 template <int K, bool SILU, bool ALL, bool M1, bool RF>
@@ -497,16 +505,17 @@ __global__ void __launch_bounds__(kThreads, 1)
       cp_async_arrive(in_full(slot));
     };
     // Mamba-1: the block's B rows [kNL][N] then C rows [kBI][N] (0 for positions past T and
-    // targets past the tile), and the hidden-attention sums cleared.
+    // targets past the tile), and the hidden-attention sums cleared. RF: the C rows alone.
     auto prologue_m1 = [&](int64_t ib, int64_t jb) {
+      constexpr int kFirst = RF ? kNL * m1::kNS : 0;  // the first element staged
       float* const cb = reinterpret_cast<float*>(smem + L.m1cb);
       float* const hat = reinterpret_cast<float*>(smem + L.m1hat);
 #pragma unroll 1
-      for (int idx = t; idx < (kNL + kBI) * m1::kNS; idx += kProd) {
+      for (int idx = kFirst + t; idx < (kNL + kBI) * m1::kNS; idx += kProd) {
         const int n = idx % m1::kNS, row = idx / m1::kNS;
         const int64_t p = row < kNL ? jb + row : ib + row - kNL;
         const bool ok = row < kNL ? p < T : p < iend;
-        cb[idx] = ok ? (row < kNL ? f.B : f.C)[p * f.ldbc + n] : 0.0f;
+        cb[idx - kFirst] = ok ? (row < kNL ? f.B : f.C)[p * f.ldbc + n] : 0.0f;
       }
       if constexpr (!RF) {
 #pragma unroll 1
@@ -522,7 +531,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       bar_wait(in_free(slot), ((n / kSl) & 1u) ^ 1u);
       float* const sp = reinterpret_cast<float*>(smem + L.m1slots) + slot * rf::kSlotFloats;
       const int64_t c0 = int64_t{slab} * kBK;
-      const int64_t ref = jb + kNL - 1 < T ? jb + kNL - 1 : T - 1;
+      const int64_t ref = rf::ref_position(jb, T);
 #pragma unroll 1
       for (int idx = t; idx < kBI * 16 + kBK * m1::kNS / 4 + (kBI + 1) * (kBK / 2); idx += kProd) {
         if (idx < kBI * 16) {
@@ -558,7 +567,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             int64_t ib, jb;
             block_at(pb, ib, jb);
             if (skip(ib, jb)) continue;
-            const float* const src = rfac + ((jb - j0) / kBJ) * nslab * int64_t{rf::kChunks} * rf::kChunkFloats;
+            const float* const src = rfac + rf::offset((jb - j0) / kBJ, 0, nslab);
             for (int g = 0; g < nslab * rf::kChunks; ++g, ++nr) {
               const unsigned r = nr % rf::kRing;
               bar_wait(rfree(static_cast<int>(r)), ((nr / rf::kRing) & 1u) ^ 1u);
@@ -871,7 +880,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     unsigned nring = 0;  // R chunks consumed so far (the producer's count)
     auto build_rf = [&](int64_t ib, int slot, unsigned sst, auto&& release_prev) {
       const float* const sp = reinterpret_cast<const float*>(smem + L.m1slots) + slot * rf::kSlotFloats;
-      const float* const cs = reinterpret_cast<const float*>(smem + L.m1cb) + kNL * m1::kNS;  // C rows [kBI][N]
+      const float* const cs = reinterpret_cast<const float*>(smem + L.m1cb);  // C rows [kBI][N]
       const int cc = 16 * w + (lane >> 1), nh = lane & 1, n0 = 8 * nh;
       const unsigned col = static_cast<unsigned>((cc & 7) * 2);
       const double* const srow = reinterpret_cast<const double*>(sp + rf::kS);  // S_i rows, then S_R
@@ -1165,8 +1174,7 @@ __global__ void m1_rfac_kernel(TileFactors f, int64_t j0, int64_t nj, float* __r
     const int64_t rest = (idx >> 2) / kBK, slab = rest % nslab, mb = rest / nslab;
     const int64_t c = slab * kBK + cc, jb = j0 + mb * kBJ;
     const int n0 = 8 * nh + 4 * q;
-    const int64_t e = jb + kNL - 1 < T ? jb + kNL - 1 : T - 1;
-    const double sref = f.S[e * D + c];
+    const double sref = f.S[rf::ref_position(jb, T) * D + c];
     float a2[4], r[kBJ][4];
 #pragma unroll
     for (int k = 0; k < 4; ++k) a2[k] = f.A2[c * m1::kNS + n0 + k];
@@ -1191,7 +1199,7 @@ __global__ void m1_rfac_kernel(TileFactors f, int64_t j0, int64_t nj, float* __r
         for (int k = 0; k < 4; ++k) r[jj][k] = fmaf(tap, qn[k], r[jj][k]);
       }
     }
-    float* const out = R + (mb * nslab + slab) * int64_t{kBJ} * kBK * m1::kNS;
+    float* const out = R + rf::offset(mb, slab, nslab);
 #pragma unroll
     for (int jj = 0; jj < kBJ; ++jj)
       *reinterpret_cast<float4*>(out + ((((jj * 2 + q) * kBK) + cc) * 2 + nh) * 4) =
@@ -1260,8 +1268,8 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
     while (nstages >= 2 && layout(nstages, f.H, f.G * f.N, f.G, f.D / kBK, m1, rf).total > max_smem) --nstages;
     return nstages;
   };
-  const int nstages = stages_for(false), nstages_rf = rfac ? stages_for(true) : 2;
-  if (nstages < 2 || nstages_rf < 2) return false;  // too many heads or too wide B/C for the shared memory
+  const int nstages = stages_for(false), nstages_rf = rfac ? stages_for(true) : 0;
+  if (nstages < 2 || (rfac && nstages_rf < 2)) return false;  // too many heads or too wide B/C for shared memory
   const int ncb = static_cast<int>(latim_tile_column_blocks(f.d));
   const int64_t njb = (nj + kBJ - 1) / kBJ, npb = ((ni + kBI - 1) / kBI) * njb;
   const int64_t Dpad = latim_tile_Dpad(f.D), dpad = latim_tile_dpad(f.d);
@@ -1286,7 +1294,8 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
   // position reaches a target, jb + kNL - 1 >= ib, for some jb <= ib + kBI - 1.
   const bool band = j0 <= i0 + ni - 1 && j0 + ((nj - 1) / kBJ) * kBJ + kNL - 1 >= i0;
   if (rfac) {
-    float* const R = static_cast<float*>(tile_scratch(dev, njb * kBJ * f.D * m1::kNS * int64_t{sizeof(float)}, layer, 2));
+    float* const R = static_cast<float*>(
+        tile_scratch(dev, rf::offset(njb, 0, f.D / kBK) * int64_t{sizeof(float)}, layer, TileScratch::M1R));
     const int64_t threads = njb * (f.D / kBK) * kBK * 4, blocks = (threads + 255) / 256;
     (f.silu ? m1_rfac_kernel<4, true> : m1_rfac_kernel<4, false>)<<<static_cast<unsigned>(blocks < 8192 ? blocks : 8192),
                                                                      256, 0, stream>>>(f, j0, nj, R);
@@ -1295,7 +1304,8 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
     ++g_factored_launches;
   }
   if (!rfac || band) {
-    float* const taps = static_cast<float*>(tile_scratch(dev, nj * f.K * f.D * int64_t{sizeof(float)}, layer, 1));
+    float* const taps = static_cast<float*>(
+        tile_scratch(dev, nj * f.K * f.D * int64_t{sizeof(float)}, layer, TileScratch::M1Taps));
     const int64_t blocks = (nj * f.D + 255) / 256;
     (f.silu ? m1_taps_kernel<4, true> : m1_taps_kernel<4, false>)<<<static_cast<unsigned>(blocks < 4096 ? blocks : 4096),
                                                                       256, 0, stream>>>(f, j0, nj, taps);
