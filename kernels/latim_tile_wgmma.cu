@@ -30,7 +30,6 @@
 // blocks wait for each other).
 #include <cuda_bf16.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
@@ -207,37 +206,6 @@ __device__ __forceinline__ void bulk_copy(unsigned dst, const void* src, unsigne
                "l"(src), "r"(bytes), "r"(bar)
                : "memory");
 }
-// Clusters of two (MC, see rf): this block's rank in its cluster, and the cluster-wide barrier
-// (every thread of both blocks).
-__device__ __forceinline__ int cluster_rank() {
-  unsigned r;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-  return static_cast<int>(r);
-}
-__device__ __forceinline__ void cluster_sync() {
-  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
-}
-// One arrival on the barrier at the same offset in block `cta` of the cluster (this one or the
-// other). Release at CTA scope, as CUTLASS's pipelines do: what it orders is this warp's reads
-// of the stage (wgmma, waited for) before the next copies into it. At cluster scope it
-// compiled to MEMBAR.ALL.GPU before every arrival, and the launch ran at 6.2e7 pairs/s
-// against 1.42e8 without clusters (H100).
-__device__ __forceinline__ void bar_arrive_in(unsigned bar, unsigned cta) {
-  asm volatile(
-      "{\n.reg .b32 ra;\nmapa.shared::cluster.u32 ra, %0, %1;\n"
-      "mbarrier.arrive.shared::cluster.b64 _, [ra];\n}\n" ::"r"(bar),
-      "r"(cta)
-      : "memory");
-}
-// One bulk copy into both blocks of the cluster, at the same offset in each, completing on the
-// barrier at the same offset in each.
-__device__ __forceinline__ void bulk_copy_both(unsigned dst, const void* src, unsigned bytes, unsigned bar) {
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1], %2, [%3], "
-      "%4;\n" ::"r"(dst),
-      "l"(src), "r"(bytes), "r"(bar), "h"(static_cast<unsigned short>(3))
-      : "memory");
-}
 // Every bulk group but the newest has been read from shared memory.
 __device__ __forceinline__ void bulk_wait_read_all_but_last() {
   asm volatile("cp.async.bulk.wait_group.read 1;\n" ::: "memory");
@@ -342,15 +310,13 @@ __device__ __forceinline__ void m1_dots(const float (&P)[4][8], const float (&v)
 // l2 and the plans on it need; the l1/ALTI partials are then left unwritten).
 // RF (Mamba-1 only): the fast blocks alone, u factored (see m1, rf), from R in `rfac`; no
 // hidden attention. band_only (Mamba-1 without RF): the blocks that are not fast alone.
-// MC (with RF): launched in clusters of two blocks that multicast W_out and R (see rf).
-template <int K, bool SILU, bool ALL, bool M1, bool RF, bool MC>
+template <int K, bool SILU, bool ALL, bool M1, bool RF>
 __global__ void __launch_bounds__(kThreads, 1)
     wgmma_tile_kernel(TileFactors f, const __nv_bfloat16* __restrict__ Wk, int nstages, int64_t i0,
                       int64_t ni, int64_t j0, int64_t nj, int ncb, bool want_hattn, float* __restrict__ partial,
                       float* __restrict__ hattn, double* __restrict__ contrib, __nv_bfloat16* __restrict__ uscratch,
                       const float* __restrict__ taps, const float* __restrict__ rfac, bool band_only) {
   static_assert(M1 || !RF, "u is factored for Mamba-1 only");
-  static_assert(RF || !MC, "clusters for the factored launch only");
   // Producer threads that stage the slots (RF: warp 3 only copies R, see below).
   constexpr int kProd = RF ? 96 : 128;
 #ifdef LATIM_WGMMA_DEVICE
@@ -376,7 +342,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (tid == 0) {
     for (int s = 0; s < nstages; ++s) {
       bar_init(full(s), 1);  // the producer's expect_tx for the copies into the stage
-      bar_init(empty(s), MC ? 16 : 256);  // MC: each consumer warp of both blocks
+      bar_init(empty(s), 256);
     }
     for (int s = 0; s < kSl; ++s) {
       bar_init(in_full(s), kProd);  // each staging producer thread's copies into the slot
@@ -388,16 +354,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     if constexpr (RF)
       for (int r = 0; r < rf::kRing; ++r) {
         bar_init(rfull(r), 1);  // the producer's expect_tx for the chunk's bulk copy
-        bar_init(rfree(r), MC ? 16 : 8);  // each consumer warp (MC: of both blocks) done reading the chunk
+        bar_init(rfree(r), 8);  // each consumer warp done reading the chunk
       }
     // The bulk copies complete on `full` through the async proxy: make the initialisations
     // visible to it before any copy is issued (the PTX ISA's rule for mbarrier.init).
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
-  // MC: the other block's barriers are initialised before this one arrives on them or copies
-  // into its shared memory.
-  if constexpr (MC) cluster_sync();
 
   const int64_t njb = (nj + kBJ - 1) / kBJ, nib = (ni + kBI - 1) / kBI;
   const int64_t npb = nib * njb;
@@ -429,38 +392,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     if constexpr (RF) return !m1_fast(ib, jb);
     if constexpr (M1) return band_only && m1_fast(ib, jb);
     return false;
-  };
-  // The launch's work items, taken by the blocks in turn: pair blocks, or (MC) pairs of target
-  // blocks 2p, 2p + 1 of one source block, one for each block of the cluster, which must take
-  // the same steps (their stages fill together). Where the pair has one block to compute, the
-  // other block of the cluster runs it too, without writing anything (`out` false). Returns
-  // false for an item that neither block computes.
-  const int64_t nib2 = (nib + 1) / 2;
-  const int64_t nitems = MC ? nib2 * njb : npb;
-  const int rank = MC ? cluster_rank() : 0;
-  const int64_t first = MC ? blockIdx.x / 2 : blockIdx.x, stride = MC ? gridDim.x / 2 : gridDim.x;
-  auto item = [&](int64_t it, int64_t& ib, int64_t& jb, bool& out) {
-    if constexpr (MC) {
-      jb = j0 + (it / nib2) * kBJ;
-      const int64_t bm = 2 * (it % nib2) + rank, bo = bm ^ 1;  // this block's and the other's
-      const int64_t im = i0 + bm * kBI, io = i0 + bo * kBI;
-      const bool om = bm < nib && !skip(im, jb), oo = bo < nib && !skip(io, jb);
-      out = om, ib = om ? im : io;
-      return om || oo;
-    } else {
-      block_at(it, ib, jb);
-      out = true;
-      return !skip(ib, jb);
-    }
-  };
-  // A consumer warp is done with stage s (MC: in both blocks, whose producers both copy into it).
-  auto release = [&](int s) {
-    if constexpr (MC) {
-      __syncwarp();
-      if (t % 32 < 2) bar_arrive_in(empty(s), static_cast<unsigned>(t % 32));
-    } else {
-      bar_arrive(empty(s));
-    }
   };
 
   if (wg == 0) {
@@ -632,37 +563,27 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (t >= kProd) {
         if (t == kProd) {
           unsigned nr = 0;
-          for (int64_t it = first; it < nitems; it += stride) {
+          for (int64_t pb = blockIdx.x; pb < npb; pb += gridDim.x) {
             int64_t ib, jb;
-            bool out;
-            if (!item(it, ib, jb, out)) continue;
+            block_at(pb, ib, jb);
+            if (skip(ib, jb)) continue;
             const float* const src = rfac + rf::offset((jb - j0) / kBJ, 0, nslab);
             for (int g = 0; g < nslab * rf::kChunks; ++g, ++nr) {
               const unsigned r = nr % rf::kRing;
               bar_wait(rfree(static_cast<int>(r)), ((nr / rf::kRing) & 1u) ^ 1u);
               bar_arrive_expect_tx(rfull(static_cast<int>(r)), rf::kChunkFloats * 4);
-              const unsigned dst = smem_u32(smem + L.ring) + r * (rf::kChunkFloats * 4);
-              if constexpr (MC) {  // this block's half of the chunk, into both blocks
-                constexpr int kHalf = rf::kChunkFloats / 2;
-                bulk_copy_both(dst + rank * (kHalf * 4), src + int64_t{g} * rf::kChunkFloats + rank * kHalf, kHalf * 4,
-                               rfull(static_cast<int>(r)));
-              } else {
-                bulk_copy(dst, src + int64_t{g} * rf::kChunkFloats, rf::kChunkFloats * 4, rfull(static_cast<int>(r)));
-              }
+              bulk_copy(smem_u32(smem + L.ring) + r * (rf::kChunkFloats * 4), src + int64_t{g} * rf::kChunkFloats,
+                        rf::kChunkFloats * 4, rfull(static_cast<int>(r)));
             }
           }
-          // MC: the other block's warps arrive on this block's `rfree`: stay until the last have.
-          if constexpr (MC)
-            for (int k = 0; k < rf::kRing; ++k, ++nr)
-              bar_wait(rfree(static_cast<int>(nr % rf::kRing)), ((nr / rf::kRing) & 1u) ^ 1u);
         }
         return;
       }
     }
-    for (int64_t it = first; it < nitems; it += stride) {
+    for (int64_t pb = blockIdx.x; pb < npb; pb += gridDim.x) {
       int64_t ib, jb;
-      bool out;
-      if (!item(it, ib, jb, out)) continue;
+      block_at(pb, ib, jb);
+      if (skip(ib, jb)) continue;
       bar_wait(m_free, (nblk & 1u) ^ 1u);  // the consumers are done with the last block's M
       producer_sync<kProd>();  // every warp is done with the last block's M before the prologue rewrites it
       if constexpr (M1) prologue_m1(ib, jb);
@@ -683,11 +604,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           const int sl = cbk % 2 == 1 ? nslab - 1 - slab : slab;
           if (t == 0) {  // the W_out slab: one bulk copy of its pre-swizzled image (and u)
             bar_arrive_expect_tx(full(s), build ? kStageW : kStageW + kStageU);
-            const __nv_bfloat16* const wsrc = Wk + (int64_t{cbk} * nslab + sl) * (kStageW / 2);
-            if constexpr (MC)  // this block's half of the slab, into both blocks
-              bulk_copy_both(sw + rank * (kStageW / 2), wsrc + rank * (kStageW / 4), kStageW / 2, full(s));
-            else
-              bulk_copy(sw, wsrc, kStageW, full(s));
+            bulk_copy(sw, Wk + (int64_t{cbk} * nslab + sl) * (kStageW / 2), kStageW, full(s));
             if (!build) {
               bar_wait(stored(sl), nblk & 1u);  // every consumer warp's rows of the slab are stored
               bulk_copy(su, ublk + int64_t{sl} * (kStageU / 2), kStageU, full(s));
@@ -699,13 +616,6 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       ++nblk;
     }
-    // MC: the other block's consumers arrive on this block's `empty`: stay until the last have.
-    if constexpr (MC)
-      if (t == 0)
-        for (int k = 0; k < nstages; ++k) {
-          bar_wait(empty(stage), phase ^ 1u);
-          if (++stage == nstages) stage = 0, phase ^= 1u;
-        }
   } else {
     // ---------------- consumers ----------------
 #ifndef LATIM_NO_SETMAXNREG  // (-DLATIM_WGMMA_SETMAXNREG=OFF, for sanitizer runs)
@@ -1022,11 +932,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(a + static_cast<unsigned>((kBJ + jj) * 128)), "h"(b1));
         }
         __syncwarp();
-        if constexpr (MC) {
-          if (lane < 2) bar_arrive_in(rfree(static_cast<int>(r)), static_cast<unsigned>(lane));
-        } else {
-          if (lane == 0) bar_arrive(rfree(static_cast<int>(r)));
-        }
+        if (lane == 0) bar_arrive(rfree(static_cast<int>(r)));
       }
       nring += rf::kChunks;
     };
@@ -1036,10 +942,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
     for (int k = 0; k < 128; ++k) acc[k] = 0.0f;
     unsigned nblk = 0;  // pair blocks so far (the parity of the `m_ready` phases)
-    for (int64_t it = first; it < nitems; it += stride) {
+    for (int64_t pb = blockIdx.x; pb < npb; pb += gridDim.x) {
       int64_t ib, jb;
-      bool out;
-      if (!item(it, ib, jb, out)) continue;
+      block_at(pb, ib, jb);
+      if (skip(ib, jb)) continue;
       bar_wait(m_ready, nblk++ & 1u);  // the block's M (the inputs' barrier orders only the copies)
       for (int cbk = 0; cbk < ncb; ++cbk) {
         const int64_t n0 = int64_t{cbk} * kBN;
@@ -1063,7 +969,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                 if (lane == 0) bulk_wait_read_all();
                 __syncwarp();
               }
-              if (prev >= 0) release(prev);
+              if (prev >= 0) bar_arrive(empty(prev));
               released = true;
             };
             if constexpr (RF) build_rf(ib, slot, sst, release_prev);
@@ -1127,13 +1033,13 @@ __global__ void __launch_bounds__(kThreads, 1)
             }
             __syncwarp();
           }
-          if (prev >= 0 && !released) release(prev);
+          if (prev >= 0 && !released) bar_arrive(empty(prev));
           prev = s;
           if (++stage == nstages) stage = 0, phase ^= 1u;
         }
         wgmma_wait<0>();
         fence_acc(acc);
-        release(prev);
+        bar_arrive(empty(prev));
 
         // Epilogue: rows g and g + 8 of warp w are pairs (target 4c + w, sources g and g + 8);
         // acc[4jn + {0, 1}] are columns 8jn + 2q + {0, 1} of row g, acc[4jn + {2, 3}] of row g + 8.
@@ -1182,7 +1088,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             reduce_scatter_step<8>(cs, lane);
             reduce_scatter_step<4>(cs, lane);
             const int64_t nc = n0 + 8 * (jn - 7 + g) + 2 * q;
-            if (out && i < iend) {
+            if (i < iend) {
 #pragma unroll
               for (int e = 0; e < 2; ++e)
                 if (nc + e < d && cs[e] != 0.0f) atomicAdd(contrib + (i - i0) * d + nc + e, static_cast<double>(cs[e]));
@@ -1201,7 +1107,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
         }
         __syncwarp();  // yrow is rewritten by the next pass
-        if (out && q == 0 && i < iend) {
+        if (q == 0 && i < iend) {
           if (ja < jend && ja <= i) {
             const int64_t idx = (i - i0) * nj + (ja - j0);
             partial[(0 * int64_t{ncb} + cbk) * nn + idx] = a0;
@@ -1302,13 +1208,13 @@ __global__ void m1_rfac_kernel(TileFactors f, int64_t j0, int64_t nj, float* __r
 #endif
 }
 
-std::atomic<int64_t> g_launches{0}, g_factored_launches{0}, g_cluster_launches{0};
+std::atomic<int64_t> g_launches{0}, g_factored_launches{0};
 
 // The tile kernel for a family (M1) and path (RF), by activation and score set.
-template <bool M1, bool RF, bool MC = false>
+template <bool M1, bool RF>
 auto tile_kernel_for(bool silu, bool all) {
-  return silu ? (all ? wgmma_tile_kernel<4, true, true, M1, RF, MC> : wgmma_tile_kernel<4, true, false, M1, RF, MC>)
-              : (all ? wgmma_tile_kernel<4, false, true, M1, RF, MC> : wgmma_tile_kernel<4, false, false, M1, RF, MC>);
+  return silu ? (all ? wgmma_tile_kernel<4, true, true, M1, RF> : wgmma_tile_kernel<4, true, false, M1, RF>)
+              : (all ? wgmma_tile_kernel<4, false, true, M1, RF> : wgmma_tile_kernel<4, false, false, M1, RF>);
 }
 
 }  // namespace
@@ -1328,7 +1234,6 @@ bool latim_tile_wgmma_supported() {
 
 int64_t latim_tile_wgmma_launches() { return g_launches.load(); }
 int64_t latim_tile_wgmma_factored_launches() { return g_factored_launches.load(); }
-int64_t latim_tile_wgmma_cluster_launches() { return g_cluster_launches.load(); }
 
 bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, int64_t nj, bool hidden_attn,
                       bool l1_alti, float* partial, float* hattn, double* contrib, cudaStream_t stream, int layer) {
@@ -1369,11 +1274,7 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
   const int64_t njb = (nj + kBJ - 1) / kBJ, npb = ((ni + kBI - 1) / kBI) * njb;
   const int64_t Dpad = latim_tile_Dpad(f.D), dpad = latim_tile_dpad(f.d);
   const auto* Wk = static_cast<const __nv_bfloat16*>(f.WoutT) + Dpad * dpad;  // the swizzled image
-  // One block per SM (persistent). LATIM_TILE_WGMMA_BLOCKS caps the blocks (tests: many pair
-  // blocks per block).
-  int64_t grid = npb < sms ? npb : sms;
-  if (const char* e = std::getenv("LATIM_TILE_WGMMA_BLOCKS"); e && std::atoll(e) > 0 && std::atoll(e) < grid)
-    grid = std::atoll(e);
+  const int64_t grid = npb < sms ? npb : sms;
   auto* const us = static_cast<__nv_bfloat16*>(tile_scratch(dev, grid * (f.D / kBK) * kStageU, layer));
   const auto launch = [&](auto kernel, bool rf, int ns, const float* taps, const float* R, bool band_only) {
     const Layout L = layout(ns, f.H, f.G * f.N, f.G, f.D / kBK, m1, rf);
@@ -1383,37 +1284,6 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
                                                                        partial, hattn, contrib, us, taps, R,
                                                                        band_only);
     check_launch(rf ? "latim_tile_wgmma (Mamba-1, u factored)" : "latim_tile_wgmma", layer, stream);
-  };
-  // The factored launch in clusters of two blocks that multicast W_out and R (MC, see rf), as
-  // many clusters as fit at once and no more than the pairs of target blocks need; false where
-  // no cluster fits (then the plain launch runs). LATIM_M1_CLUSTER=0: the plain launch.
-  const auto launch_clusters = [&](auto kernel, int ns, const float* R) {
-    if (const char* e = std::getenv("LATIM_M1_CLUSTER"); e && std::strcmp(e, "0") == 0) return false;
-    const Layout L = layout(ns, f.H, f.G * f.N, f.G, f.D / kBK, m1, true);
-    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(L.total)),
-          "latim_tile_wgmma (shared memory attribute)", layer);
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = 2, attr[0].val.clusterDim.y = 1, attr[0].val.clusterDim.z = 1;
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(static_cast<unsigned>(2 * ((grid + 1) / 2)));
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = static_cast<size_t>(L.total);
-    cfg.stream = stream;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    int clusters = 0;
-    check(cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg), "latim_tile_wgmma (clusters of two)", layer);
-    const int64_t items = (((ni + kBI - 1) / kBI + 1) / 2) * njb;  // pairs of target blocks
-    const int64_t ncl = std::min<int64_t>({int64_t{clusters}, grid / 2, items});  // (grid: u scratch)
-    if (ncl < 1) return false;
-    cfg.gridDim = dim3(static_cast<unsigned>(2 * ncl));
-    check(cudaLaunchKernelEx(&cfg, kernel, f, Wk, ns, i0, ni, j0, nj, ncb, hidden_attn, partial, hattn, contrib, us,
-                             static_cast<const float*>(nullptr), R, false),
-          "latim_tile_wgmma (Mamba-1, u factored, clusters of two)", layer);
-    check_launch("latim_tile_wgmma (Mamba-1, u factored, clusters of two)", layer, stream);
-    ++g_cluster_launches;
-    return true;
   };
   if (!m1) {
     launch(tile_kernel_for<false, false>(f.silu, l1_alti), false, nstages, nullptr, nullptr, false);
@@ -1430,8 +1300,7 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
     (f.silu ? m1_rfac_kernel<4, true> : m1_rfac_kernel<4, false>)<<<static_cast<unsigned>(blocks < 8192 ? blocks : 8192),
                                                                      256, 0, stream>>>(f, j0, nj, R);
     check_launch("latim_tile_wgmma (Mamba-1, R of the sources)", layer, stream);
-    if (!launch_clusters(tile_kernel_for<true, true, true>(f.silu, l1_alti), nstages_rf, R))
-      launch(tile_kernel_for<true, true>(f.silu, l1_alti), true, nstages_rf, nullptr, R, false);
+    launch(tile_kernel_for<true, true>(f.silu, l1_alti), true, nstages_rf, nullptr, R, false);
     ++g_factored_launches;
   }
   if (!rfac || band) {

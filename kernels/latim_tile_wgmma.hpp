@@ -26,7 +26,5 @@ bool latim_tile_wgmma_supported();
 int64_t latim_tile_wgmma_launches();
 // Of those, the Mamba-1 launches that factored u (no hidden attention; see the kernel's m1).
 int64_t latim_tile_wgmma_factored_launches();
-// Of those, the ones launched in clusters of two blocks sharing W_out and R (unless LATIM_M1_CLUSTER=0).
-int64_t latim_tile_wgmma_cluster_launches();
 
 }  // namespace latim::cuda
