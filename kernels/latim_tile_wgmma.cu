@@ -66,7 +66,6 @@ constexpr int kSlots = 3;
 // slab k + kStoreLag (and all the last ones at the end of the pass): waiting for a bulk store's
 // writes to land right after issuing it stalled the warp.
 constexpr int kStoreLag = 4;
-__device__ int g_dbg = 0;  // TEMP experiment switches
 
 struct Layout {
   int64_t bars, stages, z, v, cw, cb, ms, rows, total;
@@ -205,28 +204,6 @@ __device__ __forceinline__ void bar_arrive_expect_tx(unsigned bar, unsigned byte
 __device__ __forceinline__ void bulk_copy(unsigned dst, const void* src, unsigned bytes, unsigned bar) {
   asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
                "l"(src), "r"(bytes), "r"(bar)
-               : "memory");
-}
-__device__ __forceinline__ void prefetch_l2(const void* src, unsigned bytes) {
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(src), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ uint64_t pol_last() {
-  uint64_t p;
-  asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(p));
-  return p;
-}
-__device__ __forceinline__ uint64_t pol_first() {
-  uint64_t p;
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(p));
-  return p;
-}
-__device__ __forceinline__ void bulk_copy_hint(unsigned dst, const void* src, unsigned bytes, unsigned bar, uint64_t pol) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;\n" ::"r"(dst),
-               "l"(src), "r"(bytes), "r"(bar), "l"(pol)
-               : "memory");
-}
-__device__ __forceinline__ void bulk_store_part_hint(void* dst, unsigned src, unsigned bytes, uint64_t pol) {
-  asm volatile("cp.async.bulk.global.shared::cta.bulk_group.L2::cache_hint [%0], [%1], %2, %3;\n" ::"l"(dst), "r"(src), "r"(bytes), "l"(pol)
                : "memory");
 }
 // Every bulk group but the newest has been read from shared memory.
@@ -592,15 +569,9 @@ __global__ void __launch_bounds__(kThreads, 1)
             if (skip(ib, jb)) continue;
             const float* const src = rfac + rf::offset((jb - j0) / kBJ, 0, nslab);
             for (int g = 0; g < nslab * rf::kChunks; ++g, ++nr) {
-              if ((g_dbg & 16) && g % rf::kChunks == 0 && g + 2 * rf::kChunks < nslab * rf::kChunks)
-                prefetch_l2(src + int64_t{g + 2 * rf::kChunks} * rf::kChunkFloats, rf::kChunks * rf::kChunkFloats * 4);
               const unsigned r = nr % rf::kRing;
               bar_wait(rfree(static_cast<int>(r)), ((nr / rf::kRing) & 1u) ^ 1u);
               bar_arrive_expect_tx(rfull(static_cast<int>(r)), rf::kChunkFloats * 4);
-              if (g_dbg & 4)
-                bulk_copy_hint(smem_u32(smem + L.ring) + r * (rf::kChunkFloats * 4), src + int64_t{g} * rf::kChunkFloats,
-                        rf::kChunkFloats * 4, rfull(static_cast<int>(r)), pol_first());
-              else
               bulk_copy(smem_u32(smem + L.ring) + r * (rf::kChunkFloats * 4), src + int64_t{g} * rf::kChunkFloats,
                         rf::kChunkFloats * 4, rfull(static_cast<int>(r)));
             }
@@ -631,25 +602,12 @@ __global__ void __launch_bounds__(kThreads, 1)
           // Odd passes walk the slabs backwards: the slabs stored or read last are the likeliest
           // to be still in L2 (all blocks' scratch together is about the size of L2).
           const int sl = cbk % 2 == 1 ? nslab - 1 - slab : slab;
-          if (t == 0 && (g_dbg & 8) && cbk >= 1) {
-            int c2 = cbk, s2 = slab + 4;
-            if (s2 >= nslab) s2 -= nslab, ++c2;
-            if (c2 < ncb) prefetch_l2(ublk + int64_t{c2 % 2 == 1 ? nslab - 1 - s2 : s2} * (kStageU / 2), kStageU);
-          }
           if (t == 0) {  // the W_out slab: one bulk copy of its pre-swizzled image (and u)
             bar_arrive_expect_tx(full(s), build ? kStageW : kStageW + kStageU);
-            if (g_dbg & 2)
-              bulk_copy_hint(sw, Wk + (int64_t{cbk} * nslab + sl) * (kStageW / 2), kStageW, full(s), pol_last());
-            else
             bulk_copy(sw, Wk + (int64_t{cbk} * nslab + sl) * (kStageW / 2), kStageW, full(s));
             if (!build) {
               bar_wait(stored(sl), nblk & 1u);  // every consumer warp's rows of the slab are stored
-              const int dbg = g_dbg;
-              const __nv_bfloat16* usrc = ublk + int64_t{(dbg & 1) ? 0 : sl} * (kStageU / 2);
-              if (dbg & 2)
-                bulk_copy_hint(su, usrc, kStageU, full(s), cbk == ncb - 1 ? pol_first() : pol_last());
-              else
-              bulk_copy(su, usrc, kStageU, full(s));
+              bulk_copy(su, ublk + int64_t{sl} * (kStageU / 2), kStageU, full(s));
             }
           }
           if (build && slab + kSl - 1 < nslab) fetch(ib, jb, slab + kSl - 1, nfetch++);
@@ -1059,9 +1017,6 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
               for (int i4 = 0; i4 < 4; ++i4) {
                 const unsigned row = static_cast<unsigned>((4 * c + i4) * kBJ + 4 * w);
-                if (g_dbg & 2)
-                  bulk_store_part_hint(ublk + int64_t{slab} * (kStageU / 2) + row * (128 / 2), sst + row * 128u, 4 * 128, pol_last());
-                else
                 bulk_store_part(ublk + int64_t{slab} * (kStageU / 2) + row * (128 / 2), sst + row * 128u, 4 * 128);
               }
               bulk_commit();
@@ -1321,27 +1276,6 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
   const auto* Wk = static_cast<const __nv_bfloat16*>(f.WoutT) + Dpad * dpad;  // the swizzled image
   const int64_t grid = npb < sms ? npb : sms;
   auto* const us = static_cast<__nv_bfloat16*>(tile_scratch(dev, grid * (f.D / kBK) * kStageU, layer));
-  {
-    int dbg = 0;
-    if (const char* e = std::getenv("LATIM_DBG"); e && ni >= 1024) dbg = std::atoi(e);
-    check(cudaMemcpyToSymbolAsync(g_dbg, &dbg, sizeof dbg, 0, cudaMemcpyHostToDevice, stream), "dbg", layer);
-    if (dbg & 32) {
-      int maxp = 0, maxw = 0;
-      cudaDeviceGetAttribute(&maxp, cudaDevAttrMaxPersistingL2CacheSize, dev);
-      cudaDeviceGetAttribute(&maxw, cudaDevAttrMaxAccessPolicyWindowSize, dev);
-      check(cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, static_cast<size_t>(maxp)), "limit", layer);
-      const double bytes = static_cast<double>(grid * (f.D / kBK) * kStageU);
-      cudaStreamAttrValue a{};
-      a.accessPolicyWindow.base_ptr = us;
-      a.accessPolicyWindow.num_bytes = static_cast<size_t>(std::min<double>(bytes, maxw));
-      a.accessPolicyWindow.hitRatio = static_cast<float>(std::min(1.0, maxp / std::min<double>(bytes, maxw)));
-      a.accessPolicyWindow.hitProp = cudaAccessPropertyPersisting;
-      a.accessPolicyWindow.missProp = cudaAccessPropertyStreaming;
-      check(cudaStreamSetAttribute(stream, cudaStreamAttributeAccessPolicyWindow, &a), "window", layer);
-      static bool once = false;
-      if (!once) std::fprintf(stderr, "persisting %d window %d bytes %.0f ratio %.3f\n", maxp, maxw, bytes, a.accessPolicyWindow.hitRatio), once = true;
-    }
-  }
   const auto launch = [&](auto kernel, bool rf, int ns, const float* taps, const float* R, bool band_only) {
     const Layout L = layout(ns, f.H, f.G * f.N, f.G, f.D / kBK, m1, rf);
     check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(L.total)),
