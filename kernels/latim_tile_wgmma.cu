@@ -68,7 +68,6 @@ constexpr int kSlots = 3;
 // slab k + kStoreLag (and all the last ones at the end of the pass): waiting for a bulk store's
 // writes to land right after issuing it stalled the warp.
 constexpr int kStoreLag = 4;
-__device__ int g_dbg = 0;  // TEMP experiment switches
 
 struct Layout {
   int64_t bars, stages, z, v, cw, cb, ms, rows, total;
@@ -244,18 +243,6 @@ __device__ __forceinline__ void bar_wait(unsigned bar, unsigned parity) {
       : "memory");
 }
 
-__device__ __forceinline__ void bar_wait_nh(unsigned bar, unsigned parity) {
-  asm volatile(
-      "{\n.reg .pred done;\n"
-      "WAIT_%=:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra WAIT_%=;\n}\n" ::"r"(bar),
-      "r"(parity)
-      : "memory");
-}
-__device__ __forceinline__ void bar_wait_d(unsigned bar, unsigned parity, int bit) {
-  if (g_dbg & bit) bar_wait_nh(bar, parity); else bar_wait(bar, parity);
-}
 
 // SiLU through the hardware tanh: x σ(x) = h + h tanh(h), h = x / 2. tanh.approx's relative
 // error (2^-11) is a quarter of the bf16 rounding that u gets right after.
@@ -585,7 +572,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             const float* const src = rfac + rf::offset((jb - j0) / kBJ, 0, nslab);
             for (int g = 0; g < nslab * rf::kChunks; ++g, ++nr) {
               const unsigned r = nr % rf::kRing;
-              bar_wait_d(rfree(static_cast<int>(r)), ((nr / rf::kRing) & 1u) ^ 1u, 4);
+              bar_wait(rfree(static_cast<int>(r)), ((nr / rf::kRing) & 1u) ^ 1u);
               bar_arrive_expect_tx(rfull(static_cast<int>(r)), rf::kChunkFloats * 4);
               bulk_copy(smem_u32(smem + L.ring) + r * (rf::kChunkFloats * 4), src + int64_t{g} * rf::kChunkFloats,
                         rf::kChunkFloats * 4, rfull(static_cast<int>(r)));
@@ -612,7 +599,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         const bool build = cbk == 0;
         for (int slab = 0; slab < nslab; ++slab) {
           const int s = stage;
-          bar_wait_d(empty(s), phase ^ 1u, 4);
+          bar_wait(empty(s), phase ^ 1u);
           const unsigned su = stages + static_cast<unsigned>(s * kStage), sw = su + kStageU;
           // Odd passes walk the slabs backwards: the slabs stored or read last are the likeliest
           // to be still in L2 (all blocks' scratch together is about the size of L2).
@@ -927,7 +914,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (g == 2) release_prev();
         const unsigned r = (nring + static_cast<unsigned>(g)) % rf::kRing,
                        use = (nring + static_cast<unsigned>(g)) / rf::kRing;
-        bar_wait_d(rfull(static_cast<int>(r)), use & 1u, 1);
+        bar_wait(rfull(static_cast<int>(r)), use & 1u);
         const float4* const rc =
             reinterpret_cast<const float4*>(smem + L.ring + int64_t{r} * (rf::kChunkFloats * 4)) + 2 * cc + nh;
 #pragma unroll
@@ -1015,7 +1002,7 @@ __global__ void __launch_bounds__(kThreads, 1)
               if (slab == nslab - 1) bar_arrive(m_free);
             }
           }
-          bar_wait_d(full(s), phase, 2);
+          bar_wait(full(s), phase);
           fence_acc(acc);
           wgmma_fence();
 #pragma unroll
@@ -1291,11 +1278,6 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
   const auto* Wk = static_cast<const __nv_bfloat16*>(f.WoutT) + Dpad * dpad;  // the swizzled image
   const int64_t grid = npb < sms ? npb : sms;
   auto* const us = static_cast<__nv_bfloat16*>(tile_scratch(dev, grid * (f.D / kBK) * kStageU, layer));
-  {
-    int dbg = 0;
-    if (const char* e = std::getenv("LATIM_DBG"); e) dbg = std::atoi(e);
-    check(cudaMemcpyToSymbolAsync(g_dbg, &dbg, sizeof dbg, 0, cudaMemcpyHostToDevice, stream), "dbg", layer);
-  }
   const auto launch = [&](auto kernel, bool rf, int ns, const float* taps, const float* R, bool band_only) {
     const Layout L = layout(ns, f.H, f.G * f.N, f.G, f.D / kBK, m1, rf);
     check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(L.total)),
