@@ -73,9 +73,23 @@ struct RunResult {
   std::string output;  // stdout + stderr
 };
 
+// The latim binary the tests run: LATIM_TEST_BINARY from the environment; else the one beside
+// this test binary's directory (build/latim for build/tests/latim_tests), so that a build
+// directory copied to another machine runs its own latim; else the build-time path.
+inline std::string latim_binary() {
+  if (const char* env = std::getenv("LATIM_TEST_BINARY"); env && *env) return env;
+  std::error_code ec;
+  const fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const fs::path beside = self.parent_path().parent_path() / fs::path(LATIM_BINARY).filename();
+    if (fs::is_regular_file(beside, ec)) return beside.string();
+  }
+  return LATIM_BINARY;
+}
+
 // Runs `prefix latim args` (prefix: environment assignments and a wrapper such as taskset).
 inline RunResult run_latim_with(const std::string& prefix, const std::string& args) {
-  const std::string cmd = prefix + " " + std::string(LATIM_BINARY) + " " + args + " 2>&1";
+  const std::string cmd = prefix + " \"" + latim_binary() + "\" " + args + " 2>&1";
   RunResult r;
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return r;
