@@ -154,8 +154,8 @@ __host__ __device__ inline int64_t offset(int64_t mb, int64_t slab, int64_t nsla
   int64_t off = 0;
   L.nstages = nstages;
   // full, empty; inputs full, inputs free; M free, M ready; one `stored` per slab; R chunk
-  // full, R chunk free; u full (per stage)
-  L.bars = take(off, 8 * (3 * nstages + 2 * kSlots + 2 + nslab + 2 * rf::kRing), 8);
+  // full, R chunk free
+  L.bars = take(off, 8 * (2 * nstages + 2 * kSlots + 2 + nslab + 2 * rf::kRing), 8);
   L.stages = take(off, int64_t{kStage} * nstages, 1024);
   if (rfac) {
     L.m1slots = take(off, int64_t{m1::kSlotsM1} * rf::kSlotFloats * 4);
@@ -317,7 +317,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     wgmma_tile_kernel(TileFactors f, const __nv_bfloat16* __restrict__ Wk, int nstages, int64_t i0,
                       int64_t ni, int64_t j0, int64_t nj, int ncb, bool want_hattn, float* __restrict__ partial,
                       float* __restrict__ hattn, double* __restrict__ contrib, __nv_bfloat16* __restrict__ uscratch,
-                      const float* __restrict__ taps, const float* __restrict__ rfac, bool band_only, bool u_lsu) {
+                      const float* __restrict__ taps, const float* __restrict__ rfac, bool band_only) {
   static_assert(M1 || !RF, "u is factored for Mamba-1 only");
   // Producer threads that stage the slots (RF: warp 3 only copies R, see below).
   constexpr int kProd = RF ? 96 : 128;
@@ -341,15 +341,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   // R chunk barriers, after the `stored` ones (RF)
   auto rfull = [&](int r) { return stored(nslab + r); };
   auto rfree = [&](int r) { return stored(nslab + rf::kRing + r); };
-  // u_lsu: the later passes' u rows come in by the producer threads' cp.async, not a bulk
-  // copy: `ufull` completes when every producer thread's copies into the stage have landed
-  // (in the first pass, when every producer thread has arrived).
-  auto ufull = [&](int s) { return stored(nslab + 2 * rf::kRing + s); };
   if (tid == 0) {
     for (int s = 0; s < nstages; ++s) {
       bar_init(full(s), 1);  // the producer's expect_tx for the copies into the stage
       bar_init(empty(s), 256);
-      bar_init(ufull(s), kProd);
     }
     for (int s = 0; s < kSl; ++s) {
       bar_init(in_full(s), kProd);  // each staging producer thread's copies into the slot
@@ -609,23 +604,12 @@ __global__ void __launch_bounds__(kThreads, 1)
           // Odd passes walk the slabs backwards: the slabs stored or read last are the likeliest
           // to be still in L2 (all blocks' scratch together is about the size of L2).
           const int sl = cbk % 2 == 1 ? nslab - 1 - slab : slab;
-          const bool bulk_u = !build && !u_lsu;
           if (t == 0) {  // the W_out slab: one bulk copy of its pre-swizzled image (and u)
-            bar_arrive_expect_tx(full(s), bulk_u ? kStageW + kStageU : kStageW);
+            bar_arrive_expect_tx(full(s), build ? kStageW : kStageW + kStageU);
             bulk_copy(sw, Wk + (int64_t{cbk} * nslab + sl) * (kStageW / 2), kStageW, full(s));
-            if (bulk_u) {
+            if (!build) {
               bar_wait(stored(sl), nblk & 1u);  // every consumer warp's rows of the slab are stored
               bulk_copy(su, ublk + int64_t{sl} * (kStageU / 2), kStageU, full(s));
-            }
-          }
-          if (u_lsu) {
-            if (!build) {
-              bar_wait(stored(sl), nblk & 1u);
-              const char* const usrc = reinterpret_cast<const char*>(ublk + int64_t{sl} * (kStageU / 2));
-              for (int k = t; k < kStageU / 16; k += kProd) cp_async16_or_zero(su + 16u * k, usrc + 16 * k, true);
-              cp_async_arrive(ufull(s));
-            } else {
-              bar_arrive(ufull(s));
             }
           }
           if (build && slab + kSl - 1 < nslab) fetch(ib, jb, slab + kSl - 1, nfetch++);
@@ -1019,10 +1003,6 @@ __global__ void __launch_bounds__(kThreads, 1)
             }
           }
           bar_wait(full(s), phase);
-          if (u_lsu) {
-            bar_wait(ufull(s), phase);
-            if (!build) fence_proxy_async();  // the cp.async writes -> visible to wgmma
-          }
           fence_acc(acc);
           wgmma_fence();
 #pragma unroll
@@ -1298,15 +1278,13 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
   const auto* Wk = static_cast<const __nv_bfloat16*>(f.WoutT) + Dpad * dpad;  // the swizzled image
   const int64_t grid = npb < sms ? npb : sms;
   auto* const us = static_cast<__nv_bfloat16*>(tile_scratch(dev, grid * (f.D / kBK) * kStageU, layer));
-  const char* ue = std::getenv("LATIM_TILE_U_COPY");
-  const bool u_lsu = ue && std::strcmp(ue, "cp.async") == 0;
   const auto launch = [&](auto kernel, bool rf, int ns, const float* taps, const float* R, bool band_only) {
     const Layout L = layout(ns, f.H, f.G * f.N, f.G, f.D / kBK, m1, rf);
     check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(L.total)),
           "latim_tile_wgmma (shared memory attribute)", layer);
     kernel<<<static_cast<unsigned>(grid), kThreads, L.total, stream>>>(f, Wk, ns, i0, ni, j0, nj, ncb, hidden_attn,
                                                                        partial, hattn, contrib, us, taps, R,
-                                                                       band_only, u_lsu);
+                                                                       band_only);
     check_launch(rf ? "latim_tile_wgmma (Mamba-1, u factored)" : "latim_tile_wgmma", layer, stream);
   };
   if (!m1) {
