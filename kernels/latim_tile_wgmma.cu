@@ -68,7 +68,6 @@ constexpr int kSlots = 3;
 // slab k + kStoreLag (and all the last ones at the end of the pass): waiting for a bulk store's
 // writes to land right after issuing it stalled the warp.
 constexpr int kStoreLag = 4;
-__device__ int g_dbg = 0;  // TEMP experiment switches
 
 struct Layout {
   int64_t bars, stages, z, v, cw, cb, ms, rows, total;
@@ -610,7 +609,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             bulk_copy(sw, Wk + (int64_t{cbk} * nslab + sl) * (kStageW / 2), kStageW, full(s));
             if (!build) {
               bar_wait(stored(sl), nblk & 1u);  // every consumer warp's rows of the slab are stored
-              bulk_copy(su, ublk + int64_t{(g_dbg & 1) ? 0 : sl} * (kStageU / 2), kStageU, full(s));
+              bulk_copy(su, ublk + int64_t{sl} * (kStageU / 2), kStageU, full(s));
             }
           }
           if (build && slab + kSl - 1 < nslab) fetch(ib, jb, slab + kSl - 1, nfetch++);
@@ -1094,7 +1093,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             if (i < iend) {
 #pragma unroll
               for (int e = 0; e < 2; ++e)
-                if (!(g_dbg & 2) && nc + e < d && cs[e] != 0.0f) atomicAdd(contrib + (i - i0) * d + nc + e, static_cast<double>(cs[e]));
+                if (nc + e < d && cs[e] != 0.0f) atomicAdd(contrib + (i - i0) * d + nc + e, static_cast<double>(cs[e]));
             }
           }
         }
@@ -1277,14 +1276,7 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
   const int64_t njb = (nj + kBJ - 1) / kBJ, npb = ((ni + kBI - 1) / kBI) * njb;
   const int64_t Dpad = latim_tile_Dpad(f.D), dpad = latim_tile_dpad(f.d);
   const auto* Wk = static_cast<const __nv_bfloat16*>(f.WoutT) + Dpad * dpad;  // the swizzled image
-  int64_t grid = npb < sms ? npb : sms;
-  if (const char* e = std::getenv("LATIM_TILE_WGMMA_BLOCKS"); e && std::atoll(e) > 0 && std::atoll(e) < grid)
-    grid = std::atoll(e);
-  {
-    int dbg = 0;
-    if (const char* e = std::getenv("LATIM_DBG"); e && ni >= 1024) dbg = std::atoi(e);
-    check(cudaMemcpyToSymbolAsync(g_dbg, &dbg, sizeof dbg, 0, cudaMemcpyHostToDevice, stream), "dbg", layer);
-  }
+  const int64_t grid = npb < sms ? npb : sms;
   auto* const us = static_cast<__nv_bfloat16*>(tile_scratch(dev, grid * (f.D / kBK) * kStageU, layer));
   const auto launch = [&](auto kernel, bool rf, int ns, const float* taps, const float* R, bool band_only) {
     const Layout L = layout(ns, f.H, f.G * f.N, f.G, f.D / kBK, m1, rf);
