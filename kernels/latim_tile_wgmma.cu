@@ -369,7 +369,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // Pair block pb: target-block major, or (RF) source-block major, so that the blocks resident
   // at one time share their source block and its R stays in L2.
   auto block_at = [&](int64_t pb, int64_t& ib, int64_t& jb) {
-    if (RF)
+    if constexpr (RF)
       ib = i0 + (pb % nib) * kBI, jb = j0 + (pb / nib) * kBJ;
     else
       ib = i0 + (pb / njb) * kBI, jb = j0 + (pb % njb) * kBJ;

@@ -485,7 +485,7 @@ TEST_P(CudaTilePrecision, WgmmaKernelMatchesMmaKernelAndFp64) {
     EXPECT_LE(norm_error(w.contrib_sum, s.contrib_sum), 1.5e-3);
     for (std::size_t k = 0; k < w.l2.size(); ++k)
       ASSERT_EQ(std::isnan(w.l2[k]), std::isnan(s.l2[k])) << "pair " << k << ": upper triangle differs";
-    // fp64 on the pairs of rows [ia, ib) x columns [ja, jb): error at most twice plain bf16's.
+    // fp64 on the pairs of rows [ia, ie) x columns [ja, je): error at most twice plain bf16's.
     auto fp64_check = [&](const std::vector<float>& l2s, int64_t ia, int64_t ie, int64_t ja, int64_t je,
                           const char* what) {
       std::vector<double> got, exact, plain;
