@@ -235,9 +235,20 @@ class CudaTileBackend final : public TileBackend {
   // the Mamba-1 kernel (H100, seventeenth session), the device surrogate one scan and one
   // product per layer; and it is closer to the exact ε than a sum of bf16 tiles. fp32 and
   // tf32 keep the tiles' sums, which agree with the CPU backend to 2e-5 (device_check).
+  // Only where its workspaces (two [T, D] and one [T, d] fp32 arrays, 15 GB at T = 1M for
+  // mamba-130m) take at most a quarter of the free device memory: the tiles' own scratch comes
+  // after, and a long-context run must not fail for ε.
   bool prefers_approx_error_all_rows(const LayerFactors& f) const override {
-    return factors_.precision() == TilePrecision::BF16 && f.trace &&
-           dynamic_cast<const CudaDeviceTrace*>(f.trace->device.get()) != nullptr;
+    if (factors_.precision() != TilePrecision::BF16 || !f.trace) return false;
+    const auto* dt = dynamic_cast<const CudaDeviceTrace*>(f.trace->device.get());
+    if (!dt) return false;
+    const cuda::TileFactors& t = dt->factors;
+    auto more = [](int64_t want, int64_t have) { return static_cast<double>(std::max<int64_t>(0, want - have)) * 4.0; };
+    const double need = more(t.T * t.D, sur_x_.size()) + more(t.T * t.D, sur_y_.size()) +
+                        more(t.T * t.d, sur_s_.size()) + more(t.T, sur_eps_.size());
+    std::size_t free = 0, total = 0;
+    if (cudaMemGetInfo(&free, &total) != cudaSuccess) return static_cast<void>(cudaGetLastError()), false;
+    return need <= 0.25 * static_cast<double>(free);
   }
   bool approx_error_all_rows(const LayerFactors& f, std::vector<float>& eps) override {
     const auto* dt = dynamic_cast<const CudaDeviceTrace*>(f.trace->device.get());
