@@ -586,7 +586,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       pp[1] = s1;
       pp[2] = s2;
     }
-    if (i < iend) {
+    if (contrib && i < iend) {  // (null: the sums are not wanted)
       for (int col = lane; col < 64; col += 32) {
         const int64_t n = n0 + wn * 64 + col;
         if (n >= d) continue;

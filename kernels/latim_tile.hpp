@@ -67,7 +67,8 @@ void latim_row_approx_error(const float* o, const float* b_out, const float* s, 
 
 // Pair scores of rows [i0, i0+ni) x columns [j0, j0+nj): per column block the partial sums
 // of ‖T‖², ‖T‖₁ and ‖ŷ‖₁ − ‖ŷ − T̂‖₁ into `partial`, hidden attention into `hattn`
-// ([ni, nj], when wanted), and Σ_j T_i(x_j) added into contrib ([ni, d], zeroed by the caller).
+// ([ni, nj], when wanted), and Σ_j T_i(x_j) added into contrib ([ni, d], zeroed by the caller;
+// null: not computed).
 // With l1_alti false a kernel may leave the ‖T‖₁ and ALTI partials unwritten (the wgmma
 // kernel does: its epilogue then runs without them); finalize must then not be asked for l1
 // or alti.

@@ -1085,7 +1085,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           // error), per 8 column groups: a reduce-scatter over the 8 lanes of a column (lane
           // bits 4, 3, 2) leaves lane (g, q) the sums of columns 8 (8 jc + g) + 2q + {0, 1},
           // so all 32 lanes add to `contrib` (56 shuffles per lane and pass instead of 192).
-          if (jn % 8 == 7) {
+          if (jn % 8 == 7 && contrib) {  // (null: the sums are not wanted)
             reduce_scatter_step<16>(cs, lane);
             reduce_scatter_step<8>(cs, lane);
             reduce_scatter_step<4>(cs, lane);

@@ -447,6 +447,21 @@ TEST_P(CudaTilePrecision, WgmmaKernelMatchesMmaKernelAndFp64) {
       const TileScores o = run(false, l2_only);
       EXPECT_TRUE(o.l1.empty() && o.alti.empty());
       ASSERT_EQ(o.l2.size(), w.l2.size());
+      // Without the Σ_j T_i(x_j) sums (the engine's choice in bf16, ε then from the
+      // surrogate): the same score bits from both kernels, and no sums.
+      {
+        ScoreSet nosum = l2_only;
+        nosum.contrib = false;
+        const TileScores q = run(false, nosum), qm = run(true, nosum);
+        EXPECT_TRUE(q.contrib_sum.empty() && qm.contrib_sum.empty());
+        ASSERT_EQ(q.l2.size(), o.l2.size());
+        ASSERT_EQ(qm.l2.size(), s.l2.size());
+        for (std::size_t k = 0; k < o.l2.size(); ++k) {
+          ASSERT_TRUE(q.l2[k] == o.l2[k] || (std::isnan(q.l2[k]) && std::isnan(o.l2[k]))) << "no sums, pair " << k;
+          ASSERT_TRUE(qm.l2[k] == s.l2[k] || (std::isnan(qm.l2[k]) && std::isnan(s.l2[k])))
+              << "no sums, mma.sync kernel, pair " << k;
+        }
+      }
       if (fam == Family::Mamba2) {
         for (std::size_t k = 0; k < w.l2.size(); ++k)
           ASSERT_TRUE(o.l2[k] == w.l2[k] || (std::isnan(o.l2[k]) && std::isnan(w.l2[k]))) << "l2 alone, pair " << k;

@@ -100,6 +100,58 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, BandError,
                          ::testing::Values("mamba1_f32", "mamba1_bias_f16", "mamba1_identity_f32", "mamba2_f32",
                                            "mamba2_g2_f32", "mamba2_identity_f32"));
 
+// A backend that prefers ε from the surrogate (as the CUDA backend does in bf16) gets tiles
+// asked for no Σ_j T_i(x_j) sums, and ε of every row comes from approx_error_all_rows: the
+// maps are the same bits and ε is the full map's within the surrogate's bound.
+class PreferredSurrogate : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(PreferredSurrogate, TilesSkipTheSumsAndEpsilonStays) {
+  struct Prefers final : TileBackend {
+    std::unique_ptr<TileBackend> cpu = make_cpu_tile_backend();
+    int with_sums = 0, without = 0;
+    const char* name() const override { return "cpu (prefers the surrogate)"; }
+    void compute_tile(const LayerFactors& f, const ScoreSet& which, TileScores& out) override {
+      ++(which.contrib ? with_sums : without);
+      cpu->compute_tile(f, which, out);
+      EXPECT_EQ(out.contrib_sum.empty(), !which.contrib);
+    }
+    bool prefers_approx_error_all_rows(const LayerFactors&) const override { return true; }
+  };
+  const std::string dir = test::data_dir() + "/" + GetParam();
+  const ModelWeights model = load_model(dir);
+  std::vector<int64_t> tokens = read_token_file(dir + "/tokens.txt", model.config.vocab_size);
+  tokens.resize(150);
+  EngineOptions opt;
+  opt.scores = {Score::L2, Score::L1};
+  opt.panel = 32;
+  MapRun plain(model, opt), pref(model, opt);
+  auto* p = new Prefers;
+  pref.backend.reset(p);
+  forward_cpu(model, tokens, &plain);
+  forward_cpu(model, tokens, &pref);
+  EXPECT_EQ(p->with_sums, 0);
+  EXPECT_GT(p->without, 0);
+  ASSERT_EQ(pref.sink.eps.size(), plain.sink.eps.size());
+  for (const auto& [layer, want] : plain.sink.eps) {
+    const std::vector<float>& got = pref.sink.eps.at(layer);
+    ASSERT_EQ(got.size(), want.size());
+    double scale = 0.0;
+    for (float v : want) scale = std::max<double>(scale, v);
+    for (std::size_t i = 0; i < want.size(); ++i)
+      EXPECT_NEAR(got[i], want[i], 1e-5 + 1e-3 * scale) << "layer " << layer << " row " << i;
+  }
+  ASSERT_EQ(pref.sink.maps.size(), plain.sink.maps.size());
+  for (const auto& [key, want] : plain.sink.maps) {
+    const auto& got = pref.sink.maps.at(key);
+    ASSERT_EQ(got.size(), want.size());
+    for (std::size_t k = 0; k < want.size(); ++k)
+      ASSERT_TRUE(got[k] == want[k] || (std::isnan(got[k]) && std::isnan(want[k]))) << "map entry " << k;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, PreferredSurrogate,
+                         ::testing::Values("mamba1_f32", "mamba1_identity_f32", "mamba2_g2_f32"));
+
 class TileInvariance : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(TileInvariance, PanelSizeDoesNotChangeTheMaps) {

@@ -82,6 +82,8 @@ void reduce_tile(const TileReduce& r, TileScores& t);
 
 struct ScoreSet {
   bool l2 = false, l1 = false, alti = false, hidden_attn = false;
+  // Σ_j T_i(x_j) per row (TileScores::contrib_sum, for ε). false: contrib_sum is left empty.
+  bool contrib = true;
   // By slot: 0 l2, 1 l1, 2 alti, 3 hidden_attn (the order of TileScores::reduced).
   bool at(int slot) const {
     const bool v[4] = {l2, l1, alti, hidden_attn};
@@ -118,6 +120,10 @@ class TileBackend {
   // band); this default computes it on the host from a host trace, the CUDA tile backend on
   // the device from a device trace.
   virtual bool approx_error_all_rows(const LayerFactors& f, std::vector<float>& eps);
+  // Whether ε of every row costs less from approx_error_all_rows than from the tiles' sums
+  // (the CUDA tile backend in bf16: the kernel's fp64 atomics cost more than one scan per
+  // layer). The engine then takes ε from there and asks the tiles for no sums.
+  virtual bool prefers_approx_error_all_rows(const LayerFactors&) const { return false; }
 };
 std::unique_ptr<TileBackend> make_cpu_tile_backend();
 

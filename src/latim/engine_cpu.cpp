@@ -39,7 +39,7 @@ class CpuTileBackend final : public TileBackend {
     init(which.l1, out.l1);
     init(which.alti, out.alti);
     init(which.hidden_attn, out.hidden_attn);
-    out.contrib_sum.assign(ni * d, 0.0);
+    if (which.contrib) out.contrib_sum.assign(ni * d, 0.0); else out.contrib_sum.clear();
     // A transposed to [N, D], per tile: D·N copies, nothing beside the tile's work. (It was
     // cached by the address of A, which a later model can reuse with other values.)
     if (c.family == Family::Mamba1) {
@@ -112,14 +112,17 @@ class CpuTileBackend final : public TileBackend {
             const auto [i, j] = pairs[p];
             const float* t = Tout.data() + p * d;
             const int64_t at = (i - i0) * nj + (j - j0);
-            double* cs = out.contrib_sum.data() + (i - i0) * d;
             double l2 = 0.0, l1 = 0.0;
 #pragma omp simd reduction(+ : l2, l1)
             for (int64_t k = 0; k < d; ++k) {
               const double v = t[k];
               l2 += v * v;
               l1 += std::abs(v);
-              cs[k] += v;
+            }
+            if (which.contrib) {
+              double* cs = out.contrib_sum.data() + (i - i0) * d;
+#pragma omp simd
+              for (int64_t k = 0; k < d; ++k) cs[k] += t[k];
             }
             if (which.l2) out.l2[at] = static_cast<float>(std::sqrt(l2));
             if (which.l1) out.l1[at] = static_cast<float>(l1);

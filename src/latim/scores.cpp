@@ -297,6 +297,11 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
   int64_t npanels = 0;
   std::vector<float> eps_all;  // ε of every row without the tiles (plans that skip sources)
   int eps_all_state = 0;       // 0: not asked yet, 1: made, -1: the backend cannot
+  // Where the backend prefers it, ε of every row comes from approx_error_all_rows and the
+  // tiles skip their Σ_j T_i(x_j) sums.
+  if (backend.prefers_approx_error_all_rows(f)) eps_all_state = backend.approx_error_all_rows(f, eps_all) ? 1 : -1;
+  ScoreSet tile_which = which;
+  tile_which.contrib = eps_all_state <= 0;
   for (int64_t p0 = 0; p0 < T; p0 += B) {
     if (!owns(opt, p0 / B)) continue;
     if (opt.stop_requested && opt.stop_requested()) break;
@@ -328,7 +333,7 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
         pr.window.assign(which.at(k) ? pn * plan.window : 0, nan);
       }
     }
-    std::vector<double> contrib(nbuf * d, 0.0);
+    std::vector<double> contrib(tile_which.contrib ? nbuf * d : 0, 0.0);
     std::vector<TileScores> where;
     for (const auto& [ra, rb] : runs)
       for (int64_t j0 = jlo; j0 < rb; j0 += B) {  // rb: the sources of the run's last row
@@ -395,7 +400,7 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
         }
       }
     };
-    backend.compute_tiles(f, which, reduce, where, [&](const TileScores& tile) {
+    backend.compute_tiles(f, tile_which, reduce, where, [&](const TileScores& tile) {
       const int64_t s0 = slot[tile.i0 - p0], j0 = tile.j0;
       auto place = [&](const std::vector<float>& src, std::vector<float>& dst) {
         if (dst.empty()) return;
@@ -410,7 +415,8 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
         place(tile.alti, alti);
         place(tile.hidden_attn, hattn);
       }
-      for (int64_t k = 0; k < tile.ni * d; ++k) contrib[s0 * d + k] += tile.contrib_sum[k];
+      if (tile_which.contrib)
+        for (int64_t k = 0; k < tile.ni * d; ++k) contrib[s0 * d + k] += tile.contrib_sum[k];
       if (opt.progress_line) {
         int64_t pairs = 0;
         for (int64_t i = tile.i0; i < tile.i0 + tile.ni; ++i)
@@ -435,13 +441,13 @@ void compute_layer_maps(int layer, const LayerFactors& f, TileBackend& backend, 
     // whole-sequence sum (once per layer), or stays NaN where the backend cannot make it.
     std::vector<float> eps(static_cast<std::size_t>(pn), nan);
     const auto& bout = f.weights->out_proj_b;
-    if (jlo > 0) {
+    if (jlo > 0 || !tile_which.contrib) {
       if (eps_all_state == 0) eps_all_state = backend.approx_error_all_rows(f, eps_all) ? 1 : -1;
       if (eps_all_state > 0)
         for (const auto& [ra, rb] : runs)
           for (int64_t i = ra; i < rb; ++i) eps[i - p0] = eps_all[i];
     }
-    if (jlo == 0)
+    if (jlo == 0 && tile_which.contrib)
       for (const auto& [ra, rb] : runs) {
         std::vector<float> o(static_cast<std::size_t>((rb - ra) * d));
         f.read_o(ra, rb - ra, o.data());
