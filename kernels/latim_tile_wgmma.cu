@@ -179,11 +179,6 @@ __host__ __device__ inline int64_t offset(int64_t mb, int64_t slab, int64_t nsla
 }
 
 #ifdef LATIM_WGMMA_DEVICE
-#ifdef LATIM_PARTIAL_CS
-#define PSTORE(x, v) __stcs(&(x), (v))
-#else
-#define PSTORE(x, v) ((x) = (v))
-#endif
 // The 128 producer threads. Not `bar.sync` (= barrier.sync.aligned, which a warp must reach
 // as a whole): producer thread 0 waits alone for `stored` while lanes 1-31 of its warp go on
 // fetching, and may reach this barrier apart from them. The unaligned form counts threads.
@@ -1008,16 +1003,6 @@ __global__ void __launch_bounds__(kThreads, 1)
             }
           }
           bar_wait(full(s), phase);
-#ifdef LATIM_U_DISCARD
-          if (ncb > 1 && cbk == ncb - 1 && t < 64) {
-            // The last read of this warpgroup's u rows of the slab has landed: drop their L2
-            // lines without a write-back, so that dead scratch does not push live scratch out.
-            const int sl = cbk % 2 == 1 ? nslab - 1 - slab : slab;
-            const __nv_bfloat16* const line = ublk + int64_t{sl} * (kStageU / 2) + (64 * c + t) * 64;
-            asm volatile("discard.global.L2 [%0], 128;\n" ::"l"(line) : "memory");
-            asm volatile("fence.proxy.async.global;\n" ::: "memory");
-          }
-#endif
           fence_acc(acc);
           wgmma_fence();
 #pragma unroll
@@ -1127,18 +1112,18 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (q == 0 && i < iend) {
           if (ja < jend && ja <= i) {
             const int64_t idx = (i - i0) * nj + (ja - j0);
-            PSTORE(partial[(0 * int64_t{ncb} + cbk) * nn + idx], a0);
+            partial[(0 * int64_t{ncb} + cbk) * nn + idx] = a0;
             if (ALL) {
-              PSTORE(partial[(1 * int64_t{ncb} + cbk) * nn + idx], a1);
-              PSTORE(partial[(2 * int64_t{ncb} + cbk) * nn + idx], a2);
+              partial[(1 * int64_t{ncb} + cbk) * nn + idx] = a1;
+              partial[(2 * int64_t{ncb} + cbk) * nn + idx] = a2;
             }
           }
           if (jz < jend && jz <= i) {
             const int64_t idx = (i - i0) * nj + (jz - j0);
-            PSTORE(partial[(0 * int64_t{ncb} + cbk) * nn + idx], z0);
+            partial[(0 * int64_t{ncb} + cbk) * nn + idx] = z0;
             if (ALL) {
-              PSTORE(partial[(1 * int64_t{ncb} + cbk) * nn + idx], z1);
-              PSTORE(partial[(2 * int64_t{ncb} + cbk) * nn + idx], z2);
+              partial[(1 * int64_t{ncb} + cbk) * nn + idx] = z1;
+              partial[(2 * int64_t{ncb} + cbk) * nn + idx] = z2;
             }
           }
         }
