@@ -31,6 +31,7 @@
 // W_out and R (git show ec0d35c), read a third less from L2 and ran 4 % slower: the kernel
 // is not bound by L2 bandwidth.
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <atomic>
 #include <cstdint>
@@ -44,8 +45,12 @@
 #include "latim_tile_common.cuh"
 #include "latim_tile_swizzle.hpp"
 #include "latim_tile_wgmma.hpp"
+#include "mma_sync.cuh"
 #include "wgmma_common.cuh"
 
+#ifndef LATIM_REL_AT
+#define LATIM_REL_AT 2
+#endif
 namespace latim::cuda {
 
 namespace {
@@ -123,16 +128,30 @@ constexpr int kZ = 0, kTap = kZ + kBI * kBK, kDl = kTap + kKMax * kBJ * kBK, kA2
     kSlotFloats = kS + 2 * 2 * kBK;
 }  // namespace m1
 
-// Mamba-1 with u factored (RF, see m1). R of a source block and slab, [kBJ][kBK][kNS]
-// floats, is copied in chunks of kRS sources into a ring of kRing chunks, each laid out
-// [source][q][channel][half][4]: state n = 8 half + 4 q + e, so that the consumer lanes
-// (channel, half) read 16 contiguous bytes each, a warp 512 contiguous bytes per load.
+// Mamba-1 with u factored (RF, see m1). The build runs on the tensor cores: per channel c,
+// the 16 x 8 block u_{ij}[c] / Z_i[c] (sources x targets) is R_c P_c, R_c the 16 x 16 matrix
+// of the block's sources and states, P_c that of the states and targets, one mma.m16n8k16
+// (fp16 operands with power-of-two scales, fp32 sums). A consumer warp takes 16 channels of the slab for its
+// warpgroup's 4 targets, two channels at a time: the 8 columns of the product are (target t,
+// channel 2p + e) at column 2t + e, so each of the two mmas (one per channel) has P in every
+// other column and 0 in the rest, and a lane ends with two adjacent channels of its pairs,
+// one bf16x2 to store. R of a source block and slab is copied in kChunks chunks of 16
+// channels (one per consumer warp of each warpgroup) into a ring of kRing chunks. A chunk
+// holds R_j[c, n] 2^-e_jc in fp16, [channel][source][state], 32 bytes per source, the two
+// 16-byte halves of the states swapped for sources with bit 2 set (so that ldmatrix's 8 rows
+// hit every bank once), then the scales 2^e_jc in bf16, [source][channel]; e_jc puts the
+// largest |R_j[c, n]| of the (source, channel) in [1, 2). P is scaled likewise per (target,
+// channel), by 2^(a_max s + e_C): a_max the channel's largest A·log2(e), e_C the exponent of
+// the target's largest |C|. The scales come back in fp32 on the product, so the fp16 range
+// costs no precision (bf16 operands measured 2x the error of a plain bf16 implementation).
 // The slot holds the rest per slab: Z rows, A·log2(e) rows, and the fp64 S rows of the
 // block's targets and of its reference position.
 namespace rf {
-constexpr int kRS = 2;
-constexpr int kChunks = kBJ / kRS;
-constexpr int kChunkFloats = kRS * kBK * m1::kNS;  // 8 KiB
+constexpr int kChunkChannels = 16;
+constexpr int kChunks = kBK / kChunkChannels;                   // 4, one per consumer warp
+constexpr int kChunkElems = kChunkChannels * kBJ * m1::kNS;     // fp16 R
+constexpr int kChunkScales = kBJ * kChunkChannels;              // bf16 2^e
+constexpr int kChunkBytes = (kChunkElems + kChunkScales) * 2;   // 8.5 KiB
 constexpr int kRing = 5;
 constexpr int kZ = 0, kA2 = kZ + kBI * kBK, kS = kA2 + kBK * m1::kNS,  // kS: fp64 rows S_i (kBI), S_R
     kSlotFloats = kS + 2 * (kBI + 1) * kBK;
@@ -140,9 +159,13 @@ constexpr int kZ = 0, kA2 = kZ + kBI * kBK, kS = kA2 + kBK * m1::kNS,  // kS: fp
 __host__ __device__ inline int64_t ref_position(int64_t jb, int64_t T) {
   return jb + kNL - 1 < T ? jb + kNL - 1 : T - 1;
 }
-// Where R of source block mb (the launch's mb-th) and slab begins, in floats: kChunks chunks.
+// Where R of source block mb (the launch's mb-th) and slab begins, in 16-bit units: kChunks chunks.
 __host__ __device__ inline int64_t offset(int64_t mb, int64_t slab, int64_t nslab) {
-  return (mb * nslab + slab) * kChunks * kChunkFloats;
+  return (mb * nslab + slab) * kChunks * (kChunkElems + kChunkScales);
+}
+// Where state n of source jj and channel k (of its chunk) lies in a chunk, in bf16.
+__host__ __device__ inline int in_chunk(int k, int jj, int n) {
+  return (k * kBJ + jj) * m1::kNS + (((n >> 3) ^ ((jj >> 2) & 1)) << 3) + (n & 7);
 }
 }  // namespace rf
 
@@ -159,7 +182,7 @@ __host__ __device__ inline int64_t offset(int64_t mb, int64_t slab, int64_t nsla
   L.stages = take(off, int64_t{kStage} * nstages, 1024);
   if (rfac) {
     L.m1slots = take(off, int64_t{m1::kSlotsM1} * rf::kSlotFloats * 4);
-    L.ring = take(off, int64_t{rf::kRing} * rf::kChunkFloats * 4, 128);
+    L.ring = take(off, int64_t{rf::kRing} * rf::kChunkBytes, 128);
     L.m1cb = take(off, int64_t{kBI} * m1::kNS * 4);  // C rows (the B rows are in R)
   } else if (mamba1) {
     L.m1slots = take(off, int64_t{m1::kSlotsM1} * m1::kSlotFloats * 4);
@@ -317,7 +340,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     wgmma_tile_kernel(TileFactors f, const __nv_bfloat16* __restrict__ Wk, int nstages, int64_t i0,
                       int64_t ni, int64_t j0, int64_t nj, int ncb, bool want_hattn, float* __restrict__ partial,
                       float* __restrict__ hattn, double* __restrict__ contrib, __nv_bfloat16* __restrict__ uscratch,
-                      const float* __restrict__ taps, const float* __restrict__ rfac, bool band_only) {
+                      const float* __restrict__ taps, const __half* __restrict__ rfac, bool band_only) {
   static_assert(M1 || !RF, "u is factored for Mamba-1 only");
   // Producer threads that stage the slots (RF: warp 3 only copies R, see below).
   constexpr int kProd = RF ? 96 : 128;
@@ -356,7 +379,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if constexpr (RF)
       for (int r = 0; r < rf::kRing; ++r) {
         bar_init(rfull(r), 1);  // the producer's expect_tx for the chunk's bulk copy
-        bar_init(rfree(r), 8);  // each consumer warp done reading the chunk
+        bar_init(rfree(r), 2);  // the consumer warp of each warpgroup that reads the chunk
       }
     // The bulk copies complete on `full` through the async proxy: make the initialisations
     // visible to it before any copy is issued (the PTX ISA's rule for mbarrier.init).
@@ -569,13 +592,13 @@ __global__ void __launch_bounds__(kThreads, 1)
             int64_t ib, jb;
             block_at(pb, ib, jb);
             if (skip(ib, jb)) continue;
-            const float* const src = rfac + rf::offset((jb - j0) / kBJ, 0, nslab);
+            const __half* const src = rfac + rf::offset((jb - j0) / kBJ, 0, nslab);
             for (int g = 0; g < nslab * rf::kChunks; ++g, ++nr) {
               const unsigned r = nr % rf::kRing;
               bar_wait(rfree(static_cast<int>(r)), ((nr / rf::kRing) & 1u) ^ 1u);
-              bar_arrive_expect_tx(rfull(static_cast<int>(r)), rf::kChunkFloats * 4);
-              bulk_copy(smem_u32(smem + L.ring) + r * (rf::kChunkFloats * 4), src + int64_t{g} * rf::kChunkFloats,
-                        rf::kChunkFloats * 4, rfull(static_cast<int>(r)));
+              bar_arrive_expect_tx(rfull(static_cast<int>(r)), rf::kChunkBytes);
+              bulk_copy(smem_u32(smem + L.ring) + r * rf::kChunkBytes, src + int64_t{g} * (rf::kChunkBytes / 2),
+                        rf::kChunkBytes, rfull(static_cast<int>(r)));
             }
           }
         }
@@ -874,67 +897,107 @@ __global__ void __launch_bounds__(kThreads, 1)
     };
 
     // Mamba-1, u factored (RF): this warpgroup's u rows of the slab, u_{ij}[c] = Z_i Σ_n P_i R_j
-    // (see m1). Lane (channel cc = 16w + lane / 2, half nh = lane % 2) computes P_i for its 8
-    // states and the warpgroup's 4 targets once, then per source its half of the 4 sums from
-    // R (two 16-byte loads); the two lanes of a channel swap halves, as in build_m1_fast, and
-    // each stores the u of two targets. The R chunks come through the ring; each warp frees
-    // a chunk once it has read it.
+    // (see m1 and rf), on the tensor cores. Warp w takes channels 16w .. 16w + 15 (ring chunk
+    // w of the slab), two at a time (p): lane (g, q) computes P of target 4c + g / 2 and
+    // channel 16w + 2p + g % 2 at states 2q, 2q + 1, 2q + 8, 2q + 9 (its B fragment) and the
+    // pair's scale, and gets back u of target 4c + q, sources g and g + 8, both channels:
+    // after the 8 pairs, two 16-byte stores per source.
     unsigned nring = 0;  // R chunks consumed so far (the producer's count)
     auto build_rf = [&](int64_t ib, int slot, unsigned sst, auto&& release_prev) {
       const float* const sp = reinterpret_cast<const float*>(smem + L.m1slots) + slot * rf::kSlotFloats;
       const float* const cs = reinterpret_cast<const float*>(smem + L.m1cb);  // C rows [kBI][N]
-      const int cc = 16 * w + (lane >> 1), nh = lane & 1, n0 = 8 * nh;
-      const unsigned col = static_cast<unsigned>((cc & 7) * 2);
       const double* const srow = reinterpret_cast<const double*>(sp + rf::kS);  // S_i rows, then S_R
-      const double sref = srow[kBI * kBK + cc];
-      float P[4][8];
+      const int tp = 4 * c + (g >> 1), e = g & 1, tq = 4 * c + q;
+      const bool pok = ib + tp < iend;
+      // C of target tp at this lane's 4 states, over 2^e_C (e_C: the exponent of the target's
+      // largest |C|, from the 4 lanes of the target)
+      float cn[4], ec;
       {
-        float a2[8];
-        load8(sp + rf::kA2 + cc * m1::kNS + n0, a2);
+        const float2 x = *reinterpret_cast<const float2*>(cs + tp * m1::kNS + 2 * q);
+        const float2 y = *reinterpret_cast<const float2*>(cs + tp * m1::kNS + 2 * q + 8);
+        cn[0] = x.x, cn[1] = x.y, cn[2] = y.x, cn[3] = y.y;
+        float mx = fmaxf(fmaxf(fabsf(cn[0]), fabsf(cn[1])), fmaxf(fabsf(cn[2]), fabsf(cn[3])));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        int ex = mx > 0.0f ? ((__float_as_int(mx) >> 23) & 0xff) - 127 : 0;
+        ex = ex < -126 ? -126 : ex > 126 ? 126 : ex;
+        const float down = __int_as_float((127 - ex) << 23);  // 2^-e_C, exact
 #pragma unroll
-        for (int t4 = 0; t4 < 4; ++t4) {
-          // P[0], P[1]: the targets this lane keeps after the swap, P[2], P[3]: those it sends
-          const int ii = 4 * c + ((t4 >> 1) ^ nh) * 2 + (t4 & 1);
-          const float si = static_cast<float>(srow[ii * kBK + cc] - sref);  // S_i - S_R >= 0
-          m1_p_row(cs + ii * m1::kNS + n0, a2, si, ib + ii < iend, P[t4]);
-        }
+        for (int k = 0; k < 4; ++k) cn[k] *= down;
+        ec = static_cast<float>(ex);
       }
-      // after the swap, this lane's targets are 4c + 2 nh + {0, 1}
-      const float z0 = sp[rf::kZ + (4 * c + 2 * nh) * kBK + cc], z1 = sp[rf::kZ + (4 * c + 2 * nh + 1) * kBK + cc];
-      // u_{ij} goes to row 16 i + j of the stage, 16-byte chunk cc / 8 swizzled by row % 8 =
-      // j % 8: the offsets of the 8 swizzles, so that each store is one add from a base.
-      const unsigned base = sst + static_cast<unsigned>((4 * c + 2 * nh) * kBJ * 128) + col;
-      unsigned swz[8];
+      const unsigned r = (nring + static_cast<unsigned>(w)) % rf::kRing,
+                     use = (nring + static_cast<unsigned>(w)) / rf::kRing;
+      // ldmatrix rows: lanes 8m .. 8m + 7 address matrix m = (sources 8 (m % 2) .., states 8 (m / 2) ..)
+      const int jr = (lane & 7) + 8 * ((lane >> 3) & 1), hr = lane >> 4;
+      const unsigned chunk = smem_u32(smem + L.ring) + r * static_cast<unsigned>(rf::kChunkBytes);
+      const unsigned rbase = chunk + static_cast<unsigned>(rf::in_chunk(0, jr, 8 * hr) * 2);
+      // the R scales of sources g and g + 8 ([source][channel] bf16 after the chunk's R)
+      const unsigned sbase = chunk + static_cast<unsigned>((rf::kChunkElems + g * rf::kChunkChannels) * 2);
+      uint32_t out[2][8];  // bf16x2 of u: source g / g + 8, channel pair p
+      bar_wait(rfull(static_cast<int>(r)), use & 1u);
 #pragma unroll
-      for (int k = 0; k < 8; ++k) swz[k] = static_cast<unsigned>(((cc >> 3) ^ k) << 4);
-#pragma unroll
-      for (int g = 0; g < rf::kChunks; ++g) {
+      for (int p = 0; p < 8; ++p) {
         // The last slab's products are done by now: release its stage, so that the producer
         // fetches the W_out slab after next while this one is built, not after.
-        if (g == 2) release_prev();
-        const unsigned r = (nring + static_cast<unsigned>(g)) % rf::kRing,
-                       use = (nring + static_cast<unsigned>(g)) / rf::kRing;
-        bar_wait(rfull(static_cast<int>(r)), use & 1u);
-        const float4* const rc =
-            reinterpret_cast<const float4*>(smem + L.ring + int64_t{r} * (rf::kChunkFloats * 4)) + 2 * cc + nh;
+        if (p == LATIM_REL_AT) release_prev();
+        const int cc = 16 * w + 2 * p;  // the pair's first channel
+        uint32_t a0[4], a1[4];
+        ldmatrix_x4(a0[0], a0[1], a0[2], a0[3], rbase + static_cast<unsigned>((2 * p) * kBJ * m1::kNS * 2));
+        ldmatrix_x4(a1[0], a1[1], a1[2], a1[3], rbase + static_cast<unsigned>((2 * p + 1) * kBJ * m1::kNS * 2));
+        uint32_t b[2];
+        float sc;  // P's scale 2^(a_max s + e_C) of (target tp, channel cc + e)
+        {
+          const int ch = cc + e;
+          const float si = static_cast<float>(srow[tp * kBK + ch] - srow[kBI * kBK + ch]);  // S_i - S_R >= 0
+          const float2 x = *reinterpret_cast<const float2*>(sp + rf::kA2 + ch * m1::kNS + 2 * q);
+          const float2 y = *reinterpret_cast<const float2*>(sp + rf::kA2 + ch * m1::kNS + 2 * q + 8);
+          const float a2[4] = {x.x, x.y, y.x, y.y};
+          float am = fmaxf(fmaxf(a2[0], a2[1]), fmaxf(a2[2], a2[3]));
+          am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
+          am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
+          float pv[4];
 #pragma unroll
-        for (int s = 0; s < rf::kRS; ++s) {
-          const int jj = rf::kRS * g + s;
-          const float4 x = rc[(2 * s) * 2 * kBK], y = rc[(2 * s + 1) * 2 * kBK];  // states n0 .. n0 + 3, n0 + 4 .. + 7
-          const float rn[8] = {x.x, x.y, x.z, x.w, y.x, y.y, y.z, y.w};
-          float m[4];
-          m1_dots(P, rn, m);  // this lane's half of Σ_n P_i R_j
-          const float r0 = m[0] + __shfl_xor_sync(0xffffffffu, m[2], 1);
-          const float r1 = m[1] + __shfl_xor_sync(0xffffffffu, m[3], 1);
-          // (R is 0 for sources past the tile, so is u)
-          const unsigned short b0 = __bfloat16_as_ushort(__float2bfloat16_rn(z0 * r0));
-          const unsigned short b1 = __bfloat16_as_ushort(__float2bfloat16_rn(z1 * r1));
-          const unsigned a = base + swz[jj % 8];
-          asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(a + static_cast<unsigned>(jj * 128)), "h"(b0));
-          asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(a + static_cast<unsigned>((kBJ + jj) * 128)), "h"(b1));
+          for (int k = 0; k < 4; ++k) pv[k] = pok ? cn[k] * exp2_ftz((a2[k] - am) * si) : 0.0f;  // (select: no 0 · inf)
+          sc = pok ? exp2_ftz(fmaf(am, si, ec)) : 0.0f;
+          const __half2 lo = __floats2half2_rn(pv[0], pv[1]), hi = __floats2half2_rn(pv[2], pv[3]);
+          b[0] = *reinterpret_cast<const uint32_t*>(&lo);
+          b[1] = *reinterpret_cast<const uint32_t*>(&hi);
         }
-        __syncwarp();
-        if (lane == 0) bar_arrive(rfree(static_cast<int>(r)));
+        float dv[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        mma_f16(dv, a0[0], a0[1], a0[2], a0[3], e ? 0u : b[0], e ? 0u : b[1]);
+        mma_f16(dv, a1[0], a1[1], a1[2], a1[3], e ? b[0] : 0u, e ? b[1] : 0u);
+        // dv: (source g, channel cc), (g, cc + 1), (g + 8, cc), (g + 8, cc + 1), target tq;
+        // P's scales of (tq, cc) and (tq, cc + 1) from lanes 4 (2q) and 4 (2q + 1)
+        const float s0 = __shfl_sync(0xffffffffu, sc, 8 * q), s1 = __shfl_sync(0xffffffffu, sc, 8 * q + 4);
+        unsigned rs0, rs1;  // R's scales (bf16x2, channels cc, cc + 1) of sources g and g + 8
+        asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(rs0) : "r"(sbase + static_cast<unsigned>(4 * p)));
+        asm volatile("ld.shared.b32 %0, [%1];\n"
+                     : "=r"(rs1)
+                     : "r"(sbase + static_cast<unsigned>(8 * rf::kChunkChannels * 2 + 4 * p)));
+        const float2 z = *reinterpret_cast<const float2*>(sp + rf::kZ + tq * kBK + cc);
+        const float z0 = z.x * s0, z1 = z.y * s1;
+        const __nv_bfloat162 u0 = __floats2bfloat162_rn(dv[0] * z0 * __uint_as_float(rs0 << 16),
+                                                        dv[1] * z1 * __uint_as_float(rs0 & 0xffff0000u));
+        const __nv_bfloat162 u1 = __floats2bfloat162_rn(dv[2] * z0 * __uint_as_float(rs1 << 16),
+                                                        dv[3] * z1 * __uint_as_float(rs1 & 0xffff0000u));
+        out[0][p] = *reinterpret_cast<const uint32_t*>(&u0);
+        out[1][p] = *reinterpret_cast<const uint32_t*>(&u1);
+      }
+      if (LATIM_REL_AT >= 8) release_prev();
+      __syncwarp();
+      if (lane == 0) bar_arrive(rfree(static_cast<int>(r)));
+      // u_{ij} goes to row 16 i + j of the stage; channels 16w .. are its 16-byte chunks 2w and
+      // 2w + 1, swizzled by row % 8 = g
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const unsigned row = static_cast<unsigned>(tq * kBJ + g + 8 * h);
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+          const unsigned a = sst + row * 128u + static_cast<unsigned>((((2 * w + k) ^ g) & 7) << 4);
+          asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(a), "r"(out[h][4 * k]), "r"(out[h][4 * k + 1]),
+                       "r"(out[h][4 * k + 2]), "r"(out[h][4 * k + 3]));
+        }
       }
       nring += rf::kChunks;
     };
@@ -1166,7 +1229,7 @@ __global__ void m1_taps_kernel(TileFactors f, int64_t j0, int64_t nj, float* __r
 // get 0, and so do positions past T. The gaps S_R - S_l are taken in fp64 and the
 // exponentials with exp2f.
 template <int K, bool SILU>
-__global__ void m1_rfac_kernel(TileFactors f, int64_t j0, int64_t nj, float* __restrict__ R) {
+__global__ void m1_rfac_kernel(TileFactors f, int64_t j0, int64_t nj, __half* __restrict__ R) {
 #ifdef LATIM_WGMMA_DEVICE
   const int64_t D = f.D, T = f.T, nslab = D / kBK, njb = (nj + kBJ - 1) / kBJ, jend = j0 + nj;
   const int64_t n = njb * nslab * kBK * 4;
@@ -1201,11 +1264,29 @@ __global__ void m1_rfac_kernel(TileFactors f, int64_t j0, int64_t nj, float* __r
         for (int k = 0; k < 4; ++k) r[jj][k] = fmaf(tap, qn[k], r[jj][k]);
       }
     }
-    float* const out = R + rf::offset(mb, slab, nslab);
+    // In the chunk layout (see rf): per source, the 4 threads of the channel (adjacent lanes)
+    // agree on the scale 2^e, e the exponent of the largest |R| of its 16 states (0 for a zero
+    // row), then each stores its 4 states in fp16, 8 contiguous bytes, and the first the scale.
+    __half* const out = R + rf::offset(mb, slab, nslab) + (cc / rf::kChunkChannels) * (rf::kChunkBytes / 2);
+    const int k = cc % rf::kChunkChannels;
 #pragma unroll
-    for (int jj = 0; jj < kBJ; ++jj)
-      *reinterpret_cast<float4*>(out + ((((jj * 2 + q) * kBK) + cc) * 2 + nh) * 4) =
-          make_float4(r[jj][0], r[jj][1], r[jj][2], r[jj][3]);
+    for (int jj = 0; jj < kBJ; ++jj) {
+      float mx = fmaxf(fmaxf(fabsf(r[jj][0]), fabsf(r[jj][1])), fmaxf(fabsf(r[jj][2]), fabsf(r[jj][3])));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      int e = mx > 0.0f ? ((__float_as_int(mx) >> 23) & 0xff) - 127 : 0;
+      e = e < -126 ? -126 : e > 126 ? 126 : e;
+      const float down = __int_as_float((127 - e) << 23);  // 2^-e, exact
+      const __half2 lo = __floats2half2_rn(r[jj][0] * down, r[jj][1] * down);
+      const __half2 hi = __floats2half2_rn(r[jj][2] * down, r[jj][3] * down);
+      uint2 v;
+      v.x = *reinterpret_cast<const unsigned*>(&lo);
+      v.y = *reinterpret_cast<const unsigned*>(&hi);
+      *reinterpret_cast<uint2*>(out + rf::in_chunk(k, jj, n0)) = v;
+      if ((idx & 3) == 0)
+        reinterpret_cast<__nv_bfloat16*>(out)[rf::kChunkElems + jj * rf::kChunkChannels + k] =
+            __float2bfloat16_rn(__int_as_float((127 + e) << 23));  // 2^e, exact in bf16
+    }
   }
 #endif
 }
@@ -1278,7 +1359,7 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
   const auto* Wk = static_cast<const __nv_bfloat16*>(f.WoutT) + Dpad * dpad;  // the swizzled image
   const int64_t grid = npb < sms ? npb : sms;
   auto* const us = static_cast<__nv_bfloat16*>(tile_scratch(dev, grid * (f.D / kBK) * kStageU, layer));
-  const auto launch = [&](auto kernel, bool rf, int ns, const float* taps, const float* R, bool band_only) {
+  const auto launch = [&](auto kernel, bool rf, int ns, const float* taps, const __half* R, bool band_only) {
     const Layout L = layout(ns, f.H, f.G * f.N, f.G, f.D / kBK, m1, rf);
     check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(L.total)),
           "latim_tile_wgmma (shared memory attribute)", layer);
@@ -1296,8 +1377,8 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
   // position reaches a target, jb + kNL - 1 >= ib, for some jb <= ib + kBI - 1.
   const bool band = j0 <= i0 + ni - 1 && j0 + ((nj - 1) / kBJ) * kBJ + kNL - 1 >= i0;
   if (rfac) {
-    float* const R = static_cast<float*>(
-        tile_scratch(dev, rf::offset(njb, 0, f.D / kBK) * int64_t{sizeof(float)}, layer, TileScratch::M1R));
+    auto* const R = static_cast<__half*>(
+        tile_scratch(dev, rf::offset(njb, 0, f.D / kBK) * int64_t{sizeof(__half)}, layer, TileScratch::M1R));
     const int64_t threads = njb * (f.D / kBK) * kBK * 4, blocks = (threads + 255) / 256;
     (f.silu ? m1_rfac_kernel<4, true> : m1_rfac_kernel<4, false>)<<<static_cast<unsigned>(blocks < 8192 ? blocks : 8192),
                                                                      256, 0, stream>>>(f, j0, nj, R);

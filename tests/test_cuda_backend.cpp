@@ -527,6 +527,58 @@ TEST_P(CudaTilePrecision, WgmmaKernelMatchesMmaKernelAndFp64) {
     fp64_check(w.l2, 231, 239, 229, 240, "block on the diagonal");
   }
 }
+
+// The factored Mamba-1 build multiplies R and P on fp16 tensor cores, each scaled by a power
+// of two per (source, channel) and per (target, channel). Without those scales, factors near
+// fp16's smallest normal (2^-14) or below would lose their digits or flush to zero. Here B
+// and C are 2^-12 times a real layer's, so u is 2^-24 times as large on pairs that the skip
+// term D does not reach (still far from fp32's limits). On the pairs 32 or more apart (all in
+// fast blocks, the factored launch's), the scores must agree with the fp32 mma.sync kernel
+// as on the unscaled layer, and with the unscaled layer's factored scores times 2^-24.
+TEST_P(CudaTilePrecision, WgmmaFactoredBuildKeepsSmallFactors) {
+  const auto [precision, bits] = GetParam();
+  if (precision != Precision::BF16) GTEST_SKIP() << "the wgmma kernel is the bf16 path";
+  if (!cuda::latim_tile_wgmma_supported()) GTEST_SKIP() << "needs a GPU that runs the wgmma kernel";
+  ModelWeights m = bench::random_model(bench::shape_130m(Family::Mamba1, 1), 11);
+  const int64_t T = 240;
+  auto cpu = backend_for("cpu");
+  Recorder rec;
+  rec.trace_layers = 1;
+  cpu->forward(m, bench::random_tokens(T, m.config.vocab_size, 5), &rec);
+  ScoreSet l2;
+  l2.l2 = true;
+  // l2 of the pairs i - j >= 32, in row order
+  auto run = [&](const LayerTrace& tr, bool mma) {
+    const cudatest::ScopedEnv kernel("LATIM_TILE_KERNEL", mma ? "mma" : "wgmma");
+    const LayerFactors f = make_layer_factors(m.config, m.layers[0], tr);
+    auto tiles = make_cuda_tile_backend(Precision::BF16);
+    TileScores t;
+    t.i0 = 0;
+    t.ni = T;
+    t.j0 = 0;
+    t.nj = T;
+    tiles->compute_tile(f, l2, t);
+    std::vector<double> far;
+    for (int64_t i = 0; i < T; ++i)
+      for (int64_t j = 0; j + 32 <= i; ++j) far.push_back(t.l2[i * T + j]);
+    return far;
+  };
+  LayerTrace small = rec.trace[0];
+  const float down = std::ldexp(1.0f, -12);
+  for (float& b : small.B) b *= down;
+  for (float& c : small.C) c *= down;
+  const int64_t fac = cuda::latim_tile_wgmma_factored_launches();
+  const std::vector<double> base = run(rec.trace[0], false), base_mma = run(rec.trace[0], true);
+  const std::vector<double> got = run(small, false), want = run(small, true);
+  EXPECT_GT(cuda::latim_tile_wgmma_factored_launches(), fac) << "the factored launch did not run";
+  std::vector<double> up(got.size());
+  for (std::size_t k = 0; k < got.size(); ++k) up[k] = std::ldexp(got[k], 24);
+  EXPECT_LE(norm_error(base, base_mma), 1e-3) << "unscaled layer against the mma.sync kernel";
+  EXPECT_LE(norm_error(got, want), 1e-3) << "scaled layer against the mma.sync kernel";
+  EXPECT_LE(norm_error(up, base), 1e-5) << "scaled layer times 2^24 against the unscaled one";
+  std::printf("[ factored, B and C times 2^-12 ] l2 %.3g against mma.sync (unscaled %.3g), %.3g against unscaled\n",
+              norm_error(got, want), norm_error(base, base_mma), norm_error(up, base));
+}
 #endif
 
 INSTANTIATE_TEST_SUITE_P(Precisions, CudaTilePrecision,
