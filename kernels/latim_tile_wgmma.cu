@@ -48,9 +48,6 @@
 #include "mma_sync.cuh"
 #include "wgmma_common.cuh"
 
-#ifndef LATIM_REL_AT
-#define LATIM_REL_AT 2
-#endif
 namespace latim::cuda {
 
 namespace {
@@ -110,15 +107,15 @@ struct Layout {
 //   u_{ij}[c] = Z_i[c] Σ_n P_i[c,n] R_j[c,n],   P_i = C_i 2^(a (S_i - S_R)),
 //   R_j[c,n] = Σ_k x_{j+k←j}[c] Δ_{j+k}[c] B_{j+k}[n] 2^(a (S_R - S_{j+k}[c])),
 // where R depends on the source block alone: m1_rfac_kernel computes it once per launch
-// (exact exp2f, fp64 gaps), and producer warp 3 bulk-copies it in chunks of kRS sources
-// through a ring (the other producer warps stage the slots). Per slab, a consumer lane
-// (channel, half of the states) then computes 8 exponentials per target once and 8 fused
-// multiply-adds per (target, source): no exponential per position. The pair blocks are taken
-// source-block major, so that the blocks resident at one time read the same R from L2. The
-// diagonal band of slow blocks runs in a second launch of the M1 kernel (band_only).
-// H100, T = 16K, l2: 1.33e8 pairs/s against 1.00e8 for the unfactored path; the same
-// pipeline with R copied but no u built runs at 1.50e8, and without R at 1.75e8
-// (docs/performance-cuda.md).
+// (exact exp2f, fp64 gaps, stored in fp16 with a power-of-two scale per source and channel),
+// and producer warp 3 bulk-copies it in chunks of 16 channels through a ring (the other
+// producer warps stage the slots). Per slab, the consumers compute P (4 exponentials per
+// lane and pair of channels) and multiply it by R on the tensor cores (see rf): no
+// exponential per position, and no sum over the states on CUDA cores. The pair blocks are
+// taken source-block major, so that the blocks resident at one time read the same R from
+// L2. The diagonal band of slow blocks runs in a second launch of the M1 kernel (band_only).
+// H100, T = 16K, l2: 1.62-1.64e8 pairs/s (the build on CUDA cores, fp32 R: 1.42-1.46e8;
+// the unfactored path 1.00e8; docs/performance-cuda.md).
 namespace m1 {
 constexpr int kSlotsM1 = 2;
 constexpr int kNS = 16;  // d_state the Mamba-1 path takes
@@ -939,8 +936,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int p = 0; p < 8; ++p) {
         // The last slab's products are done by now: release its stage, so that the producer
-        // fetches the W_out slab after next while this one is built, not after.
-        if (p == LATIM_REL_AT) release_prev();
+        // fetches the W_out slab after next while this one is built, not after. (After 5 of
+        // the 8 pairs: 1 % faster than after 2, 0 or 8, H100.)
+        if (p == 5) release_prev();
         const int cc = 16 * w + 2 * p;  // the pair's first channel
         uint32_t a0[4], a1[4];
         ldmatrix_x4(a0[0], a0[1], a0[2], a0[3], rbase + static_cast<unsigned>((2 * p) * kBJ * m1::kNS * 2));
@@ -984,7 +982,6 @@ __global__ void __launch_bounds__(kThreads, 1)
         out[0][p] = *reinterpret_cast<const uint32_t*>(&u0);
         out[1][p] = *reinterpret_cast<const uint32_t*>(&u1);
       }
-      if (LATIM_REL_AT >= 8) release_prev();
       __syncwarp();
       if (lane == 0) bar_arrive(rfree(static_cast<int>(r)));
       // u_{ij} goes to row 16 i + j of the stage; channels 16w .. are its 16-byte chunks 2w and
