@@ -174,8 +174,8 @@ __host__ __device__ inline int in_chunk(int k, int jj, int n) {
   int64_t off = 0;
   L.nstages = nstages;
   // full, empty; inputs full, inputs free; M free, M ready; one `stored` per slab; R chunk
-  // full, R chunk free
-  L.bars = take(off, 8 * (2 * nstages + 2 * kSlots + 2 + nslab + 2 * rf::kRing), 8);
+  // full (two per slot), R chunk free
+  L.bars = take(off, 8 * (2 * nstages + 2 * kSlots + 2 + nslab + 3 * rf::kRing), 8);
   L.stages = take(off, int64_t{kStage} * nstages, 1024);
   if (rfac) {
     L.m1slots = take(off, int64_t{m1::kSlotsM1} * rf::kSlotFloats * 4);
@@ -359,8 +359,14 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int64_t T = f.T, D = f.D, d = f.d;
   const int nslab = static_cast<int>(D / kBK);
   // R chunk barriers, after the `stored` ones (RF)
-  auto rfull = [&](int r) { return stored(nslab + r); };
-  auto rfree = [&](int r) { return stored(nslab + rf::kRing + r); };
+  // Two `full` barriers per ring slot, for its even and odd uses: a consumer warp waits only
+  // for its own chunks (every fourth), so while the warp that holds an older chunk of the same
+  // slot is still building, it may wait two uses of the slot ahead of the copies, where one
+  // barrier's parity would alias. Alternating barriers make that four uses (20 chunks, 5
+  // slabs; the stages keep the warps within 3 slabs of each other). Seen as wrong bits in
+  // WgmmaKernelMatchesMmaKernelAndFp64 (one barrier per slot).
+  auto rfull = [&](int r, unsigned use) { return stored(nslab + 2 * r + static_cast<int>(use & 1u)); };
+  auto rfree = [&](int r) { return stored(nslab + 2 * rf::kRing + r); };
   if (tid == 0) {
     for (int s = 0; s < nstages; ++s) {
       bar_init(full(s), 1);  // the producer's expect_tx for the copies into the stage
@@ -375,7 +381,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int k = 0; k < nslab; ++k) bar_init(stored(k), 8);  // each consumer warp's u rows stored
     if constexpr (RF)
       for (int r = 0; r < rf::kRing; ++r) {
-        bar_init(rfull(r), 1);  // the producer's expect_tx for the chunk's bulk copy
+        bar_init(rfull(r, 0), 1);  // the producer's expect_tx for the chunk's bulk copy
+        bar_init(rfull(r, 1), 1);
         bar_init(rfree(r), 2);  // the consumer warp of each warpgroup that reads the chunk
       }
     // The bulk copies complete on `full` through the async proxy: make the initialisations
@@ -581,7 +588,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     unsigned nblk = 0;    // pair blocks so far (the parity of the `m_free` and `stored` phases)
     if constexpr (RF) {
       // Warp 3: R of every slab of the launch's blocks, chunk by chunk through the ring (lane 0),
-      // each copy as soon as the chunk it overwrites has been read by every consumer warp.
+      // each copy as soon as the chunk it overwrites has been read by the two consumer warps
+      // that take it.
       if (t >= kProd) {
         if (t == kProd) {
           unsigned nr = 0;
@@ -593,9 +601,9 @@ __global__ void __launch_bounds__(kThreads, 1)
             for (int g = 0; g < nslab * rf::kChunks; ++g, ++nr) {
               const unsigned r = nr % rf::kRing;
               bar_wait(rfree(static_cast<int>(r)), ((nr / rf::kRing) & 1u) ^ 1u);
-              bar_arrive_expect_tx(rfull(static_cast<int>(r)), rf::kChunkBytes);
+              bar_arrive_expect_tx(rfull(static_cast<int>(r), nr / rf::kRing), rf::kChunkBytes);
               bulk_copy(smem_u32(smem + L.ring) + r * rf::kChunkBytes, src + int64_t{g} * (rf::kChunkBytes / 2),
-                        rf::kChunkBytes, rfull(static_cast<int>(r)));
+                        rf::kChunkBytes, rfull(static_cast<int>(r), nr / rf::kRing));
             }
           }
         }
@@ -932,7 +940,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       // the R scales of sources g and g + 8 ([source][channel] bf16 after the chunk's R)
       const unsigned sbase = chunk + static_cast<unsigned>((rf::kChunkElems + g * rf::kChunkChannels) * 2);
       uint32_t out[2][8];  // bf16x2 of u: source g / g + 8, channel pair p
-      bar_wait(rfull(static_cast<int>(r)), use & 1u);
+      bar_wait(rfull(static_cast<int>(r), use), (use >> 1) & 1u);
 #pragma unroll
       for (int p = 0; p < 8; ++p) {
         // The last slab's products are done by now: release its stage, so that the producer
