@@ -387,6 +387,26 @@ TEST_P(CudaTilePrecision, ErrorAtMostTwiceAPlainImplementation) {
 }
 
 #ifdef LATIM_HAVE_CUDA
+// The l2 scores `l2s` of a tile at (i0, j0), nj columns wide, on the pairs j <= i of rows
+// [ia, ie) x columns [ja, je): {their error against fp64, that of a plain implementation
+// rounding to `bits` mantissa bits}.
+std::pair<double, double> l2_fp64_errors(const LayerFactors& f, const std::vector<float>& l2s, int64_t i0, int64_t j0,
+                                         int64_t nj, int64_t ia, int64_t ie, int64_t ja, int64_t je, int bits) {
+  std::vector<double> got, exact, plain;
+  for (int64_t i = ia; i < ie; ++i)
+    for (int64_t j = ja; j < je && j <= i; ++j) {
+      got.push_back(l2s[(i - i0) * nj + (j - j0)]);
+      auto l2 = [&](int b) {
+        double ss = 0.0;
+        for (const double t : reference_contribution(f, i, j, b)) ss += t * t;
+        return std::sqrt(ss);
+      };
+      exact.push_back(l2(0));
+      plain.push_back(l2(bits));
+    }
+  return {norm_error(got, exact), norm_error(plain, exact)};
+}
+
 // The sm_90a wgmma kernel (bf16) against the mma.sync kernel on the same tile, every output,
 // and against fp64 on a block of pairs. A mamba2-130m- and a mamba-130m-shaped layer, the
 // latter also with the identity activation (the fixtures are too narrow for the wgmma
@@ -503,19 +523,8 @@ TEST_P(CudaTilePrecision, WgmmaKernelMatchesMmaKernelAndFp64) {
     // fp64 on the pairs of rows [ia, ie) x columns [ja, je): error at most twice plain bf16's.
     auto fp64_check = [&](const std::vector<float>& l2s, int64_t ia, int64_t ie, int64_t ja, int64_t je,
                           const char* what) {
-      std::vector<double> got, exact, plain;
-      for (int64_t i = ia; i < ie; ++i)
-        for (int64_t j = ja; j < je && j <= i; ++j) {
-          got.push_back(l2s[(i - w.i0) * w.nj + (j - w.j0)]);
-          auto l2 = [&](int b) {
-            double ss = 0.0;
-            for (const double t : reference_contribution(f, i, j, b)) ss += t * t;
-            return std::sqrt(ss);
-          };
-          exact.push_back(l2(0));
-          plain.push_back(l2(bits));
-        }
-      EXPECT_LE(norm_error(got, exact), 2 * norm_error(plain, exact) + 1e-7) << what;
+      const auto [e, plain] = l2_fp64_errors(f, l2s, w.i0, w.j0, w.nj, ia, ie, ja, je, bits);
+      EXPECT_LE(e, 2 * plain + 1e-7) << what;
     };
     // Blocks whose positions all precede their targets.
     fp64_check(w.l2, 220, 240, 170, 190, "rows 220-239, columns 170-189");
@@ -579,20 +588,8 @@ TEST_P(CudaTilePrecision, WgmmaFactoredBuildKeepsSmallFactors) {
   EXPECT_LE(e_scaled, 1.25 * e_base + 1e-6) << "scaled layer against the mma.sync kernel";
   EXPECT_LE(e_up, 2e-4) << "scaled layer times 2^24 against the unscaled one";
   // fp64 on rows 220-239 x columns 100-119
-  const LayerFactors f = make_layer_factors(m.config, m.layers[0], small);
-  std::vector<double> g, exact, plain;
-  for (int64_t i = 220; i < 240; ++i)
-    for (int64_t j = 100; j < 120; ++j) {
-      g.push_back(got[i * T + j]);
-      auto norm = [&](int b) {
-        double ss = 0.0;
-        for (const double t : reference_contribution(f, i, j, b)) ss += t * t;
-        return std::sqrt(ss);
-      };
-      exact.push_back(norm(0));
-      plain.push_back(norm(bits));
-    }
-  const double e64 = norm_error(g, exact), e_plain = norm_error(plain, exact);
+  const auto [e64, e_plain] =
+      l2_fp64_errors(make_layer_factors(m.config, m.layers[0], small), got, 0, 0, T, 220, 240, 100, 120, bits);
   EXPECT_LE(e64, 2 * e_plain) << "scaled layer against fp64";
   std::printf("[ factored, B and C times 2^-12 ] l2 %.3g against mma.sync (unscaled %.3g), %.3g against unscaled "
               "times 2^-24, %.3g against fp64 (plain bf16 %.3g)\n",
