@@ -150,8 +150,10 @@ constexpr int kChunkElems = kChunkChannels * kBJ * m1::kNS;     // fp16 R
 constexpr int kChunkScales = kBJ * kChunkChannels;              // bf16 2^e
 constexpr int kChunkBytes = (kChunkElems + kChunkScales) * 2;   // 8.5 KiB
 constexpr int kRing = 5;
-constexpr int kZ = 0, kA2 = kZ + kBI * kBK, kS = kA2 + kBK * m1::kNS,  // kS: fp64 rows S_i (kBI), S_R
-    kSlotFloats = kS + 2 * (kBI + 1) * kBK;
+// kA2: A·log2(e) - a_max rows (a_max: the channel's largest A·log2(e)); kS: fp64 rows S_i
+// (kBI), S_R; kAm: a_max of the slab's channels
+constexpr int kZ = 0, kA2 = kZ + kBI * kBK, kS = kA2 + kBK * m1::kNS, kAm = kS + 2 * (kBI + 1) * kBK,
+              kSlotFloats = kAm + kBK;
 // The reference position of the source block at jb: its last position, or the sequence's.
 __host__ __device__ inline int64_t ref_position(int64_t jb, int64_t T) {
   return jb + kNL - 1 < T ? jb + kNL - 1 : T - 1;
@@ -160,6 +162,9 @@ __host__ __device__ inline int64_t ref_position(int64_t jb, int64_t T) {
 __host__ __device__ inline int64_t offset(int64_t mb, int64_t slab, int64_t nslab) {
   return (mb * nslab + slab) * kChunks * (kChunkElems + kChunkScales);
 }
+// After R of the launch's source blocks (offset(njb, 0, nslab)): A·log2(e) - a_max [D][kNS]
+// and a_max [D] in fp32, written by m1_rfac_kernel.
+__host__ __device__ inline int64_t arel_floats(int64_t D) { return D * (m1::kNS + 1); }
 // Where state n of source jj and channel k (of its chunk) lies in a chunk, in bf16.
 __host__ __device__ inline int in_chunk(int k, int jj, int n) {
   return (k * kBJ + jj) * m1::kNS + (((n >> 3) ^ ((jj >> 2) & 1)) << 3) + (n & 7);
@@ -562,14 +567,20 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int64_t c0 = int64_t{slab} * kBK;
       const int64_t ref = rf::ref_position(jb, T);
 #pragma unroll 1
-      for (int idx = t; idx < kBI * 16 + kBK * m1::kNS / 4 + (kBI + 1) * (kBK / 2); idx += kProd) {
+      constexpr int kCopies = kBI * 16 + kBK * m1::kNS / 4 + (kBI + 1) * (kBK / 2) + kBK / 4;
+      // A·log2(e) - a_max and a_max, after R (see rf::arel_floats)
+      const float* const arel = reinterpret_cast<const float*>(rfac + rf::offset((nj + kBJ - 1) / kBJ, 0, nslab));
+      for (int idx = t; idx < kCopies; idx += kProd) {
         if (idx < kBI * 16) {
           const int row = idx / 16, ch = idx % 16;
           const int64_t i = ib + row;
           cp_async16_or_zero(sp + rf::kZ + row * kBK + 4 * ch, f.Z + (i < T ? i : 0) * D + c0 + 4 * ch, i < T);
         } else if (idx < kBI * 16 + kBK * m1::kNS / 4) {
           const int k = idx - kBI * 16;
-          cp_async16_or_zero(sp + rf::kA2 + 4 * k, f.A2 + c0 * m1::kNS + 4 * k, true);
+          cp_async16_or_zero(sp + rf::kA2 + 4 * k, arel + c0 * m1::kNS + 4 * k, true);
+        } else if (idx >= kCopies - kBK / 4) {
+          const int k = idx - (kCopies - kBK / 4);
+          cp_async16_or_zero(sp + rf::kAm + 4 * k, arel + D * m1::kNS + c0 + 4 * k, true);
         } else {
           const int k = idx - kBI * 16 - kBK * m1::kNS / 4, row = k / (kBK / 2), ch = k % (kBK / 2);
           const int64_t p = row < kBI ? ib + row : ref;
@@ -958,13 +969,11 @@ __global__ void __launch_bounds__(kThreads, 1)
           const float si = static_cast<float>(srow[tp * kBK + ch] - srow[kBI * kBK + ch]);  // S_i - S_R >= 0
           const float2 x = *reinterpret_cast<const float2*>(sp + rf::kA2 + ch * m1::kNS + 2 * q);
           const float2 y = *reinterpret_cast<const float2*>(sp + rf::kA2 + ch * m1::kNS + 2 * q + 8);
-          const float a2[4] = {x.x, x.y, y.x, y.y};
-          float am = fmaxf(fmaxf(a2[0], a2[1]), fmaxf(a2[2], a2[3]));
-          am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
-          am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
+          const float a2[4] = {x.x, x.y, y.x, y.y};  // A·log2(e) - a_max <= 0
+          const float am = sp[rf::kAm + ch];
           float pv[4];
 #pragma unroll
-          for (int k = 0; k < 4; ++k) pv[k] = pok ? cn[k] * exp2_ftz((a2[k] - am) * si) : 0.0f;  // (select: no 0 · inf)
+          for (int k = 0; k < 4; ++k) pv[k] = pok ? cn[k] * exp2_ftz(a2[k] * si) : 0.0f;  // (select: no 0 · inf)
           sc = pok ? exp2_ftz(fmaf(am, si, ec)) : 0.0f;
           const __half2 lo = __floats2half2_rn(pv[0], pv[1]), hi = __floats2half2_rn(pv[2], pv[3]);
           b[0] = *reinterpret_cast<const uint32_t*>(&lo);
@@ -1269,6 +1278,14 @@ __global__ void m1_rfac_kernel(TileFactors f, int64_t j0, int64_t nj, __half* __
         for (int k = 0; k < 4; ++k) r[jj][k] = fmaf(tap, qn[k], r[jj][k]);
       }
     }
+    if (mb == 0) {  // A·log2(e) - a_max and a_max of channel c, once per launch
+      float am = fmaxf(fmaxf(a2[0], a2[1]), fmaxf(a2[2], a2[3]));
+      am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
+      am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
+      float* const arel = reinterpret_cast<float*>(R + rf::offset(njb, 0, nslab));
+      *reinterpret_cast<float4*>(arel + c * m1::kNS + n0) = make_float4(a2[0] - am, a2[1] - am, a2[2] - am, a2[3] - am);
+      if ((idx & 3) == 0) arel[D * m1::kNS + c] = am;
+    }
     // In the chunk layout (see rf): per source, the 4 threads of the channel (adjacent lanes)
     // agree on the scale 2^e, e the exponent of the largest |R| of its 16 states (0 for a zero
     // row), then each stores its 4 states in fp16, 8 contiguous bytes, and the first the scale.
@@ -1382,8 +1399,9 @@ bool latim_tile_wgmma(const TileFactors& f, int64_t i0, int64_t ni, int64_t j0, 
   // position reaches a target, jb + kNL - 1 >= ib, for some jb <= ib + kBI - 1.
   const bool band = j0 <= i0 + ni - 1 && j0 + ((nj - 1) / kBJ) * kBJ + kNL - 1 >= i0;
   if (rfac) {
-    auto* const R = static_cast<__half*>(
-        tile_scratch(dev, rf::offset(njb, 0, f.D / kBK) * int64_t{sizeof(__half)}, layer, TileScratch::M1R));
+    auto* const R = static_cast<__half*>(tile_scratch(
+        dev, rf::offset(njb, 0, f.D / kBK) * int64_t{sizeof(__half)} + rf::arel_floats(f.D) * int64_t{sizeof(float)},
+        layer, TileScratch::M1R));
     const int64_t threads = njb * (f.D / kBK) * kBK * 4, blocks = (threads + 255) / 256;
     (f.silu ? m1_rfac_kernel<4, true> : m1_rfac_kernel<4, false>)<<<static_cast<unsigned>(blocks < 8192 ? blocks : 8192),
                                                                      256, 0, stream>>>(f, j0, nj, R);
