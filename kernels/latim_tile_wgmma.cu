@@ -128,8 +128,8 @@ constexpr int kZ = 0, kTap = kZ + kBI * kBK, kDl = kTap + kKMax * kBJ * kBK, kA2
 // Mamba-1 with u factored (RF, see m1). The build runs on the tensor cores: per channel c,
 // the 16 x 8 block u_{ij}[c] / Z_i[c] (sources x targets) is R_c P_c, R_c the 16 x 16 matrix
 // of the block's sources and states, P_c that of the states and targets, one mma.m16n8k16
-// (fp16 operands with power-of-two scales, fp32 sums). A consumer warp takes 16 channels of the slab for its
-// warpgroup's 4 targets, two channels at a time: the 8 columns of the product are (target t,
+// (fp16 operands with power-of-two scales, fp32 sums). A consumer warp takes 16 channels of
+// the slab for its warpgroup's 4 targets, two channels at a time: the 8 columns of the product are (target t,
 // channel 2p + e) at column 2t + e, so each of the two mmas (one per channel) has P in every
 // other column and 0 in the rest, and a lane ends with two adjacent channels of its pairs,
 // one bf16x2 to store. R of a source block and slab is copied in kChunks chunks of 16
@@ -141,8 +141,9 @@ constexpr int kZ = 0, kTap = kZ + kBI * kBK, kDl = kTap + kKMax * kBJ * kBK, kA2
 // channel), by 2^(a_max s + e_C): a_max the channel's largest A·log2(e), e_C the exponent of
 // the target's largest |C|. The scales come back in fp32 on the product, so the fp16 range
 // costs no precision (bf16 operands measured 2x the error of a plain bf16 implementation).
-// The slot holds the rest per slab: Z rows, A·log2(e) rows, and the fp64 S rows of the
-// block's targets and of its reference position.
+// The slot holds the rest per slab: Z rows, A·log2(e) - a_max rows and a_max (computed once
+// per launch by m1_rfac_kernel), and the fp64 S rows of the block's targets and of its
+// reference position.
 namespace rf {
 constexpr int kChunkChannels = 16;
 constexpr int kChunks = kBK / kChunkChannels;                   // 4, one per consumer warp
@@ -306,6 +307,19 @@ __device__ __forceinline__ void fence_acc(float (&d)[128]) {
 #endif  // LATIM_WGMMA_DEVICE
 
 #ifdef LATIM_WGMMA_DEVICE
+// The largest of a, b, c, d over the 4 lanes of a quad (lanes 4k .. 4k + 3, all active).
+__device__ __forceinline__ float quad_max(float a, float b, float c, float d) {
+  float m = fmaxf(fmaxf(a, b), fmaxf(c, d));
+  m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+  return fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+}
+// The exponent e of x (x·2^-e in [1, 2); 0 for x <= 0), clamped to [-126, 126] so that 2^e
+// and 2^-e are normal floats; pow2(e) = 2^e, exact.
+__device__ __forceinline__ int pow2_exponent(float x) {
+  const int e = x > 0.0f ? ((__float_as_int(x) >> 23) & 0xff) - 127 : 0;
+  return e < -126 ? -126 : e > 126 ? 126 : e;
+}
+__device__ __forceinline__ float pow2(int e) { return __int_as_float((127 + e) << 23); }
 // 8 floats from shared memory at p (16-byte aligned).
 __device__ __forceinline__ void load8(const float* p, float (&v)[8]) {
   const float4 x = *reinterpret_cast<const float4*>(p), y = *reinterpret_cast<const float4*>(p + 4);
@@ -932,12 +946,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         const float2 x = *reinterpret_cast<const float2*>(cs + tp * m1::kNS + 2 * q);
         const float2 y = *reinterpret_cast<const float2*>(cs + tp * m1::kNS + 2 * q + 8);
         cn[0] = x.x, cn[1] = x.y, cn[2] = y.x, cn[3] = y.y;
-        float mx = fmaxf(fmaxf(fabsf(cn[0]), fabsf(cn[1])), fmaxf(fabsf(cn[2]), fabsf(cn[3])));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        int ex = mx > 0.0f ? ((__float_as_int(mx) >> 23) & 0xff) - 127 : 0;
-        ex = ex < -126 ? -126 : ex > 126 ? 126 : ex;
-        const float down = __int_as_float((127 - ex) << 23);  // 2^-e_C, exact
+        const int ex = pow2_exponent(quad_max(fabsf(cn[0]), fabsf(cn[1]), fabsf(cn[2]), fabsf(cn[3])));
+        const float down = pow2(-ex);
 #pragma unroll
         for (int k = 0; k < 4; ++k) cn[k] *= down;
         ec = static_cast<float>(ex);
@@ -1279,9 +1289,7 @@ __global__ void m1_rfac_kernel(TileFactors f, int64_t j0, int64_t nj, __half* __
       }
     }
     if (mb == 0) {  // A·log2(e) - a_max and a_max of channel c, once per launch
-      float am = fmaxf(fmaxf(a2[0], a2[1]), fmaxf(a2[2], a2[3]));
-      am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
-      am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
+      const float am = quad_max(a2[0], a2[1], a2[2], a2[3]);
       float* const arel = reinterpret_cast<float*>(R + rf::offset(njb, 0, nslab));
       *reinterpret_cast<float4*>(arel + c * m1::kNS + n0) = make_float4(a2[0] - am, a2[1] - am, a2[2] - am, a2[3] - am);
       if ((idx & 3) == 0) arel[D * m1::kNS + c] = am;
@@ -1293,12 +1301,8 @@ __global__ void m1_rfac_kernel(TileFactors f, int64_t j0, int64_t nj, __half* __
     const int k = cc % rf::kChunkChannels;
 #pragma unroll
     for (int jj = 0; jj < kBJ; ++jj) {
-      float mx = fmaxf(fmaxf(fabsf(r[jj][0]), fabsf(r[jj][1])), fmaxf(fabsf(r[jj][2]), fabsf(r[jj][3])));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      int e = mx > 0.0f ? ((__float_as_int(mx) >> 23) & 0xff) - 127 : 0;
-      e = e < -126 ? -126 : e > 126 ? 126 : e;
-      const float down = __int_as_float((127 - e) << 23);  // 2^-e, exact
+      const int e = pow2_exponent(quad_max(fabsf(r[jj][0]), fabsf(r[jj][1]), fabsf(r[jj][2]), fabsf(r[jj][3])));
+      const float down = pow2(-e);
       const __half2 lo = __floats2half2_rn(r[jj][0] * down, r[jj][1] * down);
       const __half2 hi = __floats2half2_rn(r[jj][2] * down, r[jj][3] * down);
       uint2 v;
@@ -1307,7 +1311,7 @@ __global__ void m1_rfac_kernel(TileFactors f, int64_t j0, int64_t nj, __half* __
       *reinterpret_cast<uint2*>(out + rf::in_chunk(k, jj, n0)) = v;
       if ((idx & 3) == 0)
         reinterpret_cast<__nv_bfloat16*>(out)[rf::kChunkElems + jj * rf::kChunkChannels + k] =
-            __float2bfloat16_rn(__int_as_float((127 + e) << 23));  // 2^e, exact in bf16
+            __float2bfloat16_rn(pow2(e));  // exact in bf16
     }
   }
 #endif
