@@ -14,6 +14,7 @@
 // mode's untraced, unsharded layers the raw dt comes in bf16 (dt_proj's bf16 output): the
 // first pass writes Δ back in bf16 (softplus_fast, then rounded) and uses that rounded Δ
 // itself, so both passes see the same Δ, and Δ never goes through memory in fp32.
+#include <cstdint>
 #include <type_traits>
 
 #include "cp_async.cuh"
@@ -292,6 +293,409 @@ void run(const X* x, DT* delta, const float* dt_bias, bool raw_dt, const float* 
   check_launch("selective_scan (output)", layer, stream);
 }
 
+
+// ---------------------------------------------------------------------------------------
+// The one-pass scan (bf16 mode, untraced layers): each (channel, state) is one lane, which
+// scans the whole sequence in order, so every decay is computed once. The two passes above
+// compute each twice and, bound by the special-function unit, cannot reach the forward's
+// target (docs/performance-cuda.md, eleventh session). A block takes 6 · 32 / NS channels
+// and has four kinds of warps, each in its own loop over the stages of kS positions, handing
+// stages over through mbarriers so that no warp waits on another's latency:
+//   - one copy warp: cp.async of the raw stage (dt, x, z tiles [kS][kCB] in bf16, B and C
+//     rows [kS][NS] in fp32) into a ring of kRaw slots;
+//   - two prep warps: Δ and Δx of the stage (the two-pass scan's bits: softplus_fast, rounded
+//     to bf16) into [channel][kS] rows, kPrep slots;
+//   - six scan warps (32 / NS channels each, one state per lane): per position one
+//     exponential, h = 2^(Δa) h + Δx B, and h into a [kS][channels × NS] tile, kHs slots;
+//   - three output warps: per (position, channel) the sum of C·h over the states (the
+//     two-pass scan's order of sums), D·x, the gate, the store.
+// With one block per SM the four schedulers hold 2 scan + 1 prep (0 and 1), 1 scan + the
+// copy warp + 1 output (2), and 1 scan + 2 output warps (3). Any T; channels past D and
+// states past N scan zeros.
+namespace onepass {
+
+constexpr int kScanWarps = 6;
+constexpr int kThreads = 32 * 12;  // 6 scan, copy, output, 2 prep, 2 output
+constexpr int kCopyWarp = 6;
+constexpr int kPrepThreads = 64, kOutThreads = 96;
+constexpr int kS = 32;    // positions per stage
+constexpr int kRaw = 8;   // raw input slots
+constexpr int kPrep = 4;  // Δ, Δx slots
+constexpr int kHs = 3;    // state tiles
+// Warp -> role index: prep warps 8, 9 -> 0, 1; output warps 7, 10, 11 -> 0, 1, 2.
+__device__ __forceinline__ int prep_index(int warp) { return warp == 8 ? 0 : warp == 9 ? 1 : -1; }
+__device__ __forceinline__ int out_index(int warp) { return warp == 7 ? 0 : warp == 10 ? 1 : warp == 11 ? 2 : -1; }
+
+template <int NS>
+struct Geo {
+  static constexpr int kCW = 32 / NS;                // channels per scan warp
+  static constexpr int kCB = kScanWarps * kCW;       // channels per block
+  static constexpr int kPerPrep = kCB / 2;           // channels per prep thread and position
+  static constexpr int kPerOut = kCB / 3;            // channels per output thread and position
+  static constexpr int kBRow = NS + 4;               // B and C rows (floats; 16-byte multiples)
+  static constexpr int kHRow = kCB * NS + 4;         // state rows: [position][channel, state]
+  static constexpr int kPRow = kS + 4;               // Δ and Δx rows: [channel][position]
+  static constexpr int kRows = kS * kBRow * 4;       // bytes of one B or C tile
+  static constexpr int kAct = kS * kCB * 2;          // bytes of one bf16 tile
+  static constexpr int kRawBytes = 2 * kRows + 3 * kAct;
+  static constexpr int kPrepFloats = 2 * kCB * kPRow;
+  static constexpr int kHFloats = kS * kHRow;
+  static constexpr int kBars = 2 * kRaw + 2 * kPrep + 2 * kHs;
+  static constexpr int kSmem = kRaw * kRawBytes + (kPrep * kPrepFloats + kHs * kHFloats) * 4 + 8 * kBars;
+  static_assert(kRows % 16 == 0 && kRawBytes % 16 == 0 && kHRow % 4 == 0 && kPerOut % 2 == 0);
+};
+
+__device__ __forceinline__ unsigned smem_addr(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void mbar_init(void* bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count));
+}
+__device__ __forceinline__ void mbar_arrive(void* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(void* bar, unsigned parity) {
+  asm volatile(
+      "{\n.reg .pred done;\n"
+      "WAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1, %2;\n"
+      "@!done bra WAIT_%=;\n}\n" ::"r"(smem_addr(bar)),
+      "r"(parity), "r"(0x989680)
+      : "memory");
+}
+// The barrier's next arrival happens when this thread's earlier cp.async copies have landed.
+__device__ __forceinline__ void mbar_arrive_on_copies(void* bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_addr(bar)) : "memory");
+}
+// 4 or 8 bytes global -> shared through L1, zeros where !ok (src then not read).
+template <int kBytes>
+__device__ __forceinline__ void cp_small_or_zero(void* dst, const void* src, bool ok) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(smem_addr(dst)), "l"(src), "n"(kBytes),
+               "r"(ok ? kBytes : 0)
+               : "memory");
+}
+
+// How the helpers copy the bf16 tiles: pieces of 8 or 4 bytes (cp.async), or plain loads
+// (odd widths, unaligned rows).
+enum class Copy { k8, k4, kPlain };
+
+// One raw stage: B and C rows, then the dt, x (and z) tiles, by the copy warp's lane ht.
+template <int NS, bool kGated>
+__device__ __forceinline__ void stage_raw(unsigned char* slot, int ht, int64_t s0, int len, int64_t c0, int64_t D,
+                                          int N, const uint16_t* x, const uint16_t* dt, const float* B, int64_t ldb,
+                                          const float* C, int64_t ldc, const ScanGate& gate, Copy mode, bool vec_bc) {
+  using G = Geo<NS>;
+  float* const Bs = reinterpret_cast<float*>(slot);
+  float* const Cs = reinterpret_cast<float*>(slot + G::kRows);
+  uint16_t* const tiles = reinterpret_cast<uint16_t*>(slot + 2 * G::kRows);  // dt, x, z
+  const auto rows = [&](float* dst, const float* src, int64_t ld) {
+    if (vec_bc) {
+      constexpr int per = NS / 4;
+      for (int i = ht; i < kS * per; i += 32) {
+        const int r = i / per, q = i % per;
+        const bool ok = r < len && 4 * q < N;
+        cp_async16_or_zero(dst + r * G::kBRow + 4 * q, ok ? src + (s0 + r) * ld + 4 * q : src, ok);
+      }
+    } else {
+      for (int i = ht; i < kS * NS; i += 32) {
+        const int r = i / NS, n = i % NS;
+        const bool ok = r < len && n < N;
+        cp_small_or_zero<4>(dst + r * G::kBRow + n, ok ? src + (s0 + r) * ld + n : src, ok);
+      }
+    }
+  };
+  rows(Bs, B, ldb);
+  rows(Cs, C, ldc);
+  const auto tile = [&](uint16_t* dst, const uint16_t* src, int64_t ld) {
+    if (mode == Copy::kPlain) {
+      for (int i = ht; i < kS * G::kCB; i += 32) {
+        const int r = i / G::kCB, c = i % G::kCB;
+        dst[i] = r < len && c0 + c < D ? src[(s0 + r) * ld + c0 + c] : uint16_t{0};
+      }
+      return;
+    }
+    const auto pieces = [&](auto bytes) {
+      constexpr int b = decltype(bytes)::value, per = b / 2, n = G::kCB / per;
+      for (int i = ht; i < kS * n; i += 32) {
+        const int r = i / n, q = i % n;
+        const bool ok = r < len && c0 + q * per < D;
+        cp_small_or_zero<b>(dst + r * G::kCB + q * per, ok ? src + (s0 + r) * ld + c0 + q * per : src, ok);
+      }
+    };
+    if constexpr (G::kCB % 4 == 0)
+      if (mode == Copy::k8) return pieces(std::integral_constant<int, 8>{});
+    pieces(std::integral_constant<int, 4>{});
+  };
+  tile(tiles, dt, D);
+  tile(tiles + kS * G::kCB, x, D);
+  if (kGated) tile(tiles + 2 * kS * G::kCB, gate.z, gate.ldz);
+}
+
+// The copy warp's pieces of a whole stage (every position inside T) where B and C take
+// 16-byte copies and the bf16 tiles kTB-byte ones: the same pieces for every stage, so each
+// lane keeps their offsets from the stage's first row and issues each copy with one add:
+// about 3 instructions a copy, where stage_raw's general loops took 12.
+template <int NS, int kTB>
+struct WholeStage {
+  using G = Geo<NS>;
+  static constexpr int kRowB = NS / 4, kNB = kS * kRowB / 32;    // B (and C) pieces per lane
+  static constexpr int kPer = kTB / 2, kRowT = G::kCB / kPer, kNT = kS * kRowT / 32;  // per tile
+  static_assert(kS * kRowB % 32 == 0 && kS * kRowT % 32 == 0 && G::kCB % kPer == 0);
+  int ob[kNB], oc[kNB], ot[kNT], oz[kNT];  // source offsets (elements) from the stage's first row
+  unsigned short db[kNB], dtl[kNT];        // destination offsets (bytes) in the B and tile areas
+  __device__ WholeStage(int lane, int64_t ldb, int64_t ldc, int64_t D, int64_t ldz) {
+#pragma unroll
+    for (int j = 0; j < kNB; ++j) {
+      const int i = lane + 32 * j, r = i / kRowB, q = i % kRowB;
+      ob[j] = static_cast<int>(r * ldb + 4 * q);
+      oc[j] = static_cast<int>(r * ldc + 4 * q);
+      db[j] = static_cast<unsigned short>((r * G::kBRow + 4 * q) * 4);
+    }
+#pragma unroll
+    for (int j = 0; j < kNT; ++j) {
+      const int i = lane + 32 * j, r = i / kRowT, q = i % kRowT;
+      ot[j] = static_cast<int>(r * D + q * kPer);
+      oz[j] = static_cast<int>(r * ldz + q * kPer);
+      dtl[j] = static_cast<unsigned short>((r * G::kCB + q * kPer) * 2);
+    }
+  }
+  template <bool kGated>
+  __device__ __forceinline__ void issue(unsigned char* slot, int64_t s0, int64_t c0, const uint16_t* x,
+                                        const uint16_t* dt, const float* B, int64_t ldb, const float* C, int64_t ldc,
+                                        int64_t D, const ScanGate& gate) const {
+    const float* const b0 = B + s0 * ldb;
+    const float* const cc0 = C + s0 * ldc;
+#pragma unroll
+    for (int j = 0; j < kNB; ++j) {
+      cp_async16(slot + db[j], b0 + ob[j]);
+      cp_async16(slot + G::kRows + db[j], cc0 + oc[j]);
+    }
+    unsigned char* const tiles = slot + 2 * G::kRows;
+    const uint16_t* const d0 = dt + s0 * D + c0;
+    const uint16_t* const x0 = x + s0 * D + c0;
+    const uint16_t* const z0 = kGated ? gate.z + s0 * gate.ldz + c0 : nullptr;
+#pragma unroll
+    for (int j = 0; j < kNT; ++j) {
+      cp_small_or_zero<kTB>(tiles + dtl[j], d0 + ot[j], true);
+      cp_small_or_zero<kTB>(tiles + G::kAct + dtl[j], x0 + ot[j], true);
+      if (kGated) cp_small_or_zero<kTB>(tiles + 2 * G::kAct + dtl[j], z0 + oz[j], true);
+    }
+  }
+};
+
+template <int NS, bool kGated>
+__global__ void __launch_bounds__(kThreads, 1)
+    scan_onepass_kernel(const uint16_t* __restrict__ x, const uint16_t* __restrict__ dt,
+                        const float* __restrict__ dt_bias, const float* __restrict__ A, const float* __restrict__ B,
+                        int64_t ldb, const float* __restrict__ C, int64_t ldc, const float* __restrict__ Dskip,
+                        int64_t T, int64_t D, int N, Copy mode, bool vec_bc, bool pairs, float* __restrict__ y,
+                        float* __restrict__ h_final, ScanGate gate) {
+  using G = Geo<NS>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* const raw = smem;                                          // [kRaw][kRawBytes]
+  float* const prep = reinterpret_cast<float*>(smem + kRaw * G::kRawBytes);  // [kPrep][Δ, Δx][kCB][kPRow]
+  float* const hs = prep + kPrep * G::kPrepFloats;                           // [kHs][kS][kHRow]
+  uint64_t* const full = reinterpret_cast<uint64_t*>(hs + kHs * G::kHFloats);  // raw slot landed
+  uint64_t* const rfree = full + kRaw;                                           // raw slot read
+  uint64_t* const ready = rfree + kRaw;                                          // Δ, Δx written
+  uint64_t* const pfree = ready + kPrep;                                         // Δ, Δx read
+  uint64_t* const done = pfree + kPrep;                                          // states written
+  uint64_t* const hfree = done + kHs;                                            // states read
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t c0 = blockIdx.x * int64_t{G::kCB};
+  const int nst = static_cast<int>((T + kS - 1) / kS);
+  const auto slot = [&](int s) { return raw + (s % kRaw) * G::kRawBytes; };
+  // Waits for stage s's use of a ring barrier (slot s % ring), and for the one before it.
+  const auto wait_use = [](uint64_t* bars, int ring, int s) { mbar_wait(&bars[s % ring], (s / ring) & 1); };
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < kRaw; ++i) mbar_init(&full[i], 32), mbar_init(&rfree[i], kOutThreads);
+    for (int i = 0; i < kPrep; ++i) mbar_init(&ready[i], kPrepThreads), mbar_init(&pfree[i], 32 * kScanWarps);
+    for (int i = 0; i < kHs; ++i) mbar_init(&done[i], 32 * kScanWarps), mbar_init(&hfree[i], kOutThreads);
+  }
+  __syncthreads();
+
+  if (warp < kScanWarps) {
+    const int cl = warp * G::kCW + lane / NS, n = lane % NS;
+    const int64_t c = c0 + cl;
+    const float a = c < D && n < N ? A[c * N + n] * kLog2e : 0.0f;
+    float h = 0.0f;
+    for (int s = 0; s < nst; ++s) {
+      wait_use(ready, kPrep, s);
+      wait_use(full, kRaw, s);  // (already waited by the prep warps)
+      if (s >= kHs) wait_use(hfree, kHs, s - kHs);
+      const float* const dl = prep + (s % kPrep) * G::kPrepFloats + cl * G::kPRow;
+      const float* const dxl = dl + G::kCB * G::kPRow;
+      const float* const Bs = reinterpret_cast<const float*>(slot(s)) + n;
+      float* const hp = hs + (s % kHs) * G::kHFloats + cl * NS + n;
+      // The stage's Δ, Δx and B into registers first: the compiler cannot move loads past
+      // the state stores (all shared memory), so loads between them would each wait.
+      float dv[kS], xv[kS], bv[kS];
+#pragma unroll
+      for (int p = 0; p < kS; p += 4) {
+        const float4 d4 = *reinterpret_cast<const float4*>(dl + p);
+        const float4 x4 = *reinterpret_cast<const float4*>(dxl + p);
+        dv[p] = d4.x, dv[p + 1] = d4.y, dv[p + 2] = d4.z, dv[p + 3] = d4.w;
+        xv[p] = x4.x, xv[p + 1] = x4.y, xv[p + 2] = x4.z, xv[p + 3] = x4.w;
+      }
+#pragma unroll
+      for (int p = 0; p < kS; ++p) bv[p] = Bs[p * G::kBRow];
+      mbar_arrive(&pfree[s % kPrep]);
+#pragma unroll
+      for (int p = 0; p < kS; ++p) {
+        h = exp2_ftz(dv[p] * a) * h + xv[p] * bv[p];
+        hp[p * G::kHRow] = h;
+      }
+      mbar_arrive(&done[s % kHs]);
+    }
+    if (h_final && c < D && n < N) h_final[c * N + n] = h;
+    return;
+  }
+
+  if (warp == kCopyWarp) {
+    // Whole stages of whole pieces by the fast path; the last stage, and shapes the 16-byte B
+    // and C copies or the tile pieces do not fit, by stage_raw's general loops.
+    constexpr int kTB = G::kCB % 4 == 0 ? 8 : 4;
+    const bool fast = vec_bc && (mode == Copy::k8 || (mode == Copy::k4 && kTB == 4)) && c0 + G::kCB <= D;
+    const WholeStage<NS, kTB> whole(lane, ldb, ldc, D, kGated ? gate.ldz : 0);
+    for (int s = 0; s < nst; ++s) {
+      if (s >= kRaw) wait_use(rfree, kRaw, s - kRaw);
+      const int64_t s0 = int64_t{s} * kS;
+      if (fast && s0 + kS <= T)
+        whole.template issue<kGated>(slot(s), s0, c0, x, dt, B, ldb, C, ldc, D, gate);
+      else
+        stage_raw<NS, kGated>(slot(s), lane, s0, static_cast<int>(min(int64_t{kS}, T - s0)), c0, D, N, x, dt, B, ldb,
+                              C, ldc, gate, mode, vec_bc);
+      if (mode == Copy::kPlain) {  // plain stores beside the copies: wait, then a release
+        cp_async_wait<0>();
+        mbar_arrive(&full[s % kRaw]);
+      } else {
+        mbar_arrive_on_copies(&full[s % kRaw]);
+      }
+    }
+    cp_async_wait<0>();
+    return;
+  }
+
+  const int t = lane;
+  if (const int pw = prep_index(warp); pw >= 0) {
+    constexpr int kPer = G::kPerPrep;
+    const int cb = pw * kPer;
+    float bias[kPer];
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) bias[k] = c0 + cb + k < D && dt_bias ? dt_bias[c0 + cb + k] : 0.0f;
+    for (int s = 0; s < nst; ++s) {
+      wait_use(full, kRaw, s);
+      if (s >= kPrep) wait_use(pfree, kPrep, s - kPrep);
+      const bool tin = int64_t{s} * kS + t < T;
+      const uint16_t* const tiles = reinterpret_cast<const uint16_t*>(slot(s) + 2 * G::kRows);
+      float* const dl = prep + (s % kPrep) * G::kPrepFloats;
+#pragma unroll
+      for (int k = 0; k < kPer; ++k) {
+        // The two-pass scan's Δ bits; Δ = 0 past T (x is 0 there, so Δx is too).
+        const int cl = cb + k;
+        const float d = bf16_float(bf16_bits_packed(softplus_fast(bf16_float(tiles[t * G::kCB + cl]) + bias[k])));
+        dl[cl * G::kPRow + t] = tin ? d : 0.0f;
+        dl[G::kCB * G::kPRow + cl * G::kPRow + t] = d * bf16_float(tiles[kS * G::kCB + t * G::kCB + cl]);
+      }
+      mbar_arrive(&ready[s % kPrep]);
+    }
+    return;
+  }
+
+  const int ow = out_index(warp);
+  constexpr int kPer = G::kPerOut;
+  const int cb = ow * kPer;
+  float dskip[kPer];
+  bool cok[kPer];
+#pragma unroll
+  for (int k = 0; k < kPer; ++k) {
+    cok[k] = c0 + cb + k < D;
+    dskip[k] = cok[k] ? Dskip[c0 + cb + k] : 0.0f;
+  }
+  for (int s = 0; s < nst; ++s) {
+    wait_use(done, kHs, s);
+    wait_use(full, kRaw, s);  // (already waited by the prep warps)
+    const int64_t s0 = int64_t{s} * kS;
+    const unsigned char* const sl = slot(s);
+    const float4* const cr = reinterpret_cast<const float4*>(sl + G::kRows) + t * (G::kBRow / 4);
+    float cq[NS];
+#pragma unroll
+    for (int q = 0; q < NS / 4; ++q) {
+      const float4 v = cr[q];
+      cq[4 * q] = v.x, cq[4 * q + 1] = v.y, cq[4 * q + 2] = v.z, cq[4 * q + 3] = v.w;
+    }
+    const uint16_t* const tiles = reinterpret_cast<const uint16_t*>(sl + 2 * G::kRows);
+    const float* const hrow = hs + (s % kHs) * G::kHFloats + t * G::kHRow;
+    float yv[kPer], xv[kPer], zv[kPer];
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {
+      const int cl = cb + k;
+      const float4* const h4 = reinterpret_cast<const float4*>(hrow + cl * NS);
+      float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // the two-pass scan's order of sums
+#pragma unroll
+      for (int q = 0; q < NS / 4; ++q) {
+        const float4 v = h4[q];
+        part[0] += v.x * cq[4 * q];
+        part[1] += v.y * cq[4 * q + 1];
+        part[2] += v.z * cq[4 * q + 2];
+        part[3] += v.w * cq[4 * q + 3];
+      }
+      xv[k] = bf16_float(tiles[kS * G::kCB + t * G::kCB + cl]);
+      zv[k] = kGated ? bf16_float(tiles[2 * kS * G::kCB + t * G::kCB + cl]) : 0.0f;
+      yv[k] = ((part[0] + part[1]) + (part[2] + part[3])) + dskip[k] * xv[k];
+    }
+    mbar_arrive(&hfree[s % kHs]);
+    mbar_arrive(&rfree[s % kRaw]);
+    if (s0 + t >= T) continue;
+    if (kGated) {
+      uint16_t g[kPer];
+#pragma unroll
+      for (int k = 0; k < kPer; ++k) g[k] = bf16_bits(yv[k] * silu_fast(zv[k]));
+      uint16_t* const out = gate.y16 + (s0 + t) * D + c0 + cb;
+      if (pairs) {  // whole pairs of channels, 4-byte aligned
+#pragma unroll
+        for (int k = 0; k < kPer; k += 2)
+          if (cok[k]) *reinterpret_cast<uint32_t*>(out + k) = g[k] | uint32_t{g[k + 1]} << 16;
+      } else {
+#pragma unroll
+        for (int k = 0; k < kPer; ++k)
+          if (cok[k]) out[k] = g[k];
+      }
+    } else {
+      float* const out = y + (s0 + t) * D + c0 + cb;
+#pragma unroll
+      for (int k = 0; k < kPer; ++k)
+        if (cok[k]) out[k] = yv[k];
+    }
+  }
+}
+
+template <int NS>
+void run(const uint16_t* x, const uint16_t* dt, const float* dt_bias, const float* A, const float* B, int64_t ldb,
+         const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N, float* y, float* h_final,
+         cudaStream_t stream, int layer, const ScanGate& gate) {
+  using G = Geo<NS>;
+  const bool gated = gate.y16 != nullptr;
+  const auto al = [](const void* p, int b) { return reinterpret_cast<uintptr_t>(p) % b == 0; };
+  const auto fits = [&](int b) {
+    const int per = b / 2;
+    return G::kCB % per == 0 && D % per == 0 && al(x, b) && al(dt, b) &&
+           (!gated || (gate.ldz % per == 0 && al(gate.z, b)));
+  };
+  const Copy mode = fits(8) ? Copy::k8 : fits(4) ? Copy::k4 : Copy::kPlain;
+  const bool vec_bc = N % 4 == 0 && ldb % 4 == 0 && ldc % 4 == 0 && al(B, 16) && al(C, 16);
+  const bool pairs = gated && D % 2 == 0 && al(gate.y16, 4);
+  auto kernel = gated ? scan_onepass_kernel<NS, true> : scan_onepass_kernel<NS, false>;
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, G::kSmem),
+        "selective_scan (one pass: shared memory attribute)", layer);
+  const unsigned blocks = static_cast<unsigned>((D + G::kCB - 1) / G::kCB);
+  kernel<<<blocks, kThreads, G::kSmem, stream>>>(x, dt, dt_bias, A, B, ldb, C, ldc, Dskip, T, D, static_cast<int>(N),
+                                                 mode, vec_bc, pairs, y, h_final, gate);
+  check_launch("selective_scan (one pass)", layer, stream);
+}
+
+}  // namespace onepass
+
 }  // namespace
 
 int64_t selective_scan_work(int64_t T, int64_t D, int64_t N) {
@@ -333,6 +737,26 @@ void selective_scan(const uint16_t* x, uint16_t* dt16, const float* dt_bias, con
                     int64_t ldb, const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N,
                     float* y, float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate) {
   dispatch(x, dt16, dt_bias, true, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, work, stream, layer, gate);
+}
+
+bool selective_scan_one_pass_pays(int64_t D, int64_t N) {
+  if (N > 32 || D <= 0) return false;
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+    return false;
+  const int64_t per_block = onepass::kScanWarps * (N <= 8 ? 4 : N <= 16 ? 2 : 1);
+  return 2 * ((D + per_block - 1) / per_block) >= sms;
+}
+
+void selective_scan_one_pass(const uint16_t* x, const uint16_t* dt16, const float* dt_bias, const float* A,
+                             const float* B, int64_t ldb, const float* C, int64_t ldc, const float* Dskip, int64_t T,
+                             int64_t D, int64_t N, float* y, float* h_final, cudaStream_t stream, int layer,
+                             const ScanGate& gate) {
+  if (T == 0 || D == 0) return;
+  if (N <= 8) onepass::run<8>(x, dt16, dt_bias, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, stream, layer, gate);
+  else if (N <= 16) onepass::run<16>(x, dt16, dt_bias, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, stream, layer, gate);
+  else if (N <= 32) onepass::run<32>(x, dt16, dt_bias, A, B, ldb, C, ldc, Dskip, T, D, N, y, h_final, stream, layer, gate);
+  else fail("selective_scan (one pass, layer ", layer, "): d_state = ", N, " is above its limit of 32");
 }
 
 }  // namespace latim::cuda

@@ -474,6 +474,83 @@ TEST_F(CudaKernels, SelectiveScanMatchesFp64AcrossChunks) {
   }
 }
 
+// The one-pass scan against the fp64 reference on the Δ the chunked scan finishes (the same
+// bf16 bits by construction), and against the chunked scan itself: the same bits up to 256
+// positions (one chunk, the same order of every operation), within 1e-5 beyond. Widths
+// that are multiples of 4 stage the bf16 tiles by 8-byte copies, even ones by 4-byte copies
+// (D = 130, 6), odd ones by plain loads (D = 3); N = 5 stages B and C by 4-byte copies.
+// T = 33 ends one position into a stage, T = 1 is a single position. The decays of the
+// last cases go from 1 to far below 2^-126 in one step. D = 1536 is the 130m width.
+TEST_F(CudaKernels, SelectiveScanOnePassMatchesTheChunkedScanAndFp64) {
+  struct Case {
+    int64_t T, D, N;
+    float raw_lo, raw_hi, a_lo, a_hi;
+  };
+  for (const auto [T, D, N, raw_lo, raw_hi, a_lo, a_hi] :
+       {Case{200, 40, 16, -4, 3, -3, -0.1f}, Case{1000, 40, 16, -4, 3, -3, -0.1f}, Case{300, 130, 5, -4, 3, -3, -0.1f},
+        Case{257, 6, 32, -4, 3, -3, -0.1f}, Case{700, 48, 8, -4, 3, -3, -0.1f}, Case{1, 12, 16, -4, 3, -3, -0.1f},
+        Case{33, 3, 16, -4, 3, -3, -0.1f}, Case{700, 40, 16, -2, 8, -16, -8}, Case{250, 24, 32, -2, 8, -16, -8},
+        Case{2000, 1536, 16, -4, 1, -3, -0.1f}}) {
+    const std::string at = "T=" + std::to_string(T) + " D=" + std::to_string(D) + " N=" + std::to_string(N);
+    const std::vector<uint16_t> x16 = to_bf16_host(random_vector(rng, T * D, -2, 2));
+    const std::vector<uint16_t> raw16 = to_bf16_host(random_vector(rng, T * D, raw_lo, raw_hi));
+    const std::vector<uint16_t> z16 = to_bf16_host(random_vector(rng, T * 2 * D, -3, 3));
+    const auto A = random_vector(rng, D * N, a_lo, a_hi), B = random_vector(rng, T * N, -1, 1),
+               C = random_vector(rng, T * N, -1, 1), Ds = random_vector(rng, D, 0, 1),
+               bias = random_vector(rng, D, -1, 1);
+    auto dx16 = to_device(x16), dz = to_device(z16);
+    auto dA = to_device(A), dB = to_device(B), dC = to_device(C), dDs = to_device(Ds), db = to_device(bias);
+    cuda::DeviceArray<float> work;
+    work.reserve(cuda::selective_scan_work(T, D, N), "work");
+    // The chunked scan: Δ finished in place, y, the final state, and the gated output.
+    auto draw = to_device(raw16);
+    auto y_c = poisoned<float>(T * D), h_c = poisoned<float>(D * N);
+    cuda::selective_scan(dx16.get(), draw.get(), db.get(), dA.get(), dB.get(), N, dC.get(), N, dDs.get(), T, D, N,
+                         y_c.get(), h_c.get(), work.get(), nullptr, 0);
+    const std::vector<float> delta = from_bf16_host(to_host(draw, T * D));
+    auto g_c = poisoned<uint16_t>(T * D);
+    auto y_unused = poisoned<float>(T * D);
+    auto draw2 = to_device(raw16);
+    cuda::selective_scan(dx16.get(), draw2.get(), db.get(), dA.get(), dB.get(), N, dC.get(), N, dDs.get(), T, D, N,
+                         y_unused.get(), nullptr, work.get(), nullptr, 0, cuda::ScanGate{dz.get() + D, 2 * D, g_c.get()});
+    std::vector<double> want, want_h;
+    scan_reference(T, D, N, from_bf16_host(x16), delta, A, B, C, Ds, want, want_h);
+
+    // The one pass, from the raw dt (left as it was).
+    auto dt1 = to_device(raw16);
+    auto y1 = poisoned<float>(T * D);
+    auto h1 = poisoned<float>(D * N);
+    cuda::selective_scan_one_pass(dx16.get(), dt1.get(), db.get(), dA.get(), dB.get(), N, dC.get(), N, dDs.get(), T, D,
+                                  N, y1.get(), h1.get(), nullptr, 0);
+    EXPECT_TRUE(same_bits(to_host(dt1, T * D), raw16)) << at << ": dt left as it was";
+    const std::vector<float> got = to_host(y1, T * D), got_h = to_host(h1, D * N);
+    EXPECT_LE(norm_error(got, want), 1e-5) << at << " y";
+    EXPECT_LE(norm_error(got_h, want_h), 1e-5) << at << " final state";
+    auto g1 = poisoned<uint16_t>(T * D);
+    cuda::selective_scan_one_pass(dx16.get(), dt1.get(), db.get(), dA.get(), dB.get(), N, dC.get(), N, dDs.get(), T, D,
+                                  N, y_unused.get(), nullptr, nullptr, 0, cuda::ScanGate{dz.get() + D, 2 * D, g1.get()});
+    if (T <= 256) {
+      EXPECT_TRUE(same_bits(got, to_host(y_c, T * D))) << at << " y, the chunked scan's bits";
+      EXPECT_TRUE(same_bits(got_h, to_host(h_c, D * N))) << at << " final state, the chunked scan's bits";
+      EXPECT_TRUE(same_bits(to_host(g1, T * D), to_host(g_c, T * D))) << at << " gated, the chunked scan's bits";
+    } else {
+      EXPECT_LE(norm_error(got, to_host(y_c, T * D)), 1e-5) << at << " y against the chunked scan";
+      // The gated output against the gate on the fp64 y: a bf16 rounding, no worse than the
+      // chunked scan's.
+      std::vector<double> gw(T * D);
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t c = 0; c < D; ++c) {
+          const double z = from_bf16_host({z16[t * 2 * D + D + c]})[0];
+          gw[t * D + c] = want[t * D + c] * z / (1.0 + std::exp(-z));
+        }
+      const double e1 = norm_error(from_bf16_host(to_host(g1, T * D)), gw),
+                   ec = norm_error(from_bf16_host(to_host(g_c, T * D)), gw);
+      EXPECT_LE(e1, 3e-3) << at << " gated";
+      EXPECT_LE(e1, 1.05 * ec + 1e-6) << at << " gated, against the chunked scan's " << ec;
+    }
+  }
+}
+
 // Mamba-2 scan in fp64 on the host: x, B and C side by side in one buffer of leading
 // dimension ldx (x, then B at column D, C at D + G N), as in the conv output.
 void ssd_reference(int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, int64_t ldx, const std::vector<float>& x,
