@@ -41,19 +41,4 @@ void selective_scan(const uint16_t* x, uint16_t* dt16, const float* dt_bias, con
                     int64_t ldb, const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N,
                     float* y, float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate = {});
 
-
-// The same scan in one pass (bf16 x and raw dt16, N <= 32): each (channel, state) is scanned
-// over the whole sequence by one lane, so each decay is computed once, where the chunked
-// scan computes it twice. Δ is finished as the chunked scan finishes it (the same bf16 bits)
-// but not written back: dt16 is left as it was. y (gate.y16 null) or the gated y16, and
-// h_final, as above; the states are the chunked scan's up to the order of the chain over
-// chunks (the same bits for T <= 256). No workspace. It has D N / 32 lanes' warps of
-// parallelism, so it pays only for wide layers: selective_scan_one_pass_pays says whether
-// its blocks fill at least half of this GPU.
-bool selective_scan_one_pass_pays(int64_t D, int64_t N);
-void selective_scan_one_pass(const uint16_t* x, const uint16_t* dt16, const float* dt_bias, const float* A,
-                             const float* B, int64_t ldb, const float* C, int64_t ldc, const float* Dskip, int64_t T,
-                             int64_t D, int64_t N, float* y, float* h_final, cudaStream_t stream, int layer,
-                             const ScanGate& gate = {});
-
 }  // namespace latim::cuda
