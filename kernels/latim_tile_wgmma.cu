@@ -326,7 +326,9 @@ __device__ __forceinline__ void load8(const float* p, float (&v)[8]) {
   v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w, v[4] = y.x, v[5] = y.y, v[6] = y.z, v[7] = y.w;
 }
 // Mamba-1's factor P_i[n] = C_i[n] 2^(a[n] s) for a lane's 8 states (crow: C_i at the first of
-// them, s = S_i - S_R >= 0); 0 for a target past the tile (a select: no 0 · inf).
+// them, s = S_i - S_ib >= 0, ib the block's first target: build_m1_fast's factoring of M; the
+// factored-u build computes its P on the tensor cores' fragments instead, see build_rf); 0 for
+// a target past the tile (a select: no 0 · inf).
 __device__ __forceinline__ void m1_p_row(const float* crow, const float (&a2)[8], float s, bool ok, float (&P)[8]) {
   float cn[8];
   load8(crow, cn);
