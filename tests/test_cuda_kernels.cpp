@@ -474,6 +474,96 @@ TEST_F(CudaKernels, SelectiveScanMatchesFp64AcrossChunks) {
   }
 }
 
+// The one-pass scan (the sequence across a warp's lanes) against the fp64 reference, on the Δ
+// the chunked scan finishes from the same raw dt (the one pass rounds it the same way), and
+// against the chunked scan: y in fp32 and the final state within 1e-5 of fp64; the gated
+// output a bf16 rounding of the gate on the fp64 y, no worse than the chunked scan's. B and C
+// are read from one [T][R + 2N] buffer as in the forward (x_proj's output). Chunks are 512
+// positions: T = 512 and 513 end on and one past a chunk, T = 33 and 1 inside the first;
+// blocks are 4 warps (channels) at these widths but 1536, the 130m width (12 on an H100): D = 4
+// is one block, 12 three, 132 a last block of 4 with two chunks; N = 5 and 8 leave states
+// unstaged. The
+// strong-decay cases take the exponentials from 1 to far below 2^-126 in one step.
+TEST_F(CudaKernels, SelectiveScanLanesMatchesFp64AndTheChunkedScan) {
+  struct Case {
+    int64_t T, D, N;
+    float raw_lo, raw_hi, a_lo, a_hi;
+  };
+  for (const auto [T, D, N, raw_lo, raw_hi, a_lo, a_hi] :
+       {Case{200, 40, 16, -4, 3, -3, -0.1f}, Case{2100, 40, 16, -4, 3, -3, -0.1f}, Case{1030, 132, 5, -4, 3, -3, -0.1f},
+        Case{512, 12, 16, -4, 3, -3, -0.1f}, Case{513, 4, 8, -4, 3, -3, -0.1f}, Case{1, 12, 16, -4, 3, -3, -0.1f},
+        Case{33, 4, 16, -4, 3, -3, -0.1f}, Case{1500, 40, 16, -2, 8, -16, -8}, Case{700, 24, 16, -2, 8, -16, -8},
+        Case{3000, 1536, 16, -4, 1, -3, -0.1f}}) {
+    const std::string at = "T=" + std::to_string(T) + " D=" + std::to_string(D) + " N=" + std::to_string(N);
+    const int64_t R = 3, ld = R + 2 * N + 1;  // x_proj's rows: dt's R inputs, B, C, one more column
+    const std::vector<uint16_t> x16 = to_bf16_host(random_vector(rng, T * D, -2, 2));
+    const std::vector<uint16_t> raw16 = to_bf16_host(random_vector(rng, T * D, raw_lo, raw_hi));
+    const std::vector<uint16_t> z16 = to_bf16_host(random_vector(rng, T * 2 * D, -3, 3));
+    const auto A = random_vector(rng, D * N, a_lo, a_hi), xdbl = random_vector(rng, T * ld, -1, 1),
+               Ds = random_vector(rng, D, 0, 1), bias = random_vector(rng, D, -1, 1);
+    std::vector<float> B(T * N), C(T * N);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t n = 0; n < N; ++n) {
+        B[t * N + n] = xdbl[t * ld + R + n];
+        C[t * N + n] = xdbl[t * ld + R + N + n];
+      }
+    auto dx16 = to_device(x16), dz = to_device(z16);
+    auto dxdbl = to_device(xdbl);
+    auto dA = to_device(A), dDs = to_device(Ds), db = to_device(bias);
+    const float* dB = dxdbl.get() + R;
+    const float* dC = dxdbl.get() + R + N;
+    cuda::DeviceArray<float> work;
+    work.reserve(std::max(cuda::selective_scan_work(T, D, N), cuda::selective_scan_lanes_work(T, N)), "work");
+    // The chunked scan: Δ finished in place, and the gated output.
+    auto draw = to_device(raw16);
+    auto y_c = poisoned<float>(T * D);
+    cuda::selective_scan(dx16.get(), draw.get(), db.get(), dA.get(), dB, ld, dC, ld, dDs.get(), T, D, N, y_c.get(),
+                         nullptr, work.get(), nullptr, 0);
+    const std::vector<float> delta = from_bf16_host(to_host(draw, T * D));
+    auto g_c = poisoned<uint16_t>(T * D);
+    auto y_unused = poisoned<float>(T * D);
+    auto draw2 = to_device(raw16);
+    cuda::selective_scan(dx16.get(), draw2.get(), db.get(), dA.get(), dB, ld, dC, ld, dDs.get(), T, D, N,
+                         y_unused.get(), nullptr, work.get(), nullptr, 0, cuda::ScanGate{dz.get() + D, 2 * D, g_c.get()});
+    std::vector<double> want, want_h;
+    scan_reference(T, D, N, from_bf16_host(x16), delta, A, B, C, Ds, want, want_h);
+
+    ASSERT_TRUE(cuda::selective_scan_lanes_fits(D, N, dx16.get(), draw.get(), {})) << at;
+    auto dt1 = to_device(raw16);
+    auto y1 = poisoned<float>(T * D);
+    auto h1 = poisoned<float>(D * N);
+    cuda::selective_scan_lanes(dx16.get(), dt1.get(), db.get(), dA.get(), dB, ld, dC, ld, dDs.get(), T, D, N,
+                               y1.get(), h1.get(), work.get(), nullptr, 0);
+    EXPECT_TRUE(same_bits(to_host(dt1, T * D), raw16)) << at << ": dt left as it was";
+    const std::vector<float> got = to_host(y1, T * D), got_h = to_host(h1, D * N);
+    EXPECT_LE(norm_error(got, want), 1e-5) << at << " y";
+    EXPECT_LE(norm_error(got_h, want_h), 1e-5) << at << " final state";
+    EXPECT_LE(norm_error(got, to_host(y_c, T * D)), 1e-5) << at << " y against the chunked scan";
+    auto g1 = poisoned<uint16_t>(T * D);
+    auto h2 = poisoned<float>(D * N);
+    cuda::selective_scan_lanes(dx16.get(), dt1.get(), db.get(), dA.get(), dB, ld, dC, ld, dDs.get(), T, D, N,
+                               y_unused.get(), h2.get(), work.get(), nullptr, 0,
+                               cuda::ScanGate{dz.get() + D, 2 * D, g1.get()});
+    EXPECT_TRUE(same_bits(to_host(h2, D * N), got_h)) << at << " final state, gated";
+    std::vector<double> gw(T * D);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t c = 0; c < D; ++c) {
+        const double z = from_bf16_host({z16[t * 2 * D + D + c]})[0];
+        gw[t * D + c] = want[t * D + c] * z / (1.0 + std::exp(-z));
+      }
+    const double e1 = norm_error(from_bf16_host(to_host(g1, T * D)), gw),
+                 ec = norm_error(from_bf16_host(to_host(g_c, T * D)), gw);
+    EXPECT_LE(e1, 3e-3) << at << " gated";
+    EXPECT_LE(e1, 1.05 * ec + 1e-6) << at << " gated, against the chunked scan's " << ec;
+  }
+  // What it does not take.
+  auto buf = poisoned<uint16_t>(64);
+  EXPECT_FALSE(cuda::selective_scan_lanes_fits(7, 16, buf.get(), buf.get(), {}));
+  EXPECT_FALSE(cuda::selective_scan_lanes_fits(8, 17, buf.get(), buf.get(), {}));
+  EXPECT_FALSE(cuda::selective_scan_lanes_fits(8, 16, buf.get() + 1, buf.get(), {}));
+  EXPECT_FALSE(cuda::selective_scan_lanes_fits(8, 16, buf.get(), buf.get(), cuda::ScanGate{buf.get(), 3, buf.get()}));
+}
+
 // Mamba-2 scan in fp64 on the host: x, B and C side by side in one buffer of leading
 // dimension ldx (x, then B at column D, C at D + G N), as in the conv output.
 void ssd_reference(int64_t T, int64_t H, int64_t P, int64_t N, int64_t G, int64_t ldx, const std::vector<float>& x,
