@@ -15,7 +15,6 @@ namespace latim::cuda {
 // Whether a pointer is a multiple of 16 (or 8) bytes: what vector loads and cp.async need.
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 inline bool aligned8(const void* p) { return reinterpret_cast<uintptr_t>(p) % 8 == 0; }
-inline bool aligned4(const void* p) { return reinterpret_cast<uintptr_t>(p) % 4 == 0; }
 
 inline std::string gib(double bytes) {
   char buf[32];

@@ -41,18 +41,4 @@ void selective_scan(const uint16_t* x, uint16_t* dt16, const float* dt_bias, con
                     int64_t ldb, const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D, int64_t N,
                     float* y, float* h_final, float* work, cudaStream_t stream, int layer, const ScanGate& gate = {});
 
-// The same scan in one pass, the sequence across a warp's lanes (selective_scan_lanes.cu):
-// every decay computed once. x and dt_proj's raw output dt16 in bf16, as in the overload above,
-// but dt16 is left as it was (Δ is not written back). With gate.y16 set it writes the gated
-// output, else y in fp32. N <= 16, D a multiple of 4, x, dt16 (and z, y16) 8-byte aligned
-// (and ldz a multiple of 4):
-// selective_scan_lanes_fits says whether it takes the arguments. work: at least
-// selective_scan_lanes_work(T, N) floats, 16-byte aligned.
-bool selective_scan_lanes_fits(int64_t D, int64_t N, const uint16_t* x, const uint16_t* dt16, const ScanGate& gate);
-int64_t selective_scan_lanes_work(int64_t T, int64_t N);
-void selective_scan_lanes(const uint16_t* x, const uint16_t* dt16, const float* dt_bias, const float* A, const float* B,
-                          int64_t ldb, const float* C, int64_t ldc, const float* Dskip, int64_t T, int64_t D,
-                          int64_t N, float* y, float* h_final, float* work, cudaStream_t stream, int layer,
-                          const ScanGate& gate = {});
-
 }  // namespace latim::cuda

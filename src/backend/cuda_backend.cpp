@@ -589,17 +589,6 @@ class CudaBackend final : public ComputeBackend {
   // bf16 where fp32 would be kept for a trace or a join (Mamba-1: Δ and the gated output,
   // Mamba-2: y).
   bool activations_local(const Proj& pj) const { return pj.bf16 && !shard_ && !host_link_; }
-  // Whether the Mamba-1 scan of an untraced bf16 layer runs in one pass (the sequence across
-  // a warp's lanes, every decay computed once) rather than chunked (each decay twice): only
-  // where LATIM_MAMBA1_SCAN=one-pass asks for it (it measured slower than the chunked scan on
-  // the H100, docs/performance-cuda.md) and the one pass takes the shapes.
-  static bool one_pass_scan(int64_t D, int64_t N, const uint16_t* x16, const uint16_t* dt16,
-                            const cuda::ScanGate& gate) {
-    const char* e = std::getenv("LATIM_MAMBA1_SCAN");
-    if (!e || !*e || std::strcmp(e, "chunked") == 0) return false;
-    if (std::strcmp(e, "one-pass") != 0) fail("LATIM_MAMBA1_SCAN = ", e, ": expected chunked or one-pass");
-    return cuda::selective_scan_lanes_fits(D, N, x16, dt16, gate);
-  }
   Proj in_proj(DeviceLayer& w, Operand u, int64_t T, int64_t d, int64_t rows, bool traced, int layer) {
     clock_.start("in_proj");
     Proj p;
@@ -695,22 +684,16 @@ class CudaBackend final : public ComputeBackend {
     }
     clock_.start("selective scan");
     float* y = y_.reserve(T * D, "forward workspace (scan output)", layer);  // (not written where fused)
-    if (dt16 && one_pass_scan(D, N, x16, dt16, fused)) {
-      float* work = scan_work_.reserve(cuda::selective_scan_lanes_work(T, N), "selective scan (B and C transposed)", layer);
-      cuda::selective_scan_lanes(x16, dt16, ptr(w.dt_proj_b), w.A.get(), xdbl + R, XR, xdbl + R + N, XR,
-                                 w.D_skip.get(), T, D, N, y, scan_summary(c, D * N, layer), work, nullptr, layer, fused);
-    } else {
-      float* work = scan_work_.reserve(cuda::selective_scan_work(T, D, N), "selective scan chunk states", layer);
-      const auto scan = [&](const auto* xs) {
-        cuda::selective_scan(xs, delta, ptr(w.dt_proj_b), true, w.A.get(), xdbl + R, XR, xdbl + R + N, XR,
-                             w.D_skip.get(), T, D, N, y, scan_summary(c, D * N, layer), work, nullptr, layer, fused);
-      };
-      if (dt16)
-        cuda::selective_scan(x16, dt16, ptr(w.dt_proj_b), w.A.get(), xdbl + R, XR, xdbl + R + N, XR, w.D_skip.get(), T,
-                             D, N, y, scan_summary(c, D * N, layer), work, nullptr, layer, fused);
-      else if (x16) scan(static_cast<const uint16_t*>(x16));
-      else scan(static_cast<const float*>(x));
-    }
+    float* work = scan_work_.reserve(cuda::selective_scan_work(T, D, N), "selective scan chunk states", layer);
+    const auto scan = [&](const auto* xs) {
+      cuda::selective_scan(xs, delta, ptr(w.dt_proj_b), true, w.A.get(), xdbl + R, XR, xdbl + R + N, XR,
+                           w.D_skip.get(), T, D, N, y, scan_summary(c, D * N, layer), work, nullptr, layer, fused);
+    };
+    if (dt16)
+      cuda::selective_scan(x16, dt16, ptr(w.dt_proj_b), w.A.get(), xdbl + R, XR, xdbl + R + N, XR, w.D_skip.get(), T, D,
+                           N, y, scan_summary(c, D * N, layer), work, nullptr, layer, fused);
+    else if (x16) scan(static_cast<const uint16_t*>(x16));
+    else scan(static_cast<const float*>(x));
     const double* S =
         shard_ || host_link_ ? join_slice(c, hw, w, layer, T, delta, D, D * N, y, xdbl + R + N, XR, tr != nullptr) : nullptr;
     clock_.start("gate");
